@@ -1,0 +1,133 @@
+"""Decode loops: auto-regressive baseline and ReDrafter (draft, tree-verify, accept, commit).
+
+Each step ends in exactly one `mx.eval`, which also computes the next step's draft, so
+the host learns the accepted tokens and the next beams in the same sync.
+"""
+
+import time
+from typing import Iterator, List
+
+import mlx.core as mx
+import numpy as np
+
+from .acceptance import greedy_accept
+from .beam_search import beam_search
+from .drafter import Drafter
+from .kv_cache import KVCache
+from .llm import Model
+from .sampling import SamplingParams, sample
+from .stats import Stats
+from .tree import build_tree
+
+PREFILL_CHUNK = 512
+
+
+def prefill(model: Model, cache: KVCache, prompt: List[int]) -> mx.array:
+    """Runs the prompt through the model in chunks; returns the last hidden state (1, dim)."""
+    for start in range(0, len(prompt), PREFILL_CHUNK):
+        chunk = prompt[start:start + PREFILL_CHUNK]
+        positions = mx.arange(cache.length, cache.length + len(chunk))[None]
+        hidden = model(mx.array(chunk)[None], positions, "causal" if len(chunk) > 1 else None, cache)
+        cache.advance(len(chunk))
+        mx.eval(hidden, *cache.state())
+    return hidden[:, -1]
+
+
+def _finish(tokens: List[int], produced: int, max_tokens: int, eos_ids) -> List[int]:
+    """Cuts a chunk at max_tokens and just after the first EOS."""
+    tokens = tokens[:max_tokens - produced]
+    for i, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[:i + 1]
+    return tokens
+
+
+def _check_prompt(prompt: List[int], max_tokens: int):
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+
+
+def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: SamplingParams = SamplingParams(),
+                eos_ids=(), stats: Stats = None) -> Iterator[List[int]]:
+    """Auto-regressive decoding; yields one token per step (as a one-element list)."""
+    _check_prompt(prompt, max_tokens)
+    stats = stats or Stats()
+    cache = model.new_cache()
+    start = time.perf_counter()
+    token = sample(model.logits(prefill(model, cache, prompt)), params)
+    mx.eval(token)
+    stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
+    start = time.perf_counter()
+    while True:
+        chunk = _finish(token.tolist(), stats.generated_tokens, max_tokens, eos_ids)
+        stats.generated_tokens += len(chunk)
+        stats.steps += 1
+        stats.generation_time = time.perf_counter() - start
+        yield chunk
+        if stats.generated_tokens >= max_tokens or chunk[-1] in eos_ids:
+            return
+        positions = mx.array([[cache.length]])
+        hidden = model(token[None], positions, None, cache)
+        cache.advance(1)
+        token = sample(model.logits(hidden[:, -1]), params)
+        mx.eval(token)
+
+
+def check_beam_shape(width: int, length: int, vocab_size: int):
+    if not 1 <= width <= vocab_size:
+        raise ValueError(f"beam width must be in 1..{vocab_size}, got {width}")
+    if length < 2:
+        raise ValueError(f"beam length must be >= 2 (the LLM's token plus >= 1 draft), got {length}")
+
+
+def verify(model: Model, cache: KVCache, tree) -> mx.array:
+    """One forward over the packed tree after the committed prefix; returns hidden (P, dim)."""
+    prefix = mx.ones((len(tree.tokens), cache.length), dtype=mx.bool_)
+    mask = mx.concatenate([prefix, mx.array(tree.mask)], axis=1)
+    positions = mx.array(cache.length + tree.depths)[None]
+    return model(mx.array(tree.tokens)[None], positions, mask, cache)[0]
+
+
+def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_tokens: int,
+                       beam_width: int, beam_length: int, eos_ids=(), stats: Stats = None
+                       ) -> Iterator[List[int]]:
+    """Greedy ReDrafter decoding; yields the tokens accepted at each step (1..beam_length)."""
+    _check_prompt(prompt, max_tokens)
+    check_beam_shape(beam_width, beam_length, drafter.config.vocab_size)
+    stats = stats or Stats()
+    stats.draft_length = beam_length - 1
+    cache = model.new_cache()
+    start = time.perf_counter()
+    context = prefill(model, cache, prompt)
+    token = sample(model.logits(context), SamplingParams())
+    draft = beam_search(drafter, model.embed, context, token, beam_width, beam_length)
+    mx.eval(draft.beams)
+    stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
+    start = time.perf_counter()
+    while True:
+        stats.start_phase()
+        beams = np.array(draft.beams[0])
+        tree = build_tree(beams)
+        hidden = verify(model, cache, tree)
+        index = mx.array(tree.index)
+        target = mx.argmax(model.logits(hidden), axis=-1)[index]  # (W, L)
+        stats.end_phase("verify", target)
+        accepted = greedy_accept(mx.array(beams), target)
+        cache.commit(index[accepted.beam])
+        stats.end_phase("accept+commit", accepted, *cache.state())
+        context = hidden[index[accepted.beam, accepted.count]][None]
+        draft = beam_search(drafter, model.embed, context, accepted.next_token[None], beam_width, beam_length)
+        mx.eval(accepted.beam, accepted.count, draft.beams, *cache.state())
+        stats.end_phase("draft")
+        best, count = accepted.beam.item(), accepted.count.item()
+        cache.advance(count + 1)
+        chunk = _finish(beams[best, :count + 1].tolist(), stats.generated_tokens, max_tokens, eos_ids)
+        stats.steps += 1
+        stats.accepted_histogram[count] += 1
+        stats.generated_tokens += len(chunk)
+        stats.generation_time = time.perf_counter() - start
+        yield chunk
+        if stats.generated_tokens >= max_tokens or chunk[-1] in eos_ids:
+            return

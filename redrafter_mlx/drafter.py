@@ -1,0 +1,53 @@
+"""Recurrent drafter (ReDrafter): an RNN over draft tokens plus a ResBlock vocab head.
+
+Parameter names follow Apple's checkpoints: input_proj (only when exit_dim != 2*hidden),
+lm_head.{0..N-1}.linear (ResBlocks), lm_head.{N} (vocab projection, no bias),
+rnn_u (with bias) and rnn_w (no bias).
+"""
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import DrafterConfig
+
+
+class ResBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+
+    def __call__(self, x):
+        return x + nn.silu(self.linear(x))
+
+
+class Drafter(nn.Module):
+    def __init__(self, config: DrafterConfig):
+        super().__init__()
+        self.config = config
+        dim, exit_dim = config.hidden_size, config.exit_dim
+        if exit_dim != 2 * dim:
+            self.input_proj = nn.Linear(2 * dim, exit_dim)
+        blocks = [ResBlock(exit_dim) for _ in range(config.num_draft_layers)]
+        self.lm_head = blocks + [nn.Linear(exit_dim, config.vocab_size, bias=False)]
+        if config.rnn:
+            self.rnn_u = nn.Linear(dim, dim)
+            self.rnn_w = nn.Linear(dim, dim, bias=False)
+
+    def next_state(self, state: mx.array, token_embedding: mx.array) -> mx.array:
+        """state, token_embedding (..., hidden) -> the state after reading that token."""
+        if self.config.rnn:
+            return nn.silu(self.rnn_w(token_embedding) + self.rnn_u(state))
+        return state + token_embedding
+
+    def __call__(self, context: mx.array, state: mx.array) -> mx.array:
+        """context h, state s (..., hidden) -> logits (..., vocab) float32."""
+        x = mx.concatenate([context, state], axis=-1)
+        if "input_proj" in self:
+            x = self.input_proj(x)
+        for layer in self.lm_head:
+            x = layer(x)
+        return x.astype(mx.float32)
+
+    def sanitize(self, weights: dict) -> dict:
+        """Drops emb_norm (kept in checkpoints for compatibility, never applied)."""
+        return {k: v for k, v in weights.items() if not k.startswith("emb_norm.")}

@@ -1,0 +1,119 @@
+"""Target LLM (LLaMA family) with per-token positions and arbitrary attention masks.
+
+One forward takes T new tokens with their positions and a mask over the cached plus new
+tokens, so the same code runs prefill, auto-regressive steps and tree verification.
+Weight names follow Hugging Face (model.layers.N.self_attn.q_proj ...), as mlx-lm does.
+"""
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import ModelConfig
+from .kv_cache import KVCache
+from .rope import apply_rope, inverse_frequencies, rope_angles
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim ** -0.5
+        self.traditional = config.rope_traditional
+        dim, qkv_bias = config.hidden_size, config.attention_bias
+        self.q_proj = nn.Linear(dim, self.heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, dim, bias=config.model_type != "qwen2" and qkv_bias)
+
+    def __call__(self, x, cos, sin, mask, cache: KVCache, layer: int):
+        """x (B, T, dim) -> (B, T, dim); mask: None, "causal" or bool (T, cached + T)."""
+        batch, length, _ = x.shape
+
+        def split(y, heads):
+            return y.reshape(batch, length, heads, self.head_dim).transpose(0, 2, 1, 3)
+
+        q = apply_rope(split(self.q_proj(x), self.heads), cos, sin, self.traditional)
+        k = apply_rope(split(self.k_proj(x), self.kv_heads), cos, sin, self.traditional)
+        v = split(self.v_proj(x), self.kv_heads)
+        k, v = cache.update(layer, k, v)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        dim, hidden, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(dim, hidden, bias=bias)
+        self.up_proj = nn.Linear(dim, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, dim, bias=bias)
+
+    def __call__(self, x):
+        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(config)
+        self.mlp = MLP(config)
+        self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def __call__(self, x, cos, sin, mask, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = [Block(config) for _ in range(config.num_hidden_layers)]
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+
+class Model(nn.Module):
+    """Causal LM: `model(tokens, positions, mask, cache)` -> last hidden states (post norm)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self._inv_freq = inverse_frequencies(config)
+
+    def __call__(self, tokens: mx.array, positions: mx.array, mask, cache: KVCache) -> mx.array:
+        """tokens, positions (B, T) int; mask None | "causal" | bool (T, cache.length + T).
+
+        Writes the new K/V after cache.length (without advancing it); returns hidden (B, T, dim)."""
+        cos, sin = rope_angles(positions, self._inv_freq)
+        x = self.model.embed_tokens(tokens)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, mask, cache, i)
+        return self.model.norm(x)
+
+    def logits(self, hidden: mx.array) -> mx.array:
+        """hidden (..., dim) -> logits (..., vocab) in float32."""
+        if self.config.tie_word_embeddings:
+            out = self.model.embed_tokens.as_linear(hidden)
+        else:
+            out = self.lm_head(hidden)
+        return out.astype(mx.float32)
+
+    def embed(self, tokens: mx.array) -> mx.array:
+        """The frozen input embeddings the drafter reads: tokens (...) -> (..., dim)."""
+        return self.model.embed_tokens(tokens)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.model.layers))
+
+    def sanitize(self, weights: dict) -> dict:
+        """Drops checkpoint entries this model does not hold (rotary buffers, tied heads)."""
+        weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
+        if self.config.tie_word_embeddings:
+            weights = {k: v for k, v in weights.items() if not k.startswith("lm_head.")}
+        return weights
