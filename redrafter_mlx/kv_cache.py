@@ -27,9 +27,12 @@ class KVCache:
         new_capacity = ((needed + self.step - 1) // self.step) * self.step
         old_k, old_v = self.keys[layer], self.values[layer]
         extra = new_capacity - (0 if old_k is None else old_k.shape[2])
-        pad = mx.zeros((batch, heads, extra, dim), like.dtype)
-        self.keys[layer] = pad if old_k is None else mx.concatenate([old_k, pad], axis=2)
-        self.values[layer] = pad if old_v is None else mx.concatenate([old_v, pad], axis=2)
+
+        def grown(old):  # a new array each time: keys and values must not alias
+            pad = mx.zeros((batch, heads, extra, dim), like.dtype)
+            return pad if old is None else mx.concatenate([old, pad], axis=2)
+
+        self.keys[layer], self.values[layer] = grown(old_k), grown(old_v)
 
     def update(self, layer: int, keys: mx.array, values: mx.array):
         """Writes keys/values (B, kv_heads, T, head_dim) after the committed prefix.

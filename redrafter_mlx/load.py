@@ -1,0 +1,103 @@
+"""Loading MLX model and drafter directories (config.json + *.safetensors)."""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import ConfigError, DrafterConfig, ModelConfig
+from .drafter import Drafter
+from .llm import Model
+
+DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
+
+
+class LoadError(RuntimeError):
+    """A model or drafter directory that cannot be loaded; the message says why."""
+
+
+def read_config(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise LoadError(f"{path}: no such model directory")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise LoadError(f"{path}: no config.json (is this an MLX model directory? see `python -m convert`)")
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise LoadError(f"{config_file}: invalid JSON ({error})") from None
+
+
+def read_weights(path: Path) -> dict:
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise LoadError(f"{path}: no *.safetensors weights")
+    weights = {}
+    for file in files:
+        try:
+            weights.update(mx.load(str(file)))
+        except Exception as error:  # mlx raises RuntimeError/ValueError on corrupt files
+            raise LoadError(f"{file}: cannot read safetensors ({error})") from None
+    return weights
+
+
+def _quantize_like(module: nn.Module, quantization: dict, weights: dict):
+    """Turns the layers that the checkpoint stores quantized into quantized layers."""
+    nn.quantize(module, group_size=quantization["group_size"], bits=quantization["bits"],
+                class_predicate=lambda name, _: f"{name}.scales" in weights)
+
+
+def _fill(module: nn.Module, weights: dict, config: dict, path: Path, dtype):
+    weights = module.sanitize(weights)
+    if config.get("quantization"):
+        _quantize_like(module, config["quantization"], weights)
+    try:
+        module.load_weights(list(weights.items()), strict=True)
+    except ValueError as error:
+        raise LoadError(f"{path}: weights do not match config.json ({error})") from None
+    if dtype is not None:
+        module.set_dtype(dtype)
+    mx.eval(module.parameters())
+    return module
+
+
+def load_model(path, dtype=None) -> Model:
+    """Loads a target LLM directory; dtype (an mx float type) casts its float weights."""
+    raw = read_config(path)
+    try:
+        config = ModelConfig.from_dict(raw)
+    except ConfigError as error:
+        raise LoadError(f"{path}: {error}") from None
+    return _fill(Model(config), read_weights(path), raw, Path(path), dtype)
+
+
+def load_drafter(path, model_config: ModelConfig, dtype=None) -> Drafter:
+    """Loads a drafter directory and checks it fits `model_config` (hidden and vocab sizes)."""
+    raw = read_config(path)
+    try:
+        config = DrafterConfig.from_dict(raw)
+        config.check_matches(model_config)
+    except ConfigError as error:
+        raise LoadError(f"{path}: {error}") from None
+    return _fill(Drafter(config), read_weights(path), raw, Path(path), dtype)
+
+
+def load_tokenizer(path, eos_ids=None):
+    """mlx-lm's TokenizerWrapper (streaming detokenizer, chat template) for a model directory."""
+    from mlx_lm.tokenizer_utils import load as load_mlx_lm_tokenizer
+
+    try:
+        return load_mlx_lm_tokenizer(Path(path), eos_token_ids=eos_ids or None)
+    except Exception as error:
+        raise LoadError(f"{path}: cannot load the tokenizer ({error})") from None
+
+
+def save_module(module: nn.Module, config: dict, path):
+    """Writes config.json + model.safetensors into an existing directory."""
+    from mlx.utils import tree_flatten
+
+    path = Path(path)
+    mx.save_safetensors(str(path / "model.safetensors"), dict(tree_flatten(module.parameters())))
+    (path / "config.json").write_text(json.dumps(config, indent=2))

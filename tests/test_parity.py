@@ -1,0 +1,72 @@
+"""Greedy ReDrafter must reproduce greedy auto-regressive output token for token (float32)."""
+
+from collections import Counter
+
+import pytest
+
+from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.stats import Stats
+from tiny import tiny_drafter, tiny_model
+
+
+def run_both(model, drafter, prompt, max_tokens, width, length, eos=(), stats=None):
+    ar = sum(generate_ar(model, prompt, max_tokens, eos_ids=eos), [])
+    rd = sum(generate_redrafter(model, drafter, prompt, max_tokens, width, length, eos, stats), [])
+    return ar, rd
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("width,length", [(1, 2), (1, 5), (2, 3), (3, 4), (4, 6), (8, 2), (8, 5), (5, 6)])
+def test_greedy_parity(kind, seed, width, length):
+    vocab = (8, 64)[seed % 2]
+    model = tiny_model(seed, kind, vocab=vocab)
+    drafter = tiny_drafter(model, seed + 100, rnn=seed < 2, exit_dim=None if seed % 2 else 40)
+    prompt = [(seed * 7 + i) % vocab for i in range(1 + 9 * seed)]
+    ar, rd = run_both(model, drafter, prompt, 30, width, length)
+    assert len(ar) == 30
+    assert rd == ar
+
+
+@pytest.mark.parametrize("prompt_length", [1, 2, 17, 600])
+def test_parity_prompt_lengths(prompt_length):
+    """600 tokens crosses the prefill chunk and the cache growth steps."""
+    model = tiny_model(5, "llama", vocab=12)
+    drafter = tiny_drafter(model, 6)
+    prompt = [(3 * i + 1) % 12 for i in range(prompt_length)]
+    ar, rd = run_both(model, drafter, prompt, 40, 4, 4)
+    assert rd == ar
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_parity_eos_mid_beam(seed):
+    """Stop at the first EOS even when it is accepted in the middle of a beam."""
+    model = tiny_model(seed, "llama", vocab=12)
+    drafter = tiny_drafter(model, seed + 50)
+    prompt = [1, 2, 3]
+    full = sum(generate_ar(model, prompt, 30), [])
+    eos = full[7]
+    ar, rd = run_both(model, drafter, prompt, 30, 6, 5, eos={eos})
+    assert ar == full[:full.index(eos) + 1]
+    assert rd == ar
+
+
+def test_max_tokens_cuts_mid_beam():
+    model = tiny_model(3, "qwen2", vocab=12)
+    drafter = tiny_drafter(model, 4)
+    for max_tokens in (1, 2, 3, 7):
+        ar, rd = run_both(model, drafter, [4, 5], max_tokens, 8, 6)
+        assert rd == ar and len(rd) == max_tokens
+
+
+def test_parity_setup_accepts_multi_token_runs():
+    """The tiny setup used above must accept runs of several drafts, or parity proves little."""
+    hist = Counter()
+    for seed in range(4):
+        model = tiny_model(seed, "llama", vocab=4)
+        stats = Stats()
+        ar, rd = run_both(model, tiny_drafter(model, seed + 100), [1, 2], 40, 4, 4, stats=stats)
+        assert rd == ar
+        hist.update(stats.accepted_histogram)
+    assert sum(hist[n] for n in range(2, 4)) >= 15, hist
+    assert hist[0] > 0, hist

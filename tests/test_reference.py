@@ -1,0 +1,62 @@
+"""The MLX model and drafter against float64 NumPy references."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from redrafter_mlx.beam_search import beam_search
+from redrafter_mlx.decode import prefill
+from redrafter_mlx.rope import inverse_frequencies
+import reference
+from tiny import tiny_drafter, tiny_model
+
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize("kind,overrides", [
+    ("llama", {}),
+    ("qwen2", {}),
+    ("llama", {"rope_traditional": True}),
+    ("llama", {"rope_scaling": LLAMA3_SCALING, "tie_word_embeddings": False}),
+    ("mistral", {"rope_scaling": {"type": "linear", "factor": 2.0}, "head_dim": 16, "num_key_value_heads": 1}),
+])
+def test_llm_prefill_then_steps_match_reference(kind, overrides):
+    model = tiny_model(0, kind, vocab=40, **overrides)
+    tokens = np.random.default_rng(0).integers(0, 40, size=24).tolist()
+    hidden_ref, logits_ref = reference.llm_forward(model, tokens)
+    cache = model.new_cache()
+    prefill(model, cache, tokens[:16])
+    ours = [np.array(model(mx.array(tokens[:16])[None], mx.arange(16)[None], "causal", model.new_cache())[0])]
+    for t in range(16, 24):  # single-token steps through the cache
+        hidden = model(mx.array([tokens[t:t + 1]]), mx.array([[t]]), None, cache)
+        cache.advance(1)
+        ours.append(np.array(hidden[0]))
+    ours = np.concatenate(ours)
+    np.testing.assert_allclose(ours, hidden_ref, atol=2e-4, rtol=1e-3)
+    np.testing.assert_allclose(np.array(model.logits(mx.array(ours))), logits_ref, atol=2e-3, rtol=1e-3)
+
+
+def test_llama3_scaling_all_three_regimes():
+    """head_dim 8, theta 1e4: wavelengths 6.3 (kept), 63 (blended), 628 and 6283 (divided by 8)."""
+    config = tiny_model(0, "llama", rope_scaling=LLAMA3_SCALING).config
+    base = 1.0 / 1e4 ** (np.arange(0, 8, 2) / 8)
+    ours = np.array(inverse_frequencies(config))
+    np.testing.assert_allclose(ours, reference.inverse_frequencies(config), rtol=1e-6)
+    assert ours[0] == np.float32(base[0]) and base[1] / 8 < ours[1] < base[1]
+    np.testing.assert_allclose(ours[2:], base[2:] / 8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rnn,exit_dim", [(True, None), (False, None), (True, 48)])
+def test_drafter_and_beam_search_match_reference(rnn, exit_dim):
+    model = tiny_model(1, "llama", vocab=30)
+    drafter = tiny_drafter(model, 2, rnn=rnn, exit_dim=exit_dim, scale=0.5)
+    context = mx.random.normal((1, 32), key=mx.random.key(3))
+    embeddings = np.array(model.model.embed_tokens.weight).astype(np.float64)
+    for width, length in [(1, 4), (3, 5), (8, 3)]:
+        draft = beam_search(drafter, model.embed, context, mx.array([7]), width, length)
+        beams, scores, history = reference.beam_search(
+            drafter, embeddings, np.array(context[0]).astype(np.float64), 7, width, length)
+        np.testing.assert_array_equal(np.array(draft.beams[0]), beams)
+        np.testing.assert_allclose(np.array(draft.scores[0]), scores, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.array(draft.log_probs[0]), history, rtol=1e-5, atol=1e-4)
