@@ -45,3 +45,35 @@ def tiny_drafter(model: Model, seed: int = 1, rnn: bool = True, exit_dim=None, l
 def cast(module: nn.Module, dtype):
     module.update(tree_map(lambda p: p.astype(dtype), module.parameters()))
     return module
+
+
+def write_tokenizer(path, vocab_size: int):
+    """A word-level tokenizer over words w0..w{V-1}, with w0 as EOS, saved as tokenizer.json."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+
+    vocab = {f"w{i}": i for i in range(vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="w1"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer.save(str(path / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "w0", "unk_token": "w1"}
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def write_model_dir(path, model: Model):
+    from redrafter_mlx.load import save_module
+
+    path.mkdir(parents=True, exist_ok=True)
+    save_module(model, model.config.to_dict(), path)
+    write_tokenizer(path, model.config.vocab_size)
+    return path
+
+
+def write_drafter_dir(path, drafter: Drafter):
+    from redrafter_mlx.load import save_module
+
+    path.mkdir(parents=True, exist_ok=True)
+    save_module(drafter, drafter.config.to_dict(), path)
+    return path

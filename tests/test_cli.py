@@ -1,0 +1,80 @@
+"""The command line: end-to-end on a tiny model directory, and one-line errors on bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from redrafter_mlx.load import load_drafter, load_model
+from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = tiny_model(0, "llama", vocab=16)
+    other = tiny_model(0, "llama", vocab=16, hidden_size=48)
+    return {
+        "model": write_model_dir(root / "model", model),
+        "drafter": write_drafter_dir(root / "drafter", tiny_drafter(model)),
+        "wide_drafter": write_drafter_dir(root / "wide", tiny_drafter(other)),
+        "vocab_drafter": write_drafter_dir(root / "vocab", tiny_drafter(tiny_model(0, vocab=20))),
+        "root": root,
+    }
+
+
+def cli(*args, stdin=None):
+    command = [sys.executable, "-m", "redrafter_mlx.generate", *map(str, args)]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_load_round_trip(dirs):
+    model = load_model(dirs["model"])
+    drafter = load_drafter(dirs["drafter"], model.config)
+    assert drafter.config.exit_dim == 64 and model.config.vocab_size == 16
+
+
+def test_redrafter_text_equals_ar_text(dirs):
+    common = ["--model", dirs["model"], "--prompt", "w3 w4 w5", "--max-tokens", "24", "--no-chat-template"]
+    ar = cli(*common, "--mode", "ar")
+    rd = cli(*common, "--drafter", dirs["drafter"], "--beam-width", "4", "--beam-length", "4")
+    assert ar.returncode == 0 and rd.returncode == 0, ar.stderr + rd.stderr
+    assert ar.stdout == rd.stdout and ar.stdout.strip()
+    assert "tokens/step" in rd.stderr and "Generation:" in ar.stderr
+
+
+def test_prompt_from_stdin(dirs):
+    out = cli("--model", dirs["model"], "--mode", "ar", "--max-tokens", "5", "--no-chat-template", stdin="w3 w4")
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) >= 1
+
+
+@pytest.mark.parametrize("case,fragment", [
+    ("missing_model", "no such model directory"),
+    ("no_config", "no config.json"),
+    ("hidden_mismatch", "hidden_size 48 != model hidden_size 32"),
+    ("vocab_mismatch", "vocab_size 20 != model vocab_size 16"),
+    ("width_zero", "beam width must be in 1..16"),
+    ("width_large", "beam width must be in 1..16"),
+    ("length_short", "beam length must be >= 2"),
+    ("no_drafter", "needs --drafter"),
+    ("bad_top_p", "--top-p must be in (0, 1]"),
+])
+def test_bad_input_gives_one_error_line(dirs, case, fragment):
+    model, drafter = dirs["model"], dirs["drafter"]
+    base = ["--prompt", "w3", "--max-tokens", "3", "--no-chat-template"]
+    args = {
+        "missing_model": ["--model", dirs["root"] / "nope", "--drafter", drafter],
+        "no_config": ["--model", dirs["root"], "--drafter", drafter],
+        "hidden_mismatch": ["--model", model, "--drafter", dirs["wide_drafter"]],
+        "vocab_mismatch": ["--model", model, "--drafter", dirs["vocab_drafter"]],
+        "width_zero": ["--model", model, "--drafter", drafter, "--beam-width", "0"],
+        "width_large": ["--model", model, "--drafter", drafter, "--beam-width", "17"],
+        "length_short": ["--model", model, "--drafter", drafter, "--beam-length", "1"],
+        "no_drafter": ["--model", model],
+        "bad_top_p": ["--model", model, "--mode", "ar", "--temp", "1", "--top-p", "0"],
+    }[case]
+    out = cli(*args, *base)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], out.stderr
