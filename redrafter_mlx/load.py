@@ -44,9 +44,17 @@ def read_weights(path: Path) -> dict:
 
 
 def _quantize_like(module: nn.Module, quantization: dict, weights: dict):
-    """Turns the layers that the checkpoint stores quantized into quantized layers."""
-    nn.quantize(module, group_size=quantization["group_size"], bits=quantization["bits"],
-                class_predicate=lambda name, _: f"{name}.scales" in weights)
+    """Turns the layers that the checkpoint stores quantized into quantized layers.
+
+    `quantization` is mlx-lm's format: default group_size/bits, plus per-layer dicts."""
+    default = {"group_size": quantization.get("group_size", 64), "bits": quantization.get("bits", 4)}
+
+    def settings(name, _):
+        if f"{name}.scales" not in weights:
+            return False
+        return quantization.get(name, default)
+
+    nn.quantize(module, class_predicate=settings)
 
 
 def _fill(module: nn.Module, weights: dict, config: dict, path: Path, dtype):

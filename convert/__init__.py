@@ -1,0 +1,1 @@
+"""Import PyTorch (Hugging Face), Apple ReDrafter and GGUF weights into MLX directories."""

@@ -1,0 +1,134 @@
+"""Conversion of a target LLM (HF dir or GGUF file) and of a ReDrafter drafter to MLX."""
+
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from redrafter_mlx.config import DrafterConfig, ModelConfig
+from redrafter_mlx.drafter import Drafter
+from redrafter_mlx.llm import Model
+from redrafter_mlx.load import DTYPES, LoadError, read_config
+
+from . import gguf_reader, gguf_tokenizer
+from .hf_reader import CheckpointError, read_json, read_weights
+from .output import atomic_directory, write_config, write_weights
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json")
+
+
+def _progress(items, desc):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, unit="file", leave=False)
+
+
+def _fill(module: nn.Module, weights: dict, quantization: dict, source) -> nn.Module:
+    """Loads weights into module strictly (shapes checked), quantizing layers stored quantized."""
+    weights = module.sanitize(weights)
+    if quantization:
+        default = {"group_size": quantization.get("group_size"), "bits": quantization.get("bits")}
+        nn.quantize(module, class_predicate=lambda name, _: quantization.get(name, default)
+                    if f"{name}.scales" in weights else False)
+    try:
+        module.load_weights(list(weights.items()), strict=True)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: weights do not fit the config ({error})") from None
+    return module
+
+
+def _cast_and_quantize(module: nn.Module, dtype, q_bits, q_group_size, quantization: dict) -> dict:
+    """Casts float weights; quantizes the remaining Linear/Embedding layers when q_bits is set.
+
+    Returns the quantization config entries (mlx-lm format) for config.json."""
+    module.set_dtype(DTYPES[dtype])
+    if q_bits:
+        def predicate(name, layer):
+            fits = hasattr(layer, "to_quantized") and layer.weight.shape[-1] % q_group_size == 0
+            return fits and not hasattr(layer, "scales")
+        nn.quantize(module, group_size=q_group_size, bits=q_bits, class_predicate=predicate)
+        quantization = {**quantization, "group_size": q_group_size, "bits": q_bits}
+    mx.eval(module.parameters())
+    return quantization
+
+
+def read_target(src: Path, allow_pickle: bool):
+    """Returns (config dict, weights, quantization entries, GGUF metadata or None)."""
+    if src.is_file() and src.suffix == ".gguf":
+        metadata, weights = gguf_reader.read_gguf(src)
+        config = gguf_reader.model_config(metadata)
+        weights = gguf_reader.hf_weights(metadata, weights, config)
+        return config, weights, gguf_reader.quantization_config(weights), metadata
+    if not src.is_dir():
+        raise CheckpointError(f"{src}: not a checkpoint directory or .gguf file")
+    config = read_json(src / "config.json")
+    weights = read_weights(src, allow_pickle, lambda files: _progress(files, "reading"))
+    return config, weights, dict(config.get("quantization") or {}), None
+
+
+def dequantize_all(weights: dict, quantization: dict) -> dict:
+    """Replaces every quantized (weight, scales, biases) triple by a dense float32 weight."""
+    default = {"group_size": quantization.get("group_size"), "bits": quantization.get("bits")}
+    for scales_name in [k for k in weights if k.endswith(".scales")]:
+        prefix = scales_name[: -len(".scales")]
+        settings = quantization.get(prefix, default)
+        weights[prefix + ".weight"] = mx.dequantize(
+            weights[prefix + ".weight"], weights.pop(scales_name), weights.pop(prefix + ".biases"),
+            group_size=settings["group_size"], bits=settings["bits"]).astype(mx.float32)
+    return weights
+
+
+def convert_target(src, out, dtype="float16", q_bits=None, q_group_size=64, force=False,
+                   allow_pickle=False, tokenizer=None, dequantize=False):
+    src = Path(src)
+    config, weights, quantization, metadata = read_target(src, allow_pickle)
+    if dequantize and quantization:
+        weights, quantization = dequantize_all(weights, quantization), {}
+    model = _fill(Model(ModelConfig.from_dict(config)), weights, quantization, src)
+    del weights
+    quantization = _cast_and_quantize(model, dtype, q_bits, q_group_size, quantization)
+    config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config", "torch_dtype")}
+    if quantization:
+        config["quantization"] = quantization
+    config["torch_dtype"] = dtype
+    with atomic_directory(out, force) as tmp:
+        write_weights(dict(tree_flatten(model.parameters())), tmp)
+        write_config(config, tmp)
+        tokenizer_src = Path(tokenizer) if tokenizer else (src if metadata is None else None)
+        if tokenizer_src is not None:
+            copied = [f for f in TOKENIZER_FILES if (tokenizer_src / f).is_file()]
+            if not copied:
+                raise CheckpointError(f"{tokenizer_src}: no tokenizer files")
+            for name in copied:
+                shutil.copy(tokenizer_src / name, tmp / name)
+        else:
+            gguf_tokenizer.write_tokenizer(metadata, tmp)
+    return Path(out)
+
+
+def convert_drafter(src, out, target, dtype="float16", q_bits=None, q_group_size=64, force=False,
+                    allow_pickle=False):
+    """Converts a drafter from Apple's PyTorch layout; `target` is the MLX (or HF) target dir."""
+    src = Path(src)
+    raw = read_json(src / "config.json")
+    try:
+        target_config = ModelConfig.from_dict(read_config(target))
+    except LoadError as error:
+        raise CheckpointError(f"--target: {error}") from None
+    config = DrafterConfig.from_dict(raw)
+    config.check_matches(target_config)
+    weights = read_weights(src, allow_pickle)
+    drafter = _fill(Drafter(config), weights, {}, src)
+    quantization = _cast_and_quantize(drafter, dtype, q_bits, q_group_size, {})
+    out_config = {k: v for k, v in config.to_dict().items() if k != "extra"}
+    if quantization:
+        out_config["quantization"] = quantization
+    with atomic_directory(out, force) as tmp:
+        write_weights(dict(tree_flatten(drafter.parameters())), tmp)
+        write_config(out_config, tmp)
+    return Path(out)

@@ -1,0 +1,61 @@
+"""Reads Hugging Face / PyTorch checkpoints: *.safetensors (no torch needed) or, with
+explicit consent, pytorch_model*.bin pickles through torch's weights_only loader."""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: no {path.name}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: invalid JSON ({error})") from None
+
+
+def weight_files(src: Path):
+    """The checkpoint's weight files: safetensors preferred, else .bin pickles."""
+    for pattern in ("*.safetensors", "pytorch_model*.bin", "*.bin"):
+        files = sorted(src.glob(pattern))
+        if files:
+            return files
+    raise CheckpointError(f"{src}: no *.safetensors or pytorch_model*.bin weights")
+
+
+def _load_safetensors(file: Path) -> dict:
+    try:
+        return mx.load(str(file))
+    except Exception as error:
+        raise CheckpointError(f"{file}: cannot read safetensors ({error})") from None
+
+
+def _load_pickle(file: Path) -> dict:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{file}: reading .bin checkpoints needs torch: pip install torch "
+                              "(or convert the checkpoint to safetensors)") from None
+    try:
+        state = torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{file}: cannot read the PyTorch checkpoint ({error})") from None
+    return {k: mx.array(v.float().numpy() if v.is_floating_point() else v.numpy()) for k, v in state.items()}
+
+
+def read_weights(src: Path, allow_pickle: bool, progress=lambda files: files) -> dict:
+    files = weight_files(src)
+    pickles = [f for f in files if f.suffix == ".bin"]
+    if pickles and not allow_pickle:
+        raise CheckpointError(f"{src}: {pickles[0].name} is a pickle, which can run code when loaded; "
+                              "pass --allow-pickle if you trust it")
+    weights = {}
+    for file in progress(files):
+        weights.update(_load_pickle(file) if file.suffix == ".bin" else _load_safetensors(file))
+    return weights
