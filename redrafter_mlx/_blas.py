@@ -30,7 +30,11 @@ def openblas_path():
 def load_openblas():
     """Loads OpenBLAS globally if it helps and still can; returns the path loaded or None."""
     path = openblas_path()
-    if path is None or "mlx.core" in sys.modules:
+    if path is None or path in os.environ.get("LD_PRELOAD", ""):
+        return None
+    if "mlx.core" in sys.modules:
+        print(f"redrafter_mlx: mlx was imported first, so OpenBLAS is not used (CPU matmuls ~30x slower); "
+              f"import redrafter_mlx before mlx, or set LD_PRELOAD={path}", file=sys.stderr)
         return None
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     return path

@@ -86,6 +86,7 @@ class DrafterConfig:
     rnn: bool = True
     emb_norm: bool = False  # kept for compatibility; the norm is not applied
     rms_norm_eps: float = 1e-6
+    head: str = "own"  # "own": lm_head.{N} Linear(exit_dim -> V) (Apple); "target": the LLM's frozen head
     model_type: str = "recurrent_drafting_drafter"
     extra: dict = field(default_factory=dict)
 
@@ -96,6 +97,10 @@ class DrafterConfig:
             raise ConfigError(f"drafter config.json lacks {', '.join(missing)}")
         config = cls(**_known_keys(cls, raw))
         config.extra = {k: v for k, v in raw.items() if k not in {f.name for f in fields(cls)}}
+        if config.head not in ("own", "target"):
+            raise ConfigError(f"drafter head must be 'own' or 'target', got {config.head!r}")
+        if config.head == "target" and config.exit_dim != config.hidden_size:
+            raise ConfigError("a drafter using the target's head needs exit_dim == hidden_size")
         return config
 
     def to_dict(self) -> dict:

@@ -3,6 +3,11 @@
 Parameter names follow Apple's checkpoints: input_proj (only when exit_dim != 2*hidden),
 lm_head.{0..N-1}.linear (ResBlocks), lm_head.{N} (vocab projection, no bias),
 rnn_u (with bias) and rnn_w (no bias).
+
+The compact variant (config.head == "target") stores no vocab projection: it ends with
+the ResBlocks at exit_dim == hidden, an RMSNorm (`exit_norm`: the LLM's head expects
+normalised inputs) and the target LLM's frozen LM head, bound with `bind_target` (not a
+parameter: neither trained nor saved).
 """
 
 import mlx.core as mx
@@ -27,11 +32,19 @@ class Drafter(nn.Module):
         dim, exit_dim = config.hidden_size, config.exit_dim
         if exit_dim != 2 * dim:
             self.input_proj = nn.Linear(2 * dim, exit_dim)
-        blocks = [ResBlock(exit_dim) for _ in range(config.num_draft_layers)]
-        self.lm_head = blocks + [nn.Linear(exit_dim, config.vocab_size, bias=False)]
+        self.lm_head = [ResBlock(exit_dim) for _ in range(config.num_draft_layers)]
+        if config.head == "own":
+            self.lm_head.append(nn.Linear(exit_dim, config.vocab_size, bias=False))
+        else:
+            self.exit_norm = nn.RMSNorm(exit_dim, eps=config.rms_norm_eps)
+        self._target_head = None
         if config.rnn:
             self.rnn_u = nn.Linear(dim, dim)
             self.rnn_w = nn.Linear(dim, dim, bias=False)
+
+    def bind_target(self, model):
+        """Gives a head == "target" drafter the LLM's LM head (hidden -> float32 logits)."""
+        self._target_head = model.logits
 
     def next_state(self, state: mx.array, token_embedding: mx.array) -> mx.array:
         """state, token_embedding (..., hidden) -> the state after reading that token."""
@@ -46,6 +59,10 @@ class Drafter(nn.Module):
             x = self.input_proj(x)
         for layer in self.lm_head:
             x = layer(x)
+        if self.config.head == "target":
+            if self._target_head is None:
+                raise RuntimeError("this drafter uses the target's LM head: call bind_target(model) first")
+            return self._target_head(self.exit_norm(x))
         return x.astype(mx.float32)
 
     def sanitize(self, weights: dict) -> dict:

@@ -87,7 +87,7 @@ def run(args):
     mx.random.seed(args.seed)
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(args.model, dtype)
-    drafter = load_drafter(args.drafter, model.config, dtype) if args.mode == "redrafter" else None
+    drafter = load_drafter(args.drafter, model, dtype) if args.mode == "redrafter" else None
     tokenizer = load_tokenizer(args.model, model.config.eos_ids)
     prompt = args.prompt
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):

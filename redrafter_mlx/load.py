@@ -81,15 +81,17 @@ def load_model(path, dtype=None) -> Model:
     return _fill(Model(config), read_weights(path), raw, Path(path), dtype)
 
 
-def load_drafter(path, model_config: ModelConfig, dtype=None) -> Drafter:
-    """Loads a drafter directory and checks it fits `model_config` (hidden and vocab sizes)."""
+def load_drafter(path, model: Model, dtype=None) -> Drafter:
+    """Loads a drafter directory for `model`: checks hidden/vocab sizes, binds its LM head."""
     raw = read_config(path)
     try:
         config = DrafterConfig.from_dict(raw)
-        config.check_matches(model_config)
+        config.check_matches(model.config)
     except ConfigError as error:
         raise LoadError(f"{path}: {error}") from None
-    return _fill(Drafter(config), read_weights(path), raw, Path(path), dtype)
+    drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype)
+    drafter.bind_target(model)
+    return drafter
 
 
 def load_tokenizer(path, eos_ids=None):

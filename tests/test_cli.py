@@ -30,7 +30,7 @@ def cli(*args, stdin=None):
 
 def test_load_round_trip(dirs):
     model = load_model(dirs["model"])
-    drafter = load_drafter(dirs["drafter"], model.config)
+    drafter = load_drafter(dirs["drafter"], model)
     assert drafter.config.exit_dim == 64 and model.config.vocab_size == 16
 
 

@@ -1,0 +1,47 @@
+"""Greedy generation for many prompts at once (left-padded), for self-distillation data."""
+
+from typing import List
+
+import mlx.core as mx
+
+from .llm import Model
+
+
+def left_pad(prompts: List[List[int]]):
+    """-> tokens (B, P) int32, pad (B, P) bool (True on padding), positions (B, P) int32."""
+    width = max(len(p) for p in prompts)
+    pads = [width - len(p) for p in prompts]
+    tokens = mx.array([[0] * n + p for n, p in zip(pads, prompts)], dtype=mx.int32)
+    pad = mx.arange(width)[None, :] < mx.array(pads)[:, None]
+    positions = mx.maximum(mx.arange(width)[None, :] - mx.array(pads)[:, None], 0)
+    return tokens, pad, positions
+
+
+def generate_greedy_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids) -> List[List[int]]:
+    """Greedy answers (without the prompt; EOS kept when produced) for each prompt."""
+    tokens, pad, positions = left_pad(prompts)
+    batch, width = tokens.shape
+    cache = model.new_cache()
+    causal = mx.tril(mx.ones((width, width), dtype=mx.bool_))
+    # Padding rows attend to themselves only, so that no row is all -inf (NaN-free).
+    mask = (causal[None] & ~pad[:, None, :]) | mx.eye(width, dtype=mx.bool_)[None]
+    hidden = model(tokens, positions, mask[:, None], cache)
+    cache.advance(width)
+    token = mx.argmax(model.logits(hidden[:, -1]), axis=-1).astype(mx.int32)
+    next_position = positions[:, -1] + 1
+    eos = mx.array(sorted(eos_ids) or [-1])
+    done = mx.zeros((batch,), dtype=mx.bool_)
+    out = []
+    for _ in range(max_new):
+        out.append(mx.where(done, -1, token))
+        done = done | (token[:, None] == eos[None]).any(axis=1)
+        keys = mx.concatenate([~pad, mx.ones((batch, cache.length - width + 1), dtype=mx.bool_)], axis=1)
+        hidden = model(token[:, None], next_position[:, None], keys[:, None, None, :], cache)
+        cache.advance(1)
+        token = mx.argmax(model.logits(hidden[:, -1]), axis=-1).astype(mx.int32)
+        next_position = next_position + 1
+        mx.eval(token, done)
+        if done.all().item():
+            break
+    columns = mx.stack(out, axis=1).tolist()
+    return [[t for t in row if t >= 0] for row in columns]

@@ -1,0 +1,83 @@
+"""Training data for the drafter: prompts (ShareGPT, MT-Bench), token shards on disk."""
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator, List
+
+import numpy as np
+
+
+def sharegpt_prompts(path, limit: int) -> List[str]:
+    """First human turns of ShareGPT conversations. The packaged JSON is truncated, so the
+    list is streamed object by object and the incomplete tail is dropped."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    decoder = json.JSONDecoder()
+    position = text.index("[") + 1
+    prompts = []
+    while len(prompts) < limit:
+        while position < len(text) and text[position] in " \r\n\t,":
+            position += 1
+        try:
+            item, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            break  # truncated tail
+        turns = item.get("conversations") or []
+        if turns and turns[0].get("from") == "human" and turns[0].get("value", "").strip():
+            prompts.append(turns[0]["value"].strip())
+    return prompts
+
+
+def mtbench_prompts(path) -> List[str]:
+    """First turns of the 80 MT-Bench questions (question.jsonl)."""
+    lines = Path(path).read_text().splitlines()
+    return [json.loads(line)["turns"][0] for line in lines if line.strip()]
+
+
+def save_sequences(path, sequences: List[List[int]], prompt_lengths: List[int]):
+    """Writes one shard atomically: flat tokens, offsets (N+1,), prompt lengths (N,)."""
+    path = Path(path)
+    tokens = np.array([t for s in sequences for t in s], dtype=np.int32)
+    offsets = np.cumsum([0] + [len(s) for s in sequences]).astype(np.int64)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, tokens=tokens, offsets=offsets, prompt_lengths=np.array(prompt_lengths, dtype=np.int32))
+    os.replace(tmp, path)
+
+
+def load_sequences(directory) -> Iterator[tuple]:
+    """Yields (sequence, prompt_length) from every shard-*.npz in directory."""
+    shards = sorted(Path(directory).glob("shard-*.npz"))
+    if not shards:
+        raise FileNotFoundError(f"{directory}: no shard-*.npz (run `python -m redrafter_mlx.train data` first)")
+    for shard in shards:
+        data = np.load(shard)
+        offsets = data["offsets"]
+        for i, prompt_length in enumerate(data["prompt_lengths"]):
+            yield data["tokens"][offsets[i]:offsets[i + 1]], int(prompt_length)
+
+
+def make_batches(sequences: list, batch_tokens: int, max_length: int, rng: np.random.Generator):
+    """Groups (sequence, prompt_length) pairs of similar length into padded batches.
+
+    Yields tokens (B, T) int32 and loss_mask (B, T) bool: True where a token is an answer
+    token (a valid prediction target)."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+    batches, current = [], []
+    for i in order:
+        length = min(len(sequences[i][0]), max_length)
+        if current and length * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    for b in rng.permutation(len(batches)):
+        rows = [sequences[i] for i in batches[b]]
+        width = min(max(len(s) for s, _ in rows), max_length)
+        tokens = np.zeros((len(rows), width), dtype=np.int32)
+        mask = np.zeros((len(rows), width), dtype=bool)
+        for r, (seq, prompt_length) in enumerate(rows):
+            seq = seq[:width]
+            tokens[r, :len(seq)] = seq
+            mask[r, prompt_length:len(seq)] = True
+        yield tokens, mask

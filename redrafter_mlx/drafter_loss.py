@@ -1,0 +1,43 @@
+"""The drafter's training objective (the target LLM frozen).
+
+For every position t with hidden state h_t, drafting step i (0-based, i < K) reads the
+embeddings of tokens t+1 .. t+1+i through the RNN and predicts token t+2+i. The loss is
+the sum over i of the cross-entropy averaged over valid targets (answer tokens)."""
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .drafter import Drafter
+from .llm import Model
+
+
+def target_features(model: Model, tokens: mx.array):
+    """tokens (B, T) -> hidden (B, T, H) post-norm and embeddings (B, T, H), both frozen."""
+    positions = mx.broadcast_to(mx.arange(tokens.shape[1])[None], tokens.shape)
+    hidden = model(tokens, positions, "causal", model.new_cache())
+    return mx.stop_gradient(hidden), mx.stop_gradient(model.embed(tokens))
+
+
+def step_logits(drafter: Drafter, hidden: mx.array, embeddings: mx.array, steps: int):
+    """Yields (i, logits (B, T-2-i, V)) for each drafting step i < steps."""
+    length = hidden.shape[1]
+    state = mx.zeros_like(embeddings[:, :length - 1])
+    for i in range(steps):
+        if length - 2 - i <= 0:
+            return
+        state = drafter.next_state(state[:, :length - 1 - i], embeddings[:, 1 + i:])
+        yield i, drafter(hidden[:, :length - 2 - i], state[:, :length - 2 - i])
+
+
+def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps: int):
+    """Returns (total loss, per-step losses (K,), per-step top-1 accuracies (K,), per-step counts (K,))."""
+    losses, accuracies, counts = [], [], []
+    for i, logits in step_logits(drafter, hidden, embeddings, steps):
+        targets, mask = tokens[:, 2 + i:], loss_mask[:, 2 + i:].astype(mx.float32)
+        count = mx.maximum(mask.sum(), 1)
+        ce = nn.losses.cross_entropy(logits, targets, reduction="none")
+        losses.append((ce * mask).sum() / count)
+        accuracies.append(((logits.argmax(-1) == targets) * mask).sum() / count)
+        counts.append(mask.sum())
+    losses, accuracies, counts = mx.stack(losses), mx.stack(accuracies), mx.stack(counts)
+    return losses.sum(), losses, accuracies, counts

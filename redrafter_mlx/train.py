@@ -1,0 +1,226 @@
+"""Drafter training in MLX.
+
+  python -m redrafter_mlx.train data --model DIR --prompts sharegpt.json --out DATA
+      self-distillation: the target answers ShareGPT prompts greedily; token shards saved.
+  python -m redrafter_mlx.train fit --model DIR --data DATA --out DRAFTER
+      trains a drafter on those shards (target frozen), with held-out per-step accuracy,
+      checkpoints (resumable with --resume) and an atomic final save.
+"""
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from .batch_generate import generate_greedy_batch
+from .config import DrafterConfig
+from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
+from .drafter import Drafter
+from .drafter_loss import drafter_loss, target_features
+from .load import LoadError, load_model, load_tokenizer, read_weights, save_module
+
+
+def progress(iterable, total, desc):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------- data generation
+def generate_data(args):
+    model = load_model(args.model, mx.float32)
+    tokenizer = load_tokenizer(args.model, model.config.eos_ids)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = sharegpt_prompts(args.prompts, args.num_prompts)
+    encoded = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
+               for p in prompts]
+    encoded = [e for e in encoded if len(e) <= args.max_prompt_tokens]
+    eos = set(tokenizer.eos_token_ids)
+    batches = range(0, len(encoded), args.batch_size)
+    start, produced = time.perf_counter(), 0
+    for number, first in enumerate(progress(batches, len(batches), "generating")):
+        shard = out / f"shard-{number:05d}.npz"
+        if shard.exists():
+            continue  # resumable
+        if args.max_seconds and time.perf_counter() - start > args.max_seconds:
+            break
+        group = sorted(encoded[first:first + args.batch_size], key=len)
+        answers = generate_greedy_batch(model, group, args.max_new_tokens, eos)
+        save_sequences(shard, [p + a for p, a in zip(group, answers)], [len(p) for p in group])
+        produced += sum(map(len, answers))
+    elapsed = time.perf_counter() - start
+    summary = {"prompts": len(encoded), "answer_tokens_generated_now": produced, "seconds": round(elapsed, 1)}
+    (out / "info.json").write_text(json.dumps({**vars(args), **summary}, indent=2))
+    print(json.dumps(summary), file=sys.stderr)
+
+
+# ---------------------------------------------------------------- training
+def new_drafter(model, args) -> Drafter:
+    hidden = model.config.hidden_size
+    config = DrafterConfig(hidden_size=hidden, vocab_size=model.config.vocab_size,
+                           exit_dim=hidden if args.head == "target" else 2 * hidden,
+                           num_draft_layers=args.layers, rnn=True, head=args.head)
+    drafter = Drafter(config)
+    drafter.bind_target(model)
+    return drafter
+
+
+def schedule(args, total_steps):
+    warmup = max(1, int(0.1 * total_steps))
+    return optim.join_schedules([optim.linear_schedule(0.0, args.lr, warmup),
+                                 optim.cosine_decay(args.lr, total_steps - warmup)], [warmup])
+
+
+def evaluate(model, drafter, batches, steps):
+    """Per-step top-1 accuracy over held-out batches (answer tokens only)."""
+    correct, total = np.zeros(steps), np.zeros(steps)
+    for tokens, mask in batches:
+        tokens, mask = mx.array(tokens), mx.array(mask)
+        hidden, embeddings = target_features(model, tokens)
+        _, _, accuracy, count = drafter_loss(drafter, hidden, embeddings, tokens, mask, steps)
+        correct[:len(count)] += np.array(accuracy * count)
+        total[:len(count)] += np.array(count)
+    return (correct / np.maximum(total, 1)).round(4).tolist()
+
+
+def save_checkpoint(path: Path, drafter, optimizer, step):
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_module(drafter, drafter.config.to_dict(), tmp)
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+    (tmp / "step.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def load_checkpoint(path: Path, drafter, optimizer) -> int:
+    drafter.load_weights(list(read_weights(path).items()))
+    state = mx.load(str(path / "optimizer.safetensors"))
+    optimizer.state = _unflatten(state)
+    return json.loads((path / "step.json").read_text())["step"]
+
+
+def _unflatten(flat: dict):
+    from mlx.utils import tree_unflatten
+    return tree_unflatten(list(flat.items()))
+
+
+def fit(args):
+    model = load_model(args.model, mx.float32)
+    model.freeze()
+    sequences = list(load_sequences(args.data))
+    rng = np.random.default_rng(args.seed)
+    rng.shuffle(sequences)
+    held_out = max(1, int(len(sequences) * args.eval_fraction))
+    train, valid = sequences[held_out:], sequences[:held_out]
+    steps_per_epoch = sum(1 for _ in make_batches(train, args.batch_tokens, args.max_length, rng))
+    total_steps = steps_per_epoch * args.epochs
+    mx.random.seed(args.seed)
+    drafter = new_drafter(model, args)
+    optimizer = optim.AdamW(learning_rate=schedule(args, total_steps), weight_decay=0.0)
+    out, checkpoint = Path(args.out), Path(args.out + ".checkpoint")
+    step = load_checkpoint(checkpoint, drafter, optimizer) if args.resume and checkpoint.exists() else 0
+    loss_and_grad = nn.value_and_grad(drafter, lambda *a: drafter_loss(drafter, *a, args.draft_steps)[0])
+
+    def train_step(tokens, mask):
+        hidden, embeddings = target_features(model, tokens)
+        loss, grads = loss_and_grad(hidden, embeddings, tokens, mask)
+        grads, _ = optim.clip_grad_norm(grads, 1.0)
+        optimizer.update(drafter, grads)
+        return loss
+
+    valid_batches = list(make_batches(valid, args.batch_tokens, args.max_length, np.random.default_rng(0)))
+    start, log = time.perf_counter(), []
+    bar = progress(range(total_steps), total_steps, "training")
+    iterator = iter(bar)
+    for epoch in range(args.epochs):
+        for batch_number, (tokens, mask) in enumerate(make_batches(train, args.batch_tokens, args.max_length, rng)):
+            next(iterator, None)
+            if epoch * steps_per_epoch + batch_number < step:
+                continue  # resumed: skip what was done
+            loss = train_step(mx.array(tokens), mx.array(mask))
+            mx.eval(loss, drafter.parameters(), optimizer.state)
+            step += 1
+            if step % args.log_every == 0:
+                log.append({"step": step, "loss": round(loss.item(), 4), "seconds": round(time.perf_counter() - start, 1)})
+                print(json.dumps(log[-1]), file=sys.stderr)
+            if step % args.checkpoint_every == 0:
+                save_checkpoint(checkpoint, drafter, optimizer, step)
+        accuracy = evaluate(model, drafter, valid_batches, args.draft_steps)
+        log.append({"epoch": epoch + 1, "step": step, "held_out_top1_per_step": accuracy})
+        print(json.dumps(log[-1]), file=sys.stderr)
+    save_drafter(drafter, out, args, log, time.perf_counter() - start)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def save_drafter(drafter, out: Path, args, log, seconds):
+    """Atomic save of the final drafter (float16 unless --save-dtype) and its training log."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    dtype = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}[args.save_dtype]
+    drafter.update(tree_map(lambda p: p.astype(dtype), drafter.parameters()))
+    save_module(drafter, drafter.config.to_dict(), tmp)
+    (tmp / "training.json").write_text(json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log},
+                                                  indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m redrafter_mlx.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="generate self-distillation data")
+    data.add_argument("--model", required=True)
+    data.add_argument("--prompts", required=True, help="ShareGPT JSON file")
+    data.add_argument("--out", required=True)
+    data.add_argument("--num-prompts", type=int, default=10000)
+    data.add_argument("--max-prompt-tokens", type=int, default=256)
+    data.add_argument("--max-new-tokens", type=int, default=256)
+    data.add_argument("--batch-size", type=int, default=128)
+    data.add_argument("--max-seconds", type=float, default=0, help="stop starting new batches after this")
+    f = sub.add_parser("fit", help="train a drafter")
+    f.add_argument("--model", required=True)
+    f.add_argument("--data", required=True)
+    f.add_argument("--out", required=True)
+    f.add_argument("--head", choices=("target", "own"), default="target")
+    f.add_argument("--layers", type=int, default=2, help="ResBlocks")
+    f.add_argument("--draft-steps", type=int, default=4, help="K = beam length - 1")
+    f.add_argument("--epochs", type=int, default=2)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--batch-tokens", type=int, default=8192)
+    f.add_argument("--max-length", type=int, default=512)
+    f.add_argument("--eval-fraction", type=float, default=0.02)
+    f.add_argument("--log-every", type=int, default=20)
+    f.add_argument("--checkpoint-every", type=int, default=200)
+    f.add_argument("--save-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--resume", action="store_true")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        generate_data(args) if args.command == "data" else fit(args)
+    except (LoadError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
