@@ -21,12 +21,14 @@ def generate_greedy_batch(model: Model, prompts: List[List[int]], max_new: int, 
     """Greedy answers (without the prompt; EOS kept when produced) for each prompt."""
     tokens, pad, positions = left_pad(prompts)
     batch, width = tokens.shape
-    cache = model.new_cache()
+    cache = model.new_cache(batch)
+    cache.reserve(width + max_new)
     causal = mx.tril(mx.ones((width, width), dtype=mx.bool_))
     # Padding rows attend to themselves only, so that no row is all -inf (NaN-free).
-    mask = (causal[None] & ~pad[:, None, :]) | mx.eye(width, dtype=mx.bool_)[None]
-    hidden = model(tokens, positions, mask[:, None], cache)
+    block = (causal[None] & ~pad[:, None, :]) | mx.eye(width, dtype=mx.bool_)[None]
+    hidden = model(tokens, positions, cache, block)
     cache.advance(width)
+    key_valid = mx.concatenate([~pad, mx.ones((batch, cache.capacity - width), dtype=mx.bool_)], axis=1)
     token = mx.argmax(model.logits(hidden[:, -1]), axis=-1).astype(mx.int32)
     next_position = positions[:, -1] + 1
     eos = mx.array(sorted(eos_ids) or [-1])
@@ -35,8 +37,7 @@ def generate_greedy_batch(model: Model, prompts: List[List[int]], max_new: int, 
     for _ in range(max_new):
         out.append(mx.where(done, -1, token))
         done = done | (token[:, None] == eos[None]).any(axis=1)
-        keys = mx.concatenate([~pad, mx.ones((batch, cache.length - width + 1), dtype=mx.bool_)], axis=1)
-        hidden = model(token[:, None], next_position[:, None], keys[:, None, None, :], cache)
+        hidden = model(token[:, None], next_position[:, None], cache, key_valid=key_valid)
         cache.advance(1)
         token = mx.argmax(model.logits(hidden[:, -1]), axis=-1).astype(mx.int32)
         next_position = next_position + 1

@@ -27,7 +27,7 @@ def prefill(model: Model, cache: KVCache, prompt: List[int]) -> mx.array:
     for start in range(0, len(prompt), PREFILL_CHUNK):
         chunk = prompt[start:start + PREFILL_CHUNK]
         positions = mx.arange(cache.length, cache.length + len(chunk))[None]
-        hidden = model(mx.array(chunk)[None], positions, "causal" if len(chunk) > 1 else None, cache)
+        hidden = model(mx.array(chunk)[None], positions, cache)
         cache.advance(len(chunk))
         mx.eval(hidden, *cache.state())
     return hidden[:, -1]
@@ -69,7 +69,7 @@ def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: Sampli
         if stats.generated_tokens >= max_tokens or chunk[-1] in eos_ids:
             return
         positions = mx.array([[cache.length]])
-        hidden = model(token[None], positions, None, cache)
+        hidden = model(token[None], positions, cache)
         cache.advance(1)
         token = sample(model.logits(hidden[:, -1]), params)
         mx.eval(token)
@@ -82,22 +82,36 @@ def check_beam_shape(width: int, length: int, vocab_size: int):
         raise ValueError(f"beam length must be >= 2 (the LLM's token plus >= 1 draft), got {length}")
 
 
-def verify(model: Model, cache: KVCache, tree) -> mx.array:
-    """One forward over the packed tree after the committed prefix; returns hidden (P, dim)."""
-    prefix = mx.ones((len(tree.tokens), cache.length), dtype=mx.bool_)
-    mask = mx.concatenate([prefix, mx.array(tree.mask)], axis=1)
-    positions = mx.array(cache.length + tree.depths)[None]
-    return model(mx.array(tree.tokens)[None], positions, mask, cache)[0]
+def verify(model: Model, cache: KVCache, tree, pad_to: int = 0) -> mx.array:
+    """One forward over the packed tree after the committed prefix; returns hidden (P, dim).
+
+    pad_to > P appends dummy tokens that see only themselves, keeping shapes fixed."""
+    count = len(tree.tokens)
+    size = max(pad_to, count)
+    block = np.eye(size, dtype=bool)
+    block[:count, :count] = tree.mask
+    tokens = np.zeros(size, dtype=np.int32)
+    tokens[:count] = tree.tokens
+    depths = np.zeros(size, dtype=np.int32)
+    depths[:count] = tree.depths
+    positions = mx.array(cache.length + depths)[None]
+    return model(mx.array(tokens)[None], positions, cache, mx.array(block))[0, :count]
 
 
 def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_tokens: int,
-                       beam_width: int, beam_length: int, eos_ids=(), stats: Stats = None
-                       ) -> Iterator[List[int]]:
-    """Greedy ReDrafter decoding; yields the tokens accepted at each step (1..beam_length)."""
+                       beam_width: int, beam_length: int, eos_ids=(), stats: Stats = None,
+                       pad_tree: bool = None) -> Iterator[List[int]]:
+    """Greedy ReDrafter decoding; yields the tokens accepted at each step (1..beam_length).
+
+    pad_tree: verify a fixed W*L tokens (default on GPUs, where shape changes cost more
+    than the padding; off on CPUs, where each verified token costs time)."""
     _check_prompt(prompt, max_tokens)
     check_beam_shape(beam_width, beam_length, drafter.config.vocab_size)
     stats = stats or Stats()
     stats.draft_length = beam_length - 1
+    if pad_tree is None:
+        pad_tree = mx.default_device() == mx.gpu
+    pad_to = beam_width * beam_length if pad_tree else 0
     cache = model.new_cache()
     start = time.perf_counter()
     context = prefill(model, cache, prompt)
@@ -110,7 +124,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         stats.start_phase()
         beams = np.array(draft.beams[0])
         tree = build_tree(beams)
-        hidden = verify(model, cache, tree)
+        hidden = verify(model, cache, tree, pad_to)
         index = mx.array(tree.index)
         target = mx.argmax(model.logits(hidden), axis=-1)[index]  # (W, L)
         stats.end_phase("verify", target)

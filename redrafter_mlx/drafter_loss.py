@@ -14,7 +14,7 @@ from .llm import Model
 def target_features(model: Model, tokens: mx.array):
     """tokens (B, T) -> hidden (B, T, H) post-norm and embeddings (B, T, H), both frozen."""
     positions = mx.broadcast_to(mx.arange(tokens.shape[1])[None], tokens.shape)
-    hidden = model(tokens, positions, "causal", model.new_cache())
+    hidden = model(tokens, positions, model.new_cache(tokens.shape[0]))
     return mx.stop_gradient(hidden), mx.stop_gradient(model.embed(tokens))
 
 

@@ -1,4 +1,9 @@
-"""Pre-allocated KV cache that grows in chunks and commits an accepted tree path in place."""
+"""Pre-allocated KV cache that grows in chunks and commits an accepted tree path in place.
+
+Attention always reads the whole allocated capacity, with a mask that hides what is not
+committed or new: key lengths then change only when the cache grows (every `step`
+tokens), so GPU kernels specialised on shapes are not rebuilt at every decoding step.
+"""
 
 import mlx.core as mx
 
@@ -6,44 +11,59 @@ import mlx.core as mx
 class KVCache:
     """Per-layer keys/values (B, kv_heads, capacity, head_dim); `length` tokens are committed.
 
-    A forward writes its new tokens at [length, length + T) without moving `length`:
+    A forward writes its T new tokens at [length, length + T) without moving `length`:
     auto-regressive steps then call `advance(T)`; a tree verification calls
     `commit(path)` to move the accepted path's entries to the front of that region and,
     once the accepted count is known on the host, `advance(count)`.
     """
 
-    def __init__(self, num_layers: int, step: int = 256):
+    def __init__(self, num_layers: int, batch: int, kv_heads: int, head_dim: int, dtype, step: int = 256):
+        self.shape = (batch, kv_heads, 0, head_dim)
+        self.dtype = dtype
         self.keys = [None] * num_layers
         self.values = [None] * num_layers
         self.length = 0
+        self.capacity = 0
         self.step = step
 
-    @property
-    def capacity(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
-
-    def _grow(self, layer: int, like: mx.array, needed: int):
-        batch, heads, _, dim = like.shape
+    def reserve(self, count: int):
+        """Grows every layer (in chunks of `step`) so that length + count tokens fit."""
+        needed = self.length + count
+        if needed <= self.capacity:
+            return
         new_capacity = ((needed + self.step - 1) // self.step) * self.step
-        old_k, old_v = self.keys[layer], self.values[layer]
-        extra = new_capacity - (0 if old_k is None else old_k.shape[2])
+        batch, heads, _, dim = self.shape
 
         def grown(old):  # a new array each time: keys and values must not alias
-            pad = mx.zeros((batch, heads, extra, dim), like.dtype)
+            pad = mx.zeros((batch, heads, new_capacity - self.capacity, dim), self.dtype)
             return pad if old is None else mx.concatenate([old, pad], axis=2)
 
-        self.keys[layer], self.values[layer] = grown(old_k), grown(old_v)
+        self.keys = [grown(k) for k in self.keys]
+        self.values = [grown(v) for v in self.values]
+        self.capacity = new_capacity
 
     def update(self, layer: int, keys: mx.array, values: mx.array):
-        """Writes keys/values (B, kv_heads, T, head_dim) after the committed prefix.
-
-        Returns views of all keys/values up to length + T."""
+        """Writes keys/values (B, kv_heads, T, head_dim) after the committed prefix; returns
+        the whole capacity (B, kv_heads, capacity, head_dim) of keys and values."""
         end = self.length + keys.shape[2]
-        if self.keys[layer] is None or end > self.keys[layer].shape[2]:
-            self._grow(layer, keys, end)
         self.keys[layer][:, :, self.length:end, :] = keys
         self.values[layer][:, :, self.length:end, :] = values
-        return self.keys[layer][:, :, :end, :], self.values[layer][:, :, :end, :]
+        return self.keys[layer], self.values[layer]
+
+    def mask(self, block: mx.array, key_valid: mx.array = None) -> mx.array:
+        """Attention mask (B or 1, 1, T, capacity) bool for T new tokens.
+
+        block (T, T) or (B, T, T): which new tokens each new token sees; every token sees
+        the committed prefix (except keys where key_valid (B, capacity) is False), and
+        nothing past length + T."""
+        count = block.shape[-1]
+        lead = block.shape[:-2]
+        before = mx.ones((*lead, count, self.length), dtype=mx.bool_)
+        after = mx.zeros((*lead, count, self.capacity - self.length - count), dtype=mx.bool_)
+        full = mx.concatenate([before, block, after], axis=-1)
+        if key_valid is not None:
+            full = full & key_valid[:, None, :]
+        return full[:, None] if full.ndim == 3 else full[None, None]
 
     def advance(self, count: int):
         """Marks `count` more written tokens as committed."""

@@ -28,7 +28,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.heads * self.head_dim, dim, bias=config.model_type != "qwen2" and qkv_bias)
 
     def __call__(self, x, cos, sin, mask, cache: KVCache, layer: int):
-        """x (B, T, dim) -> (B, T, dim); mask: None, "causal" or bool (T, cached + T)."""
+        """x (B, T, dim) -> (B, T, dim); mask: bool (B or 1, 1, T, cache.capacity)."""
         batch, length, _ = x.shape
 
         def split(y, heads):
@@ -86,10 +86,17 @@ class Model(nn.Module):
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self._inv_freq = inverse_frequencies(config)
 
-    def __call__(self, tokens: mx.array, positions: mx.array, mask, cache: KVCache) -> mx.array:
-        """tokens, positions (B, T) int; mask None | "causal" | bool (T, cache.length + T).
+    def __call__(self, tokens: mx.array, positions: mx.array, cache: KVCache, block: mx.array = None,
+                 key_valid: mx.array = None) -> mx.array:
+        """tokens, positions (B, T) int; block (T, T) or (B, T, T) bool: which new tokens each
+        new token sees (default causal); key_valid (B, capacity) bool hides cached keys.
 
         Writes the new K/V after cache.length (without advancing it); returns hidden (B, T, dim)."""
+        count = tokens.shape[1]
+        if block is None:
+            block = mx.tril(mx.ones((count, count), dtype=mx.bool_))
+        cache.reserve(count)
+        mask = cache.mask(block, key_valid)
         cos, sin = rope_angles(positions, self._inv_freq)
         x = self.model.embed_tokens(tokens)
         for i, layer in enumerate(self.model.layers):
@@ -108,8 +115,9 @@ class Model(nn.Module):
         """The frozen input embeddings the drafter reads: tokens (...) -> (..., dim)."""
         return self.model.embed_tokens(tokens)
 
-    def new_cache(self) -> KVCache:
-        return KVCache(len(self.model.layers))
+    def new_cache(self, batch: int = 1) -> KVCache:
+        c = self.config
+        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, self.model.norm.weight.dtype)
 
     def sanitize(self, weights: dict) -> dict:
         """Drops checkpoint entries this model does not hold (rotary buffers, tied heads)."""

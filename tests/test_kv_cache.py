@@ -32,11 +32,13 @@ def test_commit_equals_ar_cache(beam, count):
 
 
 def test_growth_keeps_contents():
-    cache = KVCache(num_layers=1, step=4)
+    cache = KVCache(num_layers=1, batch=1, kv_heads=2, head_dim=3, dtype=mx.float32, step=4)
     first = mx.arange(2 * 3 * 3).reshape(1, 2, 3, 3).astype(mx.float32)
+    cache.reserve(3)
     cache.update(0, first, first)
     cache.advance(3)
     second = -mx.ones((1, 2, 5, 3))
+    cache.reserve(5)
     keys, values = cache.update(0, second, second)
     cache.advance(5)
     assert cache.capacity == 8 and keys.shape == (1, 2, 8, 3)

@@ -70,3 +70,13 @@ def test_parity_setup_accepts_multi_token_runs():
         hist.update(stats.accepted_histogram)
     assert sum(hist[n] for n in range(2, 4)) >= 15, hist
     assert hist[0] > 0, hist
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_parity_with_padded_tree(seed):
+    """GPU mode: the tree padded to W*L dummy tokens must not change the output."""
+    model = tiny_model(seed, "qwen2", vocab=6)
+    drafter = tiny_drafter(model, seed + 9)
+    ar = sum(generate_ar(model, [1, 2, 3], 30), [])
+    rd = sum(generate_redrafter(model, drafter, [1, 2, 3], 30, 4, 4, pad_tree=True), [])
+    assert rd == ar

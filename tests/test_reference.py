@@ -27,9 +27,9 @@ def test_llm_prefill_then_steps_match_reference(kind, overrides):
     hidden_ref, logits_ref = reference.llm_forward(model, tokens)
     cache = model.new_cache()
     prefill(model, cache, tokens[:16])
-    ours = [np.array(model(mx.array(tokens[:16])[None], mx.arange(16)[None], "causal", model.new_cache())[0])]
+    ours = [np.array(model(mx.array(tokens[:16])[None], mx.arange(16)[None], model.new_cache())[0])]
     for t in range(16, 24):  # single-token steps through the cache
-        hidden = model(mx.array([tokens[t:t + 1]]), mx.array([[t]]), None, cache)
+        hidden = model(mx.array([tokens[t:t + 1]]), mx.array([[t]]), cache)
         cache.advance(1)
         ours.append(np.array(hidden[0]))
     ours = np.concatenate(ours)

@@ -55,7 +55,7 @@ def uncompressed_logits(model, prompt, beams):
         cache = model.new_cache()
         prefill(model, cache, prompt)
         positions = mx.arange(len(prompt), len(prompt) + len(beam))[None]
-        out.append(model.logits(model(mx.array(beam)[None], positions, "causal", cache)[0]))
+        out.append(model.logits(model(mx.array(beam)[None], positions, cache)[0]))
     return mx.stack(out)
 
 
