@@ -5,6 +5,7 @@ import sys
 
 import mlx.core as mx
 
+from . import default_model
 from .config import ConfigError
 from .decode import generate_ar, generate_redrafter
 from .load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer
@@ -14,8 +15,9 @@ from .stats import Stats
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m redrafter_mlx.generate", description=__doc__)
-    p.add_argument("--model", required=True, help="MLX model directory (see `python -m convert`)")
-    p.add_argument("--drafter", help="MLX drafter directory (required with --mode redrafter)")
+    p.add_argument("--model", help="MLX model directory (see `python -m convert`); default: SmolLM2-135M-Instruct, "
+                   "fetched and converted on first use")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped one, for the default model)")
     p.add_argument("--prompt", help="prompt text; '-' reads stdin; omitted: stdin if piped, else chat")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temp", type=float, default=0.0, help="sampling temperature (0: greedy)")
@@ -80,6 +82,9 @@ def chat(args, model, drafter, tokenizer, params):
 
 def run(args):
     params = SamplingParams(args.temp, args.top_k, args.top_p)
+    if args.model is None:
+        args.model = default_model.ensure_default_model()
+        args.drafter = args.drafter or default_model.DRAFTER
     if args.mode == "redrafter" and not args.drafter:
         raise ValueError("--mode redrafter needs --drafter DIR (or use --mode ar)")
     if args.mode == "redrafter" and not params.greedy:
@@ -102,7 +107,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (LoadError, ConfigError, ValueError) as error:
+    except (LoadError, ConfigError, ValueError, default_model.FetchError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

