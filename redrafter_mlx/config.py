@@ -15,6 +15,18 @@ def _known_keys(cls, raw: dict) -> dict:
     return {k: v for k, v in raw.items() if k in names}
 
 
+def _rope_parameters_to_legacy(raw: dict) -> dict:
+    """transformers >= 5 writes rope_theta and scaling inside `rope_parameters`."""
+    params = raw.get("rope_parameters")
+    if not params:
+        return raw
+    raw = {k: v for k, v in raw.items() if k != "rope_parameters"}
+    raw.setdefault("rope_theta", params.get("rope_theta", 10000.0))
+    if params.get("rope_type", "default") != "default":
+        raw.setdefault("rope_scaling", {k: v for k, v in params.items() if k != "rope_theta"})
+    return raw
+
+
 @dataclass
 class ModelConfig:
     """Target LLM of the LLaMA family (Llama 1/2/3, Vicuna, Mistral, SmolLM, Qwen2)."""
@@ -50,6 +62,7 @@ class ModelConfig:
                                "num_attention_heads", "vocab_size") if k not in raw]
         if missing:
             raise ConfigError(f"config.json lacks {', '.join(missing)}")
+        raw = _rope_parameters_to_legacy(raw)
         config = cls(**_known_keys(cls, raw))
         config.extra = {k: v for k, v in raw.items() if k not in {f.name for f in fields(cls)}}
         if model_type == "qwen2":
