@@ -80,3 +80,7 @@ def ensure_default_model() -> Path:
 
 def log(message: str):
     print(f"[redrafter_mlx] {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # python -m redrafter_mlx.default_model: fetch now, print the directory
+    print(ensure_default_model())

@@ -10,7 +10,7 @@ import mlx.nn as nn
 
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .rope import apply_rope, inverse_frequencies, rope_angles
+from .rope import apply_rope, inverse_frequencies
 
 
 class Attention(nn.Module):
@@ -27,16 +27,20 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, dim, bias=config.model_type != "qwen2" and qkv_bias)
 
-    def __call__(self, x, cos, sin, mask, cache: KVCache, layer: int):
+    def __call__(self, x, positions, inv_freq, mask, cache: KVCache, layer: int):
         """x (B, T, dim) -> (B, T, dim); mask: bool (B or 1, 1, T, cache.capacity)."""
         batch, length, _ = x.shape
 
-        def split(y, heads):
-            return y.reshape(batch, length, heads, self.head_dim).transpose(0, 2, 1, 3)
+        def heads_first(y):  # (B, T, heads, head_dim) -> (B, heads, T, head_dim)
+            return y.transpose(0, 2, 1, 3)
 
-        q = apply_rope(split(self.q_proj(x), self.heads), cos, sin, self.traditional)
-        k = apply_rope(split(self.k_proj(x), self.kv_heads), cos, sin, self.traditional)
-        v = split(self.v_proj(x), self.kv_heads)
+        def rotated(y, heads):
+            y = y.reshape(batch, length, heads, self.head_dim)
+            return heads_first(apply_rope(y, positions, inv_freq, self.traditional))
+
+        q = rotated(self.q_proj(x), self.heads)
+        k = rotated(self.k_proj(x), self.kv_heads)
+        v = heads_first(self.v_proj(x).reshape(batch, length, self.kv_heads, self.head_dim))
         k, v = cache.update(layer, k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
@@ -62,8 +66,8 @@ class Block(nn.Module):
         self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def __call__(self, x, cos, sin, mask, cache, layer):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+    def __call__(self, x, positions, inv_freq, mask, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), positions, inv_freq, mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -97,10 +101,9 @@ class Model(nn.Module):
             block = mx.tril(mx.ones((count, count), dtype=mx.bool_))
         cache.reserve(count)
         mask = cache.mask(block, key_valid)
-        cos, sin = rope_angles(positions, self._inv_freq)
         x = self.model.embed_tokens(tokens)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, mask, cache, i)
+            x = layer(x, positions, self._inv_freq, mask, cache, i)
         return self.model.norm(x)
 
     def logits(self, hidden: mx.array) -> mx.array:

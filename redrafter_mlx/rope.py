@@ -1,7 +1,7 @@
 """Rotary position embeddings at explicit per-token positions.
 
-mlx-lm's rope takes one scalar offset per call; tree verification needs a position per
-token (committed length + tree depth), so cos/sin are computed from a positions array.
+A scalar rope offset is not enough for tree verification, where each token sits at
+committed length + its tree depth.
 """
 
 import math
@@ -40,21 +40,13 @@ def _llama3_scaled(inv_freq: np.ndarray, scaling: dict) -> np.ndarray:
     return np.where(wavelen < old_context / high, inv_freq, out)
 
 
-def rope_angles(positions: mx.array, inv_freq: mx.array):
-    """positions (B, T) int -> (cos, sin), each (B, 1, T, head_dim // 2) float32."""
-    angles = positions[:, None, :, None].astype(mx.float32) * inv_freq
-    return mx.cos(angles), mx.sin(angles)
+def apply_rope(x: mx.array, positions: mx.array, inv_freq: mx.array, traditional: bool) -> mx.array:
+    """Rotates x (B, T, heads, head_dim) at positions (B, T); traditional = interleaved pairs.
 
-
-def apply_rope(x: mx.array, cos: mx.array, sin: mx.array, traditional: bool) -> mx.array:
-    """Rotates x (B, heads, T, head_dim); traditional = interleaved pairs (GGUF layout)."""
-    dtype = x.dtype
-    x = x.astype(mx.float32)
-    if traditional:
-        a, b = x[..., 0::2], x[..., 1::2]
-        out = mx.stack([a * cos - b * sin, b * cos + a * sin], axis=-1).reshape(x.shape)
-    else:
-        half = x.shape[-1] // 2
-        a, b = x[..., :half], x[..., half:]
-        out = mx.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
-    return out.astype(dtype)
+    Each token becomes its own batch row, so mx.fast.rope's per-row offset gives every
+    token its own position in one fused kernel."""
+    batch, length, heads, dim = x.shape
+    rows = x.reshape(batch * length, heads, 1, dim)
+    out = mx.fast.rope(rows, dim, traditional=traditional, base=None, scale=1.0,
+                       offset=positions.reshape(-1), freqs=1.0 / inv_freq)
+    return out.reshape(batch, length, heads, dim)
