@@ -7,9 +7,11 @@ import mlx.core as mx
 from .llm import Model
 
 
-def left_pad(prompts: List[List[int]]):
-    """-> tokens (B, P) int32, pad (B, P) bool (True on padding), positions (B, P) int32."""
-    width = max(len(p) for p in prompts)
+def left_pad(prompts: List[List[int]], width: int = 0):
+    """-> tokens (B, P) int32, pad (B, P) bool (True on padding), positions (B, P) int32.
+
+    P = max(width, longest prompt): a fixed width keeps shapes (and GPU kernels) the same."""
+    width = max([width] + [len(p) for p in prompts])
     pads = [width - len(p) for p in prompts]
     tokens = mx.array([[0] * n + p for n, p in zip(pads, prompts)], dtype=mx.int32)
     pad = mx.arange(width)[None, :] < mx.array(pads)[:, None]
@@ -17,9 +19,11 @@ def left_pad(prompts: List[List[int]]):
     return tokens, pad, positions
 
 
-def generate_greedy_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids) -> List[List[int]]:
-    """Greedy answers (without the prompt; EOS kept when produced) for each prompt."""
-    tokens, pad, positions = left_pad(prompts)
+def generate_greedy_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids,
+                          width: int = 0) -> List[List[int]]:
+    """Greedy answers (without the prompt; EOS kept when produced) for each prompt;
+    prompts are left-padded to at least `width` tokens."""
+    tokens, pad, positions = left_pad(prompts, width)
     batch, width = tokens.shape
     cache = model.new_cache(batch)
     cache.reserve(width + max_new)

@@ -56,27 +56,30 @@ def load_sequences(directory) -> Iterator[tuple]:
             yield data["tokens"][offsets[i]:offsets[i + 1]], int(prompt_length)
 
 
-def make_batches(sequences: list, batch_tokens: int, max_length: int, rng: np.random.Generator):
+def make_batches(sequences: list, batch_tokens: int, max_length: int, rng: np.random.Generator,
+                 bucket: int = 64):
     """Groups (sequence, prompt_length) pairs of similar length into padded batches.
 
+    Widths are rounded up to a multiple of `bucket` and each width always gets the same
+    number of rows (batch_tokens // width), so only a few batch shapes ever occur.
     Yields tokens (B, T) int32 and loss_mask (B, T) bool: True where a token is an answer
     token (a valid prediction target)."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
-    batches, current = [], []
-    for i in order:
-        length = min(len(sequences[i][0]), max_length)
-        if current and length * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
+    def width_of(i):
+        return min(-(-len(sequences[i][0]) // bucket) * bucket, max_length)
+
+    groups = {}
+    for i in sorted(range(len(sequences)), key=lambda i: len(sequences[i][0])):
+        groups.setdefault(width_of(i), []).append(i)
+    batches = []
+    for width, members in groups.items():
+        rows = max(1, batch_tokens // width)
+        batches += [(width, members[k:k + rows], rows) for k in range(0, len(members), rows)]
     for b in rng.permutation(len(batches)):
-        rows = [sequences[i] for i in batches[b]]
-        width = min(max(len(s) for s, _ in rows), max_length)
-        tokens = np.zeros((len(rows), width), dtype=np.int32)
-        mask = np.zeros((len(rows), width), dtype=bool)
-        for r, (seq, prompt_length) in enumerate(rows):
+        width, members, rows = batches[b]
+        tokens = np.zeros((rows, width), dtype=np.int32)
+        mask = np.zeros((rows, width), dtype=bool)
+        for r, i in enumerate(members):
+            seq, prompt_length = sequences[i]
             seq = seq[:width]
             tokens[r, :len(seq)] = seq
             mask[r, prompt_length:len(seq)] = True

@@ -57,7 +57,7 @@ def generate_data(args):
         if args.max_seconds and time.perf_counter() - start > args.max_seconds:
             break
         group = sorted(encoded[first:first + args.batch_size], key=len)
-        answers = generate_greedy_batch(model, group, args.max_new_tokens, eos)
+        answers = generate_greedy_batch(model, group, args.max_new_tokens, eos, width=args.max_prompt_tokens)
         save_sequences(shard, [p + a for p, a in zip(group, answers)], [len(p) for p in group])
         produced += sum(map(len, answers))
     elapsed = time.perf_counter() - start

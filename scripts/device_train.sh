@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Trains the default drafter on the lent H100 (MLX CUDA). Run on the device machine from the
-# repo root after `source .devsetup.sh`, with the converted default model's files carried in
-# .dev/m1, .dev/m2 (copied to /tmp/m1, /tmp/m2 by earlier calls), .dev/m3 (model.safetensors split in parts) and .dev/sharegpt_prompts.json.
-# Writes the drafter and logs into $OUT. See docs/training.md for the exact calls.
+# Trains the default drafter on the lent H100 (MLX CUDA); docs/training.md has the calls.
+# Run on the device machine from the repo root after `source .devsetup.sh`, with the
+# converted default model (q4-float16, `python -m convert model <gguf> ...`) carried as
+# parts: .dev/m1 and .dev/m2 copied to /tmp/m1, /tmp/m2 by earlier calls, .dev/m3 in this
+# one, plus .dev/sharegpt_prompts.json. STAGE=data|fit|bench; results go to $OUT.
 set -euo pipefail
-MODEL=/tmp/smollm2
-mkdir -p $MODEL
-cat /tmp/m1/model.safetensors.part* /tmp/m2/model.safetensors.part* .dev/m3/model.safetensors.part* > $MODEL/model.safetensors
-cp .dev/m3/*.json $MODEL/
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m redrafter_mlx.train data --model $MODEL --prompts .dev/sharegpt_prompts.json --out /tmp/data \
-  --num-prompts ${NUM_PROMPTS:-9675} --max-new-tokens ${MAX_NEW:-256} --batch-size ${GEN_BATCH:-256} \
-  --max-seconds ${DATA_SECONDS:-200} 2>&1 | grep -v "it/s]" | tee $OUT/data.log
-cp /tmp/data/info.json $OUT/data_info.json
-python3 -m redrafter_mlx.train fit --model $MODEL --data /tmp/data --out $OUT/drafter \
-  --epochs ${EPOCHS:-3} --batch-tokens ${BATCH_TOKENS:-16384} --log-every 50 2>&1 | grep -v "it/s]" | tee $OUT/fit.log
+Q4=/tmp/smollm2 F16=/tmp/smollm2-f16 F32=/tmp/smollm2-f32
+if [ ! -f $Q4/model.safetensors ]; then
+  mkdir -p $Q4
+  cat /tmp/m1/model.safetensors.part* /tmp/m2/model.safetensors.part* .dev/m3/model.safetensors.part* > $Q4/model.safetensors
+  cp .dev/m3/*.json $Q4/
+  python3 -m convert model $Q4 $F16 --dequantize --dtype float16   # fast batched generation
+  python3 -m convert model $Q4 $F32 --dequantize --dtype float32   # the CPU runtime's numerics
+fi
+case "${STAGE:-data}" in
+data)
+  python3 -m redrafter_mlx.train data --model $F16 --prompts .dev/sharegpt_prompts.json --out /tmp/data \
+    --num-prompts 9675 --max-prompt-tokens 256 --max-new-tokens 256 --batch-size 256 \
+    --max-seconds ${DATA_SECONDS:-400} 2>&1 | grep -v "it/s]" | tee $OUT/data.log
+  cp /tmp/data/info.json $OUT/data_info.json ;;
+fit)
+  python3 -m redrafter_mlx.train fit --model $F32 --data /tmp/data --out $OUT/drafter --epochs ${EPOCHS:-4} \
+    --batch-tokens 16384 --log-every 50 --checkpoint-every 100000 2>&1 | grep -v "it/s]" | tee $OUT/fit.log ;;
+bench)
+  python3 -m demos.benchmark --model $Q4 --drafter ${DRAFTER:-$OUT/drafter} --prompts .dev/mtbench.jsonl \
+    --num-prompts ${PROMPTS:-80} --max-tokens 128 --shapes ${SHAPES:-1x4,2x4,4x5,8x5} --mlx-lm \
+    --out $OUT/bench.json 2>&1 | tail -8 ;;
+esac

@@ -17,11 +17,11 @@ from tiny import tiny_drafter, tiny_model, write_model_dir
 
 def test_make_batches_pads_and_masks_answers():
     sequences = [(np.array([5, 6, 7, 8, 9]), 2), (np.array([1, 2, 3]), 1), (np.array([4, 4, 4, 4, 4, 4, 4]), 6)]
-    batches = list(make_batches(sequences, batch_tokens=100, max_length=6, rng=np.random.default_rng(0)))
-    assert len(batches) == 1
-    tokens, mask = batches[0]
-    rows = {tuple(r[r > 0]): (r, m) for r, m in zip(tokens, mask)}
-    assert rows[(1, 2, 3)][1].tolist() == [False, True, True, False, False, False]
+    batches = list(make_batches(sequences, batch_tokens=20, max_length=6, rng=np.random.default_rng(0), bucket=4))
+    assert sorted(t.shape for t, _ in batches) == [(3, 6), (5, 4)]  # rows per width: 20 // width
+    rows = {tuple(r[r > 0]): (r, m) for tokens, mask in batches for r, m in zip(tokens, mask) if r.any()}
+    assert rows[(1, 2, 3)][1].tolist() == [False, True, True, False]
+    rows = {k: v for k, v in rows.items() if len(v[0]) == 6}
     assert rows[(5, 6, 7, 8, 9)][1].tolist() == [False, False, True, True, True, False]
     assert rows[(4, 4, 4, 4, 4, 4)][1].tolist() == [False] * 6  # truncated to max_length: no answer left
 
