@@ -28,7 +28,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.heads * self.head_dim, dim, bias=config.model_type != "qwen2" and qkv_bias)
 
     def __call__(self, x, positions, inv_freq, mask, cache: KVCache, layer: int):
-        """x (B, T, dim) -> (B, T, dim); mask: bool (B or 1, 1, T, cache.capacity)."""
+        """x (B, T, dim) -> (B, T, dim); mask: None, "causal" or bool (B or 1, 1, T, keys)."""
         batch, length, _ = x.shape
 
         def heads_first(y):  # (B, T, heads, head_dim) -> (B, heads, T, head_dim)
@@ -97,10 +97,12 @@ class Model(nn.Module):
 
         Writes the new K/V after cache.length (without advancing it); returns hidden (B, T, dim)."""
         count = tokens.shape[1]
-        if block is None:
-            block = mx.tril(mx.ones((count, count), dtype=mx.bool_))
         cache.reserve(count)
-        mask = cache.mask(block, key_valid)
+        if block is None and key_valid is None and not cache.fixed_shapes:
+            mask = "causal" if count > 1 else None  # the fast fused paths
+        else:
+            block = mx.tril(mx.ones((count, count), dtype=mx.bool_)) if block is None else block
+            mask = cache.mask(block, key_valid)
         x = self.model.embed_tokens(tokens)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, positions, self._inv_freq, mask, cache, i)

@@ -2,15 +2,15 @@
 # Trains the default drafter on the lent H100 (MLX CUDA); docs/training.md has the calls.
 # Run on the device machine from the repo root after `source .devsetup.sh`, with the
 # converted default model (q4-float16, `python -m convert model <gguf> ...`) carried as
-# parts: .dev/m1 and .dev/m2 copied to /tmp/m1, /tmp/m2 by earlier calls, .dev/m3 in this
+# parts: .dev/p1..p3 copied to /tmp/p1..p3 by earlier calls, .dev/p4 in this
 # one, plus .dev/sharegpt_prompts.json. STAGE=data|fit|bench; results go to $OUT.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 Q4=/tmp/smollm2 F16=/tmp/smollm2-f16 F32=/tmp/smollm2-f32
 if [ ! -f $Q4/model.safetensors ]; then
   mkdir -p $Q4
-  cat /tmp/m1/model.safetensors.part* /tmp/m2/model.safetensors.part* .dev/m3/model.safetensors.part* > $Q4/model.safetensors
-  cp .dev/m3/*.json $Q4/
+  cat /tmp/p1/* /tmp/p2/* /tmp/p3/* .dev/p4/model.safetensors.part4 > $Q4/model.safetensors
+  cp .dev/p4/*.json $Q4/
   python3 -m convert model $Q4 $F16 --dequantize --dtype float16   # fast batched generation
   python3 -m convert model $Q4 $F32 --dequantize --dtype float32   # the CPU runtime's numerics
 fi

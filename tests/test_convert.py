@@ -156,3 +156,19 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys):
     convert_main(["model", str(tmp_path / "hf"), str(tmp_path / "out"), "--force"])
     assert (tmp_path / "out" / "config.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp leftovers
+
+
+def test_mlx_lm_converted_checkpoint_loads(tmp_path):
+    """A directory written by mlx-lm's own converter (4-bit) loads and matches mlx-lm's logits."""
+    from mlx_lm import convert as mlx_lm_convert
+    from mlx_lm import load as mlx_lm_load
+
+    model = hf_model("qwen2")
+    model.save_pretrained(tmp_path / "hf")
+    mlx_lm_convert(str(tmp_path / "hf"), mlx_path=str(tmp_path / "lm"), quantize=True, q_group_size=32, q_bits=4)
+    ours = load_model(tmp_path / "lm")
+    theirs, _ = mlx_lm_load(str(tmp_path / "lm"))
+    tokens = [3, 14, 15, 9, 26, 5]
+    logits = ours.logits(ours(mx.array([tokens]), mx.arange(6)[None], ours.new_cache())[0])
+    np.testing.assert_allclose(np.array(logits), np.array(theirs(mx.array([tokens]))[0].astype(mx.float32)),
+                               atol=2e-2, rtol=2e-2)

@@ -10,12 +10,14 @@ from redrafter_mlx.tree import build_tree
 from tiny import tiny_model
 
 
+@pytest.mark.parametrize("fixed_shapes", [False, True])
 @pytest.mark.parametrize("beam,count", [(0, 0), (1, 2), (3, 3), (2, 1)])
-def test_commit_equals_ar_cache(beam, count):
+def test_commit_equals_ar_cache(beam, count, fixed_shapes):
     model = tiny_model(0, "qwen2", vocab=5)
     prompt = [1, 2, 3, 4, 0, 1]
     beams = np.array([[2, 1, 1, 0], [2, 1, 3, 3], [2, 0, 4, 4], [2, 3, 1, 2]])
     cache = model.new_cache()
+    cache.fixed_shapes = fixed_shapes
     cache.step = 8  # small chunks: the tree write crosses a growth boundary
     prefill(model, cache, prompt)
     tree = build_tree(beams)

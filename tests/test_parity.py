@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.llm import Model
 from redrafter_mlx.stats import Stats
 from tiny import tiny_drafter, tiny_model
 
@@ -73,8 +74,17 @@ def test_parity_setup_accepts_multi_token_runs():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_parity_with_padded_tree(seed):
-    """GPU mode: the tree padded to W*L dummy tokens must not change the output."""
+def test_parity_in_gpu_mode(seed, monkeypatch):
+    """GPU mode (tree padded to W*L dummy tokens, attention over the whole cache capacity)
+    must not change the output."""
+    new_cache = Model.new_cache
+
+    def fixed_shape_cache(self, batch=1):
+        cache = new_cache(self, batch)
+        cache.fixed_shapes = True
+        return cache
+
+    monkeypatch.setattr(Model, "new_cache", fixed_shape_cache)
     model = tiny_model(seed, "qwen2", vocab=6)
     drafter = tiny_drafter(model, seed + 9)
     ar = sum(generate_ar(model, [1, 2, 3], 30), [])
