@@ -5,6 +5,7 @@ import sys
 import time
 
 from redrafter_mlx.config import ConfigError
+from redrafter_mlx.load import LoadError
 
 from .convert import convert_drafter, convert_target
 from .gguf_reader import GGUFError
@@ -44,7 +45,7 @@ def main(argv=None):
                                  **options)
         else:
             out = convert_drafter(args.src, args.out, args.target, **options)
-    except (CheckpointError, ConfigError, GGUFError, TokenizerError, OutputError) as error:
+    except (CheckpointError, ConfigError, GGUFError, TokenizerError, OutputError, LoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -10,7 +10,7 @@ from mlx.utils import tree_flatten
 from redrafter_mlx.config import DrafterConfig, ModelConfig
 from redrafter_mlx.drafter import Drafter
 from redrafter_mlx.llm import Model
-from redrafter_mlx.load import DTYPES, LoadError, read_config
+from redrafter_mlx.load import DTYPES, LoadError, fill, read_config
 
 from . import gguf_reader, gguf_tokenizer
 from .hf_reader import CheckpointError, read_json, read_weights
@@ -26,20 +26,6 @@ def _progress(items, desc):
     except ImportError:
         return items
     return tqdm(items, desc=desc, unit="file", leave=False)
-
-
-def _fill(module: nn.Module, weights: dict, quantization: dict, source) -> nn.Module:
-    """Loads weights into module strictly (shapes checked), quantizing layers stored quantized."""
-    weights = module.sanitize(weights)
-    if quantization:
-        default = {"group_size": quantization.get("group_size"), "bits": quantization.get("bits")}
-        nn.quantize(module, class_predicate=lambda name, _: quantization.get(name, default)
-                    if f"{name}.scales" in weights else False)
-    try:
-        module.load_weights(list(weights.items()), strict=True)
-    except ValueError as error:
-        raise CheckpointError(f"{source}: weights do not fit the config ({error})") from None
-    return module
 
 
 def _cast_and_quantize(module: nn.Module, dtype, q_bits, q_group_size, quantization: dict) -> dict:
@@ -89,7 +75,7 @@ def convert_target(src, out, dtype="float16", q_bits=None, q_group_size=64, forc
     config, weights, quantization, metadata = read_target(src, allow_pickle)
     if dequantize and quantization:
         weights, quantization = dequantize_all(weights, quantization), {}
-    model = _fill(Model(ModelConfig.from_dict(config)), weights, quantization, src)
+    model = fill(Model(ModelConfig.from_dict(config)), weights, quantization, src)
     del weights
     quantization = _cast_and_quantize(model, dtype, q_bits, q_group_size, quantization)
     config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config", "torch_dtype")}
@@ -123,7 +109,7 @@ def convert_drafter(src, out, target, dtype="float16", q_bits=None, q_group_size
     config = DrafterConfig.from_dict(raw)
     config.check_matches(target_config)
     weights = read_weights(src, allow_pickle)
-    drafter = _fill(Drafter(config), weights, {}, src)
+    drafter = fill(Drafter(config), weights, {}, src)
     quantization = _cast_and_quantize(drafter, dtype, q_bits, q_group_size, {})
     out_config = {k: v for k, v in config.to_dict().items() if k != "extra"}
     if quantization:

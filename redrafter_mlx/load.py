@@ -57,14 +57,21 @@ def _quantize_like(module: nn.Module, quantization: dict, weights: dict):
     nn.quantize(module, class_predicate=settings)
 
 
-def _fill(module: nn.Module, weights: dict, config: dict, path: Path, dtype):
+def fill(module: nn.Module, weights: dict, quantization: dict, source) -> nn.Module:
+    """Loads weights into module strictly (names and shapes checked), first quantizing the
+    layers that the weights store quantized."""
     weights = module.sanitize(weights)
-    if config.get("quantization"):
-        _quantize_like(module, config["quantization"], weights)
+    if quantization:
+        _quantize_like(module, quantization, weights)
     try:
         module.load_weights(list(weights.items()), strict=True)
     except ValueError as error:
-        raise LoadError(f"{path}: weights do not match config.json ({error})") from None
+        raise LoadError(f"{source}: weights do not match the config ({error})") from None
+    return module
+
+
+def _fill(module: nn.Module, weights: dict, config: dict, path: Path, dtype):
+    fill(module, weights, config.get("quantization"), path)
     if dtype is not None:
         module.set_dtype(dtype)
     mx.eval(module.parameters())
