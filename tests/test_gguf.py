@@ -1,0 +1,93 @@
+"""convert/ on GGUF files written here with the `gguf` package (llama.cpp layout)."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from convert.__main__ import main as convert_main
+from convert.gguf_reader import LAYER_NAMES, TOP_NAMES
+from redrafter_mlx.load import load_model, load_tokenizer
+from tiny import tiny_model
+
+gguf = pytest.importorskip("gguf")
+Q = gguf.GGMLQuantizationType
+
+VOCAB = ["<s>", "</s>"] + [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["Ġ", "Ġa", "ab", "Ġab"]
+
+
+def permute_rows(weight, heads):
+    """llama.cpp's Q/K row order (interleaved rotary pairs) from the HF order."""
+    rows = weight.shape[0]
+    return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def gguf_name(hf: str) -> str:
+    inverse = {v: k for k, v in LAYER_NAMES.items()}
+    top = {v: k for k, v in TOP_NAMES.items()}
+    parts = hf.split(".")
+    if parts[1] == "layers":
+        return f"blk.{parts[2]}.{inverse['.'.join(parts[3:-1])]}.{parts[-1]}"
+    return f"{top['.'.join(parts[:-1])]}.{parts[-1]}"
+
+
+def write_gguf(path, model, qtype):
+    """Writes model as GGUF; returns its weights as stored (quantization round trip), HF layout."""
+    c = model.config
+    stored = {}
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for key, value in [("block_count", c.num_hidden_layers), ("embedding_length", c.hidden_size),
+                       ("feed_forward_length", c.intermediate_size), ("attention.head_count", c.num_attention_heads),
+                       ("attention.head_count_kv", c.num_key_value_heads), ("context_length", 256),
+                       ("vocab_size", c.vocab_size)]:
+        writer.add_uint32(f"llama.{key}", value)
+    writer.add_float32("llama.attention.layer_norm_rms_epsilon", c.rms_norm_eps)
+    writer.add_float32("llama.rope.freq_base", c.rope_theta)
+    writer.add_string("tokenizer.ggml.model", "gpt2")
+    writer.add_string("tokenizer.ggml.pre", "default")
+    writer.add_array("tokenizer.ggml.tokens", VOCAB)
+    writer.add_array("tokenizer.ggml.token_type", [3, 3] + [1] * (len(VOCAB) - 2))
+    writer.add_array("tokenizer.ggml.merges", ["Ġ a", "a b", "Ġ ab"])
+    writer.add_uint32("tokenizer.ggml.eos_token_id", 1)
+    for name, value in tree_flatten(model.parameters()):
+        value = np.array(value).astype(np.float32)
+        if "q_proj" in name:
+            value = permute_rows(value, c.num_attention_heads)
+        elif "k_proj" in name:
+            value = permute_rows(value, c.num_key_value_heads)
+        stored[name] = np.array(value)
+        if value.ndim == 2 and qtype != Q.F32:
+            quantized = gguf.quants.quantize(value, qtype)
+            writer.add_tensor(gguf_name(name), quantized, raw_dtype=qtype)
+            stored[name] = gguf.quants.dequantize(quantized, qtype).reshape(value.shape)
+        else:
+            writer.add_tensor(gguf_name(name), value)
+        if "q_proj" in name or "k_proj" in name:  # back to HF order
+            heads = c.num_attention_heads if "q_proj" in name else c.num_key_value_heads
+            rows = stored[name].shape[0]
+            stored[name] = stored[name].reshape(heads, rows // heads // 2, 2, -1).swapaxes(1, 2).reshape(rows, -1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return [(k, mx.array(v)) for k, v in stored.items()]
+
+
+@pytest.mark.parametrize("qtype", [Q.F32, Q.Q8_0, Q.Q5_0])
+def test_gguf_converts_to_the_same_model(tmp_path, qtype):
+    """F32 and Q8_0 are read by MLX itself; Q5_0 goes through the gguf package's dequantizer.
+    The reference is the original model with the weights as the GGUF stores them."""
+    model = tiny_model(0, "llama", vocab=len(VOCAB), hidden_size=64, intermediate_size=96, scale=0.1)
+    model.load_weights(write_gguf(tmp_path / "m.gguf", model, qtype))
+    convert_main(["model", str(tmp_path / "m.gguf"), str(tmp_path / "mlx"), "--dtype", "float32"])
+    ours = load_model(tmp_path / "mlx")
+    assert ours.config.tie_word_embeddings and ours.config.eos_ids == [1]
+    tokens = [3, 5, 7, 2, 30, 31, 4, 9]
+    positions = mx.arange(len(tokens))[None]
+    expected = model.logits(model(mx.array([tokens]), positions, model.new_cache())[0])
+    got = ours.logits(ours(mx.array([tokens]), positions, ours.new_cache())[0])
+    np.testing.assert_allclose(np.array(got), np.array(expected), atol=1e-4, rtol=1e-4)
+    tokenizer = load_tokenizer(tmp_path / "mlx")
+    ids = tokenizer.encode("ab ab")
+    assert [VOCAB[i] for i in ids] == ["ab", "Ġa", "b"]  # merges by rank: "Ġ a" before "a b"
+    assert tokenizer.decode(ids) == "ab ab"
