@@ -23,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temp", type=float, default=0.0, help="sampling temperature (0: greedy)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--beam-width", type=int, default=2)
-    p.add_argument("--beam-length", type=int, default=5, help="tokens per beam: the LLM's own + L-1 drafts")
+    p.add_argument("--beam-width", type=int, default=1, help="beams (default: best measured on CPU, docs/perf.md)")
+    p.add_argument("--beam-length", type=int, default=3, help="tokens per beam: the LLM's own + L-1 drafts")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap the prompt in the tokenizer's chat template (default on when it has one)")
