@@ -9,7 +9,6 @@
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -19,14 +18,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from .batch_generate import generate_greedy_batch
 from .config import DrafterConfig
 from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from .drafter import Drafter
 from .drafter_loss import drafter_loss, target_features
-from .load import LoadError, load_model, load_tokenizer, read_weights, save_module
+from .load import LoadError, load_model, load_tokenizer, save_module
 
 
 def progress(iterable, total, desc):
@@ -107,15 +106,10 @@ def save_checkpoint(path: Path, drafter, optimizer, step):
 
 
 def load_checkpoint(path: Path, drafter, optimizer) -> int:
-    drafter.load_weights(list(read_weights(path).items()))
+    drafter.load_weights(list(mx.load(str(path / "model.safetensors")).items()))
     state = mx.load(str(path / "optimizer.safetensors"))
-    optimizer.state = _unflatten(state)
+    optimizer.state = tree_unflatten(list(state.items()))
     return json.loads((path / "step.json").read_text())["step"]
-
-
-def _unflatten(flat: dict):
-    from mlx.utils import tree_unflatten
-    return tree_unflatten(list(flat.items()))
 
 
 def fit(args):

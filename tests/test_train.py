@@ -73,3 +73,21 @@ def test_tiny_training_run_learns_and_decodes(tmp_path):
     prompt = prompts[0]
     ar = sum(generate_ar(loaded, prompt, 24), [])
     assert sum(generate_redrafter(loaded, drafter, prompt, 24, 2, 4), []) == ar
+
+
+def test_checkpoint_round_trip(tmp_path):
+    import mlx.optimizers as optim
+    from mlx.utils import tree_flatten
+
+    from redrafter_mlx.train import load_checkpoint, save_checkpoint
+
+    model = tiny_model(0, vocab=16)
+    drafter, fresh = tiny_drafter(model, 1, head="target"), tiny_drafter(model, 2, head="target")
+    optimizer = optim.AdamW(learning_rate=1e-3)
+    optimizer.init(drafter.trainable_parameters())
+    save_checkpoint(tmp_path / "ckpt", drafter, optimizer, step=17)
+    restored = optim.AdamW(learning_rate=1e-3)
+    assert load_checkpoint(tmp_path / "ckpt", fresh, restored) == 17
+    for (name, a), (_, b) in zip(tree_flatten(drafter.parameters()), tree_flatten(fresh.parameters())):
+        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=name)
+    assert set(dict(tree_flatten(restored.state))) == set(dict(tree_flatten(optimizer.state)))
