@@ -10,7 +10,7 @@ from mlx.utils import tree_flatten
 from redrafter_mlx.config import DrafterConfig, ModelConfig
 from redrafter_mlx.drafter import Drafter
 from redrafter_mlx.llm import Model
-from redrafter_mlx.load import DTYPES, LoadError, fill, read_config
+from redrafter_mlx.load import DTYPES, LoadError, fill, layer_quantization, read_config
 
 from . import gguf_reader, gguf_tokenizer
 from .hf_reader import CheckpointError, read_json, read_weights
@@ -59,10 +59,9 @@ def read_target(src: Path, allow_pickle: bool):
 
 def dequantize_all(weights: dict, quantization: dict) -> dict:
     """Replaces every quantized (weight, scales, biases) triple by a dense float32 weight."""
-    default = {"group_size": quantization.get("group_size"), "bits": quantization.get("bits")}
     for scales_name in [k for k in weights if k.endswith(".scales")]:
         prefix = scales_name[: -len(".scales")]
-        settings = quantization.get(prefix, default)
+        settings = layer_quantization(quantization, prefix)
         weights[prefix + ".weight"] = mx.dequantize(
             weights[prefix + ".weight"], weights.pop(scales_name), weights.pop(prefix + ".biases"),
             group_size=settings["group_size"], bits=settings["bits"]).astype(mx.float32)

@@ -43,16 +43,17 @@ def read_weights(path: Path) -> dict:
     return weights
 
 
-def _quantize_like(module: nn.Module, quantization: dict, weights: dict):
-    """Turns the layers that the checkpoint stores quantized into quantized layers.
-
-    `quantization` is mlx-lm's format: default group_size/bits, plus per-layer dicts."""
+def layer_quantization(quantization: dict, name: str) -> dict:
+    """group_size/bits of layer `name` in mlx-lm's format: per-layer dicts over the defaults."""
     default = {"group_size": quantization.get("group_size", 64), "bits": quantization.get("bits", 4)}
+    return quantization.get(name, default)
+
+
+def _quantize_like(module: nn.Module, quantization: dict, weights: dict):
+    """Turns the layers that the checkpoint stores quantized into quantized layers."""
 
     def settings(name, _):
-        if f"{name}.scales" not in weights:
-            return False
-        return quantization.get(name, default)
+        return f"{name}.scales" in weights and layer_quantization(quantization, name)
 
     nn.quantize(module, class_predicate=settings)
 

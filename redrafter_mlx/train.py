@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlx.core as mx
@@ -25,7 +26,7 @@ from .config import DrafterConfig
 from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from .drafter import Drafter
 from .drafter_loss import drafter_loss, target_features
-from .load import LoadError, load_model, load_tokenizer, save_module
+from .load import DTYPES, LoadError, load_model, load_tokenizer, save_module
 
 
 def progress(iterable, total, desc):
@@ -94,15 +95,22 @@ def evaluate(model, drafter, batches, steps):
     return (correct / np.maximum(total, 1)).round(4).tolist()
 
 
-def save_checkpoint(path: Path, drafter, optimizer, step):
+@contextmanager
+def replaced_directory(path: Path):
+    """Yields a fresh sibling directory that replaces `path` once the block completes."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_module(drafter, drafter.config.to_dict(), tmp)
-    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    (tmp / "step.json").write_text(json.dumps({"step": step}))
+    yield tmp
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
+
+
+def save_checkpoint(path: Path, drafter, optimizer, step):
+    with replaced_directory(path) as tmp:
+        save_module(drafter, drafter.config.to_dict(), tmp)
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+        (tmp / "step.json").write_text(json.dumps({"step": step}))
 
 
 def load_checkpoint(path: Path, drafter, optimizer) -> int:
@@ -162,16 +170,11 @@ def fit(args):
 
 def save_drafter(drafter, out: Path, args, log, seconds):
     """Atomic save of the final drafter (float16 unless --save-dtype) and its training log."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    dtype = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}[args.save_dtype]
-    drafter.update(tree_map(lambda p: p.astype(dtype), drafter.parameters()))
-    save_module(drafter, drafter.config.to_dict(), tmp)
-    (tmp / "training.json").write_text(json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log},
-                                                  indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    drafter.update(tree_map(lambda p: p.astype(DTYPES[args.save_dtype]), drafter.parameters()))
+    with replaced_directory(out) as tmp:
+        save_module(drafter, drafter.config.to_dict(), tmp)
+        (tmp / "training.json").write_text(
+            json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log}, indent=2))
 
 
 def build_parser():
