@@ -1,4 +1,4 @@
-"""Greedy acceptance of drafted beams against the LLM's own argmax."""
+"""Acceptance: greedy (match the LLM's argmax) and exact speculative sampling over sampled beams."""
 
 from typing import NamedTuple
 
@@ -6,9 +6,9 @@ import mlx.core as mx
 
 
 class Accepted(NamedTuple):
-    beam: mx.array  # () int: the chosen beam
-    count: mx.array  # () int: drafted tokens accepted on it (0 .. L-1)
-    next_token: mx.array  # () int: the LLM's token after the accepted prefix (the bonus)
+    beam: mx.array  # () or (B,) int: the chosen beam
+    count: mx.array  # () or (B,) int: drafted tokens accepted on it (0 .. L-1)
+    next_token: mx.array  # () or (B,) int: the LLM's token after the accepted prefix (the bonus)
 
 
 def greedy_accept(beams: mx.array, target: mx.array) -> Accepted:
@@ -21,3 +21,63 @@ def greedy_accept(beams: mx.array, target: mx.array) -> Accepted:
     beam = mx.argmax(counts)
     count = counts[beam]
     return Accepted(beam, count, target[beam, count])
+
+
+def _residual(probs: mx.array, draft_probs: mx.array) -> mx.array:
+    """norm(max(p - q, 0)) over the last axis; keeps p where that is all zero (p == q)."""
+    rest = mx.maximum(probs - draft_probs, 0.0)
+    total = rest.sum(axis=-1, keepdims=True)
+    return mx.where(total > 0, rest / mx.maximum(total, 1e-30), probs)
+
+
+def _row(values: mx.array, beam: mx.array, depth: int) -> mx.array:
+    """values (B, W, D, V), beam (B,) -> values[b, beam[b], depth] as (B, V)."""
+    return mx.take_along_axis(values[:, :, depth], beam[:, None, None], axis=1)[:, 0]
+
+
+def _at(probs: mx.array, token: mx.array) -> mx.array:
+    """probs (B, V), token (B,) -> probs[b, token[b]] (B,)."""
+    return mx.take_along_axis(probs, token[:, None], axis=-1)[:, 0]
+
+
+def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_log_probs: mx.array) -> Accepted:
+    """Exact multi-draft speculative sampling over independently sampled beams (batched).
+
+    beams (B, W, L): W independent drafts, first token the LLM's own; draft_log_probs
+    (B, W, L-1, V): log q each drafted token was sampled from; target_log_probs (B, W, L, V):
+    log p of the LLM after each beam token. Returns per sequence the beam holding the
+    accepted prefix, the number of accepted drafts and the next token, distributed exactly
+    as sampling from p token by token (docs/sampling.md).
+
+    Walks down the tree: at each depth the beams still alive share one prefix, so one p and
+    one q apply; their tokens are tried in beam order, each accepted with probability
+    min(1, r(x)/q(x)) against the residual r (p at first, norm(max(r - q, 0)) after each
+    rejection). The first acceptance picks the child; if none, the next token is drawn
+    from the final residual and the walk stops."""
+    batch, width, length = beams.shape
+    alive = mx.ones((batch, width), dtype=mx.bool_)
+    done = mx.zeros((batch,), dtype=mx.bool_)
+    count = mx.zeros((batch,), dtype=mx.int32)
+    bonus = None
+    for depth in range(1, length):
+        lead = mx.argmax(alive, axis=1)  # any alive beam: they share the prefix
+        residual = mx.exp(_row(target_log_probs, lead, depth - 1))
+        draft_probs = mx.exp(_row(draft_log_probs, lead, depth - 1))
+        tokens = beams[:, :, depth]
+        coins = mx.random.uniform(shape=(batch, width))
+        found = mx.zeros((batch,), dtype=mx.bool_)
+        chosen = mx.zeros((batch,), dtype=mx.int32)
+        for w in range(width):
+            token = tokens[:, w]
+            tried = alive[:, w] & ~found & ~done
+            accept = tried & (coins[:, w] * _at(draft_probs, token) < _at(residual, token))
+            found, chosen = found | accept, mx.where(accept, token, chosen)
+            residual = mx.where((tried & ~accept)[:, None], _residual(residual, draft_probs), residual)
+        stop = ~done & ~found
+        bonus = residual if bonus is None else mx.where(stop[:, None], residual, bonus)
+        alive = mx.where(found[:, None], alive & (tokens == chosen[:, None]), alive)
+        count, done = count + found.astype(mx.int32), done | stop
+    beam = mx.argmax(alive, axis=1)
+    bonus = mx.where(done[:, None], bonus, mx.exp(_row(target_log_probs, beam, length - 1)))
+    next_token = mx.random.categorical(mx.log(bonus), axis=-1).astype(mx.int32)
+    return Accepted(beam, count, next_token)

@@ -10,12 +10,13 @@ from typing import Iterator, List
 import mlx.core as mx
 import numpy as np
 
-from .acceptance import greedy_accept
+from .acceptance import greedy_accept, speculative_accept
 from .beam_search import beam_search
 from .drafter import Drafter
 from .kv_cache import KVCache
 from .llm import Model
-from .sampling import SamplingParams, sample
+from .sampled_drafts import sample_drafts
+from .sampling import SamplingParams, sample, target_log_probs
 from .stats import Stats
 from .tree import build_tree
 
@@ -98,11 +99,31 @@ def verify(model: Model, cache: KVCache, tree, pad_to: int = 0) -> mx.array:
     return model(mx.array(tokens)[None], positions, cache, mx.array(block))[0, :count]
 
 
+def draft_fn(params: SamplingParams):
+    """Beam search for greedy decoding; independent sampled drafts for sampling."""
+    if params.greedy:
+        return beam_search
+    return lambda *args: sample_drafts(*args, params)
+
+
+def accept(model: Model, hidden: mx.array, tree, beams: np.ndarray, draft, params: SamplingParams):
+    """Judges the drafts against the LLM outputs at the packed tree tokens hidden (P, dim)."""
+    index = mx.array(tree.index)
+    if params.greedy:
+        target = mx.argmax(model.logits(hidden), axis=-1)[index]  # (W, L)
+        return greedy_accept(mx.array(beams), target)
+    log_p = target_log_probs(model.logits(hidden), params)[index]  # (W, L, V)
+    accepted = speculative_accept(mx.array(beams)[None], draft.log_probs, log_p[None])
+    return type(accepted)(*(a[0] for a in accepted))
+
+
 def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_tokens: int,
                        beam_width: int, beam_length: int, eos_ids=(), stats: Stats = None,
-                       pad_tree: bool = None) -> Iterator[List[int]]:
-    """Greedy ReDrafter decoding; yields the tokens accepted at each step (1..beam_length).
+                       pad_tree: bool = None, params: SamplingParams = SamplingParams()) -> Iterator[List[int]]:
+    """ReDrafter decoding; yields the tokens accepted at each step (1..beam_length).
 
+    Greedy (params.temp == 0): beam search, output identical to greedy AR. Sampling: W
+    sampled drafts and exact multi-draft rejection sampling (docs/sampling.md).
     pad_tree: verify a fixed W*L tokens (default on GPUs, where shape changes cost more
     than the padding; off on CPUs, where each verified token costs time)."""
     _check_prompt(prompt, max_tokens)
@@ -112,11 +133,12 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     if pad_tree is None:
         pad_tree = mx.default_device() == mx.gpu
     pad_to = beam_width * beam_length if pad_tree else 0
+    draft_beams = draft_fn(params)
     cache = model.new_cache()
     start = time.perf_counter()
     context = prefill(model, cache, prompt)
-    token = sample(model.logits(context), SamplingParams())
-    draft = beam_search(drafter, model.embed, context, token, beam_width, beam_length)
+    token = sample(model.logits(context), params)
+    draft = draft_beams(drafter, model.embed, context, token, beam_width, beam_length)
     mx.eval(draft.beams)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
     start = time.perf_counter()
@@ -125,14 +147,13 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         beams = np.array(draft.beams[0])
         tree = build_tree(beams)
         hidden = verify(model, cache, tree, pad_to)
+        stats.end_phase("verify", hidden)
+        accepted = accept(model, hidden, tree, beams, draft, params)
         index = mx.array(tree.index)
-        target = mx.argmax(model.logits(hidden), axis=-1)[index]  # (W, L)
-        stats.end_phase("verify", target)
-        accepted = greedy_accept(mx.array(beams), target)
         cache.commit(index[accepted.beam])
         stats.end_phase("accept+commit", accepted, *cache.state())
         context = hidden[index[accepted.beam, accepted.count]][None]
-        draft = beam_search(drafter, model.embed, context, accepted.next_token[None], beam_width, beam_length)
+        draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], beam_width, beam_length)
         mx.eval(accepted.beam, accepted.count, draft.beams, *cache.state())
         stats.end_phase("draft")
         best, count = accepted.beam.item(), accepted.count.item()

@@ -49,7 +49,7 @@ def stream(args, model, drafter, tokenizer, prompt_tokens, params) -> str:
         chunks = generate_ar(model, prompt_tokens, args.max_tokens, params, eos, stats)
     else:
         chunks = generate_redrafter(model, drafter, prompt_tokens, args.max_tokens, args.beam_width,
-                                    args.beam_length, eos, stats)
+                                    args.beam_length, eos, stats, params=params)
     detokenizer = tokenizer.detokenizer
     detokenizer.reset()
     for chunk in chunks:
@@ -87,8 +87,6 @@ def run(args):
         args.drafter = args.drafter or default_model.DRAFTER
     if args.mode == "redrafter" and not args.drafter:
         raise ValueError("--mode redrafter needs --drafter DIR (or use --mode ar)")
-    if args.mode == "redrafter" and not params.greedy:
-        raise ValueError("sampling (--temp > 0) is not yet supported with --mode redrafter; use --temp 0 or --mode ar")
     mx.random.seed(args.seed)
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(args.model, dtype)

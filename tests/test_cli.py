@@ -43,6 +43,15 @@ def test_redrafter_text_equals_ar_text(dirs):
     assert "tokens/step" in rd.stderr and "Generation:" in ar.stderr
 
 
+def test_redrafter_sampling_is_seeded(dirs):
+    common = ["--model", dirs["model"], "--drafter", dirs["drafter"], "--prompt", "w3 w4", "--max-tokens", "16",
+              "--no-chat-template", "--temp", "1.0", "--top-p", "0.95", "--beam-width", "3"]
+    runs = [cli(*common, "--seed", seed) for seed in ("1", "1", "2", "3")]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    texts = [r.stdout for r in runs]
+    assert texts[0] == texts[1] and len(set(texts)) >= 2 and "tokens/step" in runs[0].stderr
+
+
 def test_prompt_from_stdin(dirs):
     out = cli("--model", dirs["model"], "--mode", "ar", "--max-tokens", "5", "--no-chat-template", stdin="w3 w4")
     assert out.returncode == 0, out.stderr
