@@ -1,120 +1,180 @@
-"""Benchmark: ReDrafter vs auto-regressive (ours and mlx-lm's) over a prompt set, greedy.
+"""Benchmark: ReDrafter over a grid of beam shapes vs auto-regressive (ours and mlx-lm's).
 
-  python -m demos.benchmark --model DIR --drafter DIR --prompts question.jsonl \
-      --shapes 1x4,2x4,2x5,4x5 --max-tokens 128 --mlx-lm --out results.json
+  python -m demos.benchmark                       # default model + drafter, 80 MT-Bench prompts
+  python -m demos.benchmark --widths 1,2,4 --lengths 2,3,4,5 --max-tokens 128 --out-dir bench
+  python -m demos.benchmark --quick               # 2 prompts, 16 tokens, 2x2 grid (smoke test)
 
-Times are end-to-end per prompt (prefill + decode), after one warm-up prompt; each
-ReDrafter output is checked against our AR output and mismatches are counted.
+Writes results.csv, results.json, speedup_heatmap.png (speedup vs width x length) and
+best_configs.png (tok/s of the best shapes and the baselines) to --out-dir. Times are
+end-to-end per prompt (prefill + decode) after one warm-up prompt per method; methods run
+interleaved prompt by prompt, so slow drifts of the machine hit all of them alike. Greedy
+ReDrafter outputs are compared with our AR outputs and mismatches counted.
 """
 
 import argparse
+import csv
 import json
-import platform
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import mlx.core as mx
 
-from redrafter_mlx.data import mtbench_prompts
+from redrafter_mlx import default_model
+from redrafter_mlx.calibrate import device_name
 from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.generate import encode
 from redrafter_mlx.load import DTYPES, load_drafter, load_model, load_tokenizer
+from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.stats import Stats
 
+from .mlx_lm_runners import mlx_lm_ar, mlx_lm_speculative
+from .plots import plot_best, plot_heatmap
+from .prompts import load_prompts
 
-def timed(generator):
+COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "speedup_vs_ar",
+           "speedup_vs_mlx_lm", "tokens_per_step", "acceptance", "peak_memory_mb", "outputs_differing_from_ar",
+           "device", "dtype", "model", "mlx", "prompts", "max_tokens", "temp"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demos.benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="MLX model directory (default: the default model)")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped one)")
+    p.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
+    p.add_argument("--num-prompts", type=int, default=80)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--widths", default="1,2,4", help="beam widths, comma separated")
+    p.add_argument("--lengths", default="2,3,4,5", help="beam lengths, comma separated")
+    p.add_argument("--temp", type=float, default=0.0, help="0: greedy (outputs checked against AR)")
+    p.add_argument("--dtype", choices=sorted(DTYPES))
+    p.add_argument("--no-mlx-lm", dest="mlx_lm", action="store_false", help="skip mlx-lm's AR")
+    p.add_argument("--draft-model", help="also time mlx-lm's draft-model speculative decoding with this "
+                   "MLX model (same tokenizer as --model, e.g. Qwen2.5-Coder 0.5B for 1.5B)")
+    p.add_argument("--num-draft", type=int, default=3, help="draft tokens for --draft-model")
+    p.add_argument("--quick", action="store_true", help="2 prompts, 16 tokens, widths 1,2, lengths 2,3")
+    p.add_argument("--out-dir", default="bench")
+    return p
+
+
+def parse_ints(text: str, name: str):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{name} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"--{name} is empty")
+    return values
+
+
+def timed_run(generator):
+    """Runs a decode generator; returns tokens, seconds, peak memory in MB."""
+    mx.reset_peak_memory()
     start = time.perf_counter()
     tokens = sum(generator, [])
-    return tokens, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return tokens, seconds, mx.get_peak_memory() / 2**20
 
 
-def mlx_lm_ar(model_dir, dtype):
-    """mlx-lm's own greedy AR on the same directory: returns run(prompt, max_tokens, eos)."""
-    from mlx_lm import load
-    from mlx_lm.generate import generate_step
-
-    model, _ = load(str(model_dir))
-    if dtype is not None:
-        model.set_dtype(dtype)
-    mx.eval(model.parameters())
-
-    def run(prompt, max_tokens, eos):
-        """Yields one-token lists, like our decode loops."""
-        for token, _ in generate_step(mx.array(prompt), model, max_tokens=max_tokens):
-            yield [int(token)]
-            if int(token) in eos:
-                return
-    return run
+def make_runners(args, model, drafter, eos, params):
+    """name -> (run(prompt, stats) -> generator, width, length)."""
+    runners = {"ar": (lambda p, s: generate_ar(model, p, args.max_tokens, params, eos, s), 0, 0)}
+    if args.mlx_lm:
+        lm = mlx_lm_ar(args.model, args.dtype, params)
+        runners["mlx_lm_ar"] = (lambda p, s: lm(p, args.max_tokens, eos), 0, 0)
+    if args.draft_model:
+        spec = mlx_lm_speculative(args.model, args.draft_model, args.dtype, params, args.num_draft)
+        runners["mlx_lm_speculative"] = (lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1)
+    for w in args.widths:
+        for n in args.lengths:
+            runners[f"redrafter_{w}x{n}"] = (lambda p, s, w=w, n=n: generate_redrafter(
+                model, drafter, p, args.max_tokens, w, n, eos, s, params=params), w, n)
+    return runners
 
 
-def parse_shapes(text):
-    return [tuple(int(v) for v in s.split("x")) for s in text.split(",") if s]
+def measure(runners, prompts, greedy: bool):
+    """Runs every method on every prompt (interleaved); returns per-method totals."""
+    for run, _, _ in runners.values():  # warm-up (and, on GPUs, kernel compilation)
+        timed_run(run(prompts[0], Stats()))
+    totals = {name: dict(tokens=0, seconds=0.0, peak=0.0, mismatches=0, steps=0, histogram=Counter())
+              for name in runners}
+    for i, prompt in enumerate(prompts):
+        reference = None
+        for name, (run, _, _) in runners.items():
+            stats = Stats()
+            tokens, seconds, peak = timed_run(run(prompt, stats))
+            reference = tokens if name == "ar" else reference
+            total = totals[name]
+            total["tokens"] += len(tokens)
+            total["seconds"] += seconds
+            total["peak"] = max(total["peak"], peak)
+            total["mismatches"] += int(greedy and tokens != reference)
+            total["steps"] += stats.steps
+            total["histogram"].update(stats.accepted_histogram)
+        print(f"prompt {i + 1}/{len(prompts)} done", file=sys.stderr, flush=True)
+    return totals
+
+
+def rows_from(totals, runners, meta):
+    rate = {name: t["tokens"] / t["seconds"] for name, t in totals.items()}
+    rows = []
+    for name, t in totals.items():
+        _, width, length = runners[name]
+        row = dict(method=name, width=width, length=length, tokens=t["tokens"], seconds=round(t["seconds"], 3),
+                   tokens_per_s=round(rate[name], 2), speedup_vs_ar=round(rate[name] / rate["ar"], 3),
+                   speedup_vs_mlx_lm=round(rate[name] / rate["mlx_lm_ar"], 3) if "mlx_lm_ar" in rate else "",
+                   tokens_per_step="", acceptance="", peak_memory_mb=round(t["peak"], 1),
+                   outputs_differing_from_ar=t["mismatches"] if meta["temp"] == 0 else "", **meta)
+        if t["steps"] and width:
+            summary = Stats(steps=t["steps"], accepted_histogram=t["histogram"], draft_length=length - 1)
+            row.update(tokens_per_step=round(summary.tokens_per_step, 3), acceptance=round(summary.acceptance, 3))
+        rows.append(row)
+    return rows
+
+
+def write_outputs(rows, totals, out_dir: Path):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    histograms = {name: dict(sorted(t["histogram"].items())) for name, t in totals.items() if t["histogram"]}
+    (out_dir / "results.json").write_text(json.dumps({"rows": rows, "accepted_histograms": histograms}, indent=2))
+    plot_heatmap(rows, out_dir / "speedup_heatmap.png")
+    plot_best(rows, out_dir / "best_configs.png")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m demos.benchmark", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--drafter", required=True)
-    p.add_argument("--prompts", required=True, help="MT-Bench question.jsonl")
-    p.add_argument("--num-prompts", type=int, default=80)
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--shapes", default="1x4,2x4,2x5,4x5", help="beam WIDTHxLENGTH list")
-    p.add_argument("--dtype", choices=sorted(DTYPES))
-    p.add_argument("--mlx-lm", action="store_true", help="also time mlx-lm's AR")
-    p.add_argument("--out", help="write results JSON here")
-    args = p.parse_args(argv)
-
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
+    args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
+    if args.model is None:
+        args.model = str(default_model.ensure_default_model())
+        args.drafter = args.drafter or str(default_model.DRAFTER)
+    if not args.drafter:
+        raise SystemExit("error: --drafter is required with --model")
+    params = SamplingParams(args.temp)
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(args.model, dtype)
     drafter = load_drafter(args.drafter, model, dtype)
     tokenizer = load_tokenizer(args.model, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
-               for q in mtbench_prompts(args.prompts)[:args.num_prompts]]
-    shapes = parse_shapes(args.shapes)
-    runners = {"ar": lambda p, stats: timed(generate_ar(model, p, args.max_tokens, eos_ids=eos, stats=stats))}
-    if args.mlx_lm:
-        lm = mlx_lm_ar(args.model, dtype)
-        runners["mlx_lm_ar"] = lambda p, stats: timed(lm(p, args.max_tokens, eos))
-    for w, l in shapes:
-        runners[f"redrafter_{w}x{l}"] = lambda p, stats, w=w, l=l: timed(
-            generate_redrafter(model, drafter, p, args.max_tokens, w, l, eos, stats))
-    for run in runners.values():  # warm-up
-        run(prompts[0], Stats())
-    totals = {name: {"tokens": 0, "seconds": 0.0, "mismatches": 0, "steps": 0, "histogram": Counter()}
-              for name in runners}
-    for prompt in prompts:
-        reference = None
-        for name, run in runners.items():
-            stats = Stats()
-            tokens, seconds = run(prompt, stats)
-            reference = tokens if name == "ar" else reference
-            total = totals[name]
-            total["tokens"] += len(tokens)
-            total["seconds"] += seconds
-            total["mismatches"] += int(tokens != reference)
-            total["steps"] += stats.steps
-            total["histogram"].update(stats.accepted_histogram)
-    ar_tps = totals["ar"]["tokens"] / totals["ar"]["seconds"]
-    results = {"device": str(mx.default_device()), "platform": platform.platform(), "mlx": mx.__version__,
-               "model": args.model, "dtype": args.dtype or "as stored", "prompts": len(prompts),
-               "max_tokens": args.max_tokens, "runs": {}}
-    for name, t in totals.items():
-        row = {"tokens_per_s": round(t["tokens"] / t["seconds"], 2),
-               "speedup_vs_ar": round(t["tokens"] / t["seconds"] / ar_tps, 3),
-               "outputs_differing_from_ar": t["mismatches"]}
-        if name.startswith("redrafter_"):
-            draft_length = int(name.split("x")[-1]) - 1
-            summary = Stats(steps=t["steps"], accepted_histogram=t["histogram"], draft_length=draft_length)
-            row.update(tokens_per_step=round(summary.tokens_per_step, 3), acceptance=round(summary.acceptance, 3),
-                       accepted_histogram=dict(sorted(t["histogram"].items())))
-        results["runs"][name] = row
-        print(name, json.dumps(row), file=sys.stderr)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+    questions = load_prompts(args.prompts)[:args.num_prompts]
+    prompts = [encode(tokenizer, [{"role": "user", "content": q}], use_template=True) for q in questions]
+    meta = dict(device=device_name(), dtype=args.dtype or str(model.model.norm.weight.dtype).split(".")[-1],
+                model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
+                temp=args.temp)
+    runners = make_runners(args, model, drafter, eos, params)
+    totals = measure(runners, prompts, params.greedy)
+    rows = rows_from(totals, runners, meta)
+    write_outputs(rows, totals, Path(args.out_dir))
+    for row in rows:
+        print(f"{row['method']:>22} {row['tokens_per_s']:8.2f} tok/s  x{row['speedup_vs_ar']:.2f} vs AR  "
+              f"tokens/step {row['tokens_per_step']}", file=sys.stderr)
+    return rows
 
 
 if __name__ == "__main__":

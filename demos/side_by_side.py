@@ -1,0 +1,135 @@
+"""Side-by-side race in the terminal: auto-regressive (left) vs ReDrafter (right).
+
+  python -m demos.side_by_side --prompt "Write a haiku about the sea."
+  python -m demos.side_by_side --prompt "..." --record race.cast --gif race.gif --html race.html
+
+By default the two are generated one after the other, each alone on the device with
+per-token timestamps, then replayed side by side at their true measured speed (the
+screen says so). --concurrent runs both live, alternating steps on the shared device.
+"""
+
+import argparse
+import shutil
+import sys
+import time
+
+from redrafter_mlx import default_model
+from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.generate import encode
+from redrafter_mlx.load import LoadError, load_drafter, load_model, load_tokenizer
+from redrafter_mlx.sampling import SamplingParams
+
+from .recordings import write_cast, write_gif, write_html
+from .render import frame, result_line, to_ansi
+from .trace import Trace, record
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demos.side_by_side", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompt", default="Explain in a few sentences why the sky is blue.")
+    p.add_argument("--model", help="MLX model directory (default: the default model)")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped one)")
+    p.add_argument("--max-tokens", type=int, default=160)
+    p.add_argument("--beam-width", type=int, default=1)
+    p.add_argument("--beam-length", type=int, default=3)
+    p.add_argument("--temp", type=float, default=0.0)
+    p.add_argument("--concurrent", action="store_true", help="run both live, alternating steps")
+    p.add_argument("--record", metavar="CAST", help="write an asciinema v2 cast")
+    p.add_argument("--gif", help="write an animated GIF")
+    p.add_argument("--html", help="write a self-contained HTML replay")
+    p.add_argument("--no-play", dest="play", action="store_false", help="do not animate in the terminal")
+    p.add_argument("--width", type=int, default=100, help="columns of the recordings")
+    p.add_argument("--height", type=int, default=30, help="rows of the recordings")
+    return p
+
+
+def run_alone(args, model, drafter, prompt, tokenizer, eos, params):
+    ar = record("Auto-regressive", generate_ar(model, prompt, args.max_tokens, params, eos), tokenizer, eos)
+    rd = record(f"ReDrafter {args.beam_width}x{args.beam_length}", generate_redrafter(
+        model, drafter, prompt, args.max_tokens, args.beam_width, args.beam_length, eos, params=params),
+        tokenizer, eos)
+    return ar, rd
+
+
+def run_concurrent(args, model, drafter, prompt, tokenizer, eos, params):
+    """Alternates one step of each on the shared device; timestamps share one clock."""
+    start = time.perf_counter()
+    generators = [generate_ar(model, prompt, args.max_tokens, params, eos),
+                  generate_redrafter(model, drafter, prompt, args.max_tokens, args.beam_width,
+                                     args.beam_length, eos, params=params)]
+    names = ["Auto-regressive", f"ReDrafter {args.beam_width}x{args.beam_length}"]
+    traces, buffers, live = [], [[], []], [True, True]
+    while any(live):
+        for i, gen in enumerate(generators):
+            if live[i]:
+                chunk = next(gen, None)
+                if chunk is None:
+                    live[i] = False
+                else:
+                    buffers[i].append((time.perf_counter() - start, chunk))
+    for name, chunks in zip(names, buffers):
+        trace = record(name, (c for _, c in chunks), tokenizer, eos)
+        for event, (seconds, _) in zip(trace.events, chunks):
+            event.seconds = seconds
+        traces.append(trace)
+    return traces
+
+
+def play(left: Trace, right: Trace, title: str, note: str, fps: float = 20.0):
+    width, height = shutil.get_terminal_size((100, 30))
+    out = sys.stdout
+    out.write("\x1b[?1049h\x1b[?25l\x1b[2J")
+    try:
+        end, start = max(left.seconds, right.seconds), time.perf_counter()
+        while True:
+            seconds = min(time.perf_counter() - start, end)
+            out.write(to_ansi(frame(left, right, seconds, width, height - 1, title, note)))
+            out.flush()
+            if seconds >= end:
+                break
+            time.sleep(1 / fps)
+        time.sleep(1.5)
+    finally:
+        out.write("\x1b[?25h\x1b[?1049l")
+        out.flush()
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.model is None:
+        args.model = str(default_model.ensure_default_model())
+        args.drafter = args.drafter or str(default_model.DRAFTER)
+    try:
+        if not args.drafter:
+            raise ValueError("--drafter is required with --model")
+        params = SamplingParams(args.temp)
+        model = load_model(args.model)
+        drafter = load_drafter(args.drafter, model)
+        tokenizer = load_tokenizer(args.model, model.config.eos_ids)
+    except (LoadError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    eos = set(tokenizer.eos_token_ids)
+    prompt = encode(tokenizer, [{"role": "user", "content": args.prompt}], use_template=True)
+    print("warming up...", file=sys.stderr)
+    run_alone(argparse.Namespace(**{**vars(args), "max_tokens": 8}), model, drafter, prompt, tokenizer, eos, params)
+    runner = run_concurrent if args.concurrent else run_alone
+    left, right = runner(args, model, drafter, prompt, tokenizer, eos, params)
+    title = f"ReDrafter vs auto-regressive: {model.config.model_type}, {args.max_tokens} tokens max, temp {args.temp}"
+    note = ("both live, alternating steps on one device" if args.concurrent else
+            "each generated alone, then replayed side by side at its measured speed")
+    if args.play and sys.stdout.isatty():
+        play(left, right, title, note)
+    if args.record:
+        write_cast(args.record, left, right, args.width, args.height, title, note)
+    if args.gif:
+        write_gif(args.gif, left, right, args.width, args.height, title, note)
+    result = result_line(left, right, float("inf"))
+    if args.html:
+        write_html(args.html, left, right, title, note, result)
+    print(result)
+
+
+if __name__ == "__main__":
+    main()

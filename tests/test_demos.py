@@ -1,0 +1,139 @@
+"""demos/: the benchmark's quick mode, the race renderer, the terminal UI under a pty, the recordings."""
+
+import csv
+import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from demos import benchmark
+from demos.render import frame
+from demos.trace import Event, Trace
+from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos")
+    model = tiny_model(2, vocab=16)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"turns": [f"w{3 + i} w{4 + i}"]}) for i in range(3)) + "\n")
+    return {"model": write_model_dir(root / "model", model),
+            "drafter": write_drafter_dir(root / "drafter", tiny_drafter(model, 3)), "prompts": prompts,
+            "root": root}
+
+
+def test_benchmark_quick_writes_csv_json_and_plots(dirs):
+    out = dirs["root"] / "bench"
+    rows = benchmark.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]),
+                           "--prompts", str(dirs["prompts"]), "--quick", "--out-dir", str(out)])
+    methods = {r["method"] for r in rows}
+    assert methods == {"ar", "mlx_lm_ar", "redrafter_1x2", "redrafter_1x3", "redrafter_2x2", "redrafter_2x3"}
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 6 and all(r["device"] and r["mlx"] and r["model"] == "model" for r in table)
+    for r in table:
+        if r["method"].startswith("redrafter_"):
+            assert r["outputs_differing_from_ar"] == "0"  # greedy: identical to AR
+            assert 1 <= float(r["tokens_per_step"]) <= int(r["length"])
+    assert table[0]["speedup_vs_ar"] == "1.0"
+    from PIL import Image
+    for name in ("speedup_heatmap.png", "best_configs.png"):
+        assert Image.open(out / name).size[0] > 300
+    assert json.loads((out / "results.json").read_text())["rows"][0]["method"] == "ar"
+
+
+def test_benchmark_rejects_bad_grid():
+    with pytest.raises(ValueError, match="--widths"):
+        benchmark.parse_ints("1,x", "widths")
+
+
+def trace(name, seconds_per_step, tokens_per_step, steps):
+    events = [Event(seconds_per_step * (i + 1), " ".join(["word"] * (tokens_per_step * (i + 1))),
+                    tokens_per_step * (i + 1), i + 1) for i in range(steps)]
+    return Trace(name, events)
+
+
+def test_frame_layout_and_live_stats():
+    left, right = trace("AR", 0.1, 1, 20), trace("RD", 0.1, 2, 10)
+    lines = frame(left, right, 1.0, 80, 24, "title", "note")
+    assert len(lines) == 24 and all(len(line.text) <= 80 for line in lines)
+    assert "10.0 tok/s" in lines[4].text and "20.0 tok/s" in lines[4].text and "2.00 tok/step" in lines[4].text
+    assert lines[-1].text == "racing..."
+    final = frame(left, right, 5.0, 80, 24, "title", "note")
+    assert "2.00x the speed of AR" in final[-1].text
+
+
+def run_in_pty(args, timeout=300):
+    """Runs a command with a pseudo-terminal as stdout; returns (exit code, output)."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "LINES": "30"}
+    process = subprocess.Popen(args, stdout=follower, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        output += data
+    process.wait(timeout)
+    os.close(leader)
+    return process.returncode, output.decode(errors="replace"), process.stderr.read().decode()
+
+
+def test_side_by_side_in_a_terminal_and_recordings(dirs):
+    root = dirs["root"]
+    code, output, errors = run_in_pty([sys.executable, "-m", "demos.side_by_side", "--model", str(dirs["model"]),
+                                       "--drafter", str(dirs["drafter"]), "--prompt", "w3 w4", "--max-tokens", "24",
+                                       "--beam-width", "2", "--record", str(root / "race.cast"),
+                                       "--gif", str(root / "race.gif"), "--html", str(root / "race.html")])
+    assert code == 0, errors
+    assert "\x1b[?1049h" in output and "Auto-regressive" in output and "ReDrafter 2x3" in output
+    assert "the speed of Auto-regressive" in output and "measured speed" in output
+    cast = (root / "race.cast").read_text().splitlines()
+    header = json.loads(cast[0])
+    assert header["version"] == 2 and header["width"] == 100
+    times = [json.loads(line)[0] for line in cast[1:]]
+    assert times == sorted(times) and len(times) > 5
+    from PIL import Image
+    gif = Image.open(root / "race.gif")
+    assert gif.n_frames > 1
+    assert "the speed of" in (root / "race.html").read_text()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+def test_html_replay_in_headless_chromium(dirs, tmp_path):
+    from demos.recordings import write_html
+
+    left, right = trace("Auto-regressive", 0.05, 1, 30), trace("ReDrafter 1x3", 0.05, 2, 15)
+    page = tmp_path / "race.html"
+    write_html(page, left, right, "title", "note", "ReDrafter 1x3: 2.00x the speed of Auto-regressive")
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,600"]
+    dom = subprocess.run(flags + ["--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert "2.00x the speed of" in dom and "done" in dom and "40.0 tok/s" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", page.as_uri() + "#end"], capture_output=True, timeout=120)
+    from PIL import Image
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1000, 600)
+    half = image.width // 2
+    green = sum(1 for x in range(half, image.width) for y in range(0, 200, 2)
+                if image.getpixel((x, y))[1] > 180 and image.getpixel((x, y))[0] < 140)
+    text_left = sum(1 for x in range(0, half, 2) for y in range(100, 500, 2) if sum(image.getpixel((x, y))) > 450)
+    text_right = sum(1 for x in range(half, image.width, 2) for y in range(100, 500, 2)
+                     if sum(image.getpixel((x, y))) > 450)
+    assert green > 20 and text_left > 100 and text_right > 100
