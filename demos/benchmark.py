@@ -30,7 +30,7 @@ from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.stats import Stats
 
 from .mlx_lm_runners import mlx_lm_ar, mlx_lm_speculative
-from .plots import plot_best, plot_heatmap
+from .plots import plot_all
 from .prompts import load_prompts
 
 COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "speedup_vs_ar",
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--widths", default="1,2,4", help="beam widths, comma separated")
     p.add_argument("--lengths", default="2,3,4,5", help="beam lengths, comma separated")
+    p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (default: drafter's)")
     p.add_argument("--temp", type=float, default=0.0, help="0: greedy (outputs checked against AR)")
     p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--no-mlx-lm", dest="mlx_lm", action="store_false", help="skip mlx-lm's AR")
@@ -94,8 +95,10 @@ def make_runners(args, model, drafter, eos, params):
     return runners
 
 
-def measure(runners, prompts, greedy: bool):
-    """Runs every method on every prompt (interleaved); returns per-method totals."""
+def measure(runners, prompts, greedy: bool, after_prompt=None):
+    """Runs every method on every prompt (interleaved); returns per-method totals.
+
+    after_prompt(totals, done) is called after each prompt (to save partial results)."""
     for run, _, _ in runners.values():  # warm-up (and, on GPUs, kernel compilation)
         timed_run(run(prompts[0], Stats()))
     totals = {name: dict(tokens=0, seconds=0.0, peak=0.0, mismatches=0, steps=0, histogram=Counter())
@@ -114,6 +117,8 @@ def measure(runners, prompts, greedy: bool):
             total["steps"] += stats.steps
             total["histogram"].update(stats.accepted_histogram)
         print(f"prompt {i + 1}/{len(prompts)} done", file=sys.stderr, flush=True)
+        if after_prompt:
+            after_prompt(totals, i + 1)
     return totals
 
 
@@ -134,7 +139,7 @@ def rows_from(totals, runners, meta):
     return rows
 
 
-def write_outputs(rows, totals, out_dir: Path):
+def write_tables(rows, totals, out_dir: Path):
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -142,8 +147,13 @@ def write_outputs(rows, totals, out_dir: Path):
         writer.writerows(rows)
     histograms = {name: dict(sorted(t["histogram"].items())) for name, t in totals.items() if t["histogram"]}
     (out_dir / "results.json").write_text(json.dumps({"rows": rows, "accepted_histograms": histograms}, indent=2))
-    plot_heatmap(rows, out_dir / "speedup_heatmap.png")
-    plot_best(rows, out_dir / "best_configs.png")
+
+
+def write_plots(rows, out_dir: Path):
+    try:
+        plot_all(rows, out_dir)
+    except ImportError:
+        print(f"matplotlib is not installed: no plots (later: python -m demos.plots {out_dir})", file=sys.stderr)
 
 
 def main(argv=None):
@@ -159,7 +169,7 @@ def main(argv=None):
     params = SamplingParams(args.temp)
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(args.model, dtype)
-    drafter = load_drafter(args.drafter, model, dtype)
+    drafter = load_drafter(args.drafter, model, dtype, args.draft_vocab)
     tokenizer = load_tokenizer(args.model, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
     questions = load_prompts(args.prompts)[:args.num_prompts]
@@ -168,9 +178,15 @@ def main(argv=None):
                 model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
                 temp=args.temp)
     runners = make_runners(args, model, drafter, eos, params)
-    totals = measure(runners, prompts, params.greedy)
+    out_dir = Path(args.out_dir)
+
+    def save_partial(totals, done):
+        write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)
+
+    totals = measure(runners, prompts, params.greedy, save_partial)
     rows = rows_from(totals, runners, meta)
-    write_outputs(rows, totals, Path(args.out_dir))
+    write_tables(rows, totals, out_dir)
+    write_plots(rows, out_dir)
     for row in rows:
         print(f"{row['method']:>22} {row['tokens_per_s']:8.2f} tok/s  x{row['speedup_vs_ar']:.2f} vs AR  "
               f"tokens/step {row['tokens_per_step']}", file=sys.stderr)

@@ -1,4 +1,10 @@
-"""Benchmark plots: speedup heatmap over beam shapes, bar chart of the best configurations."""
+"""Benchmark plots: speedup heatmap over beam shapes, bar chart of the best configurations.
+
+  python -m demos.plots BENCH_DIR     # (re)draws the plots from BENCH_DIR/results.json
+"""
+
+import json
+import sys
 
 from pathlib import Path
 
@@ -65,3 +71,13 @@ def plot_best(rows, path: Path, top: int = 4):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_all(rows, out_dir: Path):
+    plot_heatmap(rows, out_dir / "speedup_heatmap.png")
+    plot_best(rows, out_dir / "best_configs.png")
+
+
+if __name__ == "__main__":
+    directory = Path(sys.argv[1])
+    plot_all(json.loads((directory / "results.json").read_text())["rows"], directory)

@@ -51,14 +51,13 @@ def write_gif(path: Path, left: Trace, right: Trace, width: int, height: int, ti
     from PIL import Image, ImageDraw
 
     font = _font(font_size)
-    cell_w = max(1, round(font.getlength("M")))
-    cell_h = font_size + 4
+    size = (int(font.getlength("M" * width)) + 16, (font_size + 4) * height + 16)
     frames = []
     for seconds in frame_times(left, right, fps):
-        image = Image.new("RGB", (cell_w * width + 16, cell_h * height + 16), (24, 26, 32))
+        image = Image.new("RGB", size, (24, 26, 32))
         draw = ImageDraw.Draw(image)
         for row, line in enumerate(frame(left, right, seconds, width, height, title, note)):
-            draw.text((8, 8 + row * cell_h), line.text, font=font, fill=COLORS[line.style])
+            draw.text((8, 8 + row * (font_size + 4)), line.text, font=font, fill=COLORS[line.style])
         frames.append(image)
     durations = [int(1000 / fps)] * (len(frames) - 1) + [int(HOLD_END * 1000)]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True)

@@ -20,8 +20,8 @@ def stats_line(trace: Trace, seconds: float) -> str:
     elapsed = min(seconds, trace.seconds)
     rate = event.tokens / elapsed if elapsed > 0 else 0.0
     per_step = event.tokens / event.steps if event.steps else 0.0
-    done = " done" if seconds >= trace.seconds else ""
-    return f"{rate:6.1f} tok/s  {per_step:4.2f} tok/step  {elapsed:5.1f} s  {event.tokens:4d} tok{done}"
+    done = "  done" if seconds >= trace.seconds else ""
+    return f"{rate:5.1f} tok/s  {per_step:.2f} tok/step  {elapsed:4.1f} s  {event.tokens} tok{done}"
 
 
 def wrap(text: str, width: int, height: int) -> List[str]:
@@ -36,7 +36,8 @@ def result_line(left: Trace, right: Trace, seconds: float) -> str:
     if seconds < max(left.seconds, right.seconds):
         return "racing..."
     ratio = (right.tokens / right.seconds) / (left.tokens / left.seconds)
-    return f"{right.name}: {ratio:.2f}x the speed of {left.name} ({left.seconds:.1f} s vs {right.seconds:.1f} s)"
+    return (f"{right.name}: {ratio:.2f}x the speed of {left.name} "
+            f"({right.tokens} tokens in {right.seconds:.1f} s vs {left.tokens} in {left.seconds:.1f} s)")
 
 
 def frame(left: Trace, right: Trace, seconds: float, width: int, height: int, title: str, note: str) -> List[Line]:

@@ -12,6 +12,7 @@ import argparse
 import shutil
 import sys
 import time
+from pathlib import Path
 
 from redrafter_mlx import default_model
 from redrafter_mlx.decode import generate_ar, generate_redrafter
@@ -116,7 +117,7 @@ def main(argv=None):
     run_alone(argparse.Namespace(**{**vars(args), "max_tokens": 8}), model, drafter, prompt, tokenizer, eos, params)
     runner = run_concurrent if args.concurrent else run_alone
     left, right = runner(args, model, drafter, prompt, tokenizer, eos, params)
-    title = f"ReDrafter vs auto-regressive: {model.config.model_type}, {args.max_tokens} tokens max, temp {args.temp}"
+    title = f"ReDrafter vs auto-regressive: {Path(args.model).name}, up to {args.max_tokens} tokens, temp {args.temp}"
     note = ("both live, alternating steps on one device" if args.concurrent else
             "each generated alone, then replayed side by side at its measured speed")
     if args.play and sys.stdout.isatty():

@@ -12,7 +12,8 @@ DEAD_BEAM = -1e30  # log-prob of beams 1..W-1 before the first drafted step
 
 class Draft(NamedTuple):
     beams: mx.array  # (B, W, L) int32: beam w's first token is the LLM's own next token
-    log_probs: mx.array  # (B, W, L-1, V) float32: drafter log-probs at each drafted position
+    log_probs: mx.array  # (B, W, L-1, V') float32: drafter log-probs at each drafted position
+    #   (V' = drafter.draft_vocab_size in beam search; the full V in sampled drafts)
     scores: mx.array  # (B, W) float32: cumulative log-prob of each beam
 
 
@@ -25,7 +26,7 @@ def beam_search(drafter: Drafter, embed, context: mx.array, first_token: mx.arra
     """
     batch = context.shape[0]
     hidden = context.shape[-1]
-    vocab = drafter.config.vocab_size
+    vocab = drafter.draft_vocab_size
     beams = mx.broadcast_to(first_token[:, None, None], (batch, width, 1)).astype(mx.int32)
     state = mx.zeros((batch, width, hidden), dtype=context.dtype)
     scores = mx.array([0.0] + [DEAD_BEAM] * (width - 1))[None].astype(mx.float32)
@@ -40,7 +41,7 @@ def beam_search(drafter: Drafter, embed, context: mx.array, first_token: mx.arra
         top_scores = mx.take_along_axis(candidates, top, axis=-1)
         order = mx.argsort(-top_scores, axis=-1)  # best beam first
         top, scores = mx.take_along_axis(top, order, axis=-1), mx.take_along_axis(top_scores, order, axis=-1)
-        parent, token = top // vocab, (top % vocab).astype(mx.int32)
+        parent, token = top // vocab, drafter.token_of(top % vocab).astype(mx.int32)
         state = mx.take_along_axis(state, parent[:, :, None], axis=1)
         beams = mx.take_along_axis(beams, parent[:, :, None], axis=1)
         beams = mx.concatenate([beams, token[:, :, None]], axis=-1)

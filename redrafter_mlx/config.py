@@ -100,6 +100,7 @@ class DrafterConfig:
     emb_norm: bool = False  # kept for compatibility; the norm is not applied
     rms_norm_eps: float = 1e-6
     head: str = "own"  # "own": lm_head.{N} Linear(exit_dim -> V) (Apple); "target": the LLM's frozen head
+    draft_vocab_size: int = 0  # > 0: score only this many frequent tokens (draft_vocab.json); 0: all
     model_type: str = "recurrent_drafting_drafter"
     extra: dict = field(default_factory=dict)
 

@@ -127,7 +127,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     pad_tree: verify a fixed W*L tokens (default on GPUs, where shape changes cost more
     than the padding; off on CPUs, where each verified token costs time)."""
     _check_prompt(prompt, max_tokens)
-    check_beam_shape(beam_width, beam_length, drafter.config.vocab_size)
+    check_beam_shape(beam_width, beam_length, drafter.draft_vocab_size)
     stats = stats or Stats()
     stats.draft_length = beam_length - 1
     if pad_tree is None:
@@ -150,7 +150,8 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         stats.end_phase("verify", hidden)
         accepted = accept(model, hidden, tree, beams, draft, params)
         index = mx.array(tree.index)
-        cache.commit(index[accepted.beam])
+        if beam_width > 1:  # one beam is packed in order: its path is already in place
+            cache.commit(index[accepted.beam])
         stats.end_phase("accept+commit", accepted, *cache.state())
         context = hidden[index[accepted.beam, accepted.count]][None]
         draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], beam_width, beam_length)

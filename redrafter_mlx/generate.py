@@ -10,6 +10,7 @@ from .calibrate import auto_beam
 from .config import ConfigError
 from .decode import generate_ar, generate_redrafter
 from .load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer
+from .pypi_file import FetchError
 from .sampling import SamplingParams
 from .stats import Stats
 
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
     p.add_argument("--beam-width", type=int, default=1, help="beams (default: best measured on CPU, docs/perf.md)")
     p.add_argument("--beam-length", type=int, default=3, help="tokens per beam: the LLM's own + L-1 drafts")
+    p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (0: all; "
+                   "default: the drafter's config)")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap the prompt in the tokenizer's chat template (default on when it has one)")
@@ -110,7 +113,7 @@ def run(args):
     mx.random.seed(args.seed)
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(args.model, dtype)
-    drafter = load_drafter(args.drafter, model, dtype) if args.mode == "redrafter" else None
+    drafter = load_drafter(args.drafter, model, dtype, args.draft_vocab) if args.mode == "redrafter" else None
     tokenizer = load_tokenizer(args.model, model.config.eos_ids)
     if args.beam == "auto" and drafter is not None:
         args.beam_width, args.beam_length = calibrated_beam(args, model, drafter, tokenizer)
@@ -127,7 +130,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (LoadError, ConfigError, ValueError, default_model.FetchError) as error:
+    except (LoadError, ConfigError, ValueError, FetchError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -116,6 +116,10 @@ class Model(nn.Module):
             out = self.lm_head(hidden)
         return out.astype(mx.float32)
 
+    def head_projection(self) -> nn.Module:
+        """The layer holding the LM head's (vocab, dim) weights: the tied embedding or lm_head."""
+        return self.model.embed_tokens if self.config.tie_word_embeddings else self.lm_head
+
     def embed(self, tokens: mx.array) -> mx.array:
         """The frozen input embeddings the drafter reads: tokens (...) -> (..., dim)."""
         return self.model.embed_tokens(tokens)

@@ -7,6 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ConfigError, DrafterConfig, ModelConfig
+from .draft_vocab import read_token_ids
 from .drafter import Drafter
 from .llm import Model
 
@@ -89,8 +90,10 @@ def load_model(path, dtype=None) -> Model:
     return _fill(Model(config), read_weights(path), raw, Path(path), dtype)
 
 
-def load_drafter(path, model: Model, dtype=None) -> Drafter:
-    """Loads a drafter directory for `model`: checks hidden/vocab sizes, binds its LM head."""
+def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None) -> Drafter:
+    """Loads a drafter directory for `model`: checks hidden/vocab sizes, binds its LM head.
+
+    draft_vocab: score only that many frequent tokens (0: all; None: the config's default)."""
     raw = read_config(path)
     try:
         config = DrafterConfig.from_dict(raw)
@@ -99,6 +102,12 @@ def load_drafter(path, model: Model, dtype=None) -> Drafter:
         raise LoadError(f"{path}: {error}") from None
     drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype)
     drafter.bind_target(model)
+    size = config.draft_vocab_size if draft_vocab is None else draft_vocab
+    if size:
+        try:
+            drafter.restrict_vocab(read_token_ids(path, size, always=model.config.eos_ids))
+        except (FileNotFoundError, ValueError) as error:
+            raise LoadError(str(error)) from None
     return drafter
 
 

@@ -28,8 +28,9 @@ def sample_drafts(drafter: Drafter, embed, context: mx.array, first_token: mx.ar
     history, scores = [], mx.zeros((batch, width), dtype=mx.float32)
     for _ in range(length - 1):
         state = drafter.next_state(state, embed(beams[:, :, -1]))
-        log_q = target_log_probs(drafter(context, state), params)  # (B, W, V)
-        token = mx.random.categorical(log_q, axis=-1).astype(mx.int32)
+        log_q = target_log_probs(drafter(context, state), params)  # (B, W, V')
+        token = drafter.token_of(mx.random.categorical(log_q, axis=-1)).astype(mx.int32)
+        log_q = drafter.to_full_vocab(log_q, -mx.inf)  # (B, W, V): q is 0 at tokens never drafted
         scores = scores + mx.take_along_axis(log_q, token[:, :, None], axis=-1)[..., 0]
         beams = mx.concatenate([beams, token[:, :, None]], axis=-1)
         history.append(log_q)

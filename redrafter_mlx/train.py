@@ -157,7 +157,8 @@ def fit(args):
             mx.eval(loss, drafter.parameters(), optimizer.state)
             step += 1
             if step % args.log_every == 0:
-                log.append({"step": step, "loss": round(loss.item(), 4), "seconds": round(time.perf_counter() - start, 1)})
+                seconds = round(time.perf_counter() - start, 1)
+                log.append({"step": step, "loss": round(loss.item(), 4), "seconds": seconds})
                 print(json.dumps(log[-1]), file=sys.stderr)
             if step % args.checkpoint_every == 0:
                 save_checkpoint(checkpoint, drafter, optimizer, step)

@@ -24,7 +24,7 @@ fit)
   python3 -m redrafter_mlx.train fit --model $F32 --data /tmp/data --out $OUT/drafter --epochs ${EPOCHS:-4} \
     --batch-tokens 16384 --log-every 50 --checkpoint-every 100000 2>&1 | grep -v "it/s]" | tee $OUT/fit.log ;;
 bench)
-  python3 -m demos.benchmark --model $Q4 --drafter ${DRAFTER:-$OUT/drafter} --prompts .dev/mtbench.jsonl \
-    --num-prompts ${PROMPTS:-80} --max-tokens 128 --shapes ${SHAPES:-1x4,2x4,4x5,8x5} --mlx-lm \
-    --out $OUT/bench.json 2>&1 | tail -8 ;;
+  python3 -m demos.benchmark --model $Q4 --drafter ${DRAFTER:-redrafter_mlx/drafters/smollm2-135m-instruct} \
+    --prompts .dev/mtbench.jsonl --num-prompts ${PROMPTS:-80} --max-tokens ${TOKENS:-128} \
+    --widths ${WIDTHS:-1,4,16} --lengths ${LENGTHS:-4,5} --out-dir $OUT/bench 2>&1 | grep -v "prompt .* done" | tail -12 ;;
 esac

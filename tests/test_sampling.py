@@ -181,12 +181,17 @@ def two_token_counts(chunks_fn, runs: int, vocab: int) -> np.ndarray:
     return table
 
 
-@pytest.mark.parametrize("params,width,length", [(SamplingParams(1.0), 2, 3),
-                                                 (SamplingParams(0.7, top_k=6, top_p=0.9), 3, 2)])
-def test_decode_loop_samples_the_target(params, width, length):
+@pytest.mark.parametrize("params,width,length,draft_tokens", [
+    (SamplingParams(1.0), 2, 3, None),
+    (SamplingParams(0.7, top_k=6, top_p=0.9), 3, 2, None),
+    (SamplingParams(1.0), 2, 3, [0, 1, 3, 4, 6]),  # reduced draft vocabulary: q = 0 elsewhere
+])
+def test_decode_loop_samples_the_target(params, width, length, draft_tokens):
     vocab, prompt, runs = 8, [1, 2, 3], 1200
     model = tiny_model(0, vocab=vocab)
     drafter = tiny_drafter(model, 2)
+    if draft_tokens:
+        drafter.restrict_vocab(mx.array(draft_tokens))
     mx.random.seed(0)
     exact = exact_two_tokens(model, prompt, params)
     accepted = Counter()
