@@ -2,11 +2,14 @@
 
 Q4_0/Q4_1/Q8_0 tensors stay quantized (MLX reads them natively as affine 4/8-bit,
 group 32); files with other types (K-quants, Q5_0 ...) are dequantized with the
-`gguf` package.
+`gguf` package. The header's tensor types decide (gguf_header.py): MLX's loader does not
+fail on K-quants, it returns wrong values.
 """
 
-import numpy as np
 import mlx.core as mx
+import numpy as np
+
+from .gguf_header import NATIVE_TYPES, tensor_types
 
 ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "mistral": "mistral"}
 
@@ -44,19 +47,26 @@ def _value(v):
 def read_gguf(path: str):
     """Returns (metadata dict of Python values, weights dict of mx arrays, HF names, GGUF layout)."""
     try:
-        weights, metadata = mx.load(str(path), return_metadata=True)
+        types = tensor_types(path)
+    except (OSError, ValueError) as error:
+        raise GGUFError(str(error)) from None
+    others = sorted({t for t in types.values() if t not in NATIVE_TYPES})
+    if others:
+        metadata, weights = _read_with_gguf_package(path, f"tensor types {others} need dequantizing")
+    else:
+        try:
+            weights, metadata = mx.load(str(path), return_metadata=True)
+        except Exception as error:
+            raise GGUFError(f"{path}: cannot read it ({error})") from None
         metadata = {k: _value(v) for k, v in metadata.items()}
-    except Exception as native_error:  # MLX cannot read this tensor type: dequantize
-        metadata, weights = _read_with_gguf_package(path, native_error)
     return metadata, {hf_name(k): v for k, v in weights.items()}
 
 
-def _read_with_gguf_package(path, native_error):
+def _read_with_gguf_package(path, reason: str):
     try:
         import gguf
     except ImportError:
-        raise GGUFError(f"{path}: MLX cannot read it natively ({native_error}); "
-                        "`pip install gguf` to dequantize K-quant/Q5 tensors") from None
+        raise GGUFError(f"{path}: {reason}; `pip install gguf` to dequantize K-quant/Q5 tensors") from None
     reader = gguf.GGUFReader(str(path))
     metadata = {name: field.contents() for name, field in reader.fields.items()}
     weights = {}

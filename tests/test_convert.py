@@ -172,3 +172,24 @@ def test_mlx_lm_converted_checkpoint_loads(tmp_path):
     logits = ours.logits(ours(mx.array([tokens]), mx.arange(6)[None], ours.new_cache())[0])
     np.testing.assert_allclose(np.array(logits), np.array(theirs(mx.array([tokens]))[0].astype(mx.float32)),
                                atol=2e-2, rtol=2e-2)
+
+
+def test_large_outputs_are_sharded_and_load_back(tmp_path, monkeypatch):
+    """Above the shard size the weights go to model-0000i-of-0000n files plus an index."""
+    import convert.output
+
+    model = hf_model("llama")
+    model.save_pretrained(tmp_path / "hf")
+    convert_main(["model", str(tmp_path / "hf"), str(tmp_path / "whole"), "--dtype", "float32"])
+    monkeypatch.setattr(convert.output, "SHARD_BYTES", 40_000)
+    convert_main(["model", str(tmp_path / "hf"), str(tmp_path / "sharded"), "--dtype", "float32"])
+    shards = sorted(p.name for p in (tmp_path / "sharded").glob("*.safetensors"))
+    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())["weight_map"]
+    assert set(index.values()) == set(shards) and len(index) == len(mx.load(str(tmp_path / "whole" / "model.safetensors")))
+    tokens = [3, 14, 15, 9, 26]
+    logits = []
+    for name in ("whole", "sharded"):
+        ours = load_model(tmp_path / name)
+        logits.append(np.array(ours.logits(ours(mx.array([tokens]), mx.arange(5)[None], ours.new_cache())[0])))
+    np.testing.assert_array_equal(logits[0], logits[1])

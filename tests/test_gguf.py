@@ -6,6 +6,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from convert.__main__ import main as convert_main
+from convert.gguf_header import tensor_types
 from convert.gguf_reader import LAYER_NAMES, TOP_NAMES
 from redrafter_mlx.load import load_model, load_tokenizer
 from tiny import tiny_model
@@ -31,10 +32,26 @@ def gguf_name(hf: str) -> str:
     return f"{top['.'.join(parts[:-1])]}.{parts[-1]}"
 
 
+def random_q4_k(shape, rng) -> np.ndarray:
+    """Raw Q4_K blocks (256 weights in 144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and
+    mins, 128 bytes of 4-bit values) with random contents; gguf-py cannot quantize K-quants."""
+    rows, cols = shape
+    blocks = rng.integers(0, 256, size=(rows, cols // 256, 144), dtype=np.uint8)
+    blocks[..., 0:2] = np.array([2e-4], np.float16).view(np.uint8)  # d
+    blocks[..., 2:4] = np.array([1e-4], np.float16).view(np.uint8)  # dmin
+    return blocks.reshape(rows, -1)
+
+
+def quantized_for_file(value, qtype, rng):
+    """(raw bytes for the file, the weights they hold)."""
+    raw = random_q4_k(value.shape, rng) if qtype == Q.Q4_K else gguf.quants.quantize(value, qtype)
+    return raw, gguf.quants.dequantize(raw, qtype).reshape(value.shape)
+
+
 def write_gguf(path, model, qtype):
     """Writes model as GGUF; returns its weights as stored (quantization round trip), HF layout."""
     c = model.config
-    stored = {}
+    stored, rng = {}, np.random.default_rng(0)
     writer = gguf.GGUFWriter(str(path), "llama")
     for key, value in [("block_count", c.num_hidden_layers), ("embedding_length", c.hidden_size),
                        ("feed_forward_length", c.intermediate_size), ("attention.head_count", c.num_attention_heads),
@@ -57,9 +74,8 @@ def write_gguf(path, model, qtype):
             value = permute_rows(value, c.num_key_value_heads)
         stored[name] = np.array(value)
         if value.ndim == 2 and qtype != Q.F32:
-            quantized = gguf.quants.quantize(value, qtype)
+            quantized, stored[name] = quantized_for_file(value, qtype, rng)
             writer.add_tensor(gguf_name(name), quantized, raw_dtype=qtype)
-            stored[name] = gguf.quants.dequantize(quantized, qtype).reshape(value.shape)
         else:
             writer.add_tensor(gguf_name(name), value)
         if "q_proj" in name or "k_proj" in name:  # back to HF order
@@ -73,12 +89,17 @@ def write_gguf(path, model, qtype):
     return [(k, mx.array(v)) for k, v in stored.items()]
 
 
-@pytest.mark.parametrize("qtype", [Q.F32, Q.Q8_0, Q.Q5_0])
+@pytest.mark.parametrize("qtype", [Q.F32, Q.Q8_0, Q.Q5_0, Q.Q4_K])
 def test_gguf_converts_to_the_same_model(tmp_path, qtype):
-    """F32 and Q8_0 are read by MLX itself; Q5_0 goes through the gguf package's dequantizer.
-    The reference is the original model with the weights as the GGUF stores them."""
-    model = tiny_model(0, "llama", vocab=len(VOCAB), hidden_size=64, intermediate_size=96, scale=0.1)
+    """F32 and Q8_0 are read by MLX itself; Q5_0 and the K-quant Q4_K go through the gguf
+    package's dequantizer. The reference is the original model with the weights as the GGUF
+    stores them (K-quant rows hold 256-weight blocks: hidden and FFN sizes of 256)."""
+    size = 256 if qtype == Q.Q4_K else 64
+    model = tiny_model(0, "llama", vocab=len(VOCAB), hidden_size=size, intermediate_size=size + 32 * (size == 64),
+                       scale=0.1)
     model.load_weights(write_gguf(tmp_path / "m.gguf", model, qtype))
+    listed = {t.name: int(t.tensor_type) for t in gguf.GGUFReader(str(tmp_path / "m.gguf")).tensors}
+    assert tensor_types(tmp_path / "m.gguf") == listed and int(qtype) in listed.values()
     convert_main(["model", str(tmp_path / "m.gguf"), str(tmp_path / "mlx"), "--dtype", "float32"])
     ours = load_model(tmp_path / "mlx")
     assert ours.config.tie_word_embeddings and ours.config.eos_ids == [1]
