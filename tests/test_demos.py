@@ -33,12 +33,16 @@ def dirs(tmp_path_factory):
 def test_benchmark_quick_writes_csv_json_and_plots(dirs):
     out = dirs["root"] / "bench"
     rows = benchmark.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]),
-                           "--prompts", str(dirs["prompts"]), "--quick", "--out-dir", str(out)])
+                           "--prompts", str(dirs["prompts"]), "--quick", "--out-dir", str(out),
+                           "--draft-model", str(dirs["model"])])  # the target as its own draft: all accepted
     methods = {r["method"] for r in rows}
-    assert methods == {"ar", "mlx_lm_ar", "redrafter_1x2", "redrafter_1x3", "redrafter_2x2", "redrafter_2x3"}
+    assert methods == {"ar", "mlx_lm_ar", "mlx_lm_speculative", "redrafter_1x2", "redrafter_1x3", "redrafter_2x2",
+                       "redrafter_2x3"}
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))
-    assert len(table) == 6 and all(r["device"] and r["mlx"] and r["model"] == "model" for r in table)
+    assert len(table) == 7 and all(r["device"] and r["mlx"] and r["model"] == "model" for r in table)
+    speculative = next(r for r in table if r["method"] == "mlx_lm_speculative")
+    assert float(speculative["tokens_per_step"]) > 3 and speculative["outputs_differing_from_ar"] == "0"
     for r in table:
         if r["method"].startswith("redrafter_"):
             assert r["outputs_differing_from_ar"] == "0"  # greedy: identical to AR
