@@ -141,3 +141,18 @@ def test_html_replay_in_headless_chromium(dirs, tmp_path):
     text_right = sum(1 for x in range(half, image.width, 2) for y in range(100, 500, 2)
                      if sum(image.getpixel((x, y))) > 450)
     assert green > 20 and text_left > 100 and text_right > 100
+
+
+def test_side_by_side_concurrent_without_a_terminal(dirs):
+    out = subprocess.run([sys.executable, "-m", "demos.side_by_side", "--model", str(dirs["model"]), "--drafter",
+                          str(dirs["drafter"]), "--prompt", "w5", "--max-tokens", "12", "--concurrent"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b[" not in out.stdout  # no animation when stdout is not a terminal
+    assert out.stdout.startswith("ReDrafter 1x3: ") and "the speed of Auto-regressive" in out.stdout
+
+
+def test_side_by_side_bad_model_is_one_error_line(dirs):
+    out = subprocess.run([sys.executable, "-m", "demos.side_by_side", "--model", str(dirs["root"] / "nope"),
+                          "--drafter", str(dirs["drafter"])], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: ") and len(out.stderr.splitlines()) == 1
