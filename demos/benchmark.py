@@ -25,7 +25,8 @@ from redrafter_mlx import default_model
 from redrafter_mlx.calibrate import device_name
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.generate import encode
-from redrafter_mlx.load import DTYPES, load_drafter, load_model, load_tokenizer
+from redrafter_mlx.load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer
+from redrafter_mlx.pypi_file import FetchError
 from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.stats import Stats
 
@@ -158,6 +159,14 @@ def write_plots(rows, out_dir: Path):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (LoadError, ValueError, FileNotFoundError, FetchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args):
     if args.quick:
         args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
     args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
@@ -165,7 +174,7 @@ def main(argv=None):
         args.model = str(default_model.ensure_default_model())
         args.drafter = args.drafter or str(default_model.DRAFTER)
     if not args.drafter:
-        raise SystemExit("error: --drafter is required with --model")
+        raise ValueError("--drafter is required with --model")
     params = SamplingParams(args.temp)
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(args.model, dtype)

@@ -22,8 +22,8 @@ def _pyplot():
 
 def _title(rows, what: str) -> str:
     r = rows[0]
-    return (f"{what}\n{r['model']} ({r['dtype']}), {r['device']}, mlx {r['mlx']}, "
-            f"{r['prompts']} prompts x {r['max_tokens']} tokens, temp {r['temp']}")
+    return (f"{what}\n{r['model']} ({r['dtype']}), {r['device']}, mlx {r['mlx']}\n"
+            f"{r['prompts']} prompts x up to {r['max_tokens']} tokens, temp {r['temp']}")
 
 
 def plot_heatmap(rows, path: Path):

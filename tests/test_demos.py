@@ -54,9 +54,15 @@ def test_benchmark_quick_writes_csv_json_and_plots(dirs):
     assert json.loads((out / "results.json").read_text())["rows"][0]["method"] == "ar"
 
 
-def test_benchmark_rejects_bad_grid():
-    with pytest.raises(ValueError, match="--widths"):
-        benchmark.parse_ints("1,x", "widths")
+@pytest.mark.parametrize("extra,fragment", [(["--widths", "1,x"], "--widths must be comma-separated"),
+                                            (["--prompts", "nope.jsonl"], "no prompt set 'nope.jsonl'")])
+def test_benchmark_bad_input_is_one_error_line(dirs, extra, fragment):
+    out = subprocess.run([sys.executable, "-m", "demos.benchmark", "--model", str(dirs["model"]), "--drafter",
+                          str(dirs["drafter"]), "--prompts", str(dirs["prompts"]), "--max-tokens", "2", *extra],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0]
 
 
 def trace(name, seconds_per_step, tokens_per_step, steps):
