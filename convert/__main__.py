@@ -4,6 +4,7 @@ import argparse
 import sys
 import time
 
+from redrafter_mlx.atomic import OutputExistsError
 from redrafter_mlx.config import ConfigError
 from redrafter_mlx.load import LoadError
 
@@ -11,7 +12,6 @@ from .convert import convert_drafter, convert_target
 from .gguf_reader import GGUFError
 from .gguf_tokenizer import TokenizerError
 from .hf_reader import CheckpointError
-from .output import OutputError
 
 
 def build_parser():
@@ -45,7 +45,7 @@ def main(argv=None):
                                  **options)
         else:
             out = convert_drafter(args.src, args.out, args.target, **options)
-    except (CheckpointError, ConfigError, GGUFError, TokenizerError, OutputError, LoadError) as error:
+    except (CheckpointError, ConfigError, GGUFError, TokenizerError, OutputExistsError, LoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -7,6 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from redrafter_mlx.atomic import atomic_directory
 from redrafter_mlx.config import DrafterConfig, ModelConfig
 from redrafter_mlx.drafter import Drafter
 from redrafter_mlx.llm import Model
@@ -14,7 +15,7 @@ from redrafter_mlx.load import DTYPES, LoadError, fill, layer_quantization, read
 
 from . import gguf_reader, gguf_tokenizer
 from .hf_reader import CheckpointError, read_json, read_weights
-from .output import atomic_directory, write_config, write_weights
+from .output import write_config, write_weights
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json")

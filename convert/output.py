@@ -1,45 +1,11 @@
-"""Atomic output directories: everything is written into a temporary sibling directory,
-which is renamed into place only once complete."""
+"""Writes converted weights and configs (into the atomic directory of redrafter_mlx.atomic)."""
 
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlx.core as mx
 
 SHARD_BYTES = 5 * 1024 ** 3
-
-
-class OutputError(ValueError):
-    pass
-
-
-@contextmanager
-def atomic_directory(out, force: bool):
-    """Yields a temporary directory that replaces `out` on success and vanishes on failure."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise OutputError(f"{out} exists; pass --force to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    try:
-        yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def write_weights(weights: dict, out: Path, progress=None):

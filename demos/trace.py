@@ -4,6 +4,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, List
 
+from redrafter_mlx.generate import detokenize
+
 
 @dataclass
 class Event:
@@ -45,14 +47,9 @@ def record(name: str, chunks: Iterable[List[int]], tokenizer, eos_ids, start: fl
     start = time.perf_counter() if start is None else start
     trace, tokens, steps = Trace(name), 0, 0
     detokenizer = tokenizer.detokenizer
-    detokenizer.reset()
-    for chunk in chunks:
-        for token in chunk:
-            if token not in eos_ids:
-                detokenizer.add_token(token)
+    for chunk in detokenize(chunks, detokenizer, eos_ids):
         tokens, steps = tokens + len(chunk), steps + 1
         trace.events.append(Event(time.perf_counter() - start, detokenizer.text, tokens, steps))
-    detokenizer.finalize()
     if trace.events:
-        trace.events[-1].text = detokenizer.text
+        trace.events[-1].text = detokenizer.text  # after finalize
     return trace

@@ -47,6 +47,18 @@ def encode(tokenizer, messages, use_template: bool):
     return tokenizer.encode(messages[-1]["content"])
 
 
+def detokenize(chunks, detokenizer, eos_ids):
+    """Feeds each chunk's non-EOS tokens to a streaming detokenizer, yields the chunk after
+    each, and finalizes the detokenizer when the chunks run out."""
+    detokenizer.reset()
+    for chunk in chunks:
+        for token in chunk:
+            if token not in eos_ids:
+                detokenizer.add_token(token)
+        yield chunk
+    detokenizer.finalize()
+
+
 def stream(args, model, drafter, tokenizer, prompt_tokens, params) -> str:
     """Generates, printing text as it is accepted; returns the text."""
     stats = Stats(profile=args.profile)
@@ -57,13 +69,8 @@ def stream(args, model, drafter, tokenizer, prompt_tokens, params) -> str:
         chunks = generate_redrafter(model, drafter, prompt_tokens, args.max_tokens, args.beam_width,
                                     args.beam_length, eos, stats, params=params)
     detokenizer = tokenizer.detokenizer
-    detokenizer.reset()
-    for chunk in chunks:
-        for token in chunk:
-            if token not in eos:
-                detokenizer.add_token(token)
+    for _ in detokenize(chunks, detokenizer, eos):
         print(detokenizer.last_segment, end="", flush=True)
-    detokenizer.finalize()
     print(detokenizer.last_segment, flush=True)
     if args.verbose:
         print("=" * 10, file=sys.stderr)

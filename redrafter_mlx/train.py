@@ -12,7 +12,6 @@ import json
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlx.core as mx
@@ -21,6 +20,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from .atomic import atomic_directory
 from .batch_generate import generate_greedy_batch
 from .config import DrafterConfig
 from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
@@ -95,19 +95,8 @@ def evaluate(model, drafter, batches, steps):
     return (correct / np.maximum(total, 1)).round(4).tolist()
 
 
-@contextmanager
-def replaced_directory(path: Path):
-    """Yields a fresh sibling directory that replaces `path` once the block completes."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    yield tmp
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-
-
 def save_checkpoint(path: Path, drafter, optimizer, step):
-    with replaced_directory(path) as tmp:
+    with atomic_directory(path, force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
         mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
         (tmp / "step.json").write_text(json.dumps({"step": step}))
@@ -172,7 +161,7 @@ def fit(args):
 def save_drafter(drafter, out: Path, args, log, seconds):
     """Atomic save of the final drafter (float16 unless --save-dtype) and its training log."""
     drafter.update(tree_map(lambda p: p.astype(DTYPES[args.save_dtype]), drafter.parameters()))
-    with replaced_directory(out) as tmp:
+    with atomic_directory(out, force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
         (tmp / "training.json").write_text(
             json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log}, indent=2))
