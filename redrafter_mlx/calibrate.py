@@ -49,7 +49,8 @@ def calibrate(model, drafter, prompts, candidates, max_tokens: int = 48):
 def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, cache_file: Path = None):
     """The cached best shape for this device + model + drafter, calibrated on first use."""
     cache_file = cache_file or cache_dir() / "beam_auto.json"
-    key = f"{device_name()} | {Path(model_dir).resolve()} | {Path(drafter_dir).resolve()} | mlx {mx.__version__}"
+    key = (f"{device_name()} | {Path(model_dir).resolve()} | {Path(drafter_dir).resolve()} "
+           f"(draft vocab {drafter.draft_vocab_size}) | mlx {mx.__version__}")
     known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
