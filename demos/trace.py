@@ -42,9 +42,9 @@ class Trace:
                                               for e in self.events]}
 
 
-def record(name: str, chunks: Iterable[List[int]], tokenizer, eos_ids, start: float = None) -> Trace:
+def record(name: str, chunks: Iterable[List[int]], tokenizer, eos_ids) -> Trace:
     """Consumes a decode generator, timestamping the text after every step."""
-    start = time.perf_counter() if start is None else start
+    start = time.perf_counter()
     trace, tokens, steps = Trace(name), 0, 0
     detokenizer = tokenizer.detokenizer
     for chunk in detokenize(chunks, detokenizer, eos_ids):

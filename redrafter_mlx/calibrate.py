@@ -20,11 +20,14 @@ CANDIDATES = {"cpu": [(1, 2), (1, 3), (1, 4), (2, 3)],
               "gpu": [(1, 4), (2, 4), (4, 4), (4, 5), (8, 5), (16, 5)]}
 
 
+def device_kind() -> str:
+    return "gpu" if mx.default_device() == mx.gpu else "cpu"
+
+
 def device_name() -> str:
     """e.g. 'gpu: NVIDIA H100 80GB HBM3' or 'cpu: AMD EPYC'."""
-    kind = "gpu" if mx.default_device() == mx.gpu else "cpu"
     name = mx.device_info().get("device_name", platform.processor() or platform.machine())
-    return f"{kind}: {name}"
+    return f"{device_kind()}: {name}"
 
 
 def shape_speed(model, drafter, prompts, shape, max_tokens: int) -> float:
@@ -54,8 +57,7 @@ def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, cache_file:
     known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
-        kind = "gpu" if mx.default_device() == mx.gpu else "cpu"
-        best, speeds = calibrate(model, drafter, [encode_prompt(p) for p in PROMPTS], CANDIDATES[kind])
+        best, speeds = calibrate(model, drafter, [encode_prompt(p) for p in PROMPTS], CANDIDATES[device_kind()])
         known[key] = {"best": list(best), "tokens_per_s": {f"{w}x{n}": round(s, 2) for (w, n), s in speeds.items()}}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")

@@ -1,4 +1,4 @@
-"""Training data for the drafter: prompts (ShareGPT, MT-Bench), token shards on disk."""
+"""Training data for the drafter: ShareGPT prompts, token shards on disk."""
 
 import json
 import os
@@ -26,12 +26,6 @@ def sharegpt_prompts(path, limit: int) -> List[str]:
         if turns and turns[0].get("from") == "human" and turns[0].get("value", "").strip():
             prompts.append(turns[0]["value"].strip())
     return prompts
-
-
-def mtbench_prompts(path) -> List[str]:
-    """First turns of the 80 MT-Bench questions (question.jsonl)."""
-    lines = Path(path).read_text().splitlines()
-    return [json.loads(line)["turns"][0] for line in lines if line.strip()]
 
 
 def save_sequences(path, sequences: List[List[int]], prompt_lengths: List[int]):

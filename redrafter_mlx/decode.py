@@ -10,7 +10,7 @@ from typing import Iterator, List
 import mlx.core as mx
 import numpy as np
 
-from .acceptance import greedy_accept, speculative_accept
+from .acceptance import Accepted, greedy_accept, speculative_accept
 from .beam_search import beam_search
 from .drafter import Drafter
 from .kv_cache import KVCache
@@ -106,15 +106,16 @@ def draft_fn(params: SamplingParams):
     return lambda *args: sample_drafts(*args, params)
 
 
-def accept(model: Model, hidden: mx.array, tree, beams: np.ndarray, draft, params: SamplingParams):
-    """Judges the drafts against the LLM outputs at the packed tree tokens hidden (P, dim)."""
-    index = mx.array(tree.index)
+def accept(model: Model, hidden: mx.array, index: mx.array, beams: np.ndarray, draft,
+           params: SamplingParams) -> Accepted:
+    """Judges the drafts against the LLM outputs at the packed tree tokens hidden (P, dim);
+    index (W, L): the packed position of each beam token."""
     if params.greedy:
         target = mx.argmax(model.logits(hidden), axis=-1)[index]  # (W, L)
         return greedy_accept(mx.array(beams), target)
     log_p = target_log_probs(model.logits(hidden), params)[index]  # (W, L, V)
     accepted = speculative_accept(mx.array(beams)[None], draft.log_probs, log_p[None])
-    return type(accepted)(*(a[0] for a in accepted))
+    return Accepted(*(a[0] for a in accepted))
 
 
 def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_tokens: int,
@@ -148,8 +149,8 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         tree = build_tree(beams)
         hidden = verify(model, cache, tree, pad_to)
         stats.end_phase("verify", hidden)
-        accepted = accept(model, hidden, tree, beams, draft, params)
         index = mx.array(tree.index)
+        accepted = accept(model, hidden, index, beams, draft, params)
         if beam_width > 1:  # one beam is packed in order: its path is already in place
             cache.commit(index[accepted.beam])
         stats.end_phase("accept+commit", accepted, *cache.state())

@@ -40,7 +40,7 @@ class Drafter(nn.Module):
             self.lm_head.append(nn.Linear(exit_dim, config.vocab_size, bias=False))
         else:
             self.exit_norm = nn.RMSNorm(exit_dim, eps=config.rms_norm_eps)
-        self._target_head = None
+        self._target = None  # the target Model, for head == "target" (not a parameter)
         self._subset_head = None  # SubsetHead when the draft vocabulary is reduced
         if config.rnn:
             self.rnn_u = nn.Linear(dim, dim)
@@ -48,12 +48,11 @@ class Drafter(nn.Module):
 
     def bind_target(self, model):
         """Gives a head == "target" drafter the LLM's LM head (hidden -> float32 logits)."""
-        self._target_head = model.logits
-        self._target_projection = model.head_projection()
+        self._target = model
 
     def restrict_vocab(self, token_ids: mx.array):
         """From now on score only token_ids (K,): logits (..., K), index i is token_ids[i]."""
-        projection = self._target_projection if self.config.head == "target" else self.lm_head[-1]
+        projection = self._target.head_projection() if self.config.head == "target" else self.lm_head[-1]
         self._subset_head = SubsetHead(projection, token_ids)
 
     @property
@@ -86,13 +85,13 @@ class Drafter(nn.Module):
         for block in self.lm_head[:self.config.num_draft_layers]:
             x = block(x)
         if self.config.head == "target":
-            if self._target_head is None:
+            if self._target is None:
                 raise RuntimeError("this drafter uses the target's LM head: call bind_target(model) first")
             x = self.exit_norm(x)
         if self._subset_head is not None:
             return self._subset_head(x)
         if self.config.head == "target":
-            return self._target_head(x)
+            return self._target.logits(x)
         return self.lm_head[-1](x).astype(mx.float32)
 
     def sanitize(self, weights: dict) -> dict:
