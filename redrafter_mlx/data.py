@@ -8,14 +8,15 @@ from typing import Iterator, List
 import numpy as np
 
 
-def sharegpt_prompts(path, limit: int) -> List[str]:
-    """First human turns of ShareGPT conversations. The packaged JSON is truncated, so the
-    list is streamed object by object and the incomplete tail is dropped."""
+def sharegpt_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
+    """Human turns of ShareGPT conversations, each as a standalone prompt: the first turns,
+    then (all_turns) the later ones; duplicates dropped, at most `limit`. The packaged JSON
+    is truncated, so the list is streamed object by object and the incomplete tail dropped."""
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     decoder = json.JSONDecoder()
     position = text.index("[") + 1
-    prompts = []
-    while len(prompts) < limit:
+    first, later = [], []
+    while True:
         while position < len(text) and text[position] in " \r\n\t,":
             position += 1
         try:
@@ -23,9 +24,14 @@ def sharegpt_prompts(path, limit: int) -> List[str]:
         except json.JSONDecodeError:
             break  # truncated tail
         turns = item.get("conversations") or []
+        human = [t["value"].strip() for t in turns if t.get("from") == "human" and t.get("value", "").strip()]
         if turns and turns[0].get("from") == "human" and turns[0].get("value", "").strip():
-            prompts.append(turns[0]["value"].strip())
-    return prompts
+            first.append(human[0])
+            later += human[1:]
+        if not all_turns and len(first) >= limit:
+            break
+    prompts = first + later if all_turns else first
+    return list(dict.fromkeys(prompts))[:limit]
 
 
 def save_sequences(path, sequences: List[List[int]], prompt_lengths: List[int]):

@@ -52,7 +52,10 @@ def _check_prompt(prompt: List[int], max_tokens: int):
 
 def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: SamplingParams = SamplingParams(),
                 eos_ids=(), stats: Stats = None) -> Iterator[List[int]]:
-    """Auto-regressive decoding; yields one token per step (as a one-element list)."""
+    """Auto-regressive decoding; yields one token per step (as a one-element list).
+
+    Pipelined like mlx-lm: step n+1 is queued (`mx.async_eval`) before token n is read, so
+    building the next graph overlaps the device's work."""
     _check_prompt(prompt, max_tokens)
     stats = stats or Stats()
     cache = model.new_cache()
@@ -60,8 +63,17 @@ def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: Sampli
     token = sample(model.logits(prefill(model, cache, prompt)), params)
     mx.eval(token)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
+
+    def following(token):
+        hidden = model(token[None], mx.array([[cache.length]]), cache)
+        cache.advance(1)
+        return sample(model.logits(hidden[:, -1]), params)
+
     start = time.perf_counter()
     while True:
+        queued = following(token) if stats.generated_tokens + 1 < max_tokens else None
+        if queued is not None:
+            mx.async_eval(queued)
         chunk = _finish(token.tolist(), stats.generated_tokens, max_tokens, eos_ids)
         stats.generated_tokens += len(chunk)
         stats.steps += 1
@@ -69,11 +81,7 @@ def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: Sampli
         yield chunk
         if stats.generated_tokens >= max_tokens or chunk[-1] in eos_ids:
             return
-        positions = mx.array([[cache.length]])
-        hidden = model(token[None], positions, cache)
-        cache.advance(1)
-        token = sample(model.logits(hidden[:, -1]), params)
-        mx.eval(token)
+        token = queued
 
 
 def check_beam_shape(width: int, length: int, vocab_size: int):

@@ -4,7 +4,9 @@ With `fixed_shapes` (the default on GPUs) attention reads the whole allocated ca
 with a mask that hides what is not committed or new: key lengths then change only when
 the cache grows (every `step` tokens), so GPU kernels specialised on shapes are not
 rebuilt at every decoding step. On CPUs attention reads only length + T keys (13% faster
-decoding for the default model).
+decoding for the default model). Single-token steps without a mask (auto-regressive
+decoding) always read exactly length + 1 keys: the fused one-query attention kernel
+handles any key length without new kernels.
 """
 
 import mlx.core as mx
@@ -50,13 +52,12 @@ class KVCache:
         self.values = [grown(v) for v in self.values]
         self.capacity = new_capacity
 
-    def update(self, layer: int, keys: mx.array, values: mx.array):
+    def update(self, layer: int, keys: mx.array, values: mx.array, view: int):
         """Writes keys/values (B, kv_heads, T, head_dim) after the committed prefix; returns
-        keys and values (B, kv_heads, key_length(T), head_dim)."""
+        the first `view` cached keys and values (B, kv_heads, view, head_dim)."""
         end = self.length + keys.shape[2]
         self.keys[layer][:, :, self.length:end, :] = keys
         self.values[layer][:, :, self.length:end, :] = values
-        view = self.key_length(keys.shape[2])
         return self.keys[layer][:, :, :view, :], self.values[layer][:, :, :view, :]
 
     def mask(self, block: mx.array, key_valid: mx.array = None) -> mx.array:

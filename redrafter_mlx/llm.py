@@ -27,8 +27,9 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, dim, bias=config.model_type != "qwen2" and qkv_bias)
 
-    def __call__(self, x, positions, inv_freq, mask, cache: KVCache, layer: int):
-        """x (B, T, dim) -> (B, T, dim); mask: None, "causal" or bool (B or 1, 1, T, keys)."""
+    def __call__(self, x, positions, inv_freq, mask, cache: KVCache, layer: int, keys: int):
+        """x (B, T, dim) -> (B, T, dim), attending over the first `keys` cached positions;
+        mask: None, "causal" or bool (B or 1, 1, T, keys)."""
         batch, length, _ = x.shape
 
         def heads_first(y):  # (B, T, heads, head_dim) -> (B, heads, T, head_dim)
@@ -41,7 +42,7 @@ class Attention(nn.Module):
         q = rotated(self.q_proj(x), self.heads)
         k = rotated(self.k_proj(x), self.kv_heads)
         v = heads_first(self.v_proj(x).reshape(batch, length, self.kv_heads, self.head_dim))
-        k, v = cache.update(layer, k, v)
+        k, v = cache.update(layer, k, v, keys)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
@@ -66,8 +67,8 @@ class Block(nn.Module):
         self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def __call__(self, x, positions, inv_freq, mask, cache, layer):
-        x = x + self.self_attn(self.input_layernorm(x), positions, inv_freq, mask, cache, layer)
+    def __call__(self, x, positions, inv_freq, mask, cache, layer, keys):
+        x = x + self.self_attn(self.input_layernorm(x), positions, inv_freq, mask, cache, layer, keys)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -98,14 +99,16 @@ class Model(nn.Module):
         Writes the new K/V after cache.length (without advancing it); returns hidden (B, T, dim)."""
         count = tokens.shape[1]
         cache.reserve(count)
-        if block is None and key_valid is None and not cache.fixed_shapes:
-            mask = "causal" if count > 1 else None  # the fast fused paths
+        if block is None and key_valid is None and (count == 1 or not cache.fixed_shapes):
+            mask = "causal" if count > 1 else None  # the fast fused paths, over exactly the keys in use
+            keys = cache.length + count
         else:
             block = mx.tril(mx.ones((count, count), dtype=mx.bool_)) if block is None else block
             mask = cache.mask(block, key_valid)
+            keys = cache.key_length(count)
         x = self.model.embed_tokens(tokens)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, positions, self._inv_freq, mask, cache, i)
+            x = layer(x, positions, self._inv_freq, mask, cache, i, keys)
         return self.model.norm(x)
 
     def logits(self, hidden: mx.array) -> mx.array:

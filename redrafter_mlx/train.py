@@ -25,8 +25,12 @@ from .batch_generate import generate_greedy_batch
 from .config import DrafterConfig
 from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from .drafter import Drafter
+from .draft_vocab import FILE as DRAFT_VOCAB_FILE
 from .drafter_loss import drafter_loss, target_features
 from .load import DTYPES, LoadError, load_model, load_tokenizer, save_module
+
+
+RANKED_KEPT = 16384  # token ids listed in draft_vocab.json
 
 
 def progress(iterable, total, desc):
@@ -39,11 +43,11 @@ def progress(iterable, total, desc):
 
 # ---------------------------------------------------------------- data generation
 def generate_data(args):
-    model = load_model(args.model, mx.float32)
+    model = load_model(args.model, DTYPES[args.dtype])
     tokenizer = load_tokenizer(args.model, model.config.eos_ids)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prompts = sharegpt_prompts(args.prompts, args.num_prompts)
+    prompts = sharegpt_prompts(args.prompts, args.num_prompts, args.all_turns)
     encoded = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
                for p in prompts]
     encoded = [e for e in encoded if len(e) <= args.max_prompt_tokens]
@@ -57,9 +61,12 @@ def generate_data(args):
         if args.max_seconds and time.perf_counter() - start > args.max_seconds:
             break
         group = sorted(encoded[first:first + args.batch_size], key=len)
+        batch_start = time.perf_counter()
         answers = generate_greedy_batch(model, group, args.max_new_tokens, eos, width=args.max_prompt_tokens)
         save_sequences(shard, [p + a for p, a in zip(group, answers)], [len(p) for p in group])
         produced += sum(map(len, answers))
+        print(json.dumps({"shard": number, "answer_tokens": sum(map(len, answers)), "longest": max(map(len, answers)),
+                          "seconds": round(time.perf_counter() - batch_start, 2)}), file=sys.stderr)
     elapsed = time.perf_counter() - start
     summary = {"prompts": len(encoded), "answer_tokens_generated_now": produced, "seconds": round(elapsed, 1)}
     (out / "info.json").write_text(json.dumps({**vars(args), **summary}, indent=2))
@@ -109,9 +116,19 @@ def load_checkpoint(path: Path, drafter, optimizer) -> int:
     return json.loads((path / "step.json").read_text())["step"]
 
 
+def ranked_answer_tokens(sequences, vocab_size: int) -> list:
+    """Token ids by how often they occur in the answers, most frequent first (at most RANKED_KEPT)."""
+    answers = [seq[prompt_length:] for seq, prompt_length in sequences]
+    counts = np.bincount(np.concatenate(answers), minlength=vocab_size)
+    return np.argsort(-counts, kind="stable")[:RANKED_KEPT].tolist()
+
+
 def fit(args):
     model = load_model(args.model, mx.float32)
     model.freeze()
+    vocab = model.config.vocab_size
+    if not 0 <= args.draft_vocab <= RANKED_KEPT:
+        raise ValueError(f"--draft-vocab must be in 0..{RANKED_KEPT}, got {args.draft_vocab}")
     sequences = list(load_sequences(args.data))
     rng = np.random.default_rng(args.seed)
     rng.shuffle(sequences)
@@ -154,15 +171,20 @@ def fit(args):
         accuracy = evaluate(model, drafter, valid_batches, args.draft_steps)
         log.append({"epoch": epoch + 1, "step": step, "held_out_top1_per_step": accuracy})
         print(json.dumps(log[-1]), file=sys.stderr)
-    save_drafter(drafter, out, args, log, time.perf_counter() - start)
+    drafter.config.draft_vocab_size = args.draft_vocab if args.draft_vocab < vocab else 0
+    ranked = ranked_answer_tokens(train, vocab)
+    save_drafter(drafter, out, args, log, time.perf_counter() - start, ranked)
     shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def save_drafter(drafter, out: Path, args, log, seconds):
-    """Atomic save of the final drafter (float16 unless --save-dtype) and its training log."""
+def save_drafter(drafter, out: Path, args, log, seconds, ranked: list):
+    """Atomic save of the final drafter (float16 unless --save-dtype), its training log and
+    its draft vocabulary (`ranked`: token ids, most frequent first)."""
     drafter.update(tree_map(lambda p: p.astype(DTYPES[args.save_dtype]), drafter.parameters()))
     with atomic_directory(out, force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
+        source = f"answer tokens of the training data ({args.data}), most frequent first"
+        (tmp / DRAFT_VOCAB_FILE).write_text(json.dumps({"source": source, "token_ids": ranked}))
         (tmp / "training.json").write_text(
             json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log}, indent=2))
 
@@ -176,6 +198,8 @@ def build_parser():
     data.add_argument("--prompts", required=True, help="ShareGPT JSON file")
     data.add_argument("--out", required=True)
     data.add_argument("--num-prompts", type=int, default=10000)
+    data.add_argument("--all-turns", action="store_true", help="also later human turns (after all first turns)")
+    data.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="the target's dtype while generating")
     data.add_argument("--max-prompt-tokens", type=int, default=256)
     data.add_argument("--max-new-tokens", type=int, default=256)
     data.add_argument("--batch-size", type=int, default=128)
@@ -186,6 +210,9 @@ def build_parser():
     f.add_argument("--out", required=True)
     f.add_argument("--head", choices=("target", "own"), default="target")
     f.add_argument("--layers", type=int, default=2, help="ResBlocks")
+    f.add_argument("--draft-vocab", type=int, default=4096,
+                   help="the saved drafter's default draft vocabulary: this many of the most frequent answer "
+                        "tokens (0, or at least the model's vocabulary: all)")
     f.add_argument("--draft-steps", type=int, default=4, help="K = beam length - 1")
     f.add_argument("--epochs", type=int, default=2)
     f.add_argument("--lr", type=float, default=1e-3)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Trains the default drafter on the lent H100 (MLX CUDA); docs/training.md has the calls.
-# Run on the device machine from the repo root after `source .devsetup.sh`, with the
-# converted default model (q4-float16, `python -m convert model <gguf> ...`) carried as
-# parts: .dev/p1..p3 copied to /tmp/p1..p3 by earlier calls, .dev/p4 in this
-# one, plus .dev/sharegpt_prompts.json. STAGE=data|fit|bench; results go to $OUT.
+# Trains and benchmarks the default drafter on the lent H100 (MLX CUDA); docs/training.md
+# lists the calls. Run on the device machine from the repo root after `source .devsetup.sh`,
+# with the converted default model (q4-float16, `python -m convert model <gguf> ...`)
+# carried as parts: .dev/p1..p3 copied to /tmp/p1..p3 by earlier calls, .dev/p4 in this
+# one, plus .dev/sharegpt_human.json and .dev/mtbench.jsonl. STAGE=data|fit|bench|profile
+# write to $RES (kept while the machine stays warm); STAGE=pack, last in each call, copies
+# weight files to $OUT and everything else as one results.tgz (at most 8 files come back).
 set -euo pipefail
-export PYTHONUNBUFFERED=1
-Q4=/tmp/smollm2 F16=/tmp/smollm2-f16 F32=/tmp/smollm2-f32
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+Q4=/tmp/smollm2 F16=/tmp/smollm2-f16 F32=/tmp/smollm2-f32 DRAFTERS=/tmp/drafters RES=/tmp/res
+mkdir -p $RES
 if [ ! -f $Q4/model.safetensors ]; then
   mkdir -p $Q4
   cat /tmp/p1/* /tmp/p2/* /tmp/p3/* .dev/p4/model.safetensors.part4 > $Q4/model.safetensors
@@ -15,16 +18,25 @@ if [ ! -f $Q4/model.safetensors ]; then
   python3 -m convert model $Q4 $F32 --dequantize --dtype float32   # the CPU runtime's numerics
 fi
 case "${STAGE:-data}" in
-data)
-  python3 -m redrafter_mlx.train data --model $F16 --prompts .dev/sharegpt_prompts.json --out /tmp/data \
-    --num-prompts 9675 --max-prompt-tokens 256 --max-new-tokens 256 --batch-size 256 \
-    --max-seconds ${DATA_SECONDS:-400} 2>&1 | grep -v "it/s]" | tee $OUT/data.log
-  cp /tmp/data/info.json $OUT/data_info.json ;;
-fit)
-  python3 -m redrafter_mlx.train fit --model $F32 --data /tmp/data --out $OUT/drafter --epochs ${EPOCHS:-4} \
-    --batch-tokens 16384 --log-every 50 --checkpoint-every 100000 2>&1 | grep -v "it/s]" | tee $OUT/fit.log ;;
-bench)
-  python3 -m demos.benchmark --model $Q4 --drafter ${DRAFTER:-redrafter_mlx/drafters/smollm2-135m-instruct} \
-    --prompts .dev/mtbench.jsonl --num-prompts ${PROMPTS:-80} --max-tokens ${TOKENS:-128} \
-    --widths ${WIDTHS:-1,4,16} --lengths ${LENGTHS:-4,5} --out-dir $OUT/bench 2>&1 | grep -v "prompt .* done" | tail -12 ;;
+data)  # all human turns of ShareGPT (first turns first), answered greedily, until DATA_SECONDS
+  python3 -m redrafter_mlx.train data --model $F16 --dtype float16 --prompts .dev/sharegpt_human.json \
+    --all-turns --out /tmp/data --num-prompts 100000 --max-prompt-tokens 256 --max-new-tokens ${NEW:-384} \
+    --batch-size ${BATCH:-1024} --max-seconds ${DATA_SECONDS:-300} 2>&1 | tee $RES/data.log
+  cp /tmp/data/info.json $RES/data_info.json ;;
+fit)  # NAME, HEAD (target|own), EPOCHS; the drafter stays in $DRAFTERS/$NAME, small files come back
+  python3 -m redrafter_mlx.train fit --model $F32 --data /tmp/data --out $DRAFTERS/$NAME --head ${HEAD:-target} \
+    --epochs ${EPOCHS:-4} --batch-tokens 16384 --log-every 50 --checkpoint-every 100000
+  mkdir -p $RES/$NAME && cp $DRAFTERS/$NAME/{config.json,training.json,draft_vocab.json} $RES/$NAME/
+  if [ "${HEAD:-target}" = target ]; then cp $DRAFTERS/$NAME/model.safetensors $RES/$NAME/
+  else python3 scripts/own_head_rows.py export $F32 $DRAFTERS/$NAME $RES/$NAME; fi ;;
+bench)  # DRAFTER (a name in $DRAFTERS), 80 MT-Bench prompts, a grid of beam shapes; partial results kept
+  timeout ${BENCH_SECONDS:-420} python3 -m demos.benchmark --model $Q4 --drafter $DRAFTERS/${DRAFTER:-compact} \
+    --prompts .dev/mtbench.jsonl --num-prompts ${PROMPTS:-80} --max-tokens ${TOKENS:-64} \
+    --widths ${WIDTHS:-1,4,16} --lengths ${LENGTHS:-4,5} --out-dir $RES/bench_${DRAFTER:-compact}${TAG:-} 2>&1 \
+    | grep -v "prompt .* done" | tail -14 || true ;;
+profile)  # per-phase times of ReDrafter at BEAM against AR (scripts/profile_phases.py)
+  python3 scripts/profile_phases.py $Q4 $DRAFTERS/${DRAFTER:-compact} ${BEAM:-4x4} 2>&1 | tee $RES/profile_${DRAFTER:-compact}.txt ;;
+pack)
+  (cd $RES && find . -name "*.safetensors" | while read -r f; do cp "$f" "$OUT/$(echo "${f#./}" | tr / _)"; done
+   tar czf $OUT/results.tgz --exclude="*.safetensors" .) ;;
 esac

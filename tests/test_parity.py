@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+import mlx.core as mx
 import pytest
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
@@ -71,6 +72,28 @@ def test_parity_setup_accepts_multi_token_runs():
         hist.update(stats.accepted_histogram)
     assert sum(hist[n] for n in range(2, 4)) >= 15, hist
     assert hist[0] > 0, hist
+
+
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+def test_ar_equals_full_recompute(fixed_shapes, monkeypatch):
+    """The pipelined, cached AR loop (exact-length attention at T = 1 in both cache modes)
+    against an oracle that reruns the whole sequence without a cache at every step."""
+    model = tiny_model(7, "llama", vocab=16)
+    prompt = [3, 1, 4, 1, 5]
+    expected = list(prompt)
+    for _ in range(20):
+        positions = mx.arange(len(expected))[None]
+        hidden = model(mx.array(expected)[None], positions, model.new_cache())
+        expected.append(mx.argmax(model.logits(hidden[0, -1])).item())
+    new_cache = Model.new_cache
+
+    def cache_in_mode(self, batch=1):
+        cache = new_cache(self, batch)
+        cache.fixed_shapes = fixed_shapes
+        return cache
+
+    monkeypatch.setattr(Model, "new_cache", cache_in_mode)
+    assert sum(generate_ar(model, prompt, 20), []) == expected[len(prompt):]
 
 
 @pytest.mark.parametrize("seed", range(3))

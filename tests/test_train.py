@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.batch_generate import generate_greedy_batch
-from redrafter_mlx.data import load_sequences, make_batches, save_sequences
+from redrafter_mlx.data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features
 from redrafter_mlx.load import load_drafter, load_model
-from redrafter_mlx.train import main as train_main
+from redrafter_mlx.train import main as train_main, ranked_answer_tokens
 from tiny import tiny_drafter, tiny_model, write_model_dir
 
 
@@ -24,6 +24,26 @@ def test_make_batches_pads_and_masks_answers():
     rows = {k: v for k, v in rows.items() if len(v[0]) == 6}
     assert rows[(5, 6, 7, 8, 9)][1].tolist() == [False, False, True, True, True, False]
     assert rows[(4, 4, 4, 4, 4, 4)][1].tolist() == [False] * 6  # truncated to max_length: no answer left
+
+
+def test_sharegpt_prompts_first_turns_then_later_turns(tmp_path):
+    conversations = [
+        {"conversations": [{"from": "human", "value": " A "}, {"from": "gpt", "value": "x"},
+                           {"from": "human", "value": "B"}, {"from": "human", "value": "continue"}]},
+        {"conversations": [{"from": "gpt", "value": "starts with the model"}, {"from": "human", "value": "Z"}]},
+        {"conversations": [{"from": "human", "value": "C"}, {"from": "human", "value": "continue"}]},
+    ]
+    text = json.dumps(conversations)
+    path = tmp_path / "sharegpt.json"
+    path.write_text(text[:-1] + ', {"conversations": [{"from": "human", "value": "trunc')  # truncated tail
+    assert sharegpt_prompts(path, 10) == ["A", "C"]
+    assert sharegpt_prompts(path, 10, all_turns=True) == ["A", "C", "B", "continue"]
+    assert sharegpt_prompts(path, 3, all_turns=True) == ["A", "C", "B"]
+
+
+def test_ranked_answer_tokens_count_answers_only():
+    sequences = [(np.array([7, 7, 7, 1, 2, 2]), 3), (np.array([7, 2, 3]), 1)]
+    assert ranked_answer_tokens(sequences, vocab_size=8) == [2, 1, 3, 0, 4, 5, 6, 7]
 
 
 def test_save_and_load_sequences(tmp_path):
@@ -68,6 +88,10 @@ def test_tiny_training_run_learns_and_decodes(tmp_path):
     accuracy = [entry["held_out_top1_per_step"] for entry in log if "epoch" in entry]
     assert losses[-1] < 0.7 * losses[0], losses
     assert accuracy[-1][0] > accuracy[0][0] and accuracy[-1][0] > 0.3, accuracy
+    assert json.loads((out / "config.json").read_text())["draft_vocab_size"] == 0  # default 4096 >= vocab: all
+    ranked = json.loads((out / "draft_vocab.json").read_text())["token_ids"]
+    answer_counts = np.bincount(sum(answers, []), minlength=16)
+    assert sorted(ranked) == list(range(16)) and answer_counts[ranked[0]] >= np.sort(answer_counts)[-2]
     loaded = load_model(model_dir)
     drafter = load_drafter(out, loaded)
     prompt = prompts[0]
