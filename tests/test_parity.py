@@ -85,6 +85,12 @@ def test_ar_equals_full_recompute(fixed_shapes, monkeypatch):
         positions = mx.arange(len(expected))[None]
         hidden = model(mx.array(expected)[None], positions, model.new_cache())
         expected.append(mx.argmax(model.logits(hidden[0, -1])).item())
+    set_cache_mode(monkeypatch, fixed_shapes)
+    assert sum(generate_ar(model, prompt, 20), []) == expected[len(prompt):]
+
+
+def set_cache_mode(monkeypatch, fixed_shapes: bool):
+    """Makes every new KV cache use (True: the GPU default) or not use fixed shapes."""
     new_cache = Model.new_cache
 
     def cache_in_mode(self, batch=1):
@@ -93,21 +99,13 @@ def test_ar_equals_full_recompute(fixed_shapes, monkeypatch):
         return cache
 
     monkeypatch.setattr(Model, "new_cache", cache_in_mode)
-    assert sum(generate_ar(model, prompt, 20), []) == expected[len(prompt):]
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_parity_in_gpu_mode(seed, monkeypatch):
     """GPU mode (tree padded to W*L dummy tokens, attention over the whole cache capacity)
     must not change the output."""
-    new_cache = Model.new_cache
-
-    def fixed_shape_cache(self, batch=1):
-        cache = new_cache(self, batch)
-        cache.fixed_shapes = True
-        return cache
-
-    monkeypatch.setattr(Model, "new_cache", fixed_shape_cache)
+    set_cache_mode(monkeypatch, True)
     model = tiny_model(seed, "qwen2", vocab=6)
     drafter = tiny_drafter(model, seed + 9)
     ar = sum(generate_ar(model, [1, 2, 3], 30), [])
