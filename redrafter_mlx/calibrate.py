@@ -49,10 +49,18 @@ def calibrate(model, drafter, prompts, candidates, max_tokens: int = 48):
     return max(speeds, key=speeds.get), speeds
 
 
+def weights_identity(directory) -> str:
+    """The directory with the size and newest modification time of its weight files, so
+    that a drafter or model replaced in place is calibrated again."""
+    files = sorted(Path(directory).glob("*.safetensors"))
+    size, newest = sum(f.stat().st_size for f in files), max((f.stat().st_mtime_ns for f in files), default=0)
+    return f"{Path(directory).resolve()} ({size} B, {newest})"
+
+
 def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, cache_file: Path = None):
     """The cached best shape for this device + model + drafter, calibrated on first use."""
     cache_file = cache_file or cache_dir() / "beam_auto.json"
-    key = (f"{device_name()} | {Path(model_dir).resolve()} | {Path(drafter_dir).resolve()} "
+    key = (f"{device_name()} | {weights_identity(model_dir)} | {weights_identity(drafter_dir)} "
            f"(draft vocab {drafter.draft_vocab_size}) | mlx {mx.__version__}")
     known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if key not in known:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -56,7 +57,8 @@ def test_redrafter_sampling_is_seeded(dirs):
 
 
 def test_beam_auto_calibrates_once_per_device_and_model(dirs, tmp_path):
-    common = ["--model", dirs["model"], "--drafter", dirs["drafter"], "--prompt", "w3 w4", "--max-tokens", "8",
+    drafter_dir = shutil.copytree(dirs["drafter"], tmp_path / "drafter")
+    common = ["--model", dirs["model"], "--drafter", drafter_dir, "--prompt", "w3 w4", "--max-tokens", "8",
               "--no-chat-template", "--beam", "auto"]
     env = {"REDRAFTER_CACHE": str(tmp_path)}
     first, second = cli(*common, env=env), cli(*common, env=env)
@@ -67,6 +69,10 @@ def test_beam_auto_calibrates_once_per_device_and_model(dirs, tmp_path):
     assert entry["tokens_per_s"][f"{entry['best'][0]}x{entry['best'][1]}"] == max(entry["tokens_per_s"].values())
     ar = cli("--model", dirs["model"], "--mode", "ar", "--prompt", "w3 w4", "--max-tokens", "8", "--no-chat-template")
     assert second.stdout == ar.stdout  # greedy: any beam shape gives the AR text
+    shutil.rmtree(drafter_dir)
+    write_drafter_dir(drafter_dir, tiny_drafter(load_model(dirs["model"]), seed=5))  # replaced in place
+    third = cli(*common, env=env)
+    assert third.returncode == 0 and "calibrating" in third.stderr, third.stderr
 
 
 def test_prompt_from_stdin(dirs):
