@@ -64,8 +64,9 @@ def generate_data(args):
         batch_start = time.perf_counter()
         answers = generate_greedy_batch(model, group, args.max_new_tokens, eos, width=args.max_prompt_tokens)
         save_sequences(shard, [p + a for p, a in zip(group, answers)], [len(p) for p in group])
-        produced += sum(map(len, answers))
-        print(json.dumps({"shard": number, "answer_tokens": sum(map(len, answers)), "longest": max(map(len, answers)),
+        answer_tokens = sum(map(len, answers))
+        produced += answer_tokens
+        print(json.dumps({"shard": number, "answer_tokens": answer_tokens, "longest": max(map(len, answers)),
                           "seconds": round(time.perf_counter() - batch_start, 2)}), file=sys.stderr)
     elapsed = time.perf_counter() - start
     summary = {"prompts": len(encoded), "answer_tokens_generated_now": produced, "seconds": round(elapsed, 1)}
