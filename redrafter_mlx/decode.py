@@ -92,12 +92,11 @@ def check_beam_shape(width: int, length: int, vocab_size: int):
         raise ValueError(f"beam length must be >= 2 (the LLM's token plus >= 1 draft), got {length}")
 
 
-def verify(model: Model, cache: KVCache, tree, pad_to: int = 0) -> mx.array:
+def verify(model: Model, cache: KVCache, tree, size: int) -> mx.array:
     """One forward over the packed tree after the committed prefix; returns hidden (P, dim).
 
-    pad_to > P appends dummy tokens that see only themselves, keeping shapes fixed."""
+    size > P appends dummy tokens that see only themselves, keeping shapes fixed."""
     count = len(tree.tokens)
-    size = max(pad_to, count)
     block = np.eye(size, dtype=bool)
     block[:count, :count] = tree.mask
     tokens = np.zeros(size, dtype=np.int32)
@@ -144,7 +143,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         pad_tree = on_gpu()
     pad_to = beam_width * beam_length if pad_tree else 0
     draft_beams = draft_fn(params)
-    cache = model.new_cache()
+    cache = model.new_cache(step=max(256, 16 * pad_to))  # room for ~16 trees between compactions
     start = time.perf_counter()
     context = prefill(model, cache, prompt)
     token = sample(model.logits(context), params)
@@ -156,19 +155,19 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         stats.start_phase()
         beams = np.array(draft.beams[0])
         tree = build_tree(beams)
-        hidden = verify(model, cache, tree, pad_to)
+        written = max(pad_to, len(tree.tokens))
+        hidden = verify(model, cache, tree, written)
         stats.end_phase("verify", hidden)
         index = mx.array(tree.index)
         accepted = accept(model, hidden, index, beams, draft, params)
-        if beam_width > 1:  # one beam is packed in order: its path is already in place
-            cache.commit(index[accepted.beam])
-        stats.end_phase("accept+commit", accepted, *cache.state())
+        stats.end_phase("accept", accepted)
         context = hidden[index[accepted.beam, accepted.count]][None]
         draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], beam_width, beam_length)
         mx.eval(accepted.beam, accepted.count, draft.beams, *cache.state())
         stats.end_phase("draft")
         best, count = accepted.beam.item(), accepted.count.item()
-        cache.advance(count + 1)
+        cache.commit(tree.index[best, :count + 1], written)  # its copies, if any, run in the next step
+        stats.end_phase("commit", *cache.state())
         chunk = _finish(beams[best, :count + 1].tolist(), stats.generated_tokens, max_tokens, eos_ids)
         stats.steps += 1
         stats.accepted_histogram[count] += 1

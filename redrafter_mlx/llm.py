@@ -96,12 +96,13 @@ class Model(nn.Module):
         """tokens, positions (B, T) int; block (T, T) or (B, T, T) bool: which new tokens each
         new token sees (default causal); key_valid (B, capacity) bool hides cached keys.
 
-        Writes the new K/V after cache.length (without advancing it); returns hidden (B, T, dim)."""
+        Writes the new K/V in the cache's next slots (without committing them); returns hidden (B, T, dim)."""
         count = tokens.shape[1]
         cache.reserve(count)
-        if block is None and key_valid is None and (count == 1 or not cache.fixed_shapes):
+        plain = block is None and key_valid is None and cache.contiguous
+        if plain and (count == 1 or not cache.fixed_shapes):
             mask = "causal" if count > 1 else None  # the fast fused paths, over exactly the keys in use
-            keys = cache.length + count
+            keys = cache.end + count
         else:
             block = mx.tril(mx.ones((count, count), dtype=mx.bool_)) if block is None else block
             mask = cache.mask(block, key_valid)
@@ -127,9 +128,10 @@ class Model(nn.Module):
         """The frozen input embeddings the drafter reads: tokens (...) -> (..., dim)."""
         return self.model.embed_tokens(tokens)
 
-    def new_cache(self, batch: int = 1) -> KVCache:
+    def new_cache(self, batch: int = 1, step: int = 256) -> KVCache:
         c = self.config
-        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, self.model.norm.weight.dtype)
+        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, self.model.norm.weight.dtype,
+                       step)
 
     def sanitize(self, weights: dict) -> dict:
         """Drops checkpoint entries this model does not hold (rotary buffers, tied heads)."""

@@ -6,6 +6,7 @@ import mlx.core as mx
 import pytest
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.kv_cache import KVCache
 from redrafter_mlx.llm import Model
 from redrafter_mlx.stats import Stats
 from tiny import tiny_drafter, tiny_model
@@ -89,25 +90,33 @@ def test_ar_equals_full_recompute(fixed_shapes, monkeypatch):
     assert sum(generate_ar(model, prompt, 20), []) == expected[len(prompt):]
 
 
-def set_cache_mode(monkeypatch, fixed_shapes: bool):
-    """Makes every new KV cache use (True: the GPU default) or not use fixed shapes."""
+def set_cache_mode(monkeypatch, fixed_shapes: bool, step: int = None):
+    """Makes every new KV cache use (True: the GPU default) or not use fixed shapes, and
+    grow by `step` slots (None: as asked)."""
     new_cache = Model.new_cache
 
-    def cache_in_mode(self, batch=1):
-        cache = new_cache(self, batch)
+    def cache_in_mode(self, batch=1, **kwargs):
+        cache = new_cache(self, batch, **kwargs)
         cache.fixed_shapes = fixed_shapes
+        cache.step = step or cache.step
         return cache
 
     monkeypatch.setattr(Model, "new_cache", cache_in_mode)
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_parity_in_gpu_mode(seed, monkeypatch):
-    """GPU mode (tree padded to W*L dummy tokens, attention over the whole cache capacity)
-    must not change the output."""
-    set_cache_mode(monkeypatch, True)
+@pytest.mark.parametrize("step", [None, 16])
+def test_parity_in_gpu_mode(seed, step, monkeypatch):
+    """GPU mode (tree padded to W*L dummy tokens, attention over the whole cache capacity,
+    rejected entries left in place) must not change the output; with 16-slot chunks the
+    cache is compacted and grown many times."""
+    set_cache_mode(monkeypatch, True, step)
     model = tiny_model(seed, "qwen2", vocab=6)
     drafter = tiny_drafter(model, seed + 9)
+    compactions = []
+    compact = KVCache._compact
+    monkeypatch.setattr(KVCache, "_compact", lambda cache: compactions.append(compact(cache)))
     ar = sum(generate_ar(model, [1, 2, 3], 30), [])
     rd = sum(generate_redrafter(model, drafter, [1, 2, 3], 30, 4, 4, pad_tree=True), [])
     assert rd == ar
+    assert (len(compactions) > 0) == (step is not None)

@@ -71,7 +71,7 @@ def test_tree_verify_equals_uncompressed(kind, seed):
     assert len(tree.tokens) < beams.size  # the random beams do share prefixes
     cache = model.new_cache()
     prefill(model, cache, prompt)
-    packed = model.logits(verify(model, cache, tree))
+    packed = model.logits(verify(model, cache, tree, len(tree.tokens)))
     tree_logits = packed[mx.array(tree.index)]
     reference = uncompressed_logits(model, prompt, beams)
     np.testing.assert_allclose(np.array(tree_logits), np.array(reference), atol=1e-4, rtol=1e-4)
