@@ -101,6 +101,7 @@ class DrafterConfig:
     rms_norm_eps: float = 1e-6
     head: str = "own"  # "own": lm_head.{N} Linear(exit_dim -> V) (Apple); "target": the LLM's frozen head
     draft_vocab_size: int = 0  # > 0: score only this many frequent tokens (draft_vocab.json); 0: all
+    head_rows: int = 0  # own head only: > 0 when it holds just the rows of its draft_vocab_size tokens
     model_type: str = "recurrent_drafting_drafter"
     extra: dict = field(default_factory=dict)
 
@@ -115,6 +116,8 @@ class DrafterConfig:
             raise ConfigError(f"drafter head must be 'own' or 'target', got {config.head!r}")
         if config.head == "target" and config.exit_dim != config.hidden_size:
             raise ConfigError("a drafter using the target's head needs exit_dim == hidden_size")
+        if config.head_rows and (config.head != "own" or config.head_rows != config.draft_vocab_size):
+            raise ConfigError("head_rows is for an own head holding exactly its draft_vocab_size rows")
         return config
 
     def to_dict(self) -> dict:

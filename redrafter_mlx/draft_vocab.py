@@ -21,7 +21,11 @@ def read_token_ids(drafter_dir, size: int, always=()) -> mx.array:
     path = Path(drafter_dir) / FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no token frequency list for --draft-vocab")
-    ranked = json.loads(path.read_text())["token_ids"]
+    return choose_token_ids(json.loads(path.read_text())["token_ids"], size, always)
+
+
+def choose_token_ids(ranked: list, size: int, always=()) -> mx.array:
+    """The first `size` of `always` then `ranked` (token ids, most frequent first), sorted (K,)."""
     if not 0 < size <= len(ranked):
         raise ValueError(f"--draft-vocab must be in 1..{len(ranked)}, got {size}")
     chosen = list(dict.fromkeys([*always, *ranked]))[:size]
@@ -33,7 +37,6 @@ class SubsetHead(nn.Module):
 
     def __init__(self, layer: nn.Module, token_ids: mx.array):
         super().__init__()
-        self.token_ids = token_ids
         self.weight = layer.weight[token_ids]
         self.quantized = hasattr(layer, "scales")
         if self.quantized:

@@ -9,7 +9,9 @@ the ResBlocks at exit_dim == hidden, an RMSNorm (`exit_norm`: the LLM's head exp
 normalised inputs) and the target LLM's frozen LM head, bound with `bind_target` (not a
 parameter: neither trained nor saved).
 
-`restrict_vocab` makes either variant score only a subset of tokens (draft_vocab.py).
+`restrict_vocab` makes either variant score only a subset of tokens (draft_vocab.py). An
+own head trained on such a subset holds only those rows (config.head_rows = K): its
+logits are over the K tokens of its draft vocabulary, and it ships at K/V of the size.
 """
 
 import mlx.core as mx
@@ -37,11 +39,12 @@ class Drafter(nn.Module):
             self.input_proj = nn.Linear(2 * dim, exit_dim)
         self.lm_head = [ResBlock(exit_dim) for _ in range(config.num_draft_layers)]
         if config.head == "own":
-            self.lm_head.append(nn.Linear(exit_dim, config.vocab_size, bias=False))
+            self.lm_head.append(nn.Linear(exit_dim, config.head_rows or config.vocab_size, bias=False))
         else:
             self.exit_norm = nn.RMSNorm(exit_dim, eps=config.rms_norm_eps)
         self._target = None  # the target Model, for head == "target" (not a parameter)
-        self._subset_head = None  # SubsetHead when the draft vocabulary is reduced
+        self._token_ids = None  # (K,) the token scored by each logit, when the draft vocabulary is reduced
+        self._subset_head = None  # SubsetHead: those rows of a full-vocabulary projection
         if config.rnn:
             self.rnn_u = nn.Linear(dim, dim)
             self.rnn_w = nn.Linear(dim, dim, bias=False)
@@ -51,23 +54,39 @@ class Drafter(nn.Module):
         self._target = model
 
     def restrict_vocab(self, token_ids: mx.array):
-        """From now on score only token_ids (K,): logits (..., K), index i is token_ids[i]."""
-        projection = self._target.head_projection() if self.config.head == "target" else self.lm_head[-1]
-        self._subset_head = SubsetHead(projection, token_ids)
+        """From now on score only token_ids (K,) sorted: logits (..., K), index i is token_ids[i].
+
+        For an own head of K rows (config.head_rows), token_ids names what its rows are."""
+        if self.config.head_rows:
+            if token_ids.shape[0] != self.config.head_rows:
+                raise ValueError(f"this drafter's head scores exactly its {self.config.head_rows}-token draft "
+                                 f"vocabulary, not {token_ids.shape[0]} tokens")
+        else:
+            projection = self._target.head_projection() if self.config.head == "target" else self.lm_head[-1]
+            self._subset_head = SubsetHead(projection, token_ids)
+        self._token_ids = token_ids
 
     @property
     def draft_vocab_size(self) -> int:
-        return self.config.vocab_size if self._subset_head is None else self._subset_head.token_ids.shape[0]
+        return self.config.vocab_size if self._token_ids is None else self._token_ids.shape[0]
 
     def token_of(self, index: mx.array) -> mx.array:
         """Positions in the drafter's logits -> token ids."""
-        return index if self._subset_head is None else self._subset_head.token_ids[index]
+        return index if self._token_ids is None else self._token_ids[index]
+
+    def index_of(self, tokens: mx.array) -> mx.array:
+        """Token ids -> positions in the drafter's logits, -1 for tokens it does not score."""
+        if self._token_ids is None:
+            return tokens
+        lookup = mx.full((self.config.vocab_size,), -1, dtype=mx.int32)
+        lookup[self._token_ids] = mx.arange(self._token_ids.shape[0], dtype=mx.int32)
+        return lookup[tokens]
 
     def to_full_vocab(self, values: mx.array, fill: float) -> mx.array:
         """values (..., draft_vocab_size) -> (..., vocab_size), `fill` at tokens not drafted."""
-        if self._subset_head is None:
+        if self._token_ids is None:
             return values
-        ids = mx.broadcast_to(self._subset_head.token_ids, values.shape)
+        ids = mx.broadcast_to(self._token_ids, values.shape)
         full = mx.full((*values.shape[:-1], self.config.vocab_size), fill, dtype=values.dtype)
         return mx.put_along_axis(full, ids, values, axis=-1)
 
@@ -88,6 +107,8 @@ class Drafter(nn.Module):
             if self._target is None:
                 raise RuntimeError("this drafter uses the target's LM head: call bind_target(model) first")
             x = self.exit_norm(x)
+        if self.config.head_rows and self._token_ids is None:
+            raise RuntimeError("this drafter's head covers its draft vocabulary only: call restrict_vocab first")
         if self._subset_head is not None:
             return self._subset_head(x)
         if self.config.head == "target":

@@ -30,14 +30,18 @@ def step_logits(drafter: Drafter, hidden: mx.array, embeddings: mx.array, steps:
 
 
 def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps: int):
-    """Returns (total loss, per-step losses (K,), per-step top-1 accuracies (K,), per-step counts (K,))."""
+    """Returns (total loss, per-step losses (K,), per-step top-1 accuracies (K,), per-step counts (K,)).
+
+    A drafter with a reduced vocabulary is trained on a softmax over its own tokens: targets
+    it does not score are left out of the loss and count as misses in the accuracy."""
     losses, accuracies, counts = [], [], []
     for i, logits in step_logits(drafter, hidden, embeddings, steps):
-        targets, mask = tokens[:, 2 + i:], loss_mask[:, 2 + i:].astype(mx.float32)
-        count = mx.maximum(mask.sum(), 1)
-        ce = nn.losses.cross_entropy(logits, targets, reduction="none")
-        losses.append((ce * mask).sum() / count)
-        accuracies.append(((logits.argmax(-1) == targets) * mask).sum() / count)
+        targets, mask = drafter.index_of(tokens[:, 2 + i:]), loss_mask[:, 2 + i:]
+        scored = (mask & (targets >= 0)).astype(mx.float32)
+        mask = mask.astype(mx.float32)
+        ce = nn.losses.cross_entropy(logits, mx.maximum(targets, 0), reduction="none")
+        losses.append((ce * scored).sum() / mx.maximum(scored.sum(), 1))
+        accuracies.append(((logits.argmax(-1) == targets) * mask).sum() / mx.maximum(mask.sum(), 1))
         counts.append(mask.sum())
     losses, accuracies, counts = mx.stack(losses), mx.stack(accuracies), mx.stack(counts)
     return losses.sum(), losses, accuracies, counts

@@ -103,6 +103,9 @@ def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None) -> Dra
     drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype)
     drafter.bind_target(model)
     size = config.draft_vocab_size if draft_vocab is None else draft_vocab
+    if config.head_rows and size != config.head_rows:
+        raise LoadError(f"{path}: its head scores only its {config.head_rows}-token draft vocabulary "
+                        f"(--draft-vocab {size} asked)")
     if size:
         try:
             drafter.restrict_vocab(read_token_ids(path, size, always=model.config.eos_ids))

@@ -25,7 +25,7 @@ from .batch_generate import generate_greedy_batch
 from .config import DrafterConfig
 from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from .drafter import Drafter
-from .draft_vocab import FILE as DRAFT_VOCAB_FILE
+from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids
 from .drafter_loss import drafter_loss, target_features
 from .load import DTYPES, LoadError, load_model, load_tokenizer, save_module
 
@@ -75,13 +75,19 @@ def generate_data(args):
 
 
 # ---------------------------------------------------------------- training
-def new_drafter(model, args) -> Drafter:
+def new_drafter(model, args, token_ids) -> Drafter:
+    """A fresh drafter; token_ids (K,): its draft vocabulary (None: all tokens), which an own
+    head then holds only the rows of."""
     hidden = model.config.hidden_size
+    size = 0 if token_ids is None else token_ids.shape[0]
     config = DrafterConfig(hidden_size=hidden, vocab_size=model.config.vocab_size,
                            exit_dim=hidden if args.head == "target" else 2 * hidden,
-                           num_draft_layers=args.layers, rnn=True, head=args.head)
+                           num_draft_layers=args.layers, rnn=True, head=args.head, draft_vocab_size=size,
+                           head_rows=size if args.head == "own" else 0)
     drafter = Drafter(config)
     drafter.bind_target(model)
+    if token_ids is not None:
+        drafter.restrict_vocab(token_ids)
     return drafter
 
 
@@ -135,10 +141,13 @@ def fit(args):
     rng.shuffle(sequences)
     held_out = max(1, int(len(sequences) * args.eval_fraction))
     train, valid = sequences[held_out:], sequences[:held_out]
+    ranked = ranked_answer_tokens(train, vocab)
+    reduced = 0 < args.draft_vocab < vocab
+    token_ids = choose_token_ids(ranked, args.draft_vocab, model.config.eos_ids) if reduced else None
     steps_per_epoch = sum(1 for _ in make_batches(train, args.batch_tokens, args.max_length, rng))
     total_steps = steps_per_epoch * args.epochs
     mx.random.seed(args.seed)
-    drafter = new_drafter(model, args)
+    drafter = new_drafter(model, args, token_ids)
     optimizer = optim.AdamW(learning_rate=schedule(args, total_steps), weight_decay=0.0)
     out, checkpoint = Path(args.out), Path(args.out + ".checkpoint")
     step = load_checkpoint(checkpoint, drafter, optimizer) if args.resume and checkpoint.exists() else 0
@@ -172,8 +181,6 @@ def fit(args):
         accuracy = evaluate(model, drafter, valid_batches, args.draft_steps)
         log.append({"epoch": epoch + 1, "step": step, "held_out_top1_per_step": accuracy})
         print(json.dumps(log[-1]), file=sys.stderr)
-    drafter.config.draft_vocab_size = args.draft_vocab if args.draft_vocab < vocab else 0
-    ranked = ranked_answer_tokens(train, vocab)
     save_drafter(drafter, out, args, log, time.perf_counter() - start, ranked)
     shutil.rmtree(checkpoint, ignore_errors=True)
 
@@ -212,8 +219,9 @@ def build_parser():
     f.add_argument("--head", choices=("target", "own"), default="target")
     f.add_argument("--layers", type=int, default=2, help="ResBlocks")
     f.add_argument("--draft-vocab", type=int, default=4096,
-                   help="the saved drafter's default draft vocabulary: this many of the most frequent answer "
-                        "tokens (0, or at least the model's vocabulary: all)")
+                   help="draft vocabulary: this many of the most frequent answer tokens (0, or at least the "
+                        "model's vocabulary: all); trained with a softmax over them, the saved default, and "
+                        "an own head holds only their rows")
     f.add_argument("--draft-steps", type=int, default=4, help="K = beam length - 1")
     f.add_argument("--epochs", type=int, default=2)
     f.add_argument("--lr", type=float, default=1e-3)

@@ -10,7 +10,7 @@ from redrafter_mlx.batch_generate import generate_greedy_batch
 from redrafter_mlx.data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features
-from redrafter_mlx.load import load_drafter, load_model
+from redrafter_mlx.load import LoadError, load_drafter, load_model
 from redrafter_mlx.train import main as train_main, ranked_answer_tokens
 from tiny import tiny_drafter, tiny_model, write_model_dir
 
@@ -68,6 +68,51 @@ def test_step_logits_read_the_right_tokens(head):
             np.testing.assert_allclose(np.array(logits[0, t]), np.array(expected), atol=1e-4, rtol=1e-4)
     _, losses, _, counts = drafter_loss(drafter, hidden, embeddings, tokens, mx.ones(tokens.shape, mx.bool_), 3)
     assert counts.tolist() == [6, 5, 4]  # targets t+2+i inside the sequence
+
+
+def test_reduced_vocab_loss_scores_only_its_tokens():
+    """With a draft vocabulary, the softmax runs over its tokens; other targets are left out of
+    the loss and count as misses."""
+    model = tiny_model(0, vocab=16)
+    drafter = tiny_drafter(model, 1, head="own")
+    tokens = mx.array([[3, 1, 4, 1, 5, 9, 2, 6]])  # step 0 targets: 4 1 5 9 2 6
+    hidden, embeddings = target_features(model, tokens)
+    full_logits = next(step_logits(drafter, hidden, embeddings, 1))[1]
+    kept = mx.array([1, 2, 4, 5])
+    drafter.restrict_vocab(kept)
+    _, losses, accuracy, counts = drafter_loss(drafter, hidden, embeddings, tokens, mx.ones(tokens.shape, mx.bool_), 1)
+    logits = np.array(full_logits[0][:, kept.tolist()], dtype=np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = {4: 2, 1: 0, 5: 3, 2: 1}  # token -> index in kept
+    expected = [-log_softmax[t, targets[tok]] for t, tok in enumerate([4, 1, 5, 9, 2, 6]) if tok in targets]
+    assert losses.item() == pytest.approx(np.mean(expected), rel=1e-4)
+    hits = [tok in targets and logits[t].argmax() == targets[tok] for t, tok in enumerate([4, 1, 5, 9, 2, 6])]
+    assert counts.tolist() == [6] and accuracy.item() == pytest.approx(np.mean(hits))
+
+
+def test_own_head_trained_on_a_draft_vocabulary_holds_its_rows_only(tmp_path):
+    model = tiny_model(0, "llama", vocab=16)
+    model_dir = write_model_dir(tmp_path / "model", model)
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(1, 16, size=rng.integers(2, 6)).tolist() for _ in range(64)]
+    answers = generate_greedy_batch(model, prompts, 16, eos_ids=set())
+    data = tmp_path / "data"
+    data.mkdir()
+    save_sequences(data / "shard-00000.npz", [p + a for p, a in zip(prompts, answers)], [len(p) for p in prompts])
+    out = tmp_path / "drafter"
+    train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "1",
+                "--batch-tokens", "512", "--head", "own", "--draft-vocab", "8", "--save-dtype", "float32"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["draft_vocab_size"] == 8 and config["head_rows"] == 8
+    head = mx.load(str(out / "model.safetensors"))["lm_head.2.weight"]
+    assert head.shape == (8, 64)
+    loaded = load_model(model_dir)
+    drafter = load_drafter(out, loaded)
+    assert drafter.draft_vocab_size == 8
+    with pytest.raises(LoadError, match="only its 8-token draft vocabulary"):
+        load_drafter(out, loaded, draft_vocab=0)
+    ar = sum(generate_ar(loaded, prompts[0], 20), [])
+    assert sum(generate_redrafter(loaded, drafter, prompts[0], 20, 2, 3), []) == ar
 
 
 def test_tiny_training_run_learns_and_decodes(tmp_path):
