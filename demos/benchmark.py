@@ -183,7 +183,7 @@ def run(args):
     eos = set(tokenizer.eos_token_ids)
     questions = load_prompts(args.prompts)[:args.num_prompts]
     prompts = [encode(tokenizer, [{"role": "user", "content": q}], use_template=True) for q in questions]
-    meta = dict(device=device_name(), dtype=args.dtype or str(model.model.norm.weight.dtype).split(".")[-1],
+    meta = dict(device=device_name(), dtype=args.dtype or str(model.dtype).split(".")[-1],
                 model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
                 temp=args.temp)
     runners = make_runners(args, model, drafter, eos, params)

@@ -128,10 +128,14 @@ class Model(nn.Module):
         """The frozen input embeddings the drafter reads: tokens (...) -> (..., dim)."""
         return self.model.embed_tokens(tokens)
 
+    @property
+    def dtype(self):
+        """The dtype of activations and of the KV cache (the norms' weights: never quantized)."""
+        return self.model.norm.weight.dtype
+
     def new_cache(self, batch: int = 1, step: int = 256) -> KVCache:
         c = self.config
-        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, self.model.norm.weight.dtype,
-                       step)
+        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, self.dtype, step)
 
     def sanitize(self, weights: dict) -> dict:
         """Drops checkpoint entries this model does not hold (rotary buffers, tied heads)."""

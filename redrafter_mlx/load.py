@@ -93,14 +93,16 @@ def load_model(path, dtype=None) -> Model:
 def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None) -> Drafter:
     """Loads a drafter directory for `model`: checks hidden/vocab sizes, binds its LM head.
 
-    draft_vocab: score only that many frequent tokens (0: all; None: the config's default)."""
+    dtype: cast its float weights (None: the model's activation dtype, so that no weight is
+    converted at every draft step); draft_vocab: score only that many frequent tokens (0: all;
+    None: the config's default)."""
     raw = read_config(path)
     try:
         config = DrafterConfig.from_dict(raw)
         config.check_matches(model.config)
     except ConfigError as error:
         raise LoadError(f"{path}: {error}") from None
-    drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype)
+    drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype or model.dtype)
     drafter.bind_target(model)
     size = config.draft_vocab_size if draft_vocab is None else draft_vocab
     if config.head_rows and size != config.head_rows:

@@ -54,3 +54,15 @@ def test_load_with_draft_vocab(tmp_path):
     assert drafter.draft_vocab_size == 4
     assert set(drafter.token_of(mx.arange(4)).tolist()) == set(list(dict.fromkeys([*eos, 5, 3, 9, 1]))[:4])
     assert load_drafter(path, model).draft_vocab_size == 24  # config default: all tokens
+
+
+def test_drafter_computes_in_the_model_dtype(tmp_path):
+    """A float16 drafter loaded for a float32 model is cast once at load, not at every draft step."""
+    from mlx.utils import tree_flatten
+
+    from tiny import cast
+
+    model = tiny_model(6, vocab=24)
+    path = write_drafter_dir(tmp_path / "drafter", cast(tiny_drafter(model, 7, head="own"), mx.float16))
+    assert {p.dtype for _, p in tree_flatten(load_drafter(path, model).parameters())} == {mx.float32}
+    assert {p.dtype for _, p in tree_flatten(load_drafter(path, model, mx.float16).parameters())} == {mx.float16}
