@@ -50,10 +50,10 @@ def load_sequences(directory) -> Iterator[tuple]:
     if not shards:
         raise FileNotFoundError(f"{directory}: no shard-*.npz (run `python -m redrafter_mlx.train data` first)")
     for shard in shards:
-        data = np.load(shard)
-        offsets = data["offsets"]
-        for i, prompt_length in enumerate(data["prompt_lengths"]):
-            yield data["tokens"][offsets[i]:offsets[i + 1]], int(prompt_length)
+        with np.load(shard) as data:  # each data[...] reads the file again: read each array once
+            tokens, offsets, prompt_lengths = data["tokens"], data["offsets"], data["prompt_lengths"]
+        for i, prompt_length in enumerate(prompt_lengths):
+            yield tokens[offsets[i]:offsets[i + 1]], int(prompt_length)  # views of one array per shard
 
 
 def make_batches(sequences: list, batch_tokens: int, max_length: int, rng: np.random.Generator,

@@ -48,8 +48,9 @@ def test_ranked_answer_tokens_count_answers_only():
 
 def test_save_and_load_sequences(tmp_path):
     save_sequences(tmp_path / "shard-00000.npz", [[1, 2, 3], [4, 5]], [1, 2])
-    loaded = [(s.tolist(), p) for s, p in load_sequences(tmp_path)]
-    assert loaded == [([1, 2, 3], 1), ([4, 5], 2)]
+    sequences = list(load_sequences(tmp_path))
+    assert [(s.tolist(), p) for s, p in sequences] == [([1, 2, 3], 1), ([4, 5], 2)]
+    assert sequences[0][0].base is sequences[1][0].base  # one copy of the shard, not one per sequence
 
 
 @pytest.mark.parametrize("head", ["own", "target"])
