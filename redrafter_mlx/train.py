@@ -216,7 +216,9 @@ def build_parser():
     f.add_argument("--model", required=True)
     f.add_argument("--data", required=True)
     f.add_argument("--out", required=True)
-    f.add_argument("--head", choices=("target", "own"), default="target")
+    f.add_argument("--head", choices=("own", "target"), default="own",
+                   help="own: Apple's layout, its own vocab head (default: more accurate, docs/training.md); "
+                        "target: compact, on the target's frozen LM head")
     f.add_argument("--layers", type=int, default=2, help="ResBlocks")
     f.add_argument("--draft-vocab", type=int, default=4096,
                    help="draft vocabulary: this many of the most frequent answer tokens (0, or at least the "
