@@ -91,15 +91,21 @@ def test_reduced_vocab_loss_scores_only_its_tokens():
     assert counts.tolist() == [6] and accuracy.item() == pytest.approx(np.mean(hits))
 
 
-def test_own_head_trained_on_a_draft_vocabulary_holds_its_rows_only(tmp_path):
+def self_distilled_data(tmp_path, seed: int, num_prompts: int, new_tokens: int):
+    """A tiny model's directory and a data directory of its greedy answers to random prompts."""
     model = tiny_model(0, "llama", vocab=16)
     model_dir = write_model_dir(tmp_path / "model", model)
-    rng = np.random.default_rng(1)
-    prompts = [rng.integers(1, 16, size=rng.integers(2, 6)).tolist() for _ in range(64)]
-    answers = generate_greedy_batch(model, prompts, 16, eos_ids=set())
+    rng = np.random.default_rng(seed)
+    prompts = [rng.integers(1, 16, size=rng.integers(2, 6)).tolist() for _ in range(num_prompts)]
+    answers = generate_greedy_batch(model, prompts, new_tokens, eos_ids=set())
     data = tmp_path / "data"
     data.mkdir()
     save_sequences(data / "shard-00000.npz", [p + a for p, a in zip(prompts, answers)], [len(p) for p in prompts])
+    return model_dir, data, prompts, answers
+
+
+def test_own_head_trained_on_a_draft_vocabulary_holds_its_rows_only(tmp_path):
+    model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=1, num_prompts=64, new_tokens=16)
     out = tmp_path / "drafter"
     train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "1",
                 "--batch-tokens", "512", "--head", "own", "--draft-vocab", "8", "--save-dtype", "float32"])
@@ -117,14 +123,7 @@ def test_own_head_trained_on_a_draft_vocabulary_holds_its_rows_only(tmp_path):
 
 
 def test_tiny_training_run_learns_and_decodes(tmp_path):
-    model = tiny_model(0, "llama", vocab=16)
-    model_dir = write_model_dir(tmp_path / "model", model)
-    rng = np.random.default_rng(0)
-    prompts = [rng.integers(1, 16, size=rng.integers(2, 6)).tolist() for _ in range(256)]
-    answers = generate_greedy_batch(model, prompts, 24, eos_ids=set())
-    data = tmp_path / "data"
-    data.mkdir()
-    save_sequences(data / "shard-00000.npz", [p + a for p, a in zip(prompts, answers)], [len(p) for p in prompts])
+    model_dir, data, prompts, answers = self_distilled_data(tmp_path, seed=0, num_prompts=256, new_tokens=24)
     out = tmp_path / "drafter"
     train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "10",
                 "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "5", "--eval-fraction", "0.05",
