@@ -35,8 +35,9 @@ def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps:
     A drafter with a reduced vocabulary is trained on a softmax over its own tokens: targets
     it does not score are left out of the loss and count as misses in the accuracy."""
     losses, accuracies, counts = [], [], []
+    positions = drafter.index_of(tokens)  # (B, T): each token's index in the drafter's logits, or -1
     for i, logits in step_logits(drafter, hidden, embeddings, steps):
-        targets, mask = drafter.index_of(tokens[:, 2 + i:]), loss_mask[:, 2 + i:]
+        targets, mask = positions[:, 2 + i:], loss_mask[:, 2 + i:]
         scored = (mask & (targets >= 0)).astype(mx.float32)
         mask = mask.astype(mx.float32)
         ce = nn.losses.cross_entropy(logits, mx.maximum(targets, 0), reduction="none")
