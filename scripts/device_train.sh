@@ -23,17 +23,17 @@ data)  # all human turns of ShareGPT (first turns first), answered greedily, unt
     --all-turns --out /tmp/data --num-prompts 100000 --max-prompt-tokens 256 --max-new-tokens ${NEW:-384} \
     --batch-size ${BATCH:-1024} --max-seconds ${DATA_SECONDS:-300} 2>&1 | tee $RES/data.log
   cp /tmp/data/info.json $RES/data_info.json ;;
-fit)  # NAME, HEAD (target|own), LAYERS, EPOCHS; the drafter stays in $DRAFTERS/$NAME and comes back
-  python3 -m redrafter_mlx.train fit --model $F32 --data /tmp/data --out $DRAFTERS/$NAME --head ${HEAD:-target} \
+fit)  # NAME, HEAD (own|target), LAYERS, EPOCHS; the drafter stays in $DRAFTERS/$NAME and comes back
+  python3 -m redrafter_mlx.train fit --model $F32 --data /tmp/data --out $DRAFTERS/$NAME --head ${HEAD:-own} \
     --layers ${LAYERS:-2} --epochs ${EPOCHS:-4} --batch-tokens 16384 --log-every 50 --checkpoint-every 100000
   mkdir -p $RES/$NAME && cp $DRAFTERS/$NAME/* $RES/$NAME/ ;;
 bench)  # DRAFTER (a name in $DRAFTERS), 80 MT-Bench prompts, a grid of beam shapes; partial results kept
-  timeout ${BENCH_SECONDS:-420} python3 -m demos.benchmark --model $Q4 --drafter $DRAFTERS/${DRAFTER:-compact} \
+  timeout ${BENCH_SECONDS:-420} python3 -m demos.benchmark --model $Q4 --drafter $DRAFTERS/${DRAFTER:-own} \
     --prompts .dev/mtbench.jsonl --num-prompts ${PROMPTS:-80} --max-tokens ${TOKENS:-64} \
-    --widths ${WIDTHS:-1,4,16} --lengths ${LENGTHS:-4,5} --out-dir $RES/bench_${DRAFTER:-compact}${TAG:-} 2>&1 \
+    --widths ${WIDTHS:-1,4,16} --lengths ${LENGTHS:-4,5} --out-dir $RES/bench_${DRAFTER:-own}${TAG:-} 2>&1 \
     | grep -v "prompt .* done" | tail -14 || true ;;
 profile)  # per-phase times of ReDrafter at BEAM against AR (scripts/profile_phases.py)
-  python3 scripts/profile_phases.py $Q4 $DRAFTERS/${DRAFTER:-compact} ${BEAM:-4x4} 2>&1 | tee $RES/profile_${DRAFTER:-compact}.txt ;;
+  python3 scripts/profile_phases.py $Q4 $DRAFTERS/${DRAFTER:-own} ${BEAM:-4x4} 2>&1 | tee $RES/profile_${DRAFTER:-own}.txt ;;
 pack)  # DATA=1: also the token shards, as 15 MB parts of data.tgz (cat them, then untar into /tmp)
   (cd $RES && find . -name "*.safetensors" | while read -r f; do cp "$f" "$OUT/$(echo "${f#./}" | tr / _)"; done
    tar czf $OUT/results.tgz --exclude="*.safetensors" .)
