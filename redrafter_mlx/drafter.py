@@ -82,6 +82,10 @@ class Drafter(nn.Module):
         lookup[self._token_ids] = mx.arange(self._token_ids.shape[0], dtype=mx.int32)
         return lookup[tokens]
 
+    def from_full_vocab(self, values: mx.array) -> mx.array:
+        """values (..., vocab_size) -> (..., draft_vocab_size): the drafted tokens' entries."""
+        return values if self._token_ids is None else values[..., self._token_ids]
+
     def to_full_vocab(self, values: mx.array, fill: float) -> mx.array:
         """values (..., draft_vocab_size) -> (..., vocab_size), `fill` at tokens not drafted."""
         if self._token_ids is None:

@@ -2,20 +2,30 @@
 
 For every position t with hidden state h_t, drafting step i (0-based, i < K) reads the
 embeddings of tokens t+1 .. t+1+i through the RNN and predicts token t+2+i. The loss is
-the sum over i of the cross-entropy averaged over valid targets (answer tokens)."""
+the sum over i of the cross-entropy averaged over valid targets (answer tokens): against
+the token itself (hard), or, with distillation, blended with the cross-entropy against
+the target's own next-token distribution at that position (soft)."""
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from .drafter import Drafter
 from .llm import Model
+from .sampling import log_softmax
 
 
 def target_features(model: Model, tokens: mx.array):
-    """tokens (B, T) -> hidden (B, T, H) post-norm and embeddings (B, T, H), both frozen."""
+    """tokens (B, T) -> hidden (B, T, H) post-norm and embeddings (B, T, H), both frozen, float32."""
     positions = mx.broadcast_to(mx.arange(tokens.shape[1])[None], tokens.shape)
     hidden = model(tokens, positions, model.new_cache(tokens.shape[0]))
-    return mx.stop_gradient(hidden), mx.stop_gradient(model.embed(tokens))
+    return mx.stop_gradient(hidden.astype(mx.float32)), mx.stop_gradient(model.embed(tokens).astype(mx.float32))
+
+
+def target_next_probs(model: Model, hidden: mx.array, drafter: Drafter) -> mx.array:
+    """hidden (B, T, H) -> (B, T, V') float32: the target's probabilities of the token after
+    each position, over the drafter's vocabulary (V'); the mass on other tokens is dropped."""
+    log_p = log_softmax(model.logits(hidden.astype(model.dtype)))
+    return mx.stop_gradient(mx.exp(drafter.from_full_vocab(log_p)))
 
 
 def step_logits(drafter: Drafter, hidden: mx.array, embeddings: mx.array, steps: int):
@@ -29,11 +39,14 @@ def step_logits(drafter: Drafter, hidden: mx.array, embeddings: mx.array, steps:
         yield i, drafter(hidden[:, :length - 2 - i], state[:, :length - 2 - i])
 
 
-def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps: int):
+def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps: int,
+                 next_probs: mx.array = None, distill: float = 0.0):
     """Returns (total loss, per-step losses (K,), per-step top-1 accuracies (K,), per-step counts (K,)).
 
     A drafter with a reduced vocabulary is trained on a softmax over its own tokens: targets
-    it does not score are left out of the loss and count as misses in the accuracy."""
+    it does not score are left out of the hard loss and count as misses in the accuracy.
+    next_probs (B, T, V'), from `target_next_probs`: the soft targets; each step's loss is then
+    (1 - distill) * hard + distill * soft."""
     losses, accuracies, counts = [], [], []
     positions = drafter.index_of(tokens)  # (B, T): each token's index in the drafter's logits, or -1
     for i, logits in step_logits(drafter, hidden, embeddings, steps):
@@ -41,7 +54,12 @@ def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps:
         scored = (mask & (targets >= 0)).astype(mx.float32)
         mask = mask.astype(mx.float32)
         ce = nn.losses.cross_entropy(logits, mx.maximum(targets, 0), reduction="none")
-        losses.append((ce * scored).sum() / mx.maximum(scored.sum(), 1))
+        loss = (ce * scored).sum() / mx.maximum(scored.sum(), 1)
+        if next_probs is not None:
+            soft_targets = next_probs[:, 1 + i:1 + i + logits.shape[1]]  # the target's view of token t+2+i
+            soft = -(soft_targets * log_softmax(logits)).sum(-1)
+            loss = (1 - distill) * loss + distill * (soft * mask).sum() / mx.maximum(mask.sum(), 1)
+        losses.append(loss)
         accuracies.append(((logits.argmax(-1) == targets) * mask).sum() / mx.maximum(mask.sum(), 1))
         counts.append(mask.sum())
     losses, accuracies, counts = mx.stack(losses), mx.stack(accuracies), mx.stack(counts)

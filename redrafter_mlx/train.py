@@ -26,7 +26,7 @@ from .config import DrafterConfig
 from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids
-from .drafter_loss import drafter_loss, target_features
+from .drafter_loss import drafter_loss, target_features, target_next_probs
 from .load import DTYPES, LoadError, load_model, load_tokenizer, save_module
 
 
@@ -131,11 +131,13 @@ def ranked_answer_tokens(sequences, vocab_size: int) -> list:
 
 
 def fit(args):
-    model = load_model(args.model, mx.float32)
-    model.freeze()
-    vocab = model.config.vocab_size
     if not 0 <= args.draft_vocab <= RANKED_KEPT:
         raise ValueError(f"--draft-vocab must be in 0..{RANKED_KEPT}, got {args.draft_vocab}")
+    if not 0 <= args.distill <= 1:
+        raise ValueError(f"--distill must be in [0, 1], got {args.distill}")
+    model = load_model(args.model, DTYPES[args.dtype])
+    model.freeze()
+    vocab = model.config.vocab_size
     sequences = list(load_sequences(args.data))
     rng = np.random.default_rng(args.seed)
     rng.shuffle(sequences)
@@ -151,11 +153,16 @@ def fit(args):
     optimizer = optim.AdamW(learning_rate=schedule(args, total_steps), weight_decay=0.0)
     out, checkpoint = Path(args.out), Path(args.out + ".checkpoint")
     step = load_checkpoint(checkpoint, drafter, optimizer) if args.resume and checkpoint.exists() else 0
-    loss_and_grad = nn.value_and_grad(drafter, lambda *a: drafter_loss(drafter, *a, args.draft_steps)[0])
+
+    def loss_fn(hidden, embeddings, tokens, mask, next_probs):
+        return drafter_loss(drafter, hidden, embeddings, tokens, mask, args.draft_steps, next_probs, args.distill)[0]
+
+    loss_and_grad = nn.value_and_grad(drafter, loss_fn)
 
     def train_step(tokens, mask):
         hidden, embeddings = target_features(model, tokens)
-        loss, grads = loss_and_grad(hidden, embeddings, tokens, mask)
+        next_probs = target_next_probs(model, hidden, drafter) if args.distill else None
+        loss, grads = loss_and_grad(hidden, embeddings, tokens, mask, next_probs)
         grads, _ = optim.clip_grad_norm(grads, 1.0)
         optimizer.update(drafter, grads)
         return loss
@@ -225,6 +232,11 @@ def build_parser():
                         "model's vocabulary: all); trained with a softmax over them, the saved default, and "
                         "an own head holds only their rows")
     f.add_argument("--draft-steps", type=int, default=4, help="K = beam length - 1")
+    f.add_argument("--distill", type=float, default=0.0,
+                   help="weight in [0, 1] of the soft loss against the target's next-token distribution "
+                        "(the rest: against the data's tokens)")
+    f.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                   help="the frozen target's dtype while computing its features (the drafter trains in float32)")
     f.add_argument("--epochs", type=int, default=2)
     f.add_argument("--lr", type=float, default=1e-3)
     f.add_argument("--batch-tokens", type=int, default=8192)

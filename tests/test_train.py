@@ -9,7 +9,7 @@ import pytest
 from redrafter_mlx.batch_generate import generate_greedy_batch
 from redrafter_mlx.data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features
+from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features, target_next_probs
 from redrafter_mlx.load import LoadError, load_drafter, load_model
 from redrafter_mlx.train import main as train_main, ranked_answer_tokens
 from tiny import tiny_drafter, tiny_model, write_model_dir
@@ -89,6 +89,52 @@ def test_reduced_vocab_loss_scores_only_its_tokens():
     assert losses.item() == pytest.approx(np.mean(expected), rel=1e-4)
     hits = [tok in targets and logits[t].argmax() == targets[tok] for t, tok in enumerate([4, 1, 5, 9, 2, 6])]
     assert counts.tolist() == [6] and accuracy.item() == pytest.approx(np.mean(hits))
+
+
+def test_soft_loss_reads_the_targets_view_of_each_drafted_token():
+    """Soft targets that put all mass on the data's next token give exactly the hard loss:
+    step i at position t must read the target's distribution for token t+2+i."""
+    model = tiny_model(0, vocab=16)
+    drafter = tiny_drafter(model, 1, head="own")
+    tokens = mx.array([[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2, 8, 1, 8]])
+    mask = mx.array(np.arange(8) >= 3)[None].astype(mx.bool_) | mx.zeros(tokens.shape, mx.bool_)
+    hidden, embeddings = target_features(model, tokens)
+    one_hot = np.zeros((2, 8, 16), dtype=np.float32)
+    for b in range(2):
+        for t in range(7):
+            one_hot[b, t, tokens[b, t + 1].item()] = 1.0
+    hard = drafter_loss(drafter, hidden, embeddings, tokens, mask, 3)[1]
+    soft = drafter_loss(drafter, hidden, embeddings, tokens, mask, 3, mx.array(one_hot), distill=1.0)[1]
+    np.testing.assert_allclose(np.array(soft), np.array(hard), rtol=1e-5)
+    blend = drafter_loss(drafter, hidden, embeddings, tokens, mask, 3, mx.array(one_hot) * 0, distill=0.25)[1]
+    np.testing.assert_allclose(np.array(blend), 0.75 * np.array(hard), rtol=1e-5)
+
+
+def test_target_next_probs_over_the_draft_vocabulary():
+    model = tiny_model(0, vocab=16)
+    drafter = tiny_drafter(model, 1, head="target")
+    kept = mx.array([1, 2, 4, 5])
+    drafter.restrict_vocab(kept)
+    hidden, _ = target_features(model, mx.array([[3, 1, 4, 1, 5]]))
+    logits = np.array(model.logits(hidden), dtype=np.float64)
+    expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.array(target_next_probs(model, hidden, drafter)), expected[..., [1, 2, 4, 5]],
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_distilled_training_on_float16_features_learns(tmp_path):
+    model_dir, data, _, _ = self_distilled_data(tmp_path, seed=2, num_prompts=128, new_tokens=16)
+    out = tmp_path / "drafter"
+    train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "4",
+                "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "2", "--eval-fraction", "0.1",
+                "--distill", "0.5", "--dtype", "float16"])
+    log = json.loads((out / "training.json").read_text())["log"]
+    losses = [entry["loss"] for entry in log if "loss" in entry]
+    accuracy = [entry["held_out_top1_per_step"] for entry in log if "epoch" in entry]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert accuracy[-1][0] > accuracy[0][0], accuracy
+    with pytest.raises(SystemExit):
+        train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--distill", "1.5"])
 
 
 def self_distilled_data(tmp_path, seed: int, num_prompts: int, new_tokens: int):
