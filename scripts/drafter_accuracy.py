@@ -1,0 +1,65 @@
+"""Teacher-forced drafter accuracy on the target's own greedy answers to a prompt set.
+
+  python scripts/drafter_accuracy.py [--model DIR --drafter DIR] [--prompts mtbench]
+                                     [--num-prompts 80] [--max-tokens 40] [--steps 3]
+
+The target answers each prompt greedily; then, at every answer position t, the drafter
+reads h_t and the true tokens t+1.. and we count its consecutive correct predictions of
+t+2, t+3, ... (its chain). P(chain >= k) is the chance that one beam gets k drafts accepted
+when a decoding step starts at t, so 1 + E[min(chain, L-1)] predicts tokens per step at
+beam width 1 and length L (docs/perf.md compares it with decoding)."""
+
+import argparse
+
+import mlx.core as mx
+import numpy as np
+
+from demos.prompts import load_prompts
+from redrafter_mlx import default_model
+from redrafter_mlx.decode import generate_ar
+from redrafter_mlx.drafter_loss import step_logits, target_features
+from redrafter_mlx.generate import encode
+from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
+
+
+def chains(model, drafter, sequence: list, prompt_length: int, steps: int) -> np.ndarray:
+    """Chain length (0..steps) at each answer position t (from the last prompt token on)."""
+    tokens = mx.array(sequence)[None]
+    hidden, embeddings = target_features(model, tokens)
+    targets = np.array(drafter.index_of(tokens))[0]
+    hits = np.zeros((steps, len(sequence)), dtype=bool)  # hits[i, t]: step i from t is right
+    for i, logits in step_logits(drafter, hidden, embeddings, steps):
+        predicted = np.array(logits.argmax(-1))[0]
+        hits[i, :len(predicted)] = predicted == targets[2 + i:]
+    runs = np.cumprod(hits, axis=0).sum(axis=0)  # consecutive hits from step 0
+    return runs[prompt_length - 1:len(sequence) - 2]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="MLX model directory (default: the default model)")
+    p.add_argument("--drafter", help="drafter directory (default: the shipped drafter)")
+    p.add_argument("--prompts", default="mtbench")
+    p.add_argument("--num-prompts", type=int, default=80)
+    p.add_argument("--max-tokens", type=int, default=40)
+    p.add_argument("--steps", type=int, default=3, help="drafting steps counted (L - 1)")
+    args = p.parse_args(argv)
+    model_dir = args.model or str(default_model.ensure_default_model())
+    model = load_model(model_dir)
+    drafter = load_drafter(args.drafter or str(default_model.DRAFTER), model)
+    tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
+    eos = set(tokenizer.eos_token_ids)
+    found = []
+    for question in load_prompts(args.prompts)[:args.num_prompts]:
+        prompt = encode(tokenizer, [{"role": "user", "content": question}], use_template=True)
+        answer = sum(generate_ar(model, prompt, args.max_tokens, eos_ids=eos), [])
+        found.append(chains(model, drafter, prompt + answer, len(prompt), args.steps))
+    runs = np.concatenate(found)
+    at_least = [f"{(runs >= k).mean():.3f}" for k in range(1, args.steps + 1)]
+    print(f"{len(runs)} positions; P(chain >= 1..{args.steps}): {' '.join(at_least)}")
+    for length in range(2, args.steps + 2):
+        print(f"predicted tokens/step at 1x{length}: {1 + np.minimum(runs, length - 1).mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""scripts/drafter_accuracy.py: teacher-forced chains predict what single-beam decoding accepts."""
+
+import importlib.util
+from pathlib import Path
+
+from redrafter_mlx.decode import generate_ar, generate_redrafter
+from tiny import tiny_drafter, tiny_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "drafter_accuracy.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("drafter_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chains_replay_the_accepted_counts_of_width_one_decoding():
+    """Greedy ReDrafter at width 1 starts a step at position t and accepts min(chain(t), L-1)
+    drafts, then starts the next step just after them."""
+    chains = load_script().chains
+    model = tiny_model(3, vocab=8)
+    drafter = tiny_drafter(model, 7, head="own")
+    prompt = [3, 1, 4, 1, 5]
+    answer = sum(generate_ar(model, prompt, 140), [])
+    runs = chains(model, drafter, prompt + answer, len(prompt), steps=3)
+    chunks = list(generate_redrafter(model, drafter, prompt, 120, 1, 4))
+    assert sum(chunks, []) == answer[:120]
+    replayed, position = [], 0
+    while position < 120:
+        accepted = min(int(runs[position]), 3)
+        replayed.append(accepted)
+        position += accepted + 1
+    assert replayed[:-1] == [len(chunk) - 1 for chunk in chunks[:-1]]  # the last chunk may be cut at 120
+    assert sum(replayed) >= 5  # enough drafts accepted for the comparison to mean something
