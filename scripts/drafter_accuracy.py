@@ -11,6 +11,7 @@ beam width 1 and length L (docs/perf.md compares it with decoding)."""
 
 import argparse
 
+import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
 import numpy as np
 
