@@ -53,14 +53,15 @@ def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps:
         targets, mask = positions[:, 2 + i:], loss_mask[:, 2 + i:]
         scored = (mask & (targets >= 0)).astype(mx.float32)
         mask = mask.astype(mx.float32)
+        count = mask.sum()
         ce = nn.losses.cross_entropy(logits, mx.maximum(targets, 0), reduction="none")
         loss = (ce * scored).sum() / mx.maximum(scored.sum(), 1)
         if next_probs is not None:
             soft_targets = next_probs[:, 1 + i:1 + i + logits.shape[1]]  # the target's view of token t+2+i
             soft = -(soft_targets * log_softmax(logits)).sum(-1)
-            loss = (1 - distill) * loss + distill * (soft * mask).sum() / mx.maximum(mask.sum(), 1)
+            loss = (1 - distill) * loss + distill * (soft * mask).sum() / mx.maximum(count, 1)
         losses.append(loss)
-        accuracies.append(((logits.argmax(-1) == targets) * mask).sum() / mx.maximum(mask.sum(), 1))
-        counts.append(mask.sum())
+        accuracies.append(((logits.argmax(-1) == targets) * mask).sum() / mx.maximum(count, 1))
+        counts.append(count)
     losses, accuracies, counts = mx.stack(losses), mx.stack(accuracies), mx.stack(counts)
     return losses.sum(), losses, accuracies, counts
