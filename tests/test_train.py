@@ -97,7 +97,7 @@ def test_soft_loss_reads_the_targets_view_of_each_drafted_token():
     model = tiny_model(0, vocab=16)
     drafter = tiny_drafter(model, 1, head="own")
     tokens = mx.array([[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2, 8, 1, 8]])
-    mask = mx.array(np.arange(8) >= 3)[None].astype(mx.bool_) | mx.zeros(tokens.shape, mx.bool_)
+    mask = mx.broadcast_to(mx.arange(8) >= 3, tokens.shape)  # answers from position 3 on
     hidden, embeddings = target_features(model, tokens)
     one_hot = np.zeros((2, 8, 16), dtype=np.float32)
     for b in range(2):
