@@ -17,6 +17,8 @@ logits are over the K tokens of its draft vocabulary, and it ships at K/V of the
 import mlx.core as mx
 import mlx.nn as nn
 
+from .linear import Linear
+
 from .config import DrafterConfig
 from .draft_vocab import SubsetHead
 
@@ -24,7 +26,7 @@ from .draft_vocab import SubsetHead
 class ResBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
-        self.linear = nn.Linear(dim, dim)
+        self.linear = Linear(dim, dim)
 
     def __call__(self, x):
         return x + nn.silu(self.linear(x))
@@ -36,18 +38,18 @@ class Drafter(nn.Module):
         self.config = config
         dim, exit_dim = config.hidden_size, config.exit_dim
         if exit_dim != 2 * dim:
-            self.input_proj = nn.Linear(2 * dim, exit_dim)
+            self.input_proj = Linear(2 * dim, exit_dim)
         self.lm_head = [ResBlock(exit_dim) for _ in range(config.num_draft_layers)]
         if config.head == "own":
-            self.lm_head.append(nn.Linear(exit_dim, config.head_rows or config.vocab_size, bias=False))
+            self.lm_head.append(Linear(exit_dim, config.head_rows or config.vocab_size, bias=False))
         else:
             self.exit_norm = nn.RMSNorm(exit_dim, eps=config.rms_norm_eps)
         self._target = None  # the target Model, for head == "target" (not a parameter)
         self._token_ids = None  # (K,) the token scored by each logit, when the draft vocabulary is reduced
         self._subset_head = None  # SubsetHead: those rows of a full-vocabulary projection
         if config.rnn:
-            self.rnn_u = nn.Linear(dim, dim)
-            self.rnn_w = nn.Linear(dim, dim, bias=False)
+            self.rnn_u = Linear(dim, dim)
+            self.rnn_w = Linear(dim, dim, bias=False)
 
     def bind_target(self, model):
         """Gives a head == "target" drafter the LLM's LM head (hidden -> float32 logits)."""

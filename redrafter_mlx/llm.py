@@ -8,6 +8,8 @@ Weight names follow Hugging Face (model.layers.N.self_attn.q_proj ...), as mlx-l
 import mlx.core as mx
 import mlx.nn as nn
 
+from .linear import Linear
+
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .rope import apply_rope, inverse_frequencies
@@ -22,10 +24,10 @@ class Attention(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.traditional = config.rope_traditional
         dim, qkv_bias = config.hidden_size, config.attention_bias
-        self.q_proj = nn.Linear(dim, self.heads * self.head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(self.heads * self.head_dim, dim, bias=config.model_type != "qwen2" and qkv_bias)
+        self.q_proj = Linear(dim, self.heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = Linear(self.heads * self.head_dim, dim, bias=config.model_type != "qwen2" and qkv_bias)
 
     def __call__(self, x, positions, inv_freq, mask, cache: KVCache, layer: int, keys: int):
         """x (B, T, dim) -> (B, T, dim), attending over the first `keys` cached positions;
@@ -51,9 +53,9 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         dim, hidden, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = nn.Linear(dim, hidden, bias=bias)
-        self.up_proj = nn.Linear(dim, hidden, bias=bias)
-        self.down_proj = nn.Linear(hidden, dim, bias=bias)
+        self.gate_proj = Linear(dim, hidden, bias=bias)
+        self.up_proj = Linear(dim, hidden, bias=bias)
+        self.down_proj = Linear(hidden, dim, bias=bias)
 
     def __call__(self, x):
         return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))

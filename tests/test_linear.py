@@ -1,0 +1,28 @@
+"""The few-rows Linear computes exactly what nn.Linear does, on both of its paths."""
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from redrafter_mlx.linear import FEW_ROWS, Linear
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("leading", [(1,), (1, 3), (2, FEW_ROWS), (FEW_ROWS + 1,), (2, 3, 5)])
+def test_linear_matches_float64(leading, bias):
+    mx.random.seed(0)
+    layer = Linear(24, 40, bias=bias)
+    x = mx.random.normal((*leading, 24))
+    expected = np.asarray(x, np.float64) @ np.asarray(layer.weight, np.float64).T
+    if bias:
+        expected = expected + np.asarray(layer.bias, np.float64)
+    out = layer(x)
+    assert out.shape == (*leading, 40)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_quantizes_like_nn_linear():
+    model = nn.Sequential(Linear(64, 32))
+    nn.quantize(model, group_size=32, bits=4)
+    assert isinstance(model.layers[0], nn.QuantizedLinear)
