@@ -1,10 +1,12 @@
-"""Greedy generation for many prompts at once (left-padded), for self-distillation data."""
+"""Generation for many prompts at once (left-padded), for self-distillation data: greedy
+answers, or sampled ones (more varied answers to the same prompts)."""
 
 from typing import List
 
 import mlx.core as mx
 
 from .llm import Model
+from .sampling import SamplingParams, sample
 
 
 def left_pad(prompts: List[List[int]], width: int = 0):
@@ -19,10 +21,10 @@ def left_pad(prompts: List[List[int]], width: int = 0):
     return tokens, pad, positions
 
 
-def generate_greedy_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids,
-                          width: int = 0) -> List[List[int]]:
-    """Greedy answers (without the prompt; EOS kept when produced) for each prompt;
-    prompts are left-padded to at least `width` tokens."""
+def generate_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids, width: int = 0,
+                   params: SamplingParams = SamplingParams()) -> List[List[int]]:
+    """Answers (without the prompt; EOS kept when produced) for each prompt, greedy or
+    sampled with `params`; prompts are left-padded to at least `width` tokens."""
     tokens, pad, positions = left_pad(prompts, width)
     batch, width = tokens.shape
     cache = model.new_cache(batch)
@@ -33,7 +35,7 @@ def generate_greedy_batch(model: Model, prompts: List[List[int]], max_new: int, 
     hidden = model(tokens, positions, cache, block)
     cache.advance(width)
     key_valid = mx.concatenate([~pad, mx.ones((batch, cache.capacity - width), dtype=mx.bool_)], axis=1)
-    token = mx.argmax(model.logits(hidden[:, -1]), axis=-1).astype(mx.int32)
+    token = sample(model.logits(hidden[:, -1]), params)
     next_position = positions[:, -1] + 1
     eos = mx.array(sorted(eos_ids) or [-1])
     done = mx.zeros((batch,), dtype=mx.bool_)
@@ -43,7 +45,7 @@ def generate_greedy_batch(model: Model, prompts: List[List[int]], max_new: int, 
         done = done | (token[:, None] == eos[None]).any(axis=1)
         hidden = model(token[:, None], next_position[:, None], cache, key_valid=key_valid)
         cache.advance(1)
-        token = mx.argmax(model.logits(hidden[:, -1]), axis=-1).astype(mx.int32)
+        token = sample(model.logits(hidden[:, -1]), params)
         next_position = next_position + 1
         mx.eval(token, done)
         if done.all().item():

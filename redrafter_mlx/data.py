@@ -2,6 +2,7 @@
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Iterator, List
 
@@ -44,16 +45,30 @@ def save_sequences(path, sequences: List[List[int]], prompt_lengths: List[int]):
     os.replace(tmp, path)
 
 
-def load_sequences(directory) -> Iterator[tuple]:
-    """Yields (sequence, prompt_length) from every shard-*.npz in directory."""
-    shards = sorted(Path(directory).glob("shard-*.npz"))
-    if not shards:
-        raise FileNotFoundError(f"{directory}: no shard-*.npz (run `python -m redrafter_mlx.train data` first)")
-    for shard in shards:
+def load_sequences(*directories) -> Iterator[tuple]:
+    """Yields (sequence, prompt_length) from every shard-*.npz in each directory."""
+    shards = [sorted(Path(d).glob("shard-*.npz")) for d in directories]
+    for directory, found in zip(directories, shards):
+        if not found:
+            raise FileNotFoundError(f"{directory}: no shard-*.npz (run `python -m redrafter_mlx.train data` first)")
+    for shard in sum(shards, []):
         with np.load(shard) as data:  # each data[...] reads the file again: read each array once
             tokens, offsets, prompt_lengths = data["tokens"], data["offsets"], data["prompt_lengths"]
         for i, prompt_length in enumerate(prompt_lengths):
             yield tokens[offsets[i]:offsets[i + 1]], int(prompt_length)  # views of one array per shard
+
+
+def split_by_prompt(sequences: list, fraction: float):
+    """(sequence, prompt_length) pairs -> (train, held_out): held_out holds every answer to a
+    `fraction` of the distinct prompts (at least one), picked by a hash of their tokens, so
+    that several answers to one prompt (greedy and sampled) never sit on both sides."""
+    def key(sequence, prompt_length):
+        return zlib.crc32(np.ascontiguousarray(sequence[:prompt_length], dtype=np.int32).tobytes())
+
+    prompts = sorted({key(*pair) for pair in sequences})
+    chosen = set(prompts[:max(1, round(fraction * len(prompts)))])
+    held_out = [pair for pair in sequences if key(*pair) in chosen]
+    return [pair for pair in sequences if key(*pair) not in chosen], held_out
 
 
 def make_batches(sequences: list, batch_tokens: int, max_length: int, rng: np.random.Generator,

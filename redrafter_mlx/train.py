@@ -1,8 +1,9 @@
 """Drafter training in MLX.
 
   python -m redrafter_mlx.train data --model DIR --prompts sharegpt.json --out DATA
-      self-distillation: the target answers ShareGPT prompts greedily; token shards saved.
-  python -m redrafter_mlx.train fit --model DIR --data DATA --out DRAFTER
+      self-distillation: the target answers ShareGPT prompts greedily (or, with --temp,
+      sampled); token shards saved.
+  python -m redrafter_mlx.train fit --model DIR --data DATA [DATA ...] --out DRAFTER
       trains a drafter on those shards (target frozen), with held-out per-step accuracy,
       checkpoints (resumable with --resume) and an atomic final save.
 """
@@ -21,13 +22,14 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from .atomic import atomic_directory
-from .batch_generate import generate_greedy_batch
+from .batch_generate import generate_batch
 from .config import DrafterConfig
-from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
+from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts, split_by_prompt
 from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids
 from .drafter_loss import drafter_loss, target_features, target_next_probs
 from .load import DTYPES, LoadError, load_model, load_tokenizer, save_module
+from .sampling import SamplingParams
 
 
 RANKED_KEPT = 16384  # token ids listed in draft_vocab.json
@@ -52,6 +54,7 @@ def generate_data(args):
                for p in prompts]
     encoded = [e for e in encoded if len(e) <= args.max_prompt_tokens]
     eos = set(tokenizer.eos_token_ids)
+    params = SamplingParams(args.temp)
     batches = range(0, len(encoded), args.batch_size)
     start, produced = time.perf_counter(), 0
     for number, first in enumerate(progress(batches, len(batches), "generating")):
@@ -62,7 +65,8 @@ def generate_data(args):
             break
         group = sorted(encoded[first:first + args.batch_size], key=len)
         batch_start = time.perf_counter()
-        answers = generate_greedy_batch(model, group, args.max_new_tokens, eos, width=args.max_prompt_tokens)
+        mx.random.seed(args.seed * 100_000 + number)  # a resumed run draws the same answers
+        answers = generate_batch(model, group, args.max_new_tokens, eos, args.max_prompt_tokens, params)
         save_sequences(shard, [p + a for p, a in zip(group, answers)], [len(p) for p in group])
         answer_tokens = sum(map(len, answers))
         produced += answer_tokens
@@ -138,11 +142,10 @@ def fit(args):
     model = load_model(args.model, DTYPES[args.dtype])
     model.freeze()
     vocab = model.config.vocab_size
-    sequences = list(load_sequences(args.data))
+    sequences = list(load_sequences(*args.data))
     rng = np.random.default_rng(args.seed)
     rng.shuffle(sequences)
-    held_out = max(1, int(len(sequences) * args.eval_fraction))
-    train, valid = sequences[held_out:], sequences[:held_out]
+    train, valid = split_by_prompt(sequences, args.eval_fraction)
     ranked = ranked_answer_tokens(train, vocab)
     reduced = 0 < args.draft_vocab < vocab
     token_ids = choose_token_ids(ranked, args.draft_vocab, model.config.eos_ids) if reduced else None
@@ -198,7 +201,7 @@ def save_drafter(drafter, out: Path, args, log, seconds, ranked: list):
     drafter.update(tree_map(lambda p: p.astype(DTYPES[args.save_dtype]), drafter.parameters()))
     with atomic_directory(out, force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
-        source = f"answer tokens of the training data ({args.data}), most frequent first"
+        source = f"answer tokens of the training data ({', '.join(args.data)}), most frequent first"
         (tmp / DRAFT_VOCAB_FILE).write_text(json.dumps({"source": source, "token_ids": ranked}))
         (tmp / "training.json").write_text(
             json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log}, indent=2))
@@ -219,9 +222,11 @@ def build_parser():
     data.add_argument("--max-new-tokens", type=int, default=256)
     data.add_argument("--batch-size", type=int, default=128)
     data.add_argument("--max-seconds", type=float, default=0, help="stop starting new batches after this")
+    data.add_argument("--temp", type=float, default=0.0, help="0: greedy answers; > 0: sampled at this temperature")
+    data.add_argument("--seed", type=int, default=0, help="for sampled answers")
     f = sub.add_parser("fit", help="train a drafter")
     f.add_argument("--model", required=True)
-    f.add_argument("--data", required=True)
+    f.add_argument("--data", required=True, nargs="+", help="one or more data directories")
     f.add_argument("--out", required=True)
     f.add_argument("--head", choices=("own", "target"), default="own",
                    help="own: Apple's layout, its own vocab head (default: more accurate, docs/training.md); "
@@ -241,7 +246,8 @@ def build_parser():
     f.add_argument("--lr", type=float, default=1e-3)
     f.add_argument("--batch-tokens", type=int, default=8192)
     f.add_argument("--max-length", type=int, default=512)
-    f.add_argument("--eval-fraction", type=float, default=0.02)
+    f.add_argument("--eval-fraction", type=float, default=0.02,
+                   help="share of the distinct prompts whose answers are held out")
     f.add_argument("--log-every", type=int, default=20)
     f.add_argument("--checkpoint-every", type=int, default=200)
     f.add_argument("--save-dtype", choices=("float16", "bfloat16", "float32"), default="float16")

@@ -20,16 +20,18 @@ if [ ! -f $Q4/model.safetensors ]; then
   python3 -m convert model $Q4 $F32 --dequantize --dtype float32   # the CPU runtime's numerics
 fi
 case "${STAGE:-data}" in
-data)  # all human turns of ShareGPT (first turns first), answered greedily, until DATA_SECONDS
+data)  # all human turns of ShareGPT (first turns first), answered until DATA_SECONDS into
+       # DATAOUT: greedily, or sampled at TEMP with SEED
   python3 -m redrafter_mlx.train data --model $F16 --dtype float16 --prompts .dev/sharegpt_human.json \
-    --all-turns --out /tmp/data --num-prompts 100000 --max-prompt-tokens 256 --max-new-tokens ${NEW:-384} \
-    --batch-size ${BATCH:-1024} --max-seconds ${DATA_SECONDS:-300} 2>&1 | tee $RES/data.log
-  cp /tmp/data/info.json $RES/data_info.json ;;
-fit)  # NAME, HEAD (own|target), LAYERS, EPOCHS, DISTILL, DTYPE (the target's, for its features),
+    --all-turns --out ${DATAOUT:-/tmp/data} --num-prompts 100000 --max-prompt-tokens 256 \
+    --max-new-tokens ${NEW:-384} --batch-size ${BATCH:-1024} --max-seconds ${DATA_SECONDS:-300} \
+    --temp ${TEMP:-0} --seed ${SEED:-0} 2>&1 | tee $RES/data_$(basename ${DATAOUT:-/tmp/data}).log
+  cp ${DATAOUT:-/tmp/data}/info.json $RES/data_info_$(basename ${DATAOUT:-/tmp/data}).json ;;
+fit)  # NAME, DATADIRS (space separated), HEAD (own|target), LAYERS, EPOCHS, DISTILL, DTYPE (the target's, for its features),
       # FIT_SECONDS (then stop: the held-out accuracies so far stay in the log); the drafter
       # stays in $DRAFTERS/$NAME and comes back
   timeout ${FIT_SECONDS:-580} python3 -m redrafter_mlx.train fit --model $F32 --dtype ${DTYPE:-float16} \
-    --data /tmp/data --out $DRAFTERS/$NAME --head ${HEAD:-own} --layers ${LAYERS:-2} --epochs ${EPOCHS:-4} \
+    --data ${DATADIRS:-/tmp/data} --out $DRAFTERS/$NAME --head ${HEAD:-own} --layers ${LAYERS:-2} --epochs ${EPOCHS:-4} \
     --distill ${DISTILL:-0} --batch-tokens 16384 --log-every 100 --checkpoint-every 100000 2>&1 \
     | tee $RES/fit_$NAME.log | grep -v '"loss"' || true
   if [ -d $DRAFTERS/$NAME ]; then mkdir -p $RES/$NAME && cp $DRAFTERS/$NAME/* $RES/$NAME/; fi ;;
@@ -40,8 +42,10 @@ bench)  # DRAFTER (a name in $DRAFTERS), 80 MT-Bench prompts, a grid of beam sha
     | grep -v "prompt .* done" | tail -14 || true ;;
 profile)  # per-phase times of ReDrafter at BEAM against AR (scripts/profile_phases.py)
   python3 scripts/profile_phases.py $Q4 $DRAFTERS/${DRAFTER:-own} ${BEAM:-4x4} 2>&1 | tee $RES/profile_${DRAFTER:-own}.txt ;;
-pack)  # DATA=1: also the token shards, as 15 MB parts of data.tgz (cat them, then untar into /tmp)
+pack)  # DATA=1: also the token shards of DATADIRS, as 15 MB parts of data.tgz (cat them, then untar into /tmp)
   (cd $RES && find . -name "*.safetensors" | while read -r f; do split -b 15M "$f" "$OUT/$(echo "${f#./}" | tr / _).part_"; done
    tar czf $OUT/results.tgz --exclude="*.safetensors" .)
-  if [ "${DATA:-0}" = 1 ]; then tar czf - -C /tmp data | split -b 15M - $OUT/data.tgz.part_; fi ;;
+  if [ "${DATA:-0}" = 1 ]; then
+    tar czf - -C /tmp $(for d in ${DATADIRS:-/tmp/data}; do basename $d; done) | split -b 15M - $OUT/data.tgz.part_
+  fi ;;
 esac

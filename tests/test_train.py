@@ -6,12 +6,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.batch_generate import generate_greedy_batch
-from redrafter_mlx.data import load_sequences, make_batches, save_sequences, sharegpt_prompts
+from redrafter_mlx.batch_generate import generate_batch
+from redrafter_mlx.data import load_sequences, make_batches, save_sequences, sharegpt_prompts, split_by_prompt
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features, target_next_probs
 from redrafter_mlx.load import LoadError, load_drafter, load_model
+from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.train import main as train_main, ranked_answer_tokens
+from stats_check import chi2_goodness_of_fit
 from tiny import tiny_drafter, tiny_model, write_model_dir
 
 
@@ -51,6 +53,43 @@ def test_save_and_load_sequences(tmp_path):
     sequences = list(load_sequences(tmp_path))
     assert [(s.tolist(), p) for s, p in sequences] == [([1, 2, 3], 1), ([4, 5], 2)]
     assert sequences[0][0].base is sequences[1][0].base  # one copy of the shard, not one per sequence
+
+
+def test_save_and_load_sequences_from_several_directories(tmp_path):
+    for name, sequences in (("a", [[1, 2, 3]]), ("b", [[4, 5], [6, 7, 8]])):
+        (tmp_path / name).mkdir()
+        save_sequences(tmp_path / name / "shard-00000.npz", sequences, [1] * len(sequences))
+    loaded = list(load_sequences(tmp_path / "a", tmp_path / "b"))
+    assert [s.tolist() for s, _ in loaded] == [[1, 2, 3], [4, 5], [6, 7, 8]]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty"):
+        list(load_sequences(tmp_path / "a", tmp_path / "empty"))
+
+
+def test_split_by_prompt_keeps_all_answers_to_a_prompt_on_one_side():
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 1000, size=4) for _ in range(200)]
+    sequences = [(np.concatenate([p, rng.integers(0, 1000, size=3)]), 4) for p in prompts for _ in range(3)]
+    train, held_out = split_by_prompt(sequences, 0.1)
+    assert len(train) + len(held_out) == 600
+    held_prompts = {tuple(s[:4]) for s, _ in held_out}
+    assert len(held_prompts) == 20 and len(held_out) == 60  # 10% of the prompts, all three answers of each
+    assert not held_prompts & {tuple(s[:4]) for s, _ in train}
+    assert len(split_by_prompt(sequences[:3], 0.02)[1]) == 3  # at least one prompt held out
+
+
+def test_sampled_batch_answers_follow_the_tempered_distribution():
+    model = tiny_model(0, "llama", vocab=16)
+    prompt, temp = [3, 1, 4], 0.7
+    logits = model.logits(model(mx.array([prompt]), mx.arange(3)[None], model.new_cache())[:, -1])[0]
+    probs = np.exp(np.array(logits, np.float64) / temp)
+    mx.random.seed(5)
+    answers = generate_batch(model, [prompt] * 2000, 2, eos_ids=set(), params=SamplingParams(temp))
+    first = np.bincount([a[0] for a in answers], minlength=16)
+    assert chi2_goodness_of_fit(first, probs) > 1e-3
+    assert len({tuple(a) for a in answers}) > 3  # different answers to one prompt
+    mx.random.seed(5)
+    assert generate_batch(model, [prompt] * 2000, 2, eos_ids=set(), params=SamplingParams(temp)) == answers
 
 
 @pytest.mark.parametrize("head", ["own", "target"])
@@ -143,7 +182,7 @@ def self_distilled_data(tmp_path, seed: int, num_prompts: int, new_tokens: int):
     model_dir = write_model_dir(tmp_path / "model", model)
     rng = np.random.default_rng(seed)
     prompts = [rng.integers(1, 16, size=rng.integers(2, 6)).tolist() for _ in range(num_prompts)]
-    answers = generate_greedy_batch(model, prompts, new_tokens, eos_ids=set())
+    answers = generate_batch(model, prompts, new_tokens, eos_ids=set())
     data = tmp_path / "data"
     data.mkdir()
     save_sequences(data / "shard-00000.npz", [p + a for p, a in zip(prompts, answers)], [len(p) for p in prompts])
@@ -152,9 +191,15 @@ def self_distilled_data(tmp_path, seed: int, num_prompts: int, new_tokens: int):
 
 def test_own_head_trained_on_a_draft_vocabulary_holds_its_rows_only(tmp_path):
     model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=1, num_prompts=64, new_tokens=16)
+    sampled = tmp_path / "sampled"  # more answers to the same prompts, in a second directory
+    sampled.mkdir()
+    answers = generate_batch(load_model(model_dir), prompts, 16, eos_ids=set(), params=SamplingParams(1.0))
+    save_sequences(sampled / "shard-00000.npz", [p + a for p, a in zip(prompts, answers)], [len(p) for p in prompts])
     out = tmp_path / "drafter"
-    train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "1",
-                "--batch-tokens", "512", "--head", "own", "--draft-vocab", "8", "--save-dtype", "float32"])
+    train_main(["fit", "--model", str(model_dir), "--data", str(data), str(sampled), "--out", str(out),
+                "--epochs", "1", "--batch-tokens", "512", "--head", "own", "--draft-vocab", "8",
+                "--save-dtype", "float32"])
+    assert json.loads((out / "training.json").read_text())["args"]["data"] == [str(data), str(sampled)]
     config = json.loads((out / "config.json").read_text())
     assert config["draft_vocab_size"] == 8 and config["head_rows"] == 8
     head = mx.load(str(out / "model.safetensors"))["lm_head.2.weight"]
