@@ -21,11 +21,11 @@ if [ ! -f $Q4/model.safetensors ]; then
 fi
 case "${STAGE:-data}" in
 data)  # all human turns of ShareGPT (first turns first), answered until DATA_SECONDS into
-       # DATAOUT: greedily, or sampled at TEMP with SEED
+       # DATAOUT: greedily, or sampled at SAMPLE_TEMP with SEED (not TEMP: a temp directory)
   python3 -m redrafter_mlx.train data --model $F16 --dtype float16 --prompts .dev/sharegpt_human.json \
     --all-turns --out ${DATAOUT:-/tmp/data} --num-prompts 100000 --max-prompt-tokens 256 \
     --max-new-tokens ${NEW:-384} --batch-size ${BATCH:-1024} --max-seconds ${DATA_SECONDS:-300} \
-    --temp ${TEMP:-0} --seed ${SEED:-0} 2>&1 | tee $RES/data_$(basename ${DATAOUT:-/tmp/data}).log
+    --temp ${SAMPLE_TEMP:-0} --seed ${SEED:-0} 2>&1 | tee $RES/data_$(basename ${DATAOUT:-/tmp/data}).log
   cp ${DATAOUT:-/tmp/data}/info.json $RES/data_info_$(basename ${DATAOUT:-/tmp/data}).json ;;
 fit)  # NAME, DATADIRS (space separated), HEAD (own|target), LAYERS, EPOCHS, DISTILL, DTYPE (the target's, for its features),
       # FIT_SECONDS (then stop: the held-out accuracies so far stay in the log), CKPT (steps
