@@ -113,18 +113,20 @@ def evaluate(model, drafter, batches, steps):
     return (correct / np.maximum(total, 1)).round(4).tolist()
 
 
-def save_checkpoint(path: Path, drafter, optimizer, step):
+def save_checkpoint(path: Path, drafter, optimizer, step, log=()):
     with atomic_directory(path, force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
         mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-        (tmp / "step.json").write_text(json.dumps({"step": step}))
+        (tmp / "step.json").write_text(json.dumps({"step": step, "log": list(log)}))
 
 
-def load_checkpoint(path: Path, drafter, optimizer) -> int:
+def load_checkpoint(path: Path, drafter, optimizer):
+    """-> (step, training log so far)."""
     drafter.load_weights(list(mx.load(str(path / "model.safetensors")).items()))
     state = mx.load(str(path / "optimizer.safetensors"))
     optimizer.state = tree_unflatten(list(state.items()))
-    return json.loads((path / "step.json").read_text())["step"]
+    saved = json.loads((path / "step.json").read_text())
+    return saved["step"], saved.get("log", [])
 
 
 def ranked_answer_tokens(sequences, vocab_size: int) -> list:
@@ -155,7 +157,7 @@ def fit(args):
     drafter = new_drafter(model, args, token_ids)
     optimizer = optim.AdamW(learning_rate=schedule(args, total_steps), weight_decay=0.0)
     out, checkpoint = Path(args.out), Path(args.out + ".checkpoint")
-    step = load_checkpoint(checkpoint, drafter, optimizer) if args.resume and checkpoint.exists() else 0
+    step, log = load_checkpoint(checkpoint, drafter, optimizer) if args.resume and checkpoint.exists() else (0, [])
 
     def loss_fn(hidden, embeddings, tokens, mask, next_probs):
         return drafter_loss(drafter, hidden, embeddings, tokens, mask, args.draft_steps, next_probs, args.distill)[0]
@@ -171,14 +173,16 @@ def fit(args):
         return loss
 
     valid_batches = list(make_batches(valid, args.batch_tokens, args.max_length, np.random.default_rng(0)))
-    start, log = time.perf_counter(), []
+    start = time.perf_counter()
     bar = progress(range(total_steps), total_steps, "training")
     iterator = iter(bar)
     for epoch in range(args.epochs):
+        trained = False
         for batch_number, (tokens, mask) in enumerate(make_batches(train, args.batch_tokens, args.max_length, rng)):
             next(iterator, None)
             if epoch * steps_per_epoch + batch_number < step:
-                continue  # resumed: skip what was done
+                continue  # resumed: skip what was done (drawing the same batches)
+            trained = True
             loss = train_step(mx.array(tokens), mx.array(mask))
             mx.eval(loss, drafter.parameters(), optimizer.state)
             step += 1
@@ -187,7 +191,9 @@ def fit(args):
                 log.append({"step": step, "loss": round(loss.item(), 4), "seconds": seconds})
                 print(json.dumps(log[-1]), file=sys.stderr)
             if step % args.checkpoint_every == 0:
-                save_checkpoint(checkpoint, drafter, optimizer, step)
+                save_checkpoint(checkpoint, drafter, optimizer, step, log)
+        if not trained:
+            continue  # finished before the resume: not evaluated again
         accuracy = evaluate(model, drafter, valid_batches, args.draft_steps)
         log.append({"epoch": epoch + 1, "step": step, "held_out_top1_per_step": accuracy})
         print(json.dumps(log[-1]), file=sys.stderr)

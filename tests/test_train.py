@@ -247,7 +247,38 @@ def test_checkpoint_round_trip(tmp_path):
     optimizer.init(drafter.trainable_parameters())
     save_checkpoint(tmp_path / "ckpt", drafter, optimizer, step=17)
     restored = optim.AdamW(learning_rate=1e-3)
-    assert load_checkpoint(tmp_path / "ckpt", fresh, restored) == 17
+    assert load_checkpoint(tmp_path / "ckpt", fresh, restored) == (17, [])
     for (name, a), (_, b) in zip(tree_flatten(drafter.parameters()), tree_flatten(fresh.parameters())):
         np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=name)
     assert set(dict(tree_flatten(restored.state))) == set(dict(tree_flatten(optimizer.state)))
+
+
+def test_interrupted_fit_resumes_to_the_same_drafter(tmp_path, monkeypatch):
+    import redrafter_mlx.train as train
+
+    model_dir, data, _, _ = self_distilled_data(tmp_path, seed=3, num_prompts=64, new_tokens=12)
+
+    def fit(out, *extra):
+        train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "2",
+                    "--batch-tokens", "256", "--log-every", "1", "--checkpoint-every", "1",
+                    "--save-dtype", "float32", *extra])
+
+    fit(tmp_path / "straight")
+    evaluate = train.evaluate
+
+    def interrupted(*args):  # the machine goes away at the end of epoch 1, after its last checkpoint
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "resumed")
+    assert (tmp_path / "resumed.checkpoint").is_dir() and not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    fit(tmp_path / "resumed", "--resume")
+    straight, resumed = (mx.load(str(tmp_path / d / "model.safetensors")) for d in ("straight", "resumed"))
+    for name in straight:
+        np.testing.assert_array_equal(np.array(straight[name]), np.array(resumed[name]), err_msg=name)
+    logs = [json.loads((tmp_path / d / "training.json").read_text())["log"] for d in ("straight", "resumed")]
+    epochs = [[entry["epoch"] for entry in log if "epoch" in entry] for log in logs]
+    assert epochs == [[1, 2], [2]]  # epoch 1's accuracy was never computed in the interrupted run
+    assert [e["step"] for e in logs[1] if "loss" in e] == [e["step"] for e in logs[0] if "loss" in e]
