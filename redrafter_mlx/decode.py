@@ -143,7 +143,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         pad_tree = on_gpu()
     pad_to = beam_width * beam_length if pad_tree else 0
     draft_beams = draft_fn(params)
-    cache = model.new_cache(step=max(256, 16 * pad_to))  # room for ~16 trees between compactions
+    cache = model.new_cache(step=max(256, 4 * pad_to))  # room for ~4 trees: GPU attention reads it all
     start = time.perf_counter()
     context = prefill(model, cache, prompt)
     token = sample(model.logits(context), params)
