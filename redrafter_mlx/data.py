@@ -65,10 +65,12 @@ def split_by_prompt(sequences: list, fraction: float):
     def key(sequence, prompt_length):
         return zlib.crc32(np.ascontiguousarray(sequence[:prompt_length], dtype=np.int32).tobytes())
 
-    prompts = sorted({key(*pair) for pair in sequences})
+    keys = [key(*pair) for pair in sequences]
+    prompts = sorted(set(keys))
     chosen = set(prompts[:max(1, round(fraction * len(prompts)))])
-    held_out = [pair for pair in sequences if key(*pair) in chosen]
-    return [pair for pair in sequences if key(*pair) not in chosen], held_out
+    held = [k in chosen for k in keys]
+    return ([pair for pair, h in zip(sequences, held) if not h],
+            [pair for pair, h in zip(sequences, held) if h])
 
 
 def make_batches(sequences: list, batch_tokens: int, max_length: int, rng: np.random.Generator,
