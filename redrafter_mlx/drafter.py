@@ -17,10 +17,9 @@ logits are over the K tokens of its draft vocabulary, and it ships at K/V of the
 import mlx.core as mx
 import mlx.nn as nn
 
-from .linear import Linear
-
 from .config import DrafterConfig
 from .draft_vocab import SubsetHead
+from .linear import Linear
 
 
 class ResBlock(nn.Module):

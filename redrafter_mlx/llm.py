@@ -8,10 +8,9 @@ Weight names follow Hugging Face (model.layers.N.self_attn.q_proj ...), as mlx-l
 import mlx.core as mx
 import mlx.nn as nn
 
-from .linear import Linear
-
 from .config import ModelConfig
 from .kv_cache import KVCache
+from .linear import Linear
 from .rope import apply_rope, inverse_frequencies
 
 
