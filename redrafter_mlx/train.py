@@ -28,7 +28,7 @@ from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts
 from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids
 from .drafter_loss import drafter_loss, target_features, target_next_probs
-from .load import DTYPES, LoadError, load_model, load_tokenizer, save_module
+from .load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer, save_module
 from .sampling import SamplingParams
 
 
@@ -95,6 +95,20 @@ def new_drafter(model, args, token_ids) -> Drafter:
     return drafter
 
 
+def initial_drafter(model, args, train):
+    """-> (drafter, ranked token ids): a fresh drafter whose draft vocabulary is the most
+    frequent answer tokens of `train`, or (--init DIR) a trained one to go on from, with its
+    own architecture and draft vocabulary (--head, --layers, --draft-vocab do not apply)."""
+    if args.init:
+        drafter = load_drafter(args.init, model, dtype=mx.float32)
+        return drafter, json.loads((Path(args.init) / DRAFT_VOCAB_FILE).read_text())["token_ids"]
+    vocab = model.config.vocab_size
+    ranked = ranked_answer_tokens(train, vocab)
+    reduced = 0 < args.draft_vocab < vocab
+    token_ids = choose_token_ids(ranked, args.draft_vocab, model.config.eos_ids) if reduced else None
+    return new_drafter(model, args, token_ids), ranked
+
+
 def schedule(args, total_steps):
     warmup = max(1, int(0.1 * total_steps))
     return optim.join_schedules([optim.linear_schedule(0.0, args.lr, warmup),
@@ -143,18 +157,14 @@ def fit(args):
         raise ValueError(f"--distill must be in [0, 1], got {args.distill}")
     model = load_model(args.model, DTYPES[args.dtype])
     model.freeze()
-    vocab = model.config.vocab_size
     sequences = list(load_sequences(*args.data))
     rng = np.random.default_rng(args.seed)
     rng.shuffle(sequences)
     train, valid = split_by_prompt(sequences, args.eval_fraction)
-    ranked = ranked_answer_tokens(train, vocab)
-    reduced = 0 < args.draft_vocab < vocab
-    token_ids = choose_token_ids(ranked, args.draft_vocab, model.config.eos_ids) if reduced else None
     steps_per_epoch = sum(1 for _ in make_batches(train, args.batch_tokens, args.max_length, rng))
     total_steps = steps_per_epoch * args.epochs
     mx.random.seed(args.seed)
-    drafter = new_drafter(model, args, token_ids)
+    drafter, ranked = initial_drafter(model, args, train)
     optimizer = optim.AdamW(learning_rate=schedule(args, total_steps), weight_decay=0.0)
     out, checkpoint = Path(args.out), Path(args.out + ".checkpoint")
     step, log = load_checkpoint(checkpoint, drafter, optimizer) if args.resume and checkpoint.exists() else (0, [])
@@ -258,6 +268,8 @@ def build_parser():
     f.add_argument("--checkpoint-every", type=int, default=200)
     f.add_argument("--save-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--init", help="a trained drafter directory to go on training (its architecture and "
+                   "draft vocabulary)")
     f.add_argument("--resume", action="store_true")
     return p
 

@@ -282,3 +282,26 @@ def test_interrupted_fit_resumes_to_the_same_drafter(tmp_path, monkeypatch):
     epochs = [[entry["epoch"] for entry in log if "epoch" in entry] for log in logs]
     assert epochs == [[1, 2], [2]]  # epoch 1's accuracy was never computed in the interrupted run
     assert [e["step"] for e in logs[1] if "loss" in e] == [e["step"] for e in logs[0] if "loss" in e]
+
+
+def test_fit_goes_on_from_a_trained_drafter(tmp_path):
+    model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=4, num_prompts=128, new_tokens=16)
+
+    def fit(out, *extra):
+        train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "2",
+                    "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "1", "--save-dtype", "float32", *extra])
+        log = json.loads((out / "training.json").read_text())["log"]
+        return [entry["loss"] for entry in log if "loss" in entry]
+
+    first = fit(tmp_path / "first", "--head", "own", "--layers", "2", "--draft-vocab", "8")
+    further = fit(tmp_path / "further", "--init", str(tmp_path / "first"), "--layers", "1", "--draft-vocab", "0")
+    assert further[0] < 0.8 * first[0], (first, further)  # starts near where the first run ended
+    for name in ("config.json", "draft_vocab.json"):  # the init's architecture and draft vocabulary
+        assert (tmp_path / "further" / name).read_text() == (tmp_path / "first" / name).read_text(), name
+    loaded = load_model(model_dir)
+    drafter = load_drafter(tmp_path / "further", loaded)
+    ar = sum(generate_ar(loaded, prompts[0], 16), [])
+    assert sum(generate_redrafter(loaded, drafter, prompts[0], 16, 2, 3), []) == ar
+    with pytest.raises(SystemExit):  # main() reports the LoadError
+        fit(tmp_path / "none", "--init", str(tmp_path / "missing"))
+    assert not (tmp_path / "none").exists()
