@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.linear import FEW_ROWS, Linear
+from tiny import tiny_model
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -26,3 +27,16 @@ def test_linear_quantizes_like_nn_linear():
     model = nn.Sequential(Linear(64, 32))
     nn.quantize(model, group_size=32, bits=4)
     assert isinstance(model.layers[0], nn.QuantizedLinear)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("leading", [(1,), (3,), (1, 3), (2, 7), (4, 4), (17,)])
+def test_head_over_few_rows_matches_float64(leading, tied):
+    """The target's vocab head pads 2-15 rows on CPUs; the logits stay those of each row."""
+    model = tiny_model(1, vocab=50, tie_word_embeddings=tied)
+    weight = model.model.embed_tokens.weight if tied else model.lm_head.weight
+    hidden = mx.random.normal((*leading, weight.shape[1]), key=mx.random.key(2))
+    expected = np.asarray(hidden, np.float64) @ np.asarray(weight, np.float64).T
+    out = model.logits(hidden)
+    assert out.shape == (*leading, 50) and out.dtype == mx.float32
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5)
