@@ -268,8 +268,8 @@ def build_parser():
     f.add_argument("--checkpoint-every", type=int, default=200)
     f.add_argument("--save-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--init", help="a trained drafter directory to go on training (its architecture and "
-                   "draft vocabulary)")
+    f.add_argument("--init", help="a trained drafter directory to go on training; its architecture and draft "
+                   "vocabulary replace --head, --layers and --draft-vocab")
     f.add_argument("--resume", action="store_true")
     return p
 
