@@ -16,12 +16,17 @@ import mlx.nn as nn
 FILE = "draft_vocab.json"
 
 
-def read_token_ids(drafter_dir, size: int, always=()) -> mx.array:
-    """The `size` most frequent token ids from drafter_dir/draft_vocab.json, plus `always` (EOS)."""
+def read_ranked(drafter_dir) -> list:
+    """drafter_dir/draft_vocab.json's token ids, most frequent first."""
     path = Path(drafter_dir) / FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no token frequency list for --draft-vocab")
-    return choose_token_ids(json.loads(path.read_text())["token_ids"], size, always)
+    return json.loads(path.read_text())["token_ids"]
+
+
+def read_token_ids(drafter_dir, size: int, always=()) -> mx.array:
+    """The `size` most frequent token ids from drafter_dir/draft_vocab.json, plus `always` (EOS)."""
+    return choose_token_ids(read_ranked(drafter_dir), size, always)
 
 
 def choose_token_ids(ranked: list, size: int, always=()) -> mx.array:

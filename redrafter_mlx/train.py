@@ -26,7 +26,7 @@ from .batch_generate import generate_batch
 from .config import DrafterConfig
 from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts, split_by_prompt
 from .drafter import Drafter
-from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids
+from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
 from .drafter_loss import drafter_loss, target_features, target_next_probs
 from .load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer, save_module
 from .sampling import SamplingParams
@@ -100,8 +100,7 @@ def initial_drafter(model, args, train):
     frequent answer tokens of `train`, or (--init DIR) a trained one to go on from, with its
     own architecture and draft vocabulary (--head, --layers, --draft-vocab do not apply)."""
     if args.init:
-        drafter = load_drafter(args.init, model, dtype=mx.float32)
-        return drafter, json.loads((Path(args.init) / DRAFT_VOCAB_FILE).read_text())["token_ids"]
+        return load_drafter(args.init, model, dtype=mx.float32), read_ranked(args.init)
     vocab = model.config.vocab_size
     ranked = ranked_answer_tokens(train, vocab)
     reduced = 0 < args.draft_vocab < vocab
