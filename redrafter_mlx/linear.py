@@ -1,10 +1,12 @@
-"""nn.Linear that stays fast for a few rows on CPUs.
+"""Linear products that stay fast for a few rows on CPUs.
 
 OpenBLAS runs x @ W.T single-threaded when x has only a few rows: on the 2-core test
 machine a 576 x 1,536 layer takes 0.45 ms for 4 rows against 0.28 ms for 1, which makes a
 tree verification cost much more than an auto-regressive step. The same product computed
 as (W @ x.T).T is split over the cores: 0.28 ms for 4 rows (docs/perf.md, session 6).
-GPUs, and inputs of many rows (prefill, training), keep the plain product.
+GPUs, and inputs of many rows (prefill, training), keep the plain product. A vocab-sized
+head is another case: neither form spreads it, but padding 2-15 rows to 16 does (576 x
+49,152: 13.0-13.9 ms for 3 rows, 11.7-12.3 padded; docs/perf.md, session 7).
 """
 
 import mlx.core as mx
@@ -13,6 +15,7 @@ import mlx.nn as nn
 from .device import on_gpu
 
 FEW_ROWS = 8  # up to here (W @ x.T).T is faster; at 16 rows both cost the same
+HEAD_ROWS = 16  # vocab heads over 2-15 rows are padded to this many on CPUs
 
 
 class Linear(nn.Linear):
@@ -23,3 +26,13 @@ class Linear(nn.Linear):
             return super().__call__(x)
         y = (self.weight @ x.reshape(rows, -1).T).T.reshape(*x.shape[:-1], -1)
         return y + self.bias if "bias" in self else y
+
+
+def padded_head(head, x: mx.array) -> mx.array:
+    """head(x) for a vocab projection `head` of x (..., in); on CPUs 2-15 rows go through it
+    padded to HEAD_ROWS."""
+    rows = x.size // x.shape[-1]
+    if on_gpu() or not 1 < rows < HEAD_ROWS:
+        return head(x)
+    padded = mx.pad(x.reshape(rows, -1), [(0, HEAD_ROWS - rows), (0, 0)])
+    return head(padded)[:rows].reshape(*x.shape[:-1], -1)

@@ -9,12 +9,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
-from .device import on_gpu
 from .kv_cache import KVCache
-from .linear import Linear
+from .linear import Linear, padded_head
 from .rope import apply_rope, inverse_frequencies
-
-HEAD_ROWS_CPU = 16  # OpenBLAS runs the vocab head over 2-15 rows on one core: 16 rows cost less than 3
 
 
 class Attention(nn.Module):
@@ -118,15 +115,8 @@ class Model(nn.Module):
 
     def logits(self, hidden: mx.array) -> mx.array:
         """hidden (..., dim) -> logits (..., vocab) in float32."""
-        rows = hidden.size // hidden.shape[-1]
-        if 1 < rows < HEAD_ROWS_CPU and not on_gpu():  # padded: cheaper on OpenBLAS (docs/perf.md)
-            padded = mx.pad(hidden.reshape(rows, -1), [(0, HEAD_ROWS_CPU - rows), (0, 0)])
-            return self.logits(padded)[:rows].reshape(*hidden.shape[:-1], -1)
-        if self.config.tie_word_embeddings:
-            out = self.model.embed_tokens.as_linear(hidden)
-        else:
-            out = self.lm_head(hidden)
-        return out.astype(mx.float32)
+        head = self.model.embed_tokens.as_linear if self.config.tie_word_embeddings else self.lm_head
+        return padded_head(head, hidden).astype(mx.float32)
 
     def head_projection(self) -> nn.Module:
         """The layer holding the LM head's (vocab, dim) weights: the tied embedding or lm_head."""
