@@ -9,7 +9,6 @@ Nothing is synchronised beyond what the decode loops do themselves."""
 
 import sys
 import time
-import types
 
 from demos.prompts import load_prompts
 from redrafter_mlx import decode
@@ -21,20 +20,19 @@ import mlx.core as mx  # after redrafter_mlx, which loads OpenBLAS first on Linu
 MAX_TOKENS = 64
 
 
-def timed_eval_module():
+class TimedEval:
     """A stand-in for mlx.core inside decode.py whose eval appends its wall time to .durations."""
-    proxy = types.SimpleNamespace(durations=[])
 
-    def timed_eval(*arrays):
+    def __init__(self):
+        self.durations = []
+
+    def __getattr__(self, name):
+        return getattr(mx, name)
+
+    def eval(self, *arrays):
         start = time.perf_counter()
         mx.eval(*arrays)
-        proxy.durations.append(time.perf_counter() - start)
-
-    for name in dir(mx):
-        if not name.startswith("__"):
-            setattr(proxy, name, getattr(mx, name))
-    proxy.eval = timed_eval
-    return proxy
+        self.durations.append(time.perf_counter() - start)
 
 
 def run_pass(model, drafter, prompts, width, length, eos):
@@ -66,7 +64,7 @@ def main(model_dir, drafter_dir, shape, prompts_path, num_prompts="10"):
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
                for p in load_prompts(prompts_path)[:int(num_prompts)]]
     eos = set(tokenizer.eos_token_ids)
-    decode.mx = timed_eval_module()
+    decode.mx = TimedEval()
     for number in (1, 2):
         totals, steps, eval_seconds = run_pass(model, drafter, prompts, width, length, eos)
         (ar_s, ar_n, ar_p), (rd_s, rd_n, rd_p) = totals["ar"], totals["redrafter"]
