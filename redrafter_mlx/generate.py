@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wrap the prompt in the tokenizer's chat template (default on when it has one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: as stored)")
-    p.add_argument("--profile", action="store_true", help="time draft/verify/commit (adds device syncs)")
+    p.add_argument("--profile", action="store_true",
+                   help="time tree packing, the step (verify, accept, draft) and the commit (adds device syncs)")
     p.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=True, help="print statistics")
     return p
 

@@ -133,3 +133,19 @@ class KVCache:
     def state(self):
         """The arrays to evaluate so that pending writes are materialised."""
         return [a for a in self.keys + self.values if a is not None]
+
+
+class Slots:
+    """A KV cache's arrays inside one traced function (decode.redrafter_step): the new
+    keys/values are written at a device-side slot offset, so that one compiled graph serves
+    every step whatever the offset; `keys` and `values` hold the written arrays."""
+
+    def __init__(self, keys: list, values: list, offset: mx.array):
+        self.keys, self.values, self.offset = list(keys), list(values), offset
+
+    def update(self, layer: int, keys: mx.array, values: mx.array, view: int):
+        """Writes keys/values (B, kv_heads, T, head_dim) at slots [offset, offset + T); returns
+        the first `view` slots of keys and values (B, kv_heads, view, head_dim)."""
+        self.keys[layer] = mx.slice_update(self.keys[layer], keys, self.offset, axes=(2,))
+        self.values[layer] = mx.slice_update(self.values[layer], values, self.offset, axes=(2,))
+        return self.keys[layer][:, :, :view, :], self.values[layer][:, :, :view, :]

@@ -108,6 +108,12 @@ class Model(nn.Module):
             block = mx.tril(mx.ones((count, count), dtype=mx.bool_)) if block is None else block
             mask = cache.mask(block, key_valid)
             keys = cache.key_length(count)
+        return self.forward(tokens, positions, mask, cache, keys)
+
+    def forward(self, tokens: mx.array, positions: mx.array, mask, cache, keys: int) -> mx.array:
+        """The layers over prepared inputs: mask None, "causal" or bool (B or 1, 1, T, keys);
+        cache: a KVCache or Slots, whose update(layer, k, v, keys) writes the new K/V and
+        returns the first `keys` slots. Returns hidden (B, T, dim)."""
         x = self.model.embed_tokens(tokens)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, positions, self._inv_freq, mask, cache, i, keys)

@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.decode import prefill, verify
+from redrafter_mlx.decode import prefill, tree_inputs, verify
 from redrafter_mlx.kv_cache import KVCache
 from redrafter_mlx.tree import build_tree
 from tiny import tiny_model
@@ -22,7 +22,8 @@ def test_commit_equals_ar_cache(beam, count, fixed_shapes):
     cache.step = 8  # small chunks: the tree write crosses a growth boundary
     prefill(model, cache, prompt)
     tree = build_tree(beams)
-    verify(model, cache, tree, len(tree.tokens))
+    inputs = tree_inputs(cache, tree, len(tree.tokens))
+    _, cache.keys, cache.values = verify(model, *inputs, cache.keys, cache.values)
     cache.commit(tree.index[beam, :count + 1], len(tree.tokens))
     moved_in_place = fixed_shapes and beam > 0
     assert cache.contiguous != moved_in_place

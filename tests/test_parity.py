@@ -7,9 +7,8 @@ import pytest
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.kv_cache import KVCache
-from redrafter_mlx.llm import Model
 from redrafter_mlx.stats import Stats
-from tiny import tiny_drafter, tiny_model
+from tiny import set_cache_mode, tiny_drafter, tiny_model
 
 
 def run_both(model, drafter, prompt, max_tokens, width, length, eos=(), stats=None):
@@ -88,20 +87,6 @@ def test_ar_equals_full_recompute(fixed_shapes, monkeypatch):
         expected.append(mx.argmax(model.logits(hidden[0, -1])).item())
     set_cache_mode(monkeypatch, fixed_shapes)
     assert sum(generate_ar(model, prompt, 20), []) == expected[len(prompt):]
-
-
-def set_cache_mode(monkeypatch, fixed_shapes: bool, step: int = None):
-    """Makes every new KV cache use (True: the GPU default) or not use fixed shapes, and
-    grow by `step` slots (None: as asked)."""
-    new_cache = Model.new_cache
-
-    def cache_in_mode(self, batch=1, **kwargs):
-        cache = new_cache(self, batch, **kwargs)
-        cache.fixed_shapes = fixed_shapes
-        cache.step = step or cache.step
-        return cache
-
-    monkeypatch.setattr(Model, "new_cache", cache_in_mode)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.acceptance import greedy_accept
-from redrafter_mlx.decode import prefill, verify
+from redrafter_mlx.decode import prefill, tree_inputs, verify
 from redrafter_mlx.tree import build_tree
 from tiny import tiny_model
 
@@ -71,7 +71,8 @@ def test_tree_verify_equals_uncompressed(kind, seed):
     assert len(tree.tokens) < beams.size  # the random beams do share prefixes
     cache = model.new_cache()
     prefill(model, cache, prompt)
-    packed = model.logits(verify(model, cache, tree, len(tree.tokens)))
+    hidden, _, _ = verify(model, *tree_inputs(cache, tree, len(tree.tokens)), cache.keys, cache.values)
+    packed = model.logits(hidden)
     tree_logits = packed[mx.array(tree.index)]
     reference = uncompressed_logits(model, prompt, beams)
     np.testing.assert_allclose(np.array(tree_logits), np.array(reference), atol=1e-4, rtol=1e-4)

@@ -80,3 +80,17 @@ def write_drafter_dir(path, drafter: Drafter):
     path.mkdir(parents=True, exist_ok=True)
     save_module(drafter, drafter.config.to_dict(), path)
     return path
+
+
+def set_cache_mode(monkeypatch, fixed_shapes: bool, step: int = None):
+    """Makes every new KV cache use (True: the GPU default) or not use fixed shapes, and
+    grow by `step` slots (None: as asked)."""
+    new_cache = Model.new_cache
+
+    def cache_in_mode(self, batch=1, **kwargs):
+        cache = new_cache(self, batch, **kwargs)
+        cache.fixed_shapes = fixed_shapes
+        cache.step = step or cache.step
+        return cache
+
+    monkeypatch.setattr(Model, "new_cache", cache_in_mode)
