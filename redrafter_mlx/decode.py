@@ -1,8 +1,9 @@
 """Decode loops: auto-regressive baseline and ReDrafter (draft, tree-verify, accept, commit).
 
 Each ReDrafter step packs the beams into a tree on the host, then runs one function of
-arrays (`redrafter_step`: verify, accept, next draft; compiled on GPUs) and ends in exactly
-one `mx.eval`, so the host learns the accepted tokens and the next beams in the same sync.
+arrays (`redrafter_step`: verify, accept, next draft; compiled where shapes are fixed) and
+ends in exactly one `mx.eval`, so the host learns the accepted tokens and the next beams in
+the same sync.
 """
 
 import time
@@ -23,8 +24,9 @@ from .stats import Stats
 from .tree import build_tree
 
 PREFILL_CHUNK = 512
-MAX_COMPILED_STEPS = 8  # compiled steps kept (each holds its model and drafter)
-_compiled_steps = {}  # (id(model), id(drafter), width, length, params) -> compiled step
+MAX_COMPILED_STEPS = 8
+_compiled_steps = {}  # (id(model), [id(drafter), width, length,] params) -> compiled step
+ONE_TOKEN = mx.ones((1, 1), dtype=mx.bool_)  # an AR step's block mask: the new token sees itself
 
 
 def prefill(model: Model, cache: KVCache, prompt: List[int]) -> mx.array:
@@ -55,23 +57,34 @@ def _check_prompt(prompt: List[int], max_tokens: int):
 
 
 def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: SamplingParams = SamplingParams(),
-                eos_ids=(), stats: Stats = None) -> Iterator[List[int]]:
+                eos_ids=(), stats: Stats = None, compiled: bool = None) -> Iterator[List[int]]:
     """Auto-regressive decoding; yields one token per step (as a one-element list).
 
     Pipelined like mlx-lm: step n+1 is queued (`mx.async_eval`) before token n is read, so
-    building the next graph overlaps the device's work."""
+    building the next graph overlaps the device's work. compiled: each step is one compiled
+    function over the cache's whole capacity (default on CPUs, where building the graph in
+    Python costs ~9% of a step; on GPUs the plain step, whose fused one-query attention reads
+    exactly the keys in use, was as fast: docs/perf.md)."""
     _check_prompt(prompt, max_tokens)
     stats = stats or Stats()
-    cache = model.new_cache()
+    compiled = not on_gpu() if compiled is None else compiled
+    cache = model.new_cache(fixed_shapes=compiled or None)
+    step = ar_step(model, params) if compiled else None
     start = time.perf_counter()
     token = sample(model.logits(prefill(model, cache, prompt)), params)
     mx.eval(token)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
 
     def following(token):
-        hidden = model(token[None], mx.array([[cache.length]]), cache)
+        if step is None:
+            hidden = model(token[None], mx.array([[cache.length]]), cache)
+            following_token = sample(model.logits(hidden[:, -1]), params)
+        else:
+            cache.reserve(1)
+            inputs = (token[None], mx.array([[cache.length]]), cache.mask(ONE_TOKEN), mx.array([cache.end]))
+            following_token, cache.keys, cache.values = step(*inputs, cache.keys, cache.values)
         cache.advance(1)
-        return sample(model.logits(hidden[:, -1]), params)
+        return following_token
 
     start = time.perf_counter()
     while True:
@@ -160,9 +173,22 @@ def redrafter_step(model: Model, drafter: Drafter, width: int, length: int, para
         draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], width, length)
         return accepted, draft, keys, values
 
-    if not compiled:
-        return step
-    key = (id(model), id(drafter), width, length, params)
+    return compile_once(step, (id(model), id(drafter), width, length, params)) if compiled else step
+
+
+def ar_step(model: Model, params: SamplingParams):
+    """An AR step as one compiled function of arrays (generate_ar): (token (1, 1), positions
+    (1, 1), mask (1, 1, 1, capacity), offset (1,), keys, values) -> (next token (1,), keys, values)."""
+    def step(tokens, positions, mask, offset, keys, values):
+        hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values)
+        return sample(model.logits(hidden), params), keys, values
+
+    return compile_once(step, (id(model), params))
+
+
+def compile_once(step, key):
+    """mx.compile(step), the random state threaded through, kept under `key` (tracing costs
+    a step's graph); the last MAX_COMPILED_STEPS are kept, each holding its model and drafter."""
     if key not in _compiled_steps:
         if len(_compiled_steps) >= MAX_COMPILED_STEPS:
             _compiled_steps.pop(next(iter(_compiled_steps)))
@@ -172,22 +198,24 @@ def redrafter_step(model: Model, drafter: Drafter, width: int, length: int, para
 
 def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_tokens: int,
                        beam_width: int, beam_length: int, eos_ids=(), stats: Stats = None,
-                       pad_tree: bool = None, params: SamplingParams = SamplingParams()) -> Iterator[List[int]]:
+                       fixed_shapes: bool = None, params: SamplingParams = SamplingParams()) -> Iterator[List[int]]:
     """ReDrafter decoding; yields the tokens accepted at each step (1..beam_length).
 
     Greedy (params.temp == 0): beam search, output identical to greedy AR. Sampling: W
     sampled drafts and exact multi-draft rejection sampling (docs/sampling.md).
-    pad_tree: verify a fixed W*L tokens (default on GPUs, where shape changes cost more
-    than the padding; off on CPUs, where each verified token costs time)."""
+    fixed_shapes: verify a fixed W*L tokens over the cache's whole capacity, in one compiled
+    step (default on GPUs, where shape changes cost more than the padding, and at width 1,
+    whose tree is always L tokens; off for wider trees on CPUs, where each verified token
+    costs time)."""
     _check_prompt(prompt, max_tokens)
     check_beam_shape(beam_width, beam_length, drafter.draft_vocab_size)
     stats = stats or Stats()
     stats.draft_length = beam_length - 1
-    if pad_tree is None:
-        pad_tree = on_gpu()
-    pad_to = beam_width * beam_length if pad_tree else 0
-    cache = model.new_cache(step=max(256, 4 * pad_to))  # room for ~4 trees: GPU attention reads it all
-    step = redrafter_step(model, drafter, beam_width, beam_length, params, pad_tree and cache.fixed_shapes)
+    if fixed_shapes is None:
+        fixed_shapes = on_gpu() or beam_width == 1
+    pad_to = beam_width * beam_length if fixed_shapes else 0
+    cache = model.new_cache(step=max(256, 4 * pad_to), fixed_shapes=fixed_shapes)  # room for ~4 trees
+    step = redrafter_step(model, drafter, beam_width, beam_length, params, compiled=fixed_shapes)
     start = time.perf_counter()
     context = prefill(model, cache, prompt)
     token = sample(model.logits(context), params)

@@ -137,9 +137,9 @@ class Model(nn.Module):
         """The dtype of activations and of the KV cache (the norms' weights: never quantized)."""
         return self.model.norm.weight.dtype
 
-    def new_cache(self, batch: int = 1, step: int = 256) -> KVCache:
+    def new_cache(self, batch: int = 1, step: int = 256, fixed_shapes: bool = None) -> KVCache:
         c = self.config
-        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, self.dtype, step)
+        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, self.dtype, step, fixed_shapes)
 
     def sanitize(self, weights: dict) -> dict:
         """Drops checkpoint entries this model does not hold (rotary buffers, tied heads)."""

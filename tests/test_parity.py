@@ -31,13 +31,15 @@ def test_greedy_parity(kind, seed, width, length):
 
 
 @pytest.mark.parametrize("prompt_length", [1, 2, 17, 600])
-def test_parity_prompt_lengths(prompt_length):
-    """600 tokens crosses the prefill chunk and the cache growth steps."""
+@pytest.mark.parametrize("width,fixed_shapes", [(4, None), (4, True), (1, None), (1, False)])
+def test_parity_prompt_lengths(prompt_length, width, fixed_shapes):
+    """600 tokens crosses the prefill chunk and the cache growth steps; on CPUs fixed shapes
+    (the compiled step) are the default at width 1 only, so both modes are run at both widths."""
     model = tiny_model(5, "llama", vocab=12)
     drafter = tiny_drafter(model, 6)
     prompt = [(3 * i + 1) % 12 for i in range(prompt_length)]
-    ar, rd = run_both(model, drafter, prompt, 40, 4, 4)
-    assert rd == ar
+    ar = sum(generate_ar(model, prompt, 40), [])
+    assert sum(generate_redrafter(model, drafter, prompt, 40, width, 4, fixed_shapes=fixed_shapes), []) == ar
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -74,10 +76,11 @@ def test_parity_setup_accepts_multi_token_runs():
     assert hist[0] > 0, hist
 
 
-@pytest.mark.parametrize("fixed_shapes", [False, True])
-def test_ar_equals_full_recompute(fixed_shapes, monkeypatch):
-    """The pipelined, cached AR loop (exact-length attention at T = 1 in both cache modes)
-    against an oracle that reruns the whole sequence without a cache at every step."""
+@pytest.mark.parametrize("compiled,fixed_shapes", [(False, False), (False, True), (True, True)])
+def test_ar_equals_full_recompute(compiled, fixed_shapes, monkeypatch):
+    """The pipelined, cached AR loop (plain: exact-length attention at T = 1 in both cache
+    modes; compiled: over the whole capacity) against an oracle that reruns the whole
+    sequence without a cache at every step."""
     model = tiny_model(7, "llama", vocab=16)
     prompt = [3, 1, 4, 1, 5]
     expected = list(prompt)
@@ -86,7 +89,7 @@ def test_ar_equals_full_recompute(fixed_shapes, monkeypatch):
         hidden = model(mx.array(expected)[None], positions, model.new_cache())
         expected.append(mx.argmax(model.logits(hidden[0, -1])).item())
     set_cache_mode(monkeypatch, fixed_shapes)
-    assert sum(generate_ar(model, prompt, 20), []) == expected[len(prompt):]
+    assert sum(generate_ar(model, prompt, 20, compiled=compiled), []) == expected[len(prompt):]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -102,6 +105,6 @@ def test_parity_in_gpu_mode(seed, step, monkeypatch):
     compact = KVCache._compact
     monkeypatch.setattr(KVCache, "_compact", lambda cache: compactions.append(compact(cache)))
     ar = sum(generate_ar(model, [1, 2, 3], 30), [])
-    rd = sum(generate_redrafter(model, drafter, [1, 2, 3], 30, 4, 4, pad_tree=True), [])
+    rd = sum(generate_redrafter(model, drafter, [1, 2, 3], 30, 4, 4, fixed_shapes=True), [])
     assert rd == ar
     assert (len(compactions) > 0) == (step is not None)

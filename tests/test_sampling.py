@@ -16,7 +16,7 @@ from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.sampling import SamplingParams, target_log_probs
 from redrafter_mlx.stats import Stats
 from stats_check import chi2_goodness_of_fit, chi2_two_sample, total_variation
-from tiny import set_cache_mode, tiny_drafter, tiny_model
+from tiny import tiny_drafter, tiny_model
 
 VOCAB = 6
 
@@ -187,9 +187,8 @@ def two_token_counts(chunks_fn, runs: int, vocab: int) -> np.ndarray:
     (SamplingParams(1.0), 2, 3, [0, 1, 3, 4, 6], False),  # reduced draft vocabulary: q = 0 elsewhere
     (SamplingParams(1.0), 2, 3, None, True),  # fixed shapes: the compiled step, its random state threaded
 ])
-def test_decode_loop_samples_the_target(params, width, length, draft_tokens, gpu_mode, monkeypatch):
+def test_decode_loop_samples_the_target(params, width, length, draft_tokens, gpu_mode):
     vocab, prompt, runs = 8, [1, 2, 3], 1200
-    set_cache_mode(monkeypatch, gpu_mode)
     model = tiny_model(0, vocab=vocab)
     drafter = tiny_drafter(model, 2)
     if draft_tokens:
@@ -201,7 +200,7 @@ def test_decode_loop_samples_the_target(params, width, length, draft_tokens, gpu
     def redrafter():
         stats = Stats()
         yield from generate_redrafter(model, drafter, prompt, 2, width, length, stats=stats, params=params,
-                                      pad_tree=gpu_mode)
+                                      fixed_shapes=gpu_mode)
         accepted.update(stats.accepted_histogram)
 
     rd = two_token_counts(redrafter, runs, vocab)
