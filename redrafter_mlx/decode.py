@@ -26,7 +26,6 @@ from .tree import build_tree
 PREFILL_CHUNK = 512
 MAX_COMPILED_STEPS = 8
 _compiled_steps = {}  # (id(model), [id(drafter), width, length,] params) -> compiled step
-ONE_TOKEN = mx.ones((1, 1), dtype=mx.bool_)  # an AR step's block mask: the new token sees itself
 
 
 def prefill(model: Model, cache: KVCache, prompt: List[int]) -> mx.array:
@@ -80,9 +79,8 @@ def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: Sampli
             hidden = model(token[None], mx.array([[cache.length]]), cache)
             following_token = sample(model.logits(hidden[:, -1]), params)
         else:
-            cache.reserve(1)
-            inputs = (token[None], mx.array([[cache.length]]), cache.mask(ONE_TOKEN), mx.array([cache.end]))
-            following_token, cache.keys, cache.values = step(*inputs, cache.keys, cache.values)
+            inputs = slot_inputs(cache, np.ones((1, 1), dtype=bool), np.zeros(1, dtype=np.int32))
+            following_token, cache.keys, cache.values = step(token[None], *inputs, cache.keys, cache.values)
         cache.advance(1)
         return following_token
 
@@ -120,9 +118,15 @@ def tree_inputs(cache: KVCache, tree, size: int):
     tokens[:count] = tree.tokens
     depths = np.zeros(size, dtype=np.int32)
     depths[:count] = tree.depths
-    cache.reserve(size)
-    return (mx.array(tokens)[None], mx.array(cache.length + depths)[None], cache.mask(mx.array(block)),
-            mx.array([cache.end]))
+    return (mx.array(tokens)[None], *slot_inputs(cache, block, depths))
+
+
+def slot_inputs(cache: KVCache, block: np.ndarray, depths: np.ndarray):
+    """Makes room for T new tokens at `depths` (T,) after the committed prefix, seeing each
+    other per `block` (T, T); returns a step's positions (1, T), mask (1, 1, T, keys) and
+    offset (1,), the first slot written."""
+    cache.reserve(len(depths))
+    return mx.array(cache.length + depths)[None], cache.mask(mx.array(block)), mx.array([cache.end])
 
 
 def verify(model: Model, tokens, positions, mask, offset, keys: list, values: list):
