@@ -9,6 +9,8 @@ head is another case: neither form spreads it, but padding 2-15 rows to 16 does 
 49,152: 13.0-13.9 ms for 3 rows, 11.7-12.3 padded; docs/perf.md, session 7).
 """
 
+import copy
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -36,3 +38,19 @@ def padded_head(head, x: mx.array) -> mx.array:
         return head(x)
     padded = mx.pad(x.reshape(rows, -1), [(0, HEAD_ROWS - rows), (0, 0)])
     return head(padded)[:rows].reshape(*x.shape[:-1], -1)
+
+
+def fused(layers: list):
+    """One layer whose output is `layers`' outputs side by side, for layers reading the same
+    input: one larger product instead of several (fewer kernels per step, which is what a GPU
+    step costs; docs/perf.md, session 9). None where the layers differ in kind, bias or
+    quantization."""
+    kinds = {(type(layer), "bias" in layer, getattr(layer, "group_size", None), getattr(layer, "bits", None),
+              getattr(layer, "mode", None)) for layer in layers}
+    if len(kinds) != 1:
+        return None
+    joined = copy.copy(layers[0])
+    for name in ("weight", "scales", "biases", "bias"):
+        if name in joined:
+            joined[name] = mx.concatenate([layer[name] for layer in layers])
+    return joined

@@ -10,7 +10,7 @@ import mlx.nn as nn
 
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .linear import Linear, padded_head
+from .linear import Linear, fused, padded_head
 from .rope import apply_rope, inverse_frequencies
 
 
@@ -28,6 +28,20 @@ class Attention(nn.Module):
         self.v_proj = Linear(dim, self.kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = Linear(self.heads * self.head_dim, dim, bias=config.model_type != "qwen2" and qkv_bias)
 
+    def fuse(self):
+        """Replaces q/k/v_proj by one qkv_proj where they can be joined."""
+        qkv = fused([self.q_proj, self.k_proj, self.v_proj])
+        if qkv is not None:
+            self.qkv_proj = qkv
+            del self.q_proj, self.k_proj, self.v_proj
+
+    def projections(self, x):
+        """x (B, T, dim) -> q (B, T, heads * head_dim), k, v (B, T, kv_heads * head_dim)."""
+        if "qkv_proj" not in self:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return mx.split(self.qkv_proj(x), [q_size, q_size + kv_size], axis=-1)
+
     def __call__(self, x, positions, inv_freq, mask, cache: KVCache, layer: int, keys: int):
         """x (B, T, dim) -> (B, T, dim), attending over the first `keys` cached positions;
         mask: None, "causal" or bool (B or 1, 1, T, keys)."""
@@ -40,9 +54,9 @@ class Attention(nn.Module):
             y = y.reshape(batch, length, heads, self.head_dim)
             return heads_first(apply_rope(y, positions, inv_freq, self.traditional))
 
-        q = rotated(self.q_proj(x), self.heads)
-        k = rotated(self.k_proj(x), self.kv_heads)
-        v = heads_first(self.v_proj(x).reshape(batch, length, self.kv_heads, self.head_dim))
+        q, k, v = self.projections(x)
+        q, k = rotated(q, self.heads), rotated(k, self.kv_heads)
+        v = heads_first(v.reshape(batch, length, self.kv_heads, self.head_dim))
         k, v = cache.update(layer, k, v, keys)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
@@ -56,8 +70,19 @@ class MLP(nn.Module):
         self.up_proj = Linear(dim, hidden, bias=bias)
         self.down_proj = Linear(hidden, dim, bias=bias)
 
+    def fuse(self):
+        """Replaces gate/up_proj by one gate_up_proj where they can be joined."""
+        gate_up = fused([self.gate_proj, self.up_proj])
+        if gate_up is not None:
+            self.gate_up_proj = gate_up
+            del self.gate_proj, self.up_proj
+
     def __call__(self, x):
-        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        if "gate_up_proj" in self:
+            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(nn.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -118,6 +143,14 @@ class Model(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x = layer(x, positions, self._inv_freq, mask, cache, i, keys)
         return self.model.norm(x)
+
+    def fuse_projections(self) -> "Model":
+        """Joins each layer's q/k/v and gate/up projections (loading keeps Hugging Face names;
+        a fused model is for running, not for saving)."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        return self
 
     def logits(self, hidden: mx.array) -> mx.array:
         """hidden (..., dim) -> logits (..., vocab) in float32."""

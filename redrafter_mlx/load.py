@@ -80,14 +80,18 @@ def _fill(module: nn.Module, weights: dict, config: dict, path: Path, dtype):
     return module
 
 
-def load_model(path, dtype=None) -> Model:
-    """Loads a target LLM directory; dtype (an mx float type) casts its float weights."""
+def load_model(path, dtype=None, fuse: bool = True) -> Model:
+    """Loads a target LLM directory; dtype (an mx float type) casts its float weights; fuse:
+    join its projections (Model.fuse_projections)."""
     raw = read_config(path)
     try:
         config = ModelConfig.from_dict(raw)
     except ConfigError as error:
         raise LoadError(f"{path}: {error}") from None
-    return _fill(Model(config), read_weights(path), raw, Path(path), dtype)
+    model = _fill(Model(config), read_weights(path), raw, Path(path), dtype)
+    if fuse:
+        mx.eval(model.fuse_projections().parameters())
+    return model
 
 
 def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None) -> Drafter:

@@ -70,7 +70,8 @@ def test_quantized_output_loads_and_runs(tmp_path):
     config = json.loads((tmp_path / "q" / "config.json").read_text())
     assert config["quantization"]["bits"] == 4
     ours = load_model(tmp_path / "q")
-    assert hasattr(ours.model.layers[0].self_attn.q_proj, "scales")
+    layer = ours.model.layers[0]  # loaded quantized, then fused
+    assert hasattr(layer.self_attn.qkv_proj, "scales") and hasattr(layer.mlp.gate_up_proj, "scales")
     tokens = [3, 14, 15, 9, 26]
     logits = np.array(ours.logits(ours(mx.array([tokens]), mx.arange(5)[None], ours.new_cache())[0]))
     reference = hf_logits(model, tokens)

@@ -5,7 +5,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from redrafter_mlx.linear import FEW_ROWS, Linear
+from redrafter_mlx.linear import FEW_ROWS, Linear, fused
 from tiny import tiny_model
 
 
@@ -40,3 +40,25 @@ def test_head_over_few_rows_matches_float64(leading, tied):
     out = model.logits(hidden)
     assert out.shape == (*leading, 50) and out.dtype == mx.float32
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [None, 4, 8])
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_fused_layer_outputs_the_layers_side_by_side(bits, rows):
+    mx.random.seed(3)
+    layers = [Linear(64, 48), Linear(64, 16), Linear(64, 16)]
+    if bits:
+        layers = [nn.QuantizedLinear.from_linear(layer, 32, bits) for layer in layers]
+    x = mx.random.normal((1, rows, 64))
+    expected = mx.concatenate([layer(x) for layer in layers], axis=-1)
+    joined = fused(layers)
+    assert type(joined) is type(layers[0]) and joined.weight.shape[0] == layers[0].weight.shape[0] + 32
+    np.testing.assert_allclose(np.asarray(joined(x)), np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_layers_that_differ_are_not_fused():
+    dense = Linear(64, 16)
+    assert fused([dense, Linear(64, 16, bias=False)]) is None
+    assert fused([dense, nn.QuantizedLinear.from_linear(Linear(64, 16), 32, 4)]) is None
+    four, eight = (nn.QuantizedLinear.from_linear(Linear(64, 16), 32, bits) for bits in (4, 8))
+    assert fused([four, eight]) is None

@@ -21,10 +21,14 @@ LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, 
     ("llama", {"rope_scaling": LLAMA3_SCALING, "tie_word_embeddings": False}),
     ("mistral", {"rope_scaling": {"type": "linear", "factor": 2.0}, "head_dim": 16, "num_key_value_heads": 1}),
 ])
-def test_llm_prefill_then_steps_match_reference(kind, overrides):
+@pytest.mark.parametrize("fuse", [False, True])
+def test_llm_prefill_then_steps_match_reference(kind, overrides, fuse):
     model = tiny_model(0, kind, vocab=40, **overrides)
     tokens = np.random.default_rng(0).integers(0, 40, size=24).tolist()
-    hidden_ref, logits_ref = reference.llm_forward(model, tokens)
+    hidden_ref, logits_ref = reference.llm_forward(model, tokens)  # reads the Hugging Face names
+    if fuse:
+        model.fuse_projections()
+        assert "qkv_proj" in model.model.layers[0].self_attn and "gate_up_proj" in model.model.layers[0].mlp
     cache = model.new_cache()
     prefill(model, cache, tokens[:16])
     ours = [np.array(model(mx.array(tokens[:16])[None], mx.arange(16)[None], model.new_cache())[0])]
