@@ -18,7 +18,7 @@ from .device import device_kind, device_name
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
 CANDIDATES = {"cpu": [(1, 2), (1, 3), (1, 4), (2, 3)],
-              "gpu": [(1, 4), (4, 4), (8, 4), (16, 4), (32, 4), (8, 5)]}  # H100 best: 8x4 or 16x4 (docs/perf.md)
+              "gpu": [(1, 4), (4, 4), (8, 4), (12, 4), (16, 4), (8, 5)]}  # H100 best: 8x4-16x4 (docs/perf.md)
 
 
 def shape_speed(model, drafter, prompts, shape, max_tokens: int) -> float:

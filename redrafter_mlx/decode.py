@@ -24,19 +24,28 @@ from .stats import Stats
 from .tree import build_tree
 
 PREFILL_CHUNK = 512
+PREFILL_BUCKET = 64  # prompt chunks are padded to multiples of this on GPUs
 MAX_COMPILED_STEPS = 8
 _compiled_steps = {}  # (id(model), [id(drafter), width, length,] params) -> compiled step
 
 
-def prefill(model: Model, cache: KVCache, prompt: List[int]) -> mx.array:
-    """Runs the prompt through the model in chunks; returns the last hidden state (1, dim)."""
+def prefill(model: Model, cache: KVCache, prompt: List[int], bucket: int = None) -> mx.array:
+    """Runs the prompt through the model in chunks; returns the last hidden state (1, dim).
+
+    bucket: pad each chunk at its end to a multiple of this many tokens (default
+    PREFILL_BUCKET on GPUs, 1 on CPUs). On a GPU every new prompt length compiles kernels
+    (H100: ~80 ms for a length seen first, ~10 ms again; docs/perf.md, session 9); padded
+    chunks come in a few lengths. Causal attention keeps the padding out of the prompt's
+    states, and the cache commits only the prompt (the padding's slots are written over)."""
+    bucket = bucket or (PREFILL_BUCKET if on_gpu() else 1)
     for start in range(0, len(prompt), PREFILL_CHUNK):
         chunk = prompt[start:start + PREFILL_CHUNK]
-        positions = mx.arange(cache.length, cache.length + len(chunk))[None]
-        hidden = model(mx.array(chunk)[None], positions, cache)
+        padded = -(-len(chunk) // bucket) * bucket
+        positions = mx.arange(cache.length, cache.length + padded)[None]
+        hidden = model(mx.array(chunk + [0] * (padded - len(chunk)))[None], positions, cache)
         cache.advance(len(chunk))
         mx.eval(hidden, *cache.state())
-    return hidden[:, -1]
+    return hidden[:, len(chunk) - 1]
 
 
 def _finish(tokens: List[int], produced: int, max_tokens: int, eos_ids) -> List[int]:

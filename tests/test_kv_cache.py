@@ -67,3 +67,27 @@ def test_growth_keeps_contents():
     assert cache.capacity == 8 and keys.shape == (1, 2, 8, 3)
     np.testing.assert_array_equal(np.array(keys[:, :, :3]), np.array(first))
     np.testing.assert_array_equal(np.array(values[:, :, 3:]), np.array(second))
+
+
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+@pytest.mark.parametrize("length", [5, 8, 13])
+def test_padded_prefill_equals_unpadded(monkeypatch, length, fixed_shapes):
+    """Prompt chunks padded to a bucket (as on GPUs) leave the last state, the cache and the
+    following steps as without padding; also across chunks."""
+    monkeypatch.setattr("redrafter_mlx.decode.PREFILL_CHUNK", 6)
+    model = tiny_model(0, "llama", vocab=11)
+    prompt = np.random.default_rng(length).integers(0, 11, size=length).tolist()
+    caches, states = [], []
+    for bucket in (1, 4):
+        cache = model.new_cache()
+        cache.fixed_shapes = fixed_shapes
+        cache.step = 8
+        states.append(np.array(prefill(model, cache, prompt, bucket=bucket)))
+        caches.append(cache)
+    np.testing.assert_allclose(states[1], states[0], atol=1e-5)
+    assert caches[1].length == caches[0].length == caches[1].end == length
+    for ours, theirs in zip(caches[1].keys + caches[1].values, caches[0].keys + caches[0].values):
+        np.testing.assert_allclose(np.array(ours[:, :, :length]), np.array(theirs[:, :, :length]), atol=1e-5)
+    following = (mx.array([[3, 2]]), mx.array([[length, length + 1]]))
+    np.testing.assert_allclose(np.array(model(*following, caches[1])), np.array(model(*following, caches[0])),
+                               atol=1e-5)
