@@ -21,17 +21,17 @@ def beam_search(drafter: Drafter, embed, context: mx.array, first_token: mx.arra
                 width: int, length: int) -> Draft:
     """Drafts `width` beams of `length` tokens.
 
-    context: (B, hidden) LLM hidden state at the last accepted token; first_token: (B,) the
-    LLM's next token; embed: tokens (...) -> (..., hidden), the LLM's frozen embeddings.
+    context: (B, drafter.config.context_size) LLM hidden state (or features, Model.forward's
+    taps) at the last accepted token; first_token: (B,) the LLM's next token; embed: tokens
+    (...) -> (..., hidden), the LLM's frozen embeddings.
     """
-    batch = context.shape[0]
-    hidden = context.shape[-1]
+    batch, context_size = context.shape
     vocab = drafter.draft_vocab_size
     beams = mx.broadcast_to(first_token[:, None, None], (batch, width, 1)).astype(mx.int32)
-    state = mx.zeros((batch, width, hidden), dtype=context.dtype)
+    state = mx.zeros((batch, width, drafter.config.hidden_size), dtype=context.dtype)
     scores = mx.array([0.0] + [DEAD_BEAM] * (width - 1))[None].astype(mx.float32)
     scores = mx.broadcast_to(scores, (batch, width))
-    context = mx.broadcast_to(context[:, None, :], (batch, width, hidden))
+    context = mx.broadcast_to(context[:, None, :], (batch, width, context_size))
     history = mx.zeros((batch, width, 0, vocab), dtype=mx.float32)
     for _ in range(length - 1):
         state = drafter.next_state(state, embed(beams[:, :, -1]))

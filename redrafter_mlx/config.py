@@ -102,6 +102,7 @@ class DrafterConfig:
     head: str = "own"  # "own": lm_head.{N} Linear(exit_dim -> V) (Apple); "target": the LLM's frozen head
     draft_vocab_size: int = 0  # > 0: score only this many frequent tokens (draft_vocab.json); 0: all
     head_rows: int = 0  # own head only: > 0 when it holds just the rows of its draft_vocab_size tokens
+    context_layers: list = field(default_factory=list)  # target layers read besides the last (ours; Apple: none)
     model_type: str = "recurrent_drafting_drafter"
     extra: dict = field(default_factory=dict)
 
@@ -118,7 +119,15 @@ class DrafterConfig:
             raise ConfigError("a drafter using the target's head needs exit_dim == hidden_size")
         if config.head_rows and (config.head != "own" or config.head_rows != config.draft_vocab_size):
             raise ConfigError("head_rows is for an own head holding exactly its draft_vocab_size rows")
+        layers = config.context_layers
+        if any(not isinstance(i, int) or i < 0 for i in layers) or list(layers) != sorted(set(layers)):
+            raise ConfigError(f"drafter context_layers must be ascending layer indices >= 0, got {layers}")
         return config
+
+    @property
+    def context_size(self) -> int:
+        """Width of the context the drafter reads: the last hidden state and each context layer's."""
+        return self.hidden_size * (1 + len(self.context_layers))
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
@@ -133,3 +142,6 @@ class DrafterConfig:
             )
         if self.vocab_size != model.vocab_size:
             raise ConfigError(f"drafter vocab_size {self.vocab_size} != model vocab_size {model.vocab_size}")
+        if self.context_layers and self.context_layers[-1] >= model.num_hidden_layers:
+            raise ConfigError(f"drafter context_layers {self.context_layers} name layers beyond the model's "
+                              f"{model.num_hidden_layers}")

@@ -29,8 +29,9 @@ MAX_COMPILED_STEPS = 8
 _compiled_steps = {}  # (id(model), [id(drafter), width, length,] params) -> compiled step
 
 
-def prefill(model: Model, cache: KVCache, prompt: List[int], bucket: int = None) -> mx.array:
-    """Runs the prompt through the model in chunks; returns the last hidden state (1, dim).
+def prefill(model: Model, cache: KVCache, prompt: List[int], bucket: int = None, taps: tuple = ()) -> mx.array:
+    """Runs the prompt through the model in chunks; returns the last hidden state (1, dim),
+    or with taps the last features (1, dim * (1 + len(taps))), Model.forward.
 
     bucket: pad each chunk at its end to a multiple of this many tokens (default
     PREFILL_BUCKET on GPUs, 1 on CPUs). On a GPU every new prompt length compiles kernels
@@ -42,7 +43,7 @@ def prefill(model: Model, cache: KVCache, prompt: List[int], bucket: int = None)
         chunk = prompt[start:start + PREFILL_CHUNK]
         padded = -(-len(chunk) // bucket) * bucket
         positions = mx.arange(cache.length, cache.length + padded)[None]
-        hidden = model(mx.array(chunk + [0] * (padded - len(chunk)))[None], positions, cache)
+        hidden = model(mx.array(chunk + [0] * (padded - len(chunk)))[None], positions, cache, taps=taps)
         cache.advance(len(chunk))
         mx.eval(hidden, *cache.state())
     return hidden[:, len(chunk) - 1]
@@ -138,11 +139,12 @@ def slot_inputs(cache: KVCache, block: np.ndarray, depths: np.ndarray):
     return mx.array(cache.length + depths)[None], cache.mask(mx.array(block)), mx.array([cache.end])
 
 
-def verify(model: Model, tokens, positions, mask, offset, keys: list, values: list):
+def verify(model: Model, tokens, positions, mask, offset, keys: list, values: list, taps: tuple = ()):
     """One forward over the packed tree (tree_inputs) with the cache's arrays per layer;
-    returns hidden (T, dim) and the arrays with the tree's keys/values written."""
+    returns hidden (T, dim) (with taps: features, Model.forward) and the arrays with the
+    tree's keys/values written."""
     slots = Slots(keys, values, offset)
-    hidden = model.forward(tokens, positions, mask, slots, mask.shape[-1])
+    hidden = model.forward(tokens, positions, mask, slots, mask.shape[-1], taps)
     return hidden[0], slots.keys, slots.values
 
 
@@ -178,9 +180,10 @@ def redrafter_step(model: Model, drafter: Drafter, width: int, length: int, para
     tokens (W, L) and log q (W, L-1, V), and the cache's arrays per layer, which come back
     written."""
     draft_beams = draft_fn(params)
+    taps = tuple(drafter.config.context_layers)
 
     def step(tokens, positions, mask, offset, index, beams, draft_log_probs, keys, values):
-        hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values)
+        hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, taps)
         accepted = accept(model, hidden, index, beams, draft_log_probs, params)
         context = hidden[index[accepted.beam, accepted.count]][None]
         draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], width, length)
@@ -230,7 +233,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     cache = model.new_cache(step=max(256, 4 * pad_to), fixed_shapes=fixed_shapes)  # room for ~4 trees
     step = redrafter_step(model, drafter, beam_width, beam_length, params, compiled=fixed_shapes)
     start = time.perf_counter()
-    context = prefill(model, cache, prompt)
+    context = prefill(model, cache, prompt, taps=tuple(drafter.config.context_layers))
     token = sample(model.logits(context), params)
     draft = draft_fn(params)(drafter, model.embed, context, token, beam_width, beam_length)
     mx.eval(draft.beams)

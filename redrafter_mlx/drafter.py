@@ -1,6 +1,6 @@
 """Recurrent drafter (ReDrafter): an RNN over draft tokens plus a ResBlock vocab head.
 
-Parameter names follow Apple's checkpoints: input_proj (only when exit_dim != 2*hidden),
+Parameter names follow Apple's checkpoints: input_proj (only when exit_dim != context + hidden),
 lm_head.{0..N-1}.linear (ResBlocks), lm_head.{N} (vocab projection, no bias),
 rnn_u (with bias) and rnn_w (no bias).
 
@@ -8,6 +8,10 @@ The compact variant (config.head == "target") stores no vocab projection: it end
 the ResBlocks at exit_dim == hidden, an RMSNorm (`exit_norm`: the LLM's head expects
 normalised inputs) and the target LLM's frozen LM head, bound with `bind_target` (not a
 parameter: neither trained nor saved).
+
+Context layers (ours, config.context_layers): besides the LLM's last hidden state the
+drafter reads the outputs of some earlier layers, RMS-normalised (Model.forward's taps),
+through input_proj; Apple's drafters read none.
 
 `restrict_vocab` makes either variant score only a subset of tokens (draft_vocab.py). An
 own head trained on such a subset holds only those rows (config.head_rows = K): its
@@ -36,8 +40,8 @@ class Drafter(nn.Module):
         super().__init__()
         self.config = config
         dim, exit_dim = config.hidden_size, config.exit_dim
-        if exit_dim != 2 * dim:
-            self.input_proj = Linear(2 * dim, exit_dim)
+        if exit_dim != config.context_size + dim:
+            self.input_proj = Linear(config.context_size + dim, exit_dim)
         self.lm_head = [ResBlock(exit_dim) for _ in range(config.num_draft_layers)]
         if config.head == "own":
             self.lm_head.append(Linear(exit_dim, config.head_rows or config.vocab_size, bias=False))
@@ -102,7 +106,7 @@ class Drafter(nn.Module):
         return state + token_embedding
 
     def __call__(self, context: mx.array, state: mx.array) -> mx.array:
-        """context h, state s (..., hidden) -> logits (..., draft_vocab_size) float32."""
+        """context h (..., context_size), state s (..., hidden) -> logits (..., draft_vocab_size) float32."""
         x = mx.concatenate([context, state], axis=-1)
         if "input_proj" in self:
             x = self.input_proj(x)

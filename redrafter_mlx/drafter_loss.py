@@ -14,15 +14,16 @@ from .llm import Model
 from .sampling import log_softmax
 
 
-def target_features(model: Model, tokens: mx.array):
-    """tokens (B, T) -> hidden (B, T, H) post-norm and embeddings (B, T, H), both frozen, float32."""
+def target_features(model: Model, tokens: mx.array, taps: tuple = ()):
+    """tokens (B, T) -> hidden (B, T, H) post-norm (with taps: features (B, T, H * (1 +
+    len(taps))), Model.forward) and embeddings (B, T, H), both frozen, float32."""
     positions = mx.broadcast_to(mx.arange(tokens.shape[1])[None], tokens.shape)
-    hidden = model(tokens, positions, model.new_cache(tokens.shape[0]))
+    hidden = model(tokens, positions, model.new_cache(tokens.shape[0]), taps=taps)
     return mx.stop_gradient(hidden.astype(mx.float32)), mx.stop_gradient(model.embed(tokens).astype(mx.float32))
 
 
 def target_next_probs(model: Model, hidden: mx.array, drafter: Drafter) -> mx.array:
-    """hidden (B, T, H) -> (B, T, V') float32: the target's probabilities of the token after
+    """hidden (B, T, H) (or features) -> (B, T, V') float32: the target's probabilities of the token after
     each position, over the drafter's vocabulary (V'); the mass on other tokens is dropped."""
     log_p = log_softmax(model.logits(hidden.astype(model.dtype)))
     return mx.stop_gradient(mx.exp(drafter.from_full_vocab(log_p)))

@@ -107,7 +107,11 @@ class LlamaModel(nn.Module):
 
 
 class Model(nn.Module):
-    """Causal LM: `model(tokens, positions, mask, cache)` -> last hidden states (post norm)."""
+    """Causal LM: `model(tokens, positions, cache)` -> last hidden states (post norm).
+
+    With `taps` (layer indices, ascending) the forward returns features instead: the final
+    hidden state followed by each tapped layer's output, RMS-normalised without a weight
+    (B, T, dim * (1 + len(taps))), for drafters that read more than the last layer."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -118,11 +122,12 @@ class Model(nn.Module):
         self._inv_freq = inverse_frequencies(config)
 
     def __call__(self, tokens: mx.array, positions: mx.array, cache: KVCache, block: mx.array = None,
-                 key_valid: mx.array = None) -> mx.array:
+                 key_valid: mx.array = None, taps: tuple = ()) -> mx.array:
         """tokens, positions (B, T) int; block (T, T) or (B, T, T) bool: which new tokens each
         new token sees (default causal); key_valid (B, capacity) bool hides cached keys.
 
-        Writes the new K/V in the cache's next slots (without committing them); returns hidden (B, T, dim)."""
+        Writes the new K/V in the cache's next slots (without committing them); returns hidden
+        (B, T, dim), or features (B, T, dim * (1 + len(taps)))."""
         count = tokens.shape[1]
         cache.reserve(count)
         plain = block is None and key_valid is None and cache.contiguous
@@ -133,16 +138,20 @@ class Model(nn.Module):
             block = mx.tril(mx.ones((count, count), dtype=mx.bool_)) if block is None else block
             mask = cache.mask(block, key_valid)
             keys = cache.key_length(count)
-        return self.forward(tokens, positions, mask, cache, keys)
+        return self.forward(tokens, positions, mask, cache, keys, taps)
 
-    def forward(self, tokens: mx.array, positions: mx.array, mask, cache, keys: int) -> mx.array:
+    def forward(self, tokens: mx.array, positions: mx.array, mask, cache, keys: int, taps: tuple = ()) -> mx.array:
         """The layers over prepared inputs: mask None, "causal" or bool (B or 1, 1, T, keys);
         cache: a KVCache or Slots, whose update(layer, k, v, keys) writes the new K/V and
-        returns the first `keys` slots. Returns hidden (B, T, dim)."""
+        returns the first `keys` slots. Returns hidden (B, T, dim), or with taps features
+        (B, T, dim * (1 + len(taps)))."""
         x = self.model.embed_tokens(tokens)
+        tapped = []
         for i, layer in enumerate(self.model.layers):
             x = layer(x, positions, self._inv_freq, mask, cache, i, keys)
-        return self.model.norm(x)
+            if i in taps:
+                tapped.append(mx.fast.rms_norm(x, None, self.config.rms_norm_eps))
+        return mx.concatenate([self.model.norm(x), *tapped], axis=-1) if taps else self.model.norm(x)
 
     def fuse_projections(self) -> "Model":
         """Joins each layer's q/k/v and gate/up projections (loading keeps Hugging Face names;
@@ -153,8 +162,11 @@ class Model(nn.Module):
         return self
 
     def logits(self, hidden: mx.array) -> mx.array:
-        """hidden (..., dim) -> logits (..., vocab) in float32."""
+        """hidden (..., dim), or features (..., k * dim) whose first dim are the hidden state
+        -> logits (..., vocab) in float32."""
         head = self.model.embed_tokens.as_linear if self.config.tie_word_embeddings else self.lm_head
+        if hidden.shape[-1] != self.config.hidden_size:
+            hidden = hidden[..., :self.config.hidden_size]
         return padded_head(head, hidden).astype(mx.float32)
 
     def head_projection(self) -> nn.Module:

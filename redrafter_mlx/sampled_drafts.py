@@ -18,13 +18,13 @@ def sample_drafts(drafter: Drafter, embed, context: mx.array, first_token: mx.ar
                   width: int, length: int, params: SamplingParams) -> Draft:
     """Draws `width` independent drafts of `length` tokens (first token: the LLM's own).
 
-    context: (B, hidden); first_token: (B,). Returns beams (B, W, L) and log_probs
+    context: (B, drafter.config.context_size); first_token: (B,). Returns beams (B, W, L) and log_probs
     (B, W, L-1, V): log q, the distribution each drafted token was drawn from; scores
     (B, W): the log q of each draft."""
-    batch, hidden = context.shape
+    batch, context_size = context.shape
     beams = mx.broadcast_to(first_token[:, None, None], (batch, width, 1)).astype(mx.int32)
-    state = mx.zeros((batch, width, hidden), dtype=context.dtype)
-    context = mx.broadcast_to(context[:, None, :], (batch, width, hidden))
+    state = mx.zeros((batch, width, drafter.config.hidden_size), dtype=context.dtype)
+    context = mx.broadcast_to(context[:, None, :], (batch, width, context_size))
     history, scores = [], mx.zeros((batch, width), dtype=mx.float32)
     for _ in range(length - 1):
         state = drafter.next_state(state, embed(beams[:, :, -1]))

@@ -87,7 +87,9 @@ def new_drafter(model, args, token_ids) -> Drafter:
     config = DrafterConfig(hidden_size=hidden, vocab_size=model.config.vocab_size,
                            exit_dim=hidden if args.head == "target" else 2 * hidden,
                            num_draft_layers=args.layers, rnn=True, head=args.head, draft_vocab_size=size,
-                           head_rows=size if args.head == "own" else 0)
+                           head_rows=size if args.head == "own" else 0, context_layers=args.context_layers)
+    config = DrafterConfig.from_dict(config.to_dict())  # validated
+    config.check_matches(model.config)
     drafter = Drafter(config)
     drafter.bind_target(model)
     if token_ids is not None:
@@ -98,7 +100,8 @@ def new_drafter(model, args, token_ids) -> Drafter:
 def initial_drafter(model, args, train):
     """-> (drafter, ranked token ids): a fresh drafter whose draft vocabulary is the most
     frequent answer tokens of `train`, or (--init DIR) a trained one to go on from, with its
-    own architecture and draft vocabulary (--head, --layers, --draft-vocab do not apply)."""
+    own architecture and draft vocabulary (--head, --layers, --draft-vocab, --context-layers
+    do not apply)."""
     if args.init:
         return load_drafter(args.init, model, dtype=mx.float32), read_ranked(args.init)
     vocab = model.config.vocab_size
@@ -119,7 +122,7 @@ def evaluate(model, drafter, batches, steps):
     correct, total = np.zeros(steps), np.zeros(steps)
     for tokens, mask in batches:
         tokens, mask = mx.array(tokens), mx.array(mask)
-        hidden, embeddings = target_features(model, tokens)
+        hidden, embeddings = target_features(model, tokens, tuple(drafter.config.context_layers))
         _, _, accuracy, count = drafter_loss(drafter, hidden, embeddings, tokens, mask, steps)
         correct[:len(count)] += np.array(accuracy * count)
         total[:len(count)] += np.array(count)
@@ -174,7 +177,7 @@ def fit(args):
     loss_and_grad = nn.value_and_grad(drafter, loss_fn)
 
     def train_step(tokens, mask):
-        hidden, embeddings = target_features(model, tokens)
+        hidden, embeddings = target_features(model, tokens, tuple(drafter.config.context_layers))
         next_probs = target_next_probs(model, hidden, drafter) if args.distill else None
         loss, grads = loss_and_grad(hidden, embeddings, tokens, mask, next_probs)
         grads, _ = optim.clip_grad_norm(grads, 1.0)
@@ -222,6 +225,14 @@ def save_drafter(drafter, out: Path, args, log, seconds, ranked: list):
             json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log}, indent=2))
 
 
+def layer_list(text: str) -> list:
+    """"10,20" -> [10, 20] (argparse type)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m redrafter_mlx.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,6 +262,9 @@ def build_parser():
                    help="draft vocabulary: this many of the most frequent answer tokens (0, or at least the "
                         "model's vocabulary: all); trained with a softmax over them, the saved default, and "
                         "an own head holds only their rows")
+    f.add_argument("--context-layers", type=layer_list, default=[],
+                   help="comma-separated target layers (0-based) whose outputs the drafter reads besides the "
+                        "last hidden state (default: none, Apple's layout)")
     f.add_argument("--draft-steps", type=int, default=4, help="K = beam length - 1")
     f.add_argument("--distill", type=float, default=0.0,
                    help="weight in [0, 1] of the soft loss against the target's next-token distribution "

@@ -30,12 +30,12 @@ data)  # all human turns of ShareGPT (first turns first), answered until DATA_SE
 fit)  # NAME, DATADIRS (space separated), HEAD (own|target), LAYERS, EPOCHS, DISTILL, DTYPE (the target's, for its features),
       # FIT_SECONDS (then stop: the held-out accuracies so far stay in the log), CKPT (steps
       # between checkpoints), RESUME=1 (go on from the last one, in a later call), INIT (a
-      # name in $DRAFTERS to go on training from) and LR; the drafter stays in $DRAFTERS/$NAME
-      # and comes back
+      # name in $DRAFTERS to go on training from), LR and CONTEXT_LAYERS (e.g. 15 or 4,15: target
+      # layers the drafter also reads); the drafter stays in $DRAFTERS/$NAME and comes back
   timeout ${FIT_SECONDS:-580} python3 -m redrafter_mlx.train fit --model $F32 --dtype ${DTYPE:-float16} \
     --data ${DATADIRS:-/tmp/data} --out $DRAFTERS/$NAME --head ${HEAD:-own} --layers ${LAYERS:-2} --epochs ${EPOCHS:-4} \
     --distill ${DISTILL:-0} --batch-tokens 16384 --log-every 100 --checkpoint-every ${CKPT:-100000} \
-    --lr ${LR:-1e-3} ${INIT:+--init $DRAFTERS/$INIT} ${RESUME:+--resume} 2>&1 | tee -a $RES/fit_$NAME.log | grep -v '"loss"' || true
+    --lr ${LR:-1e-3} ${INIT:+--init $DRAFTERS/$INIT} ${RESUME:+--resume} ${CONTEXT_LAYERS:+--context-layers $CONTEXT_LAYERS} 2>&1 | tee -a $RES/fit_$NAME.log | grep -v '"loss"' || true
   if [ -d $DRAFTERS/$NAME ]; then mkdir -p $RES/$NAME && cp $DRAFTERS/$NAME/* $RES/$NAME/; fi ;;
 bench)  # DRAFTER (a name in $DRAFTERS), 80 MT-Bench prompts, a grid of beam shapes; partial results kept
   timeout ${BENCH_SECONDS:-420} python3 -m demos.benchmark --model $Q4 --drafter $DRAFTERS/${DRAFTER:-own} \

@@ -62,14 +62,16 @@ def rope(x, positions, inv_freq, traditional):
     return np.concatenate([a * cos - b * sin, b * cos + a * sin], -1)
 
 
-def llm_forward(model, tokens):
-    """Full causal forward of the whole sequence: (T,) -> hidden (T, dim), logits (T, V)."""
+def llm_forward(model, tokens, taps=()):
+    """Full causal forward of the whole sequence: (T,) -> hidden (T, dim), logits (T, V);
+    with taps, hidden is followed by those layers' outputs, RMS-normalised (T, dim * (1 + len(taps)))."""
     c, p = model.config, params64(model)
     inv_freq = inverse_frequencies(c)
     count, hd = len(tokens), c.head_dim
     x = p["model.embed_tokens.weight"][np.array(tokens)]
     positions = np.arange(count, dtype=np.float64)
     causal = np.tril(np.ones((count, count), dtype=bool))
+    tapped = []
     for i in range(c.num_hidden_layers):
         pre = f"model.layers.{i}."
         h = rms_norm(x, p[pre + "input_layernorm.weight"], c.rms_norm_eps)
@@ -87,9 +89,11 @@ def llm_forward(model, tokens):
         h = rms_norm(x, p[pre + "post_attention_layernorm.weight"], c.rms_norm_eps)
         gate, up = linear(p, pre + "mlp.gate_proj", h), linear(p, pre + "mlp.up_proj", h)
         x = x + linear(p, pre + "mlp.down_proj", silu(gate) * up)
+        if i in taps:
+            tapped.append(rms_norm(x, 1.0, c.rms_norm_eps))
     hidden = rms_norm(x, p["model.norm.weight"], c.rms_norm_eps)
     head = p["model.embed_tokens.weight"] if c.tie_word_embeddings else p["lm_head.weight"]
-    return hidden, hidden @ head.T
+    return np.concatenate([hidden, *tapped], -1), hidden @ head.T
 
 
 def drafter_logits(p, config, context, state):
@@ -111,12 +115,12 @@ def beam_search(drafter, embeddings, context, first_token, width, length):
     """One sequence: context (H,), embeddings (V, H) -> beams (W, L), scores (W,), log-probs (W, L-1, V)."""
     p, config = params64(drafter), drafter.config
     beams = np.full((width, 1), first_token)
-    state = np.zeros((width, context.shape[-1]))
+    state = np.zeros((width, config.hidden_size))
     scores = np.array([0.0] + [-np.inf] * (width - 1))
     history = np.zeros((width, 0, config.vocab_size))
     for _ in range(length - 1):
         state = drafter_state(p, config, state, embeddings[beams[:, -1]])
-        log_probs = log_softmax(drafter_logits(p, config, np.broadcast_to(context, state.shape), state))
+        log_probs = log_softmax(drafter_logits(p, config, np.broadcast_to(context, (width, len(context))), state))
         candidates = (scores[:, None] + log_probs).reshape(-1)
         top = np.argsort(-candidates, kind="stable")[:width]
         parent, token = top // config.vocab_size, top % config.vocab_size

@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from tiny import tiny_drafter, tiny_model
 
@@ -16,12 +18,15 @@ def load_script():
     return module
 
 
-def test_chains_replay_the_accepted_counts_of_width_one_decoding():
+@pytest.mark.parametrize("context_layers", [(), (0,), (0, 1)])
+def test_chains_replay_the_accepted_counts_of_width_one_decoding(context_layers):
     """Greedy ReDrafter at width 1 starts a step at position t and accepts min(chain(t), L-1)
-    drafts, then starts the next step just after them."""
+    drafts, then starts the next step just after them. With context layers this also checks
+    that decoding drafts from the features of the right position (the chains come from one
+    full forward)."""
     chains = load_script().chains
     model = tiny_model(3, vocab=8)
-    drafter = tiny_drafter(model, 7, head="own")
+    drafter = tiny_drafter(model, 7, head="own", context_layers=context_layers)
     prompt = [3, 1, 4, 1, 5]
     answer = sum(generate_ar(model, prompt, 140), [])
     runs = chains(model, drafter, prompt + answer, len(prompt), steps=3)

@@ -30,6 +30,20 @@ def test_greedy_parity(kind, seed, width, length):
     assert rd == ar
 
 
+@pytest.mark.parametrize("context_layers", [(0,), (0, 1)])
+@pytest.mark.parametrize("width,length,fixed_shapes", [(1, 4, None), (3, 4, None), (3, 4, True)])
+def test_greedy_parity_with_context_layers(context_layers, width, length, fixed_shapes):
+    """A drafter that also reads earlier layers' outputs (Model.forward's taps) drafts from
+    features, and the LLM's logits still come from its last hidden state."""
+    model = tiny_model(7, "llama", vocab=8)
+    drafter = tiny_drafter(model, 8, context_layers=context_layers)
+    prompt = [(5 * i + 2) % 8 for i in range(11)]
+    ar = sum(generate_ar(model, prompt, 30), [])
+    stats = Stats()
+    rd = sum(generate_redrafter(model, drafter, prompt, 30, width, length, stats=stats, fixed_shapes=fixed_shapes), [])
+    assert rd == ar and stats.steps < 30
+
+
 @pytest.mark.parametrize("prompt_length", [1, 2, 17, 600])
 @pytest.mark.parametrize("width,fixed_shapes", [(4, None), (4, True), (1, None), (1, False)])
 def test_parity_prompt_lengths(prompt_length, width, fixed_shapes):

@@ -305,3 +305,28 @@ def test_fit_goes_on_from_a_trained_drafter(tmp_path):
     with pytest.raises(SystemExit):  # main() reports the LoadError
         fit(tmp_path / "none", "--init", str(tmp_path / "missing"))
     assert not (tmp_path / "none").exists()
+
+
+def test_drafter_reading_context_layers_trains_saves_and_decodes(tmp_path, capsys):
+    model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=3, num_prompts=128, new_tokens=16)
+    out = tmp_path / "drafter"
+    train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "4",
+                "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "2", "--eval-fraction", "0.1",
+                "--context-layers", "0", "--save-dtype", "float32"])
+    log = json.loads((out / "training.json").read_text())["log"]
+    losses = [entry["loss"] for entry in log if "loss" in entry]
+    accuracy = [entry["held_out_top1_per_step"] for entry in log if "epoch" in entry]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert accuracy[-1][0] > accuracy[0][0], accuracy
+    assert json.loads((out / "config.json").read_text())["context_layers"] == [0]
+    assert mx.load(str(out / "model.safetensors"))["input_proj.weight"].shape == (64, 96)  # (2H, 2H + H)
+    loaded = load_model(model_dir)
+    drafter = load_drafter(out, loaded)
+    ar = sum(generate_ar(loaded, prompts[0], 20), [])
+    assert sum(generate_redrafter(loaded, drafter, prompts[0], 20, 2, 3), []) == ar
+    for bad in ("2", "1,0", "x"):  # the tiny model has layers 0 and 1
+        with pytest.raises(SystemExit):
+            train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "bad"),
+                        "--context-layers", bad])
+        assert "context_layers" in capsys.readouterr().err or bad == "x"
+    assert not (tmp_path / "bad").exists()

@@ -34,11 +34,11 @@ def tiny_model(seed: int = 0, kind: str = "llama", vocab: int = 24, scale: float
 
 
 def tiny_drafter(model: Model, seed: int = 1, rnn: bool = True, exit_dim=None, layers: int = 2,
-                 scale: float = 0.3, head: str = "own") -> Drafter:
+                 scale: float = 0.3, head: str = "own", context_layers=()) -> Drafter:
     hidden = model.config.hidden_size
     default_exit = hidden if head == "target" else 2 * hidden
     config = DrafterConfig(hidden_size=hidden, vocab_size=model.config.vocab_size, exit_dim=exit_dim or default_exit,
-                           num_draft_layers=layers, rnn=rnn, head=head)
+                           num_draft_layers=layers, rnn=rnn, head=head, context_layers=list(context_layers))
     drafter = Drafter(config)
     _randomize(drafter, seed, scale)
     drafter.bind_target(model)
