@@ -3,10 +3,12 @@
 OpenBLAS runs x @ W.T single-threaded when x has only a few rows: on the 2-core test
 machine a 576 x 1,536 layer takes 0.45 ms for 4 rows against 0.28 ms for 1, which makes a
 tree verification cost much more than an auto-regressive step. The same product computed
-as (W @ x.T).T is split over the cores: 0.28 ms for 4 rows (docs/perf.md, session 6).
-GPUs, and inputs of many rows (prefill, training), keep the plain product. A vocab-sized
-head is another case: neither form spreads it, but padding 2-15 rows to 16 does (576 x
-49,152: 13.0-13.9 ms for 3 rows, 11.7-12.3 padded; docs/perf.md, session 7).
+as (W @ x.T).T is split over the cores for up to 3 rows (docs/perf.md, session 6); from 4
+rows on it is slower than the plain product for the larger layers (session 10: a 30-layer
+forward of 4 tokens 102 -> 78 ms with the plain product from 4 rows, 5 tokens 119 -> 82, 8
+tokens 117 -> 90, 3 tokens 57 either way). GPUs, and inputs of more rows, keep the plain
+product. A vocab-sized head is another case: neither form spreads it, but padding 2-15 rows
+to 16 does (576 x 49,152: 13.0-13.9 ms for 3 rows, 11.7-12.3 padded; docs/perf.md, session 7).
 """
 
 import copy
@@ -16,7 +18,7 @@ import mlx.nn as nn
 
 from .device import on_gpu
 
-FEW_ROWS = 8  # up to here (W @ x.T).T is faster; at 16 rows both cost the same
+FEW_ROWS = 3  # up to here (W @ x.T).T is faster
 HEAD_ROWS = 16  # vocab heads over 2-15 rows are padded to this many on CPUs
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from redrafter_mlx.beam_search import beam_search
 from redrafter_mlx.decode import prefill
+from redrafter_mlx.llm import attention
 from redrafter_mlx.rope import inverse_frequencies
 import reference
 from tiny import tiny_drafter, tiny_model
@@ -39,6 +40,29 @@ def test_llm_prefill_then_steps_match_reference(kind, overrides, fuse):
     ours = np.concatenate(ours)
     np.testing.assert_allclose(ours, hidden_ref, atol=2e-4, rtol=1e-3)
     np.testing.assert_allclose(np.array(model.logits(mx.array(ours))), logits_ref, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (4, 4), (6, 1)])
+@pytest.mark.parametrize("length", [1, 3, 4, 6])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_matches_reference(heads, kv_heads, length, masked):
+    """Up to FEW_QUERIES new tokens take the grouped CPU path, more the fused op; both must
+    equal float64 attention with each query head reading its KV head (heads // kv_heads per group)."""
+    rng = np.random.default_rng(heads * 100 + length)
+    q, k, v = (rng.standard_normal(shape) for shape in [(2, heads, length, 8), (2, kv_heads, 20, 8),
+                                                        (2, kv_heads, 20, 8)])
+    mask = rng.random((2, 1, length, 20)) < 0.6 if masked else None
+    if masked:
+        mask[..., 0] = True  # every query sees a key
+    ours = attention(*(mx.array(a, dtype=mx.float32) for a in (q, k, v)), 0.3,
+                     None if mask is None else mx.array(mask))
+    group = heads // kv_heads
+    scores = np.einsum("bhtd,bhsd->bhts", q, np.repeat(k, group, axis=1)) * 0.3
+    if masked:
+        scores = np.where(mask, scores, -np.inf)
+    weights = np.exp(reference.log_softmax(scores))
+    expected = np.einsum("bhts,bhsd->bhtd", weights, np.repeat(v, group, axis=1))
+    np.testing.assert_allclose(np.array(ours), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_llama3_scaling_all_three_regimes():
