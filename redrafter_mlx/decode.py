@@ -180,10 +180,9 @@ def redrafter_step(model: Model, drafter: Drafter, width: int, length: int, para
     tokens (W, L) and log q (W, L-1, V), and the cache's arrays per layer, which come back
     written."""
     draft_beams = draft_fn(params)
-    taps = tuple(drafter.config.context_layers)
 
     def step(tokens, positions, mask, offset, index, beams, draft_log_probs, keys, values):
-        hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, taps)
+        hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, drafter.taps)
         accepted = accept(model, hidden, index, beams, draft_log_probs, params)
         context = hidden[index[accepted.beam, accepted.count]][None]
         draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], width, length)
@@ -233,7 +232,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     cache = model.new_cache(step=max(256, 4 * pad_to), fixed_shapes=fixed_shapes)  # room for ~4 trees
     step = redrafter_step(model, drafter, beam_width, beam_length, params, compiled=fixed_shapes)
     start = time.perf_counter()
-    context = prefill(model, cache, prompt, taps=tuple(drafter.config.context_layers))
+    context = prefill(model, cache, prompt, taps=drafter.taps)
     token = sample(model.logits(context), params)
     draft = draft_fn(params)(drafter, model.embed, context, token, beam_width, beam_length)
     mx.eval(draft.beams)

@@ -72,6 +72,11 @@ class Drafter(nn.Module):
         self._token_ids = token_ids
 
     @property
+    def taps(self) -> tuple:
+        """The target layers whose outputs this drafter reads besides the last (Model.forward's taps)."""
+        return tuple(self.config.context_layers)
+
+    @property
     def draft_vocab_size(self) -> int:
         return self.config.vocab_size if self._token_ids is None else self._token_ids.shape[0]
 

@@ -122,7 +122,7 @@ def evaluate(model, drafter, batches, steps):
     correct, total = np.zeros(steps), np.zeros(steps)
     for tokens, mask in batches:
         tokens, mask = mx.array(tokens), mx.array(mask)
-        hidden, embeddings = target_features(model, tokens, tuple(drafter.config.context_layers))
+        hidden, embeddings = target_features(model, tokens, drafter.taps)
         _, _, accuracy, count = drafter_loss(drafter, hidden, embeddings, tokens, mask, steps)
         correct[:len(count)] += np.array(accuracy * count)
         total[:len(count)] += np.array(count)
@@ -177,7 +177,7 @@ def fit(args):
     loss_and_grad = nn.value_and_grad(drafter, loss_fn)
 
     def train_step(tokens, mask):
-        hidden, embeddings = target_features(model, tokens, tuple(drafter.config.context_layers))
+        hidden, embeddings = target_features(model, tokens, drafter.taps)
         next_probs = target_next_probs(model, hidden, drafter) if args.distill else None
         loss, grads = loss_and_grad(hidden, embeddings, tokens, mask, next_probs)
         grads, _ = optim.clip_grad_norm(grads, 1.0)

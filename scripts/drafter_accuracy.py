@@ -26,7 +26,7 @@ from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
 def chains(model, drafter, sequence: list, prompt_length: int, steps: int) -> np.ndarray:
     """Chain length (0..steps) at each answer position t (from the last prompt token on)."""
     tokens = mx.array(sequence)[None]
-    hidden, embeddings = target_features(model, tokens, tuple(drafter.config.context_layers))
+    hidden, embeddings = target_features(model, tokens, drafter.taps)
     targets = np.array(drafter.index_of(tokens))[0]
     hits = np.zeros((steps, len(sequence)), dtype=bool)  # hits[i, t]: step i from t is right
     for i, logits in step_logits(drafter, hidden, embeddings, steps):
