@@ -161,17 +161,21 @@ def test_target_next_probs_over_the_draft_vocabulary():
                                rtol=1e-4, atol=1e-6)
 
 
-def test_distilled_training_on_float16_features_learns(tmp_path):
-    model_dir, data, _, _ = self_distilled_data(tmp_path, seed=2, num_prompts=128, new_tokens=16)
-    out = tmp_path / "drafter"
+def fit_and_check_it_learns(model_dir, data, out, *options):
+    """4 epochs of `fit` with `options`: the training loss falls and held-out accuracy rises."""
     train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "4",
-                "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "2", "--eval-fraction", "0.1",
-                "--distill", "0.5", "--dtype", "float16"])
+                "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "2", "--eval-fraction", "0.1", *options])
     log = json.loads((out / "training.json").read_text())["log"]
     losses = [entry["loss"] for entry in log if "loss" in entry]
     accuracy = [entry["held_out_top1_per_step"] for entry in log if "epoch" in entry]
     assert losses[-1] < 0.8 * losses[0], losses
     assert accuracy[-1][0] > accuracy[0][0], accuracy
+
+
+def test_distilled_training_on_float16_features_learns(tmp_path):
+    model_dir, data, _, _ = self_distilled_data(tmp_path, seed=2, num_prompts=128, new_tokens=16)
+    out = tmp_path / "drafter"
+    fit_and_check_it_learns(model_dir, data, out, "--distill", "0.5", "--dtype", "float16")
     with pytest.raises(SystemExit):
         train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--distill", "1.5"])
 
@@ -310,14 +314,7 @@ def test_fit_goes_on_from_a_trained_drafter(tmp_path):
 def test_drafter_reading_context_layers_trains_saves_and_decodes(tmp_path, capsys):
     model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=3, num_prompts=128, new_tokens=16)
     out = tmp_path / "drafter"
-    train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "4",
-                "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "2", "--eval-fraction", "0.1",
-                "--context-layers", "0", "--save-dtype", "float32"])
-    log = json.loads((out / "training.json").read_text())["log"]
-    losses = [entry["loss"] for entry in log if "loss" in entry]
-    accuracy = [entry["held_out_top1_per_step"] for entry in log if "epoch" in entry]
-    assert losses[-1] < 0.8 * losses[0], losses
-    assert accuracy[-1][0] > accuracy[0][0], accuracy
+    fit_and_check_it_learns(model_dir, data, out, "--context-layers", "0", "--save-dtype", "float32")
     assert json.loads((out / "config.json").read_text())["context_layers"] == [0]
     assert mx.load(str(out / "model.safetensors"))["input_proj.weight"].shape == (64, 96)  # (2H, 2H + H)
     loaded = load_model(model_dir)
