@@ -84,11 +84,11 @@ def new_drafter(model, args, token_ids) -> Drafter:
     head then holds only the rows of."""
     hidden = model.config.hidden_size
     size = 0 if token_ids is None else token_ids.shape[0]
-    config = DrafterConfig(hidden_size=hidden, vocab_size=model.config.vocab_size,
-                           exit_dim=hidden if args.head == "target" else 2 * hidden,
-                           num_draft_layers=args.layers, rnn=True, head=args.head, draft_vocab_size=size,
-                           head_rows=size if args.head == "own" else 0, context_layers=args.context_layers)
-    config = DrafterConfig.from_dict(config.to_dict())  # validated
+    config = DrafterConfig.from_dict(dict(  # from_dict: validated as a loaded config is
+        hidden_size=hidden, vocab_size=model.config.vocab_size,
+        exit_dim=hidden if args.head == "target" else 2 * hidden, num_draft_layers=args.layers, rnn=True,
+        head=args.head, draft_vocab_size=size, head_rows=size if args.head == "own" else 0,
+        context_layers=args.context_layers))
     config.check_matches(model.config)
     drafter = Drafter(config)
     drafter.bind_target(model)
