@@ -18,6 +18,7 @@ from .device import on_gpu
 from .drafter import Drafter
 from .kv_cache import KVCache, Slots
 from .llm import Model
+from .lookup import with_lookup_beam
 from .sampled_drafts import sample_drafts
 from .sampling import SamplingParams, sample, target_log_probs
 from .stats import Stats
@@ -26,6 +27,7 @@ from .tree import build_tree
 PREFILL_CHUNK = 512
 PREFILL_BUCKET = 64  # prompt chunks are padded to multiples of this on GPUs
 MAX_COMPILED_STEPS = 8
+LOOKUP_MIN_MATCH = 2  # lookup.py; best measured on this CPU and the H100 (docs/perf.md, session 11)
 _compiled_steps = {}  # (id(model), [id(drafter), width, length,] params) -> compiled step
 
 
@@ -213,7 +215,8 @@ def compile_once(step, key):
 
 def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_tokens: int,
                        beam_width: int, beam_length: int, eos_ids=(), stats: Stats = None,
-                       fixed_shapes: bool = None, params: SamplingParams = SamplingParams()) -> Iterator[List[int]]:
+                       fixed_shapes: bool = None, params: SamplingParams = SamplingParams(),
+                       lookup: int = None) -> Iterator[List[int]]:
     """ReDrafter decoding; yields the tokens accepted at each step (1..beam_length).
 
     Greedy (params.temp == 0): beam search, output identical to greedy AR. Sampling: W
@@ -221,14 +224,20 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     fixed_shapes: verify a fixed W*L tokens over the cache's whole capacity, in one compiled
     step (default on GPUs, where shape changes cost more than the padding, and at width 1,
     whose tree is always L tokens; off for wider trees on CPUs, where each verified token
-    costs time)."""
+    costs time). lookup: greedy only, add a beam copied from earlier in the text where its
+    last `lookup` or more tokens occur before (lookup.py; 0: never; default LOOKUP_MIN_MATCH)."""
     _check_prompt(prompt, max_tokens)
     check_beam_shape(beam_width, beam_length, drafter.draft_vocab_size)
     stats = stats or Stats()
     stats.draft_length = beam_length - 1
     if fixed_shapes is None:
         fixed_shapes = on_gpu() or beam_width == 1
-    pad_to = beam_width * beam_length if fixed_shapes else 0
+    lookup = LOOKUP_MIN_MATCH if lookup is None else lookup
+    if lookup < 0:
+        raise ValueError(f"lookup (the lookup beam's minimum match) must be >= 0, got {lookup}")
+    lookup = lookup if params.greedy else 0
+    padded_beams = beam_width + (lookup > 0 and on_gpu())  # CPUs verify the lookup beam only where it differs
+    pad_to = padded_beams * beam_length if fixed_shapes else 0
     cache = model.new_cache(step=max(256, 4 * pad_to), fixed_shapes=fixed_shapes)  # room for ~4 trees
     step = redrafter_step(model, drafter, beam_width, beam_length, params, compiled=fixed_shapes)
     start = time.perf_counter()
@@ -237,10 +246,13 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     draft = draft_fn(params)(drafter, model.embed, context, token, beam_width, beam_length)
     mx.eval(draft.beams)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
+    text = list(prompt)  # what the lookup beam searches
     start = time.perf_counter()
     while True:
         stats.start_phase()
         beams = np.array(draft.beams[0])
+        if lookup:
+            beams = with_lookup_beam(beams, text, lookup)
         tree = build_tree(beams)
         written = max(pad_to, len(tree.tokens))
         inputs = tree_inputs(cache, tree, written)
@@ -252,9 +264,12 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         best, count = accepted.beam.item(), accepted.count.item()
         cache.commit(tree.index[best, :count + 1], written)  # its copies, if any, run in the next step
         stats.end_phase("commit", *cache.state())
-        chunk = _finish(beams[best, :count + 1].tolist(), stats.generated_tokens, max_tokens, eos_ids)
+        accepted_tokens = beams[best, :count + 1].tolist()
+        text += accepted_tokens
+        chunk = _finish(accepted_tokens, stats.generated_tokens, max_tokens, eos_ids)
         stats.steps += 1
         stats.accepted_histogram[count] += 1
+        stats.lookup_steps += best == beam_width  # the lookup beam was accepted furthest
         stats.generated_tokens += len(chunk)
         stats.generation_time = time.perf_counter() - start
         yield chunk

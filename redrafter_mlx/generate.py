@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
     p.add_argument("--beam-width", type=int, default=1, help="beams (default: best measured on CPU, docs/perf.md)")
     p.add_argument("--beam-length", type=int, default=3, help="tokens per beam: the LLM's own + L-1 drafts")
+    p.add_argument("--lookup", type=int, help="greedy only: also verify a beam copied from earlier in the text "
+                   "where its last N or more tokens occur before (0: off; default: 2)")
     p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (0: all; "
                    "default: the drafter's config)")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
@@ -68,7 +70,7 @@ def stream(args, model, drafter, tokenizer, prompt_tokens, params) -> str:
         chunks = generate_ar(model, prompt_tokens, args.max_tokens, params, eos, stats)
     else:
         chunks = generate_redrafter(model, drafter, prompt_tokens, args.max_tokens, args.beam_width,
-                                    args.beam_length, eos, stats, params=params)
+                                    args.beam_length, eos, stats, params=params, lookup=args.lookup)
     detokenizer = tokenizer.detokenizer
     for _ in detokenize(chunks, detokenizer, eos):
         print(detokenizer.last_segment, end="", flush=True)

@@ -21,6 +21,7 @@ class Stats:
     accepted_histogram: Counter = field(default_factory=Counter)  # drafts accepted per step
     phase_time: Counter = field(default_factory=Counter)  # seconds: draft, verify, accept, commit
     draft_length: int = 0  # L - 1, drafted tokens per beam
+    lookup_steps: int = 0  # steps whose lookup beam (lookup.py) was accepted furthest
     _mark: float = 0.0
 
     def start_phase(self):
@@ -65,6 +66,8 @@ class Stats:
             hist = " ".join(f"{n}:{self.accepted_histogram[n]}" for n in range(self.draft_length + 1))
             lines.append(f"Steps: {self.steps}, {self.tokens_per_step:.2f} tokens/step, "
                          f"acceptance {self.acceptance:.1%} (accepted drafts per step {hist})")
+        if self.lookup_steps:
+            lines.append(f"Lookup beam accepted furthest in {self.lookup_steps} steps")
         if self.phase_time:
             lines.append("Time: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in self.phase_time.items()))
         lines.append(f"Peak memory: {mx.get_peak_memory() / 1e9:.3f} GB")

@@ -92,6 +92,7 @@ def test_prompt_from_stdin(dirs):
     ("no_drafter", "needs --drafter"),
     ("bad_top_p", "--top-p must be in (0, 1]"),
     ("bad_beam", "--beam must be 'auto' or WIDTHxLENGTH"),
+    ("bad_lookup", "minimum match) must be >= 0, got -1"),
 ])
 def test_bad_input_gives_one_error_line(dirs, case, fragment):
     model, drafter = dirs["model"], dirs["drafter"]
@@ -107,6 +108,7 @@ def test_bad_input_gives_one_error_line(dirs, case, fragment):
         "no_drafter": ["--model", model],
         "bad_top_p": ["--model", model, "--mode", "ar", "--temp", "1", "--top-p", "0"],
         "bad_beam": ["--model", model, "--drafter", drafter, "--beam", "2x"],
+        "bad_lookup": ["--model", model, "--drafter", drafter, "--lookup", "-1"],
     }[case]
     out = cli(*args, *base)
     assert out.returncode == 2

@@ -1,0 +1,87 @@
+"""The lookup beam (lookup.py): what it proposes, that greedy output stays AR's, that it helps."""
+
+import numpy as np
+import pytest
+
+from redrafter_mlx import decode
+from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.lookup import lookup_beam, with_lookup_beam
+from redrafter_mlx.sampling import SamplingParams
+from redrafter_mlx.stats import Stats
+from tiny import tiny_drafter, tiny_model
+
+
+def test_lookup_copies_what_followed_the_latest_occurrence():
+    text = np.array([7, 1, 2, 3, 4, 5, 1, 2, 3, 8, 9, 0, 2, 3])
+    assert lookup_beam(text, 3, 1).tolist() == [3, 8, 9]  # the suffix [2, 3] last occurred at 7
+    assert lookup_beam(text, 4, 1).tolist() == [3, 8, 9, 0]
+
+
+def test_lookup_prefers_the_longest_suffix():
+    text = np.array([5, 6, 1, 2, 9, 4, 6, 1, 2, 8, 8, 5, 6, 1, 2])
+    # [6, 1, 2] last occurred at 6 (then 8, 8); the longer [5, 6, 1, 2] at 0 (then 9, 4) wins
+    assert lookup_beam(text, 3, 1).tolist() == [2, 9, 4]
+
+
+def test_lookup_needs_min_match_and_room_for_the_beam():
+    text = np.array([1, 2, 3, 9, 9, 2, 3])
+    assert lookup_beam(text, 2, 2).tolist() == [3, 9]
+    assert lookup_beam(text, 2, 3) is None  # [9, 2, 3] never occurred before
+    assert lookup_beam(np.array([1, 2, 1]), 4, 1) is None  # [1] at 0 has two tokens after it, not three
+    assert lookup_beam(np.array([1, 2, 1]), 3, 1).tolist() == [1, 2, 1]  # a repeat runs into the suffix
+    assert lookup_beam(np.array([1, 2, 1]), 2, 1).tolist() == [1, 2]
+    assert lookup_beam(np.array([4]), 2, 1) is None
+
+
+def test_with_lookup_beam_appends_the_copy_or_beam_zero():
+    beams = np.array([[3, 5, 6], [3, 5, 7]], dtype=np.int32)
+    found = with_lookup_beam(beams, [3, 8, 9, 1], 1)  # the text then the LLM's next token 3
+    assert found.tolist() == [[3, 5, 6], [3, 5, 7], [3, 8, 9]] and found.dtype == np.int32
+    assert with_lookup_beam(beams, [1, 2], 1).tolist() == [[3, 5, 6], [3, 5, 7], [3, 5, 6]]
+
+
+@pytest.mark.parametrize("min_match", [1, 2, 4])
+@pytest.mark.parametrize("width,length,fixed_shapes,gpu", [(1, 3, None, False), (3, 4, None, False),
+                                                           (3, 4, True, False), (2, 5, None, True)])
+def test_greedy_parity_with_lookup(min_match, width, length, fixed_shapes, gpu, monkeypatch):
+    """gpu: the lookup beam padded into the fixed tree, as on GPUs."""
+    monkeypatch.setattr(decode, "on_gpu", lambda: gpu)
+    for seed in range(3):
+        model = tiny_model(seed, "llama", vocab=10)
+        drafter = tiny_drafter(model, seed + 20)
+        prompt = [(4 * i + seed) % 10 for i in range(13)]
+        ar = sum(generate_ar(model, prompt, 40), [])
+        rd = sum(generate_redrafter(model, drafter, prompt, 40, width, length, fixed_shapes=fixed_shapes,
+                                    lookup=min_match), [])
+        assert rd == ar
+
+
+def test_lookup_beam_accepts_the_repeats_the_drafter_misses():
+    """Greedy output of small random models repeats itself now and then, which the lookup
+    beam copies: fewer steps than with the same drafter alone, the lookup beam chosen in some."""
+    steps, lookup_steps = {0: 0, 2: 0}, 0
+    for seed in range(4):
+        model = tiny_model(seed, "llama", vocab=24)
+        drafter = tiny_drafter(model, seed + 60)
+        ar = sum(generate_ar(model, [1, 2, 3], 60), [])
+        for min_match in steps:
+            stats = Stats()
+            assert sum(generate_redrafter(model, drafter, [1, 2, 3], 60, 1, 4, stats=stats, lookup=min_match), []) == ar
+            steps[min_match] += stats.steps
+            lookup_steps += stats.lookup_steps
+    assert steps[2] < 0.9 * steps[0], steps  # measured: 235 -> 188
+    assert lookup_steps >= 10  # measured: 19
+
+
+def test_sampling_does_not_use_the_lookup_beam():
+    model = tiny_model(1, "llama", vocab=8)
+    stats = Stats()
+    sum(generate_redrafter(model, tiny_drafter(model, 2), [1, 2, 1, 2], 30, 2, 3, stats=stats,
+                           params=SamplingParams(temp=1.0), lookup=1), [])
+    assert stats.steps > 0 and stats.lookup_steps == 0
+
+
+def test_negative_lookup_is_rejected():
+    model = tiny_model(1, "llama", vocab=8)
+    with pytest.raises(ValueError, match="lookup"):
+        next(generate_redrafter(model, tiny_drafter(model, 2), [1, 2], 5, 1, 3, lookup=-1))
