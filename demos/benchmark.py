@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--widths", default="1,2,4", help="beam widths, comma separated")
     p.add_argument("--lengths", default="2,3,4,5", help="beam lengths, comma separated")
+    p.add_argument("--lookup", help="min matches of the lookup beam to time, comma separated, each shape "
+                   "once per value, named _lookupN (0: no lookup beam; default: the decoder's per device)")
     p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (default: drafter's)")
     p.add_argument("--temp", type=float, default=0.0, help="0: greedy (outputs checked against AR)")
     p.add_argument("--dtype", choices=sorted(DTYPES))
@@ -91,8 +93,10 @@ def make_runners(args, model, drafter, eos, params):
         runners["mlx_lm_speculative"] = (lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1)
     for w in args.widths:
         for n in args.lengths:
-            runners[f"redrafter_{w}x{n}"] = (lambda p, s, w=w, n=n: generate_redrafter(
-                model, drafter, p, args.max_tokens, w, n, eos, s, params=params), w, n)
+            for k in args.lookup:
+                name = f"redrafter_{w}x{n}" + ("" if k is None else f"_lookup{k}")
+                runners[name] = (lambda p, s, w=w, n=n, k=k: generate_redrafter(
+                    model, drafter, p, args.max_tokens, w, n, eos, s, params=params, lookup=k), w, n)
     return runners
 
 
@@ -170,6 +174,7 @@ def run(args):
     if args.quick:
         args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
     args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
+    args.lookup = parse_ints(args.lookup, "lookup") if args.lookup else [None]
     if args.model is None:
         args.model = str(default_model.ensure_default_model())
         args.drafter = args.drafter or str(default_model.DRAFTER)

@@ -37,10 +37,11 @@ fit)  # NAME, DATADIRS (space separated), HEAD (own|target), LAYERS, EPOCHS, DIS
     --distill ${DISTILL:-0} --batch-tokens 16384 --log-every 100 --checkpoint-every ${CKPT:-100000} \
     --lr ${LR:-1e-3} ${INIT:+--init $DRAFTERS/$INIT} ${RESUME:+--resume} ${CONTEXT_LAYERS:+--context-layers $CONTEXT_LAYERS} 2>&1 | tee -a $RES/fit_$NAME.log | grep -v '"loss"' || true
   if [ -d $DRAFTERS/$NAME ]; then mkdir -p $RES/$NAME && cp $DRAFTERS/$NAME/* $RES/$NAME/; fi ;;
-bench)  # DRAFTER (a name in $DRAFTERS), 80 MT-Bench prompts, a grid of beam shapes; partial results kept
+bench)  # DRAFTER (a name in $DRAFTERS), 80 MT-Bench prompts, a grid of beam shapes (LOOKUP: min matches
+        # of the lookup beam to time, e.g. 0,1); partial results kept
   timeout ${BENCH_SECONDS:-420} python3 -m demos.benchmark --model $Q4 --drafter $DRAFTERS/${DRAFTER:-own} \
     --prompts .dev/mtbench.jsonl --num-prompts ${PROMPTS:-80} --max-tokens ${TOKENS:-64} \
-    --widths ${WIDTHS:-1,4,16} --lengths ${LENGTHS:-4,5} --out-dir $RES/bench_${DRAFTER:-own}${TAG:-} 2>&1 \
+    --widths ${WIDTHS:-1,4,16} --lengths ${LENGTHS:-4,5} ${LOOKUP:+--lookup $LOOKUP} --out-dir $RES/bench_${DRAFTER:-own}${TAG:-} 2>&1 \
     | grep -v "prompt .* done" | tail -14 || true ;;
 profile)  # per-phase times of ReDrafter at BEAM against AR (scripts/profile_phases.py)
   python3 scripts/profile_phases.py $Q4 $DRAFTERS/${DRAFTER:-own} ${BEAM:-4x4} 2>&1 | tee $RES/profile_${DRAFTER:-own}.txt ;;
