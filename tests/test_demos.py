@@ -54,8 +54,18 @@ def test_benchmark_quick_writes_csv_json_and_plots(dirs):
     assert json.loads((out / "results.json").read_text())["rows"][0]["method"] == "ar"
 
 
+def test_benchmark_times_each_shape_per_lookup(dirs):
+    out = dirs["root"] / "bench_lookup"
+    rows = benchmark.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]), "--prompts",
+                           str(dirs["prompts"]), "--quick", "--no-mlx-lm", "--lookup", "0,2", "--out-dir", str(out)])
+    assert {r["method"] for r in rows} == {"ar"} | {f"redrafter_{w}x{n}_lookup{k}" for w in (1, 2) for n in (2, 3)
+                                                   for k in (0, 2)}
+    assert all(r["outputs_differing_from_ar"] == 0 for r in rows)
+
+
 @pytest.mark.parametrize("extra,fragment", [(["--widths", "1,x"], "--widths must be comma-separated"),
-                                            (["--prompts", "nope.jsonl"], "no prompt set 'nope.jsonl'")])
+                                            (["--prompts", "nope.jsonl"], "no prompt set 'nope.jsonl'"),
+                                            (["--lookup", "-1"], "must be >= 0, got -1")])
 def test_benchmark_bad_input_is_one_error_line(dirs, extra, fragment):
     out = subprocess.run([sys.executable, "-m", "demos.benchmark", "--model", str(dirs["model"]), "--drafter",
                           str(dirs["drafter"]), "--prompts", str(dirs["prompts"]), "--max-tokens", "2", *extra],
