@@ -7,7 +7,11 @@ The target answers each prompt greedily; then, at every answer position t, the d
 reads h_t and the true tokens t+1.. and we count its consecutive correct predictions of
 t+2, t+3, ... (its chain). P(chain >= k) is the chance that one beam gets k drafts accepted
 when a decoding step starts at t, so 1 + E[min(chain, L-1)] predicts tokens per step at
-beam width 1 and length L (docs/perf.md compares it with decoding)."""
+beam width 1 and length L (docs/perf.md compares it with decoding).
+
+--lookup also counts, for each minimum match m = 1..4, the chain of the lookup beam
+(redrafter_mlx/lookup.py) at every position and predicts tokens per step at 1xL with it
+(the longer of the two chains)."""
 
 import argparse
 
@@ -18,9 +22,11 @@ import numpy as np
 from demos.prompts import load_prompts
 from redrafter_mlx import default_model
 from redrafter_mlx.decode import generate_ar
+from redrafter_mlx.draft_vocab import read_ranked
 from redrafter_mlx.drafter_loss import step_logits, target_features
 from redrafter_mlx.generate import encode
 from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
+from redrafter_mlx.lookup import MAX_MATCH, lookup_beam
 
 
 def chains(model, drafter, sequence: list, prompt_length: int, steps: int) -> np.ndarray:
@@ -36,6 +42,43 @@ def chains(model, drafter, sequence: list, prompt_length: int, steps: int) -> np
     return runs[prompt_length - 1:len(sequence) - 2]
 
 
+def lookup_chains(sequence: list, prompt_length: int, steps: int, min_match: int) -> np.ndarray:
+    """The lookup beam's chain length (0..steps) at each answer position t, as `chains`
+    (-1 where it proposes nothing): it reads the text up to token t+1."""
+    text = np.array(sequence)
+    found = []
+    for t in range(prompt_length - 1, len(sequence) - 2):
+        beam = lookup_beam(text[:t + 2], steps + 1, min_match)
+        if beam is None:
+            found.append(-1)
+            continue
+        truth = text[t + 2:t + 2 + steps]  # shorter at the end of the answer, as in `chains`
+        found.append(int(np.cumprod(beam[1:1 + len(truth)] == truth).sum()))
+    return np.array(found)
+
+
+def report_outside(answers: np.ndarray, drafter, ranked: list):
+    """The share of answer tokens outside the draft vocabulary, and outside larger ones of
+    the same ranking (draft_vocab.json)."""
+    print(f"answer tokens outside the draft vocabulary ({drafter.draft_vocab_size}): "
+          f"{(np.array(drafter.index_of(mx.array(answers))) < 0).mean():.3f}", end="")
+    for size in (8192, 16384):
+        if size <= len(ranked):
+            print(f"; outside the {size} most frequent: {(~np.isin(answers, ranked[:size])).mean():.3f}", end="")
+    print()
+
+
+def report_lookup(runs: np.ndarray, lookups: dict, steps: int):
+    for min_match, found in lookups.items():
+        proposed = found >= 0
+        either = np.maximum(runs, found)
+        predicted = " ".join(f"{1 + np.minimum(either, length - 1).mean():.3f}" for length in range(2, steps + 2))
+        print(f"lookup, min match {min_match}: proposes at {proposed.mean():.3f} of positions, right first there "
+              f"{(found[proposed] >= 1).mean():.3f} (drafter {(runs[proposed] >= 1).mean():.3f}); "
+              f"P(either chain >= 1) {(either >= 1).mean():.3f}; predicted tokens/step at 1x2..1x{steps + 1}: "
+              f"{predicted}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="MLX model directory (default: the default model)")
@@ -44,22 +87,30 @@ def main(argv=None):
     p.add_argument("--num-prompts", type=int, default=80)
     p.add_argument("--max-tokens", type=int, default=40)
     p.add_argument("--steps", type=int, default=3, help="drafting steps counted (L - 1)")
+    p.add_argument("--lookup", action="store_true", help="also the lookup beam's chains")
     args = p.parse_args(argv)
     model_dir = args.model or str(default_model.ensure_default_model())
     model = load_model(model_dir)
-    drafter = load_drafter(args.drafter or str(default_model.DRAFTER), model)
+    drafter_dir = args.drafter or str(default_model.DRAFTER)
+    drafter = load_drafter(drafter_dir, model)
     tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
-    found = []
+    found, outside, lookups = [], [], {m: [] for m in range(1, MAX_MATCH + 1)}
     for question in load_prompts(args.prompts)[:args.num_prompts]:
         prompt = encode(tokenizer, [{"role": "user", "content": question}], use_template=True)
         answer = sum(generate_ar(model, prompt, args.max_tokens, eos_ids=eos), [])
         found.append(chains(model, drafter, prompt + answer, len(prompt), args.steps))
+        outside.append(answer)
+        for min_match in lookups if args.lookup else ():
+            lookups[min_match].append(lookup_chains(prompt + answer, len(prompt), args.steps, min_match))
     runs = np.concatenate(found)
     at_least = [f"{(runs >= k).mean():.3f}" for k in range(1, args.steps + 1)]
     print(f"{len(runs)} positions; P(chain >= 1..{args.steps}): {' '.join(at_least)}")
+    report_outside(np.concatenate(outside), drafter, read_ranked(drafter_dir))
     for length in range(2, args.steps + 2):
         print(f"predicted tokens/step at 1x{length}: {1 + np.minimum(runs, length - 1).mean():.3f}")
+    if args.lookup:
+        report_lookup(runs, {m: np.concatenate(c) for m, c in lookups.items()}, args.steps)
 
 
 if __name__ == "__main__":

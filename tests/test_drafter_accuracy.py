@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
@@ -30,7 +31,12 @@ def test_chains_replay_the_accepted_counts_of_width_one_decoding(context_layers)
     prompt = [3, 1, 4, 1, 5]
     answer = sum(generate_ar(model, prompt, 140), [])
     runs = chains(model, drafter, prompt + answer, len(prompt), steps=3)
-    chunks = list(generate_redrafter(model, drafter, prompt, 120, 1, 4))
+    chunks = list(generate_redrafter(model, drafter, prompt, 120, 1, 4, lookup=0))
+    assert_replayed(runs, chunks, answer)
+
+
+def assert_replayed(runs, chunks, answer):
+    """Each step accepts min(chain at its start, L-1 = 3) drafts; the step after starts just after them."""
     assert sum(chunks, []) == answer[:120]
     replayed, position = [], 0
     while position < 120:
@@ -39,3 +45,19 @@ def test_chains_replay_the_accepted_counts_of_width_one_decoding(context_layers)
         position += accepted + 1
     assert replayed[:-1] == [len(chunk) - 1 for chunk in chunks[:-1]]  # the last chunk may be cut at 120
     assert sum(replayed) >= 5  # enough drafts accepted for the comparison to mean something
+
+
+@pytest.mark.parametrize("min_match", [1, 2, 3])
+def test_lookup_chains_replay_decoding_with_the_lookup_beam(min_match):
+    """With the lookup beam a width-one step accepts the longer of the drafter's and the
+    lookup beam's chains; and the lookup beam must win some steps."""
+    script = load_script()
+    model = tiny_model(3, vocab=8)
+    drafter = tiny_drafter(model, 7, head="own")
+    prompt = [3, 1, 4, 1, 5]
+    answer = sum(generate_ar(model, prompt, 140), [])
+    runs = script.chains(model, drafter, prompt + answer, len(prompt), steps=3)
+    found = script.lookup_chains(prompt + answer, len(prompt), 3, min_match)
+    chunks = list(generate_redrafter(model, drafter, prompt, 120, 1, 4, lookup=min_match))
+    assert_replayed(np.maximum(runs, found), chunks, answer)
+    assert (found > runs).sum() >= 5
