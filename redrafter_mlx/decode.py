@@ -1,9 +1,9 @@
 """Decode loops: auto-regressive baseline and ReDrafter (draft, tree-verify, accept, commit).
 
-Each ReDrafter step packs the beams into a tree on the host, then runs one function of
-arrays (`redrafter_step`: verify, accept, next draft; compiled where shapes are fixed) and
-ends in exactly one `mx.eval`, so the host learns the accepted tokens and the next beams in
-the same sync.
+Each ReDrafter step packs the beams (greedy: plus the lookup beam, lookup.py) into a tree
+on the host, then runs one function of arrays (`redrafter_step`: verify, accept, next
+draft; compiled where shapes are fixed) and ends in exactly one `mx.eval`, so the host
+learns the accepted tokens and the next beams in the same sync.
 """
 
 import time
