@@ -27,6 +27,7 @@ from .tree import build_tree
 PREFILL_CHUNK = 512
 PREFILL_BUCKET = 64  # prompt chunks are padded to multiples of this on GPUs
 MAX_COMPILED_STEPS = 8
+CACHE_STEP = 256  # the cache grows by multiples of this: on GPUs each capacity compiles its own kernels
 LOOKUP_MIN_MATCH = 2  # lookup.py; best measured on this CPU and the H100 (docs/perf.md, session 11)
 _compiled_steps = {}  # (id(model), [id(drafter), width, length,] params) -> compiled step
 
@@ -238,7 +239,8 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     lookup = lookup if params.greedy else 0
     padded_beams = beam_width + (lookup > 0 and on_gpu())  # CPUs verify the lookup beam only where it differs
     pad_to = padded_beams * beam_length if fixed_shapes else 0
-    cache = model.new_cache(step=max(256, 4 * pad_to), fixed_shapes=fixed_shapes)  # room for ~4 trees
+    slots = CACHE_STEP * max(1, -(-4 * pad_to // CACHE_STEP))  # room for ~4 trees, in whole steps
+    cache = model.new_cache(step=slots, fixed_shapes=fixed_shapes)
     step = redrafter_step(model, drafter, beam_width, beam_length, params, compiled=fixed_shapes)
     start = time.perf_counter()
     context = prefill(model, cache, prompt, taps=drafter.taps)
