@@ -1,6 +1,6 @@
 """`--beam auto`: pick the beam shape by timing a few on this device, cached per device + model.
 
-The best shape depends on the hardware (width 1-3 on Apple GPUs, 8-12 for the default
+The best shape depends on the hardware (width 1-3 on Apple GPUs, 12-24 for the default
 model on an H100, short beams on CPUs), so it is measured once and remembered in
 <cache>/beam_auto.json.
 """
@@ -18,8 +18,7 @@ from .device import device_kind, device_name
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
 CANDIDATES = {"cpu": [(1, 2), (1, 3), (1, 4), (2, 3)],
-              "gpu": [(1, 4), (4, 4), (8, 4), (12, 4), (8, 5), (10, 5)]}
-# H100 best: 8x4-12x4; trees of more than 64 tokens with the lookup beam (16x4: 68) are slow there (docs/perf.md)
+              "gpu": [(1, 4), (4, 4), (8, 4), (12, 4), (16, 4), (24, 4), (8, 5)]}  # H100 best: 12x4-24x4 (docs/perf.md)
 
 
 def shape_speed(model, drafter, prompts, shape, max_tokens: int) -> float:
