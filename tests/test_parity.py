@@ -7,6 +7,7 @@ import pytest
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.kv_cache import KVCache
+from redrafter_mlx.llm import Model
 from redrafter_mlx.stats import Stats
 from tiny import set_cache_mode, tiny_drafter, tiny_model
 
@@ -122,3 +123,17 @@ def test_parity_in_gpu_mode(seed, step, monkeypatch):
     rd = sum(generate_redrafter(model, drafter, [1, 2, 3], 30, 4, 4, fixed_shapes=True), [])
     assert rd == ar
     assert (len(compactions) > 0) == (step is not None)
+
+
+def test_cache_grows_in_whole_steps(monkeypatch):
+    """The cache grows by ~4 padded trees rounded up to whole multiples of 256 slots, so that
+    every capacity is one that other shapes meet too (GPU kernels compile per capacity)."""
+    steps = []
+    new_cache = Model.new_cache
+    monkeypatch.setattr(Model, "new_cache", lambda self, batch=1, **kw: steps.append(kw["step"]) or
+                        new_cache(self, batch, **kw))
+    model = tiny_model(1, "llama", vocab=80)
+    drafter = tiny_drafter(model, 2)
+    for width, length in [(1, 3), (17, 4), (70, 4)]:
+        sum(generate_redrafter(model, drafter, [1, 2, 3], 5, width, length, fixed_shapes=True, lookup=0), [])
+    assert steps == [256, 512, 1280]
