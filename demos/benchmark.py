@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", default="1,2,4", help="beam widths, comma separated")
     p.add_argument("--lengths", default="2,3,4,5", help="beam lengths, comma separated")
     p.add_argument("--lookup", help="min matches of the lookup beam to time, comma separated, each shape "
-                   "once per value, named _lookupN (0: no lookup beam; default: the decoder's per device)")
+                   "once per value, named _lookupN (0: no lookup beam; default: the decoder's default)")
     p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (default: drafter's)")
     p.add_argument("--temp", type=float, default=0.0, help="0: greedy (outputs checked against AR)")
     p.add_argument("--dtype", choices=sorted(DTYPES))

@@ -214,6 +214,12 @@ def compile_once(step, key):
     return _compiled_steps[key]
 
 
+def tree_cache(model: Model, pad_to: int, fixed_shapes: bool) -> KVCache:
+    """A KV cache for trees padded to `pad_to` tokens: it grows by room for ~4 trees, in whole
+    multiples of CACHE_STEP slots, so its capacities are ones other shapes use too."""
+    return model.new_cache(step=CACHE_STEP * max(1, -(-4 * pad_to // CACHE_STEP)), fixed_shapes=fixed_shapes)
+
+
 def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_tokens: int,
                        beam_width: int, beam_length: int, eos_ids=(), stats: Stats = None,
                        fixed_shapes: bool = None, params: SamplingParams = SamplingParams(),
@@ -239,8 +245,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
     lookup = lookup if params.greedy else 0
     padded_beams = beam_width + (lookup > 0 and on_gpu())  # CPUs verify the lookup beam only where it differs
     pad_to = padded_beams * beam_length if fixed_shapes else 0
-    slots = CACHE_STEP * max(1, -(-4 * pad_to // CACHE_STEP))  # room for ~4 trees, in whole steps
-    cache = model.new_cache(step=slots, fixed_shapes=fixed_shapes)
+    cache = tree_cache(model, pad_to, fixed_shapes)
     step = redrafter_step(model, drafter, beam_width, beam_length, params, compiled=fixed_shapes)
     start = time.perf_counter()
     context = prefill(model, cache, prompt, taps=drafter.taps)

@@ -24,10 +24,8 @@ def lookup_beam(text: np.ndarray, length: int, min_match: int) -> Optional[np.nd
     longest suffix of min_match..MAX_MATCH tokens, or None where no suffix occurs earlier
     with length - 1 tokens after it."""
     follow = length - 1
-    for n in range(min(MAX_MATCH, len(text) - 1), min_match - 1, -1):
-        earlier = text[:len(text) - follow]  # an occurrence must leave `follow` tokens after it
-        if len(earlier) < n:
-            continue
+    earlier = text[:len(text) - follow]  # an occurrence must leave `follow` tokens after it
+    for n in range(min(MAX_MATCH, len(earlier)), min_match - 1, -1):
         windows = np.lib.stride_tricks.sliding_window_view(earlier, n)
         starts = np.flatnonzero((windows == text[-n:]).all(axis=1))
         if len(starts):

@@ -10,7 +10,7 @@ import sys
 import time
 
 from redrafter_mlx.beam_search import beam_search
-from redrafter_mlx.decode import prefill, redrafter_step, slot_inputs, tree_inputs, verify
+from redrafter_mlx.decode import prefill, redrafter_step, slot_inputs, tree_cache, tree_inputs, verify
 from redrafter_mlx.kv_cache import Slots
 from redrafter_mlx.load import load_drafter, load_model
 from redrafter_mlx.sampling import SamplingParams
@@ -34,7 +34,7 @@ def main(model_dir, drafter_dir, shape, repeats="50"):
     width, length = map(int, shape.split("x"))
     model = load_model(model_dir)
     drafter = load_drafter(drafter_dir, model)
-    cache = model.new_cache(step=max(256, 4 * width * length), fixed_shapes=True)
+    cache = tree_cache(model, width * length, fixed_shapes=True)
     context = prefill(model, cache, list(range(100, 400)))
     token = mx.argmax(model.logits(context), -1)
     draft = beam_search(drafter, model.embed, context, token, width, length)
