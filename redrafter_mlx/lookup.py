@@ -24,7 +24,7 @@ def lookup_beam(text: np.ndarray, length: int, min_match: int) -> Optional[np.nd
     longest suffix of min_match..MAX_MATCH tokens, or None where no suffix occurs earlier
     with length - 1 tokens after it."""
     follow = length - 1
-    earlier = text[:len(text) - follow]  # an occurrence must leave `follow` tokens after it
+    earlier = text[:max(0, len(text) - follow)]  # an occurrence must leave `follow` tokens after it
     for n in range(min(MAX_MATCH, len(earlier)), min_match - 1, -1):
         windows = np.lib.stride_tricks.sliding_window_view(earlier, n)
         starts = np.flatnonzero((windows == text[-n:]).all(axis=1))

@@ -31,6 +31,18 @@ def test_lookup_needs_min_match_and_room_for_the_beam():
     assert lookup_beam(np.array([1, 2, 1]), 3, 1).tolist() == [1, 2, 1]  # a repeat runs into the suffix
     assert lookup_beam(np.array([1, 2, 1]), 2, 1).tolist() == [1, 2]
     assert lookup_beam(np.array([4]), 2, 1) is None
+    assert lookup_beam(np.array([5, 5]), 4, 1) is None  # shorter than the beam: no room for 3 tokens
+
+
+@pytest.mark.parametrize("length", [3, 6])
+def test_greedy_parity_with_lookup_from_a_one_token_prompt(length):
+    """A one-token prompt that the LLM repeats: at the first step the text (2 tokens) is
+    shorter than the beam, and its last token matches the first."""
+    model = tiny_model(3, "llama", vocab=6)
+    drafter = tiny_drafter(model, 4)
+    ar = sum(generate_ar(model, [2], 20), [])
+    assert ar[0] == 2
+    assert sum(generate_redrafter(model, drafter, [2], 20, 2, length, lookup=1), []) == ar
 
 
 def test_with_lookup_beam_appends_the_copy_or_beam_zero():
