@@ -35,6 +35,16 @@ def sharegpt_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
     return list(dict.fromkeys(prompts))[:limit]
 
 
+def read_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
+    """Prompts from a ShareGPT JSON file (sharegpt_prompts) or a .jsonl file of {"prompt": text}
+    lines (at most `limit`, duplicates dropped)."""
+    if Path(path).suffix != ".jsonl":
+        return sharegpt_prompts(path, limit, all_turns)
+    with open(path, encoding="utf-8") as f:
+        prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
+    return list(dict.fromkeys(prompts))[:limit]
+
+
 def save_sequences(path, sequences: List[List[int]], prompt_lengths: List[int]):
     """Writes one shard atomically: flat tokens, offsets (N+1,), prompt lengths (N,)."""
     path = Path(path)

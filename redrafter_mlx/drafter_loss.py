@@ -22,11 +22,16 @@ def target_features(model: Model, tokens: mx.array, taps: tuple = ()):
     return mx.stop_gradient(hidden.astype(mx.float32)), mx.stop_gradient(model.embed(tokens).astype(mx.float32))
 
 
+def target_next_log_probs(model: Model, hidden: mx.array) -> mx.array:
+    """hidden (B, T, H) (or features) -> (B, T, V) float32: the target's log-probabilities of
+    the token after each position."""
+    return mx.stop_gradient(log_softmax(model.logits(hidden.astype(model.dtype))))
+
+
 def target_next_probs(model: Model, hidden: mx.array, drafter: Drafter) -> mx.array:
     """hidden (B, T, H) (or features) -> (B, T, V') float32: the target's probabilities of the token after
     each position, over the drafter's vocabulary (V'); the mass on other tokens is dropped."""
-    log_p = log_softmax(model.logits(hidden.astype(model.dtype)))
-    return mx.stop_gradient(mx.exp(drafter.from_full_vocab(log_p)))
+    return mx.exp(drafter.from_full_vocab(target_next_log_probs(model, hidden)))
 
 
 def step_logits(drafter: Drafter, hidden: mx.array, embeddings: mx.array, steps: int):

@@ -24,10 +24,10 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from .atomic import atomic_directory
 from .batch_generate import generate_batch
 from .config import DrafterConfig
-from .data import load_sequences, make_batches, save_sequences, sharegpt_prompts, split_by_prompt
+from .data import load_sequences, make_batches, read_prompts, save_sequences, split_by_prompt
 from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
-from .drafter_loss import drafter_loss, target_features, target_next_probs
+from .drafter_loss import drafter_loss, target_features, target_next_log_probs
 from .load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer, save_module
 from .sampling import SamplingParams
 
@@ -49,7 +49,7 @@ def generate_data(args):
     tokenizer = load_tokenizer(args.model, model.config.eos_ids)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prompts = sharegpt_prompts(args.prompts, args.num_prompts, args.all_turns)
+    prompts = read_prompts(args.prompts, args.num_prompts, args.all_turns)
     encoded = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
                for p in prompts]
     encoded = [e for e in encoded if len(e) <= args.max_prompt_tokens]
@@ -86,7 +86,7 @@ def new_drafter(model, args, token_ids) -> Drafter:
     size = 0 if token_ids is None else token_ids.shape[0]
     config = DrafterConfig.from_dict(dict(  # from_dict: validated as a loaded config is
         hidden_size=hidden, vocab_size=model.config.vocab_size,
-        exit_dim=hidden if args.head == "target" else 2 * hidden, num_draft_layers=args.layers, rnn=True,
+        exit_dim=hidden if args.head == "target" else args.exit_dim or 2 * hidden, num_draft_layers=args.layers, rnn=True,
         head=args.head, draft_vocab_size=size, head_rows=size if args.head == "own" else 0,
         context_layers=args.context_layers))
     config.check_matches(model.config)
@@ -152,11 +152,71 @@ def ranked_answer_tokens(sequences, vocab_size: int) -> list:
     return np.argsort(-counts, kind="stable")[:RANKED_KEPT].tolist()
 
 
-def fit(args):
+VARIANT_KEYS = {"out": str, "head": str, "layers": int, "exit_dim": int, "draft_vocab": int, "head_bits": int,
+                "distill": float, "lr": float}  # what --also may change
+
+
+def variant_args(args, text: str):
+    """A copy of args with --also's overrides, e.g. "out=d2,head=target,draft_vocab=16384"."""
+    variant = argparse.Namespace(**vars(args))
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in VARIANT_KEYS or not value:
+            raise ValueError(f"--also: expected KEY=VALUE with KEY in {', '.join(VARIANT_KEYS)}, got {item!r}")
+        try:
+            setattr(variant, key, VARIANT_KEYS[key](value))
+        except ValueError:
+            raise ValueError(f"--also: {key} must be {VARIANT_KEYS[key].__name__}, got {value!r}") from None
+    return variant
+
+
+def check_fit_args(args):
     if not 0 <= args.draft_vocab <= RANKED_KEPT:
         raise ValueError(f"--draft-vocab must be in 0..{RANKED_KEPT}, got {args.draft_vocab}")
+    if args.head not in ("own", "target"):
+        raise ValueError(f"--head must be own or target, got {args.head!r}")
+    if args.head_bits not in (0, 4, 8) or (args.head_bits and args.head != "own"):
+        raise ValueError("--head-bits (4 or 8) quantizes an own head (--head own)")
     if not 0 <= args.distill <= 1:
         raise ValueError(f"--distill must be in [0, 1], got {args.distill}")
+
+
+class Trainee:
+    """One drafter being fitted: its settings (args), optimizer, checkpoint and log."""
+
+    def __init__(self, model, args, train, total_steps: int):
+        self.args = args
+        self.drafter, self.ranked = initial_drafter(model, args, train)
+        self.optimizer = optim.AdamW(learning_rate=schedule(args, total_steps), weight_decay=0.0)
+        self.checkpoint = Path(args.out + ".checkpoint")
+        resume = args.resume and self.checkpoint.exists()
+        self.step, self.log = load_checkpoint(self.checkpoint, self.drafter, self.optimizer) if resume else (0, [])
+
+        def loss_fn(hidden, embeddings, tokens, mask, next_log_p):
+            next_probs = mx.exp(self.drafter.from_full_vocab(next_log_p)) if args.distill else None
+            return drafter_loss(self.drafter, hidden, embeddings, tokens, mask, args.draft_steps, next_probs,
+                                args.distill)[0]
+
+        self.loss_and_grad = nn.value_and_grad(self.drafter, loss_fn)
+
+    def update(self, hidden, embeddings, tokens, mask, next_log_p) -> mx.array:
+        loss, grads = self.loss_and_grad(hidden, embeddings, tokens, mask, next_log_p)
+        grads, _ = optim.clip_grad_norm(grads, 1.0)
+        self.optimizer.update(self.drafter, grads)
+        return loss
+
+    def record(self, entry: dict):
+        self.log.append(entry)
+        print(json.dumps({"out": self.args.out, **entry}), file=sys.stderr)
+
+
+def fit(args):
+    """Fits the drafter of --out and those of each --also on the same batches: the frozen
+    target's features (its costly part) are computed once per batch for all of them."""
+    variants = [args] + [variant_args(args, text) for text in args.also]
+    for variant in variants:
+        check_fit_args(variant)
     model = load_model(args.model, DTYPES[args.dtype])
     model.freeze()
     sequences = list(load_sequences(*args.data))
@@ -165,58 +225,63 @@ def fit(args):
     train, valid = split_by_prompt(sequences, args.eval_fraction)
     steps_per_epoch = sum(1 for _ in make_batches(train, args.batch_tokens, args.max_length, rng))
     total_steps = steps_per_epoch * args.epochs
-    mx.random.seed(args.seed)
-    drafter, ranked = initial_drafter(model, args, train)
-    optimizer = optim.AdamW(learning_rate=schedule(args, total_steps), weight_decay=0.0)
-    out, checkpoint = Path(args.out), Path(args.out + ".checkpoint")
-    step, log = load_checkpoint(checkpoint, drafter, optimizer) if args.resume and checkpoint.exists() else (0, [])
-
-    def loss_fn(hidden, embeddings, tokens, mask, next_probs):
-        return drafter_loss(drafter, hidden, embeddings, tokens, mask, args.draft_steps, next_probs, args.distill)[0]
-
-    loss_and_grad = nn.value_and_grad(drafter, loss_fn)
-
-    def train_step(tokens, mask):
-        hidden, embeddings = target_features(model, tokens, drafter.taps)
-        next_probs = target_next_probs(model, hidden, drafter) if args.distill else None
-        loss, grads = loss_and_grad(hidden, embeddings, tokens, mask, next_probs)
-        grads, _ = optim.clip_grad_norm(grads, 1.0)
-        optimizer.update(drafter, grads)
-        return loss
-
+    trainees = []
+    for variant in variants:
+        mx.random.seed(args.seed)  # each initialised as if fitted alone
+        trainees.append(Trainee(model, variant, train, total_steps))
+    taps = trainees[0].drafter.taps
+    distill = any(t.args.distill for t in trainees)
     valid_batches = list(make_batches(valid, args.batch_tokens, args.max_length, np.random.default_rng(0)))
     start = time.perf_counter()
-    bar = progress(range(total_steps), total_steps, "training")
-    iterator = iter(bar)
+    iterator = iter(progress(range(total_steps), total_steps, "training"))
     for epoch in range(args.epochs):
-        trained = False
+        trained = set()  # the trainees that fitted batches of this epoch (a resumed one may have done them all)
         for batch_number, (tokens, mask) in enumerate(make_batches(train, args.batch_tokens, args.max_length, rng)):
             next(iterator, None)
-            if epoch * steps_per_epoch + batch_number < step:
-                continue  # resumed: skip what was done (drawing the same batches)
-            trained = True
-            loss = train_step(mx.array(tokens), mx.array(mask))
-            mx.eval(loss, drafter.parameters(), optimizer.state)
-            step += 1
-            if step % args.log_every == 0:
-                seconds = round(time.perf_counter() - start, 1)
-                log.append({"step": step, "loss": round(loss.item(), 4), "seconds": seconds})
-                print(json.dumps(log[-1]), file=sys.stderr)
-            if step % args.checkpoint_every == 0:
-                save_checkpoint(checkpoint, drafter, optimizer, step, log)
-        if not trained:
-            continue  # finished before the resume: not evaluated again
-        accuracy = evaluate(model, drafter, valid_batches, args.draft_steps)
-        log.append({"epoch": epoch + 1, "step": step, "held_out_top1_per_step": accuracy})
-        print(json.dumps(log[-1]), file=sys.stderr)
-    save_drafter(drafter, out, args, log, time.perf_counter() - start, ranked)
-    shutil.rmtree(checkpoint, ignore_errors=True)
+            step = epoch * steps_per_epoch + batch_number
+            due = [t for t in trainees if t.step <= step]  # resumed: skip what was done (the same batches)
+            if not due:
+                continue
+            tokens, mask = mx.array(tokens), mx.array(mask)
+            hidden, embeddings = target_features(model, tokens, taps)
+            next_log_p = target_next_log_probs(model, hidden) if distill else None
+            trained.update(due)
+            for trainee in due:
+                loss = trainee.update(hidden, embeddings, tokens, mask, next_log_p)
+                mx.eval(loss, trainee.drafter.parameters(), trainee.optimizer.state)
+                trainee.step += 1
+                if trainee.step % args.log_every == 0:
+                    trainee.record({"step": trainee.step, "loss": round(loss.item(), 4),
+                                    "seconds": round(time.perf_counter() - start, 1)})
+                if trainee.step % args.checkpoint_every == 0:
+                    save_checkpoint(trainee.checkpoint, trainee.drafter, trainee.optimizer, trainee.step, trainee.log)
+        for trainee in [t for t in trainees if t in trained]:
+            accuracy = evaluate(model, trainee.drafter, valid_batches, args.draft_steps)
+            trainee.record({"epoch": epoch + 1, "step": trainee.step, "held_out_top1_per_step": accuracy})
+    for trainee in trainees:
+        if trainee.args.head_bits:
+            quantize_head(trainee.drafter, trainee.args.head_bits)
+            accuracy = evaluate(model, trainee.drafter, valid_batches, args.draft_steps)
+            trainee.record({"head_bits": trainee.args.head_bits, "held_out_top1_per_step": accuracy})
+        save_drafter(trainee.drafter, Path(trainee.args.out), trainee.args, trainee.log,
+                     time.perf_counter() - start, trainee.ranked)
+        shutil.rmtree(trainee.checkpoint, ignore_errors=True)
+
+
+def quantize_head(drafter: Drafter, bits: int, group_size: int = 64):
+    """Quantizes an own head's vocab projection in place (the config records it, so that
+    load_drafter quantizes that layer again before loading the weights)."""
+    drafter.lm_head[-1] = drafter.lm_head[-1].to_quantized(group_size=group_size, bits=bits)
+    drafter.config.extra["quantization"] = {"group_size": group_size, "bits": bits}
 
 
 def save_drafter(drafter, out: Path, args, log, seconds, ranked: list):
     """Atomic save of the final drafter (float16 unless --save-dtype), its training log and
     its draft vocabulary (`ranked`: token ids, most frequent first)."""
-    drafter.update(tree_map(lambda p: p.astype(DTYPES[args.save_dtype]), drafter.parameters()))
+    def cast(p):  # float weights only: a quantized head's packed weights stay integers
+        return p.astype(DTYPES[args.save_dtype]) if mx.issubdtype(p.dtype, mx.floating) else p
+
+    drafter.update(tree_map(cast, drafter.parameters()))
     with atomic_directory(out, force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
         source = f"answer tokens of the training data ({', '.join(args.data)}), most frequent first"
@@ -239,7 +304,7 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="generate self-distillation data")
     data.add_argument("--model", required=True)
-    data.add_argument("--prompts", required=True, help="ShareGPT JSON file")
+    data.add_argument("--prompts", required=True, help="ShareGPT JSON file, or .jsonl lines of {\"prompt\": text}")
     data.add_argument("--out", required=True)
     data.add_argument("--num-prompts", type=int, default=10000)
     data.add_argument("--all-turns", action="store_true", help="also later human turns (after all first turns)")
@@ -258,6 +323,11 @@ def build_parser():
                    help="own: Apple's layout, its own vocab head (default: more accurate, docs/training.md); "
                         "target: compact, on the target's frozen LM head")
     f.add_argument("--layers", type=int, default=2, help="ResBlocks")
+    f.add_argument("--exit-dim", type=int, default=0,
+                   help="own head: width of the ResBlocks and the head's input (default: 2 x hidden, Apple's "
+                        "layout; another width adds input_proj)")
+    f.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=0,
+                   help="own head: quantize the vocab projection to this many bits after training (0: off)")
     f.add_argument("--draft-vocab", type=int, default=4096,
                    help="draft vocabulary: this many of the most frequent answer tokens (0, or at least the "
                         "model's vocabulary: all); trained with a softmax over them, the saved default, and "
@@ -284,6 +354,10 @@ def build_parser():
     f.add_argument("--init", help="a trained drafter directory to go on training; its architecture and draft "
                    "vocabulary replace --head, --layers and --draft-vocab")
     f.add_argument("--resume", action="store_true")
+    f.add_argument("--also", action="append", default=[], metavar="KEY=VALUE,...",
+                   help="fit one more drafter on the same batches (the target's features computed once for "
+                        f"all), with these settings changed: {', '.join(VARIANT_KEYS)}; e.g. "
+                        "out=d2,head=target,draft_vocab=16384 (repeatable)")
     return p
 
 

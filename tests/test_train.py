@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.batch_generate import generate_batch
-from redrafter_mlx.data import load_sequences, make_batches, save_sequences, sharegpt_prompts, split_by_prompt
+from redrafter_mlx.data import load_sequences, make_batches, read_prompts, save_sequences, sharegpt_prompts, split_by_prompt
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features, target_next_probs
 from redrafter_mlx.load import LoadError, load_drafter, load_model
@@ -41,6 +41,18 @@ def test_sharegpt_prompts_first_turns_then_later_turns(tmp_path):
     assert sharegpt_prompts(path, 10) == ["A", "C"]
     assert sharegpt_prompts(path, 10, all_turns=True) == ["A", "C", "B", "continue"]
     assert sharegpt_prompts(path, 3, all_turns=True) == ["A", "C", "B"]
+
+
+def test_prompts_from_jsonl_and_from_the_standard_library(tmp_path):
+    from redrafter_mlx.code_prompts import stdlib_code_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n{"prompt": "a"}\n{"prompt": "c"}\n')
+    assert read_prompts(path, 10) == ["a", "b", "c"] and read_prompts(path, 2) == ["a", "b"]
+    code = stdlib_code_prompts()
+    assert len(code) > 1000 and len(set(code)) == len(code)
+    assert any(p.startswith("def ") for p in code) and any(p.startswith("Write a Python") for p in code)
+    assert any("```python" in p for p in code)
 
 
 def test_ranked_answer_tokens_count_answers_only():
@@ -327,3 +339,31 @@ def test_drafter_reading_context_layers_trains_saves_and_decodes(tmp_path, capsy
                         "--context-layers", bad])
         assert "context_layers" in capsys.readouterr().err or bad == "x"
     assert not (tmp_path / "bad").exists()
+
+
+def test_also_fits_each_variant_as_if_fitted_alone(tmp_path):
+    """--also shares the target's features between drafters; each comes out as fitted on its own."""
+    model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=5, num_prompts=64, new_tokens=12)
+    common = ["--model", str(model_dir), "--data", str(data), "--epochs", "2", "--batch-tokens", "256",
+              "--distill", "0.5", "--save-dtype", "float32"]
+    own, target, quantized, alone = (tmp_path / name for name in ("own", "target", "quantized", "alone"))
+    train_main(["fit", *common, "--out", str(own), "--also", f"out={target},head=target,draft_vocab=8",
+                "--also", f"out={quantized},exit_dim=128,head_bits=4"])
+    train_main(["fit", *common, "--out", str(alone), "--head", "target", "--draft-vocab", "8"])
+    shared, single = (mx.load(str(d / "model.safetensors")) for d in (target, alone))
+    assert set(shared) == set(single)
+    for name in single:
+        np.testing.assert_array_equal(np.array(shared[name]), np.array(single[name]), err_msg=name)
+    config = json.loads((quantized / "config.json").read_text())
+    assert config["exit_dim"] == 128 and config["quantization"] == {"group_size": 64, "bits": 4}
+    log = json.loads((quantized / "training.json").read_text())["log"]
+    assert [e["head_bits"] for e in log if "head_bits" in e] == [4]
+    model = load_model(model_dir)
+    drafter = load_drafter(quantized, model)
+    assert "scales" in drafter.lm_head[-1] and "input_proj" in drafter
+    ar = sum(generate_ar(model, prompts[0], 16), [])
+    assert sum(generate_redrafter(model, drafter, prompts[0], 16, 2, 3), []) == ar
+    with pytest.raises(SystemExit):
+        train_main(["fit", *common, "--out", str(tmp_path / "x"), "--also", "taps=3"])
+    with pytest.raises(SystemExit):
+        train_main(["fit", *common, "--out", str(tmp_path / "x"), "--head", "target", "--head-bits", "4"])
