@@ -4,14 +4,9 @@ import argparse
 import sys
 import time
 
-from redrafter_mlx.atomic import OutputExistsError
-from redrafter_mlx.config import ConfigError
-from redrafter_mlx.load import LoadError
+from redrafter_mlx.errors import run_cli
 
 from .convert import convert_drafter, convert_target
-from .gguf_reader import GGUFError
-from .gguf_tokenizer import TokenizerError
-from .hf_reader import CheckpointError
 
 
 def build_parser():
@@ -39,16 +34,14 @@ def main(argv=None):
     options = dict(dtype=args.dtype, q_bits=args.q_bits, q_group_size=args.q_group_size, force=args.force,
                    allow_pickle=args.allow_pickle)
     start = time.perf_counter()
-    try:
+
+    def convert():
         if args.kind == "model":
-            out = convert_target(args.src, args.out, tokenizer=args.tokenizer, dequantize=args.dequantize,
-                                 **options)
-        else:
-            out = convert_drafter(args.src, args.out, args.target, **options)
-    except (CheckpointError, ConfigError, GGUFError, TokenizerError, OutputExistsError, LoadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    print(f"wrote {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+            return convert_target(args.src, args.out, tokenizer=args.tokenizer, dequantize=args.dequantize,
+                                  **options)
+        return convert_drafter(args.src, args.out, args.target, **options)
+
+    run_cli(lambda: print(f"wrote {convert()} in {time.perf_counter() - start:.1f} s", file=sys.stderr))
 
 
 if __name__ == "__main__":

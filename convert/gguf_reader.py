@@ -9,6 +9,8 @@ fail on K-quants, it returns wrong values.
 import mlx.core as mx
 import numpy as np
 
+from redrafter_mlx.errors import UserError
+
 from .gguf_header import NATIVE_TYPES, tensor_types
 
 ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "mistral": "mistral"}
@@ -21,7 +23,7 @@ LAYER_NAMES = {
 TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
-class GGUFError(ValueError):
+class GGUFError(UserError, ValueError):
     pass
 
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from redrafter_mlx.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError, ValueError):
     pass
 
 

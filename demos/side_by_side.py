@@ -14,11 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from redrafter_mlx import default_model
+from redrafter_mlx import models
+from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.generate import encode
-from redrafter_mlx.load import LoadError, load_drafter, load_model, load_tokenizer
+from redrafter_mlx.errors import run_cli
+from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
+from redrafter_mlx.policy import DecodePolicy
 from redrafter_mlx.sampling import SamplingParams
+from redrafter_mlx.text import encode_prompt
 
 from .recordings import write_cast, write_gif, write_html
 from .render import frame, result_line, to_ansi
@@ -29,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demos.side_by_side", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", default="Explain in a few sentences why the sky is blue.")
-    p.add_argument("--model", help="MLX model directory (default: the default model)")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped one)")
+    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory "
+                   f"(default: {models.DEFAULT})")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped one)")
     p.add_argument("--max-tokens", type=int, default=160)
     p.add_argument("--beam-width", type=int, default=1)
     p.add_argument("--beam-length", type=int, default=3)
@@ -45,24 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_alone(args, model, drafter, prompt, tokenizer, eos, params):
-    ar = record("Auto-regressive", generate_ar(model, prompt, args.max_tokens, params, eos), tokenizer, eos)
-    rd = record(f"ReDrafter {args.beam_width}x{args.beam_length}", generate_redrafter(
-        model, drafter, prompt, args.max_tokens, args.beam_width, args.beam_length, eos, params=params),
-        tokenizer, eos)
-    return ar, rd
+def generators(args, model, drafter, prompt, eos):
+    """(name, decode generator) of AR and of ReDrafter for the race."""
+    options = dict(max_tokens=args.max_tokens, sampling=args.sampling, eos_ids=eos, policy=args.policy)
+    beam = BeamShape(args.beam_width, args.beam_length)
+    return [("Auto-regressive", generate_ar(model, prompt, **options)),
+            (f"ReDrafter {beam}", generate_redrafter(model, drafter, prompt, beam=beam, **options))]
 
 
-def run_concurrent(args, model, drafter, prompt, tokenizer, eos, params):
+def run_alone(args, model, drafter, prompt, tokenizer, eos):
+    return [record(name, chunks, tokenizer, eos) for name, chunks in generators(args, model, drafter, prompt, eos)]
+
+
+def run_concurrent(args, model, drafter, prompt, tokenizer, eos):
     """Alternates one step of each on the shared device; timestamps share one clock."""
     start = time.perf_counter()
-    generators = [generate_ar(model, prompt, args.max_tokens, params, eos),
-                  generate_redrafter(model, drafter, prompt, args.max_tokens, args.beam_width,
-                                     args.beam_length, eos, params=params)]
-    names = ["Auto-regressive", f"ReDrafter {args.beam_width}x{args.beam_length}"]
+    names, generators_ = zip(*generators(args, model, drafter, prompt, eos))
     traces, buffers, live = [], [[], []], [True, True]
     while any(live):
-        for i, gen in enumerate(generators):
+        for i, gen in enumerate(generators_):
             if live[i]:
                 chunk = next(gen, None)
                 if chunk is None:
@@ -98,25 +103,23 @@ def play(left: Trace, right: Trace, title: str, note: str, fps: float = 20.0):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.model is None:
-        args.model = str(default_model.ensure_default_model())
-        args.drafter = args.drafter or str(default_model.DRAFTER)
-    try:
-        if not args.drafter:
-            raise ValueError("--drafter is required with --model")
-        params = SamplingParams(args.temp)
-        model = load_model(args.model)
-        drafter = load_drafter(args.drafter, model)
-        tokenizer = load_tokenizer(args.model, model.config.eos_ids)
-    except (LoadError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(lambda: run(args))
+
+
+def run(args):
+    args.sampling, args.policy = SamplingParams(args.temp), DecodePolicy.for_device()
+    BeamShape(args.beam_width, args.beam_length)  # checked before loading anything
+    model_dir, drafter_dir = models.resolve(args.model, args.drafter)
+    args.model = str(model_dir)
+    model = load_model(model_dir, policy=args.policy)
+    drafter = load_drafter(drafter_dir, model, policy=args.policy)
+    tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
-    prompt = encode(tokenizer, [{"role": "user", "content": args.prompt}], use_template=True)
+    prompt = encode_prompt(tokenizer, args.prompt)
     print("warming up...", file=sys.stderr)
-    run_alone(argparse.Namespace(**{**vars(args), "max_tokens": 8}), model, drafter, prompt, tokenizer, eos, params)
+    run_alone(argparse.Namespace(**{**vars(args), "max_tokens": 8}), model, drafter, prompt, tokenizer, eos)
     runner = run_concurrent if args.concurrent else run_alone
-    left, right = runner(args, model, drafter, prompt, tokenizer, eos, params)
+    left, right = runner(args, model, drafter, prompt, tokenizer, eos)
     title = f"ReDrafter vs auto-regressive: {Path(args.model).name}, up to {args.max_tokens} tokens, temp {args.temp}"
     note = ("both live, alternating steps on one device" if args.concurrent else
             "each generated alone, then replayed side by side at its measured speed")

@@ -4,7 +4,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, List
 
-from redrafter_mlx.generate import detokenize
+from redrafter_mlx.text import detokenize
 
 
 @dataclass

@@ -6,6 +6,7 @@ from typing import List
 import mlx.core as mx
 
 from .llm import Model
+from .policy import DecodePolicy
 from .sampling import SamplingParams, sample
 
 
@@ -22,12 +23,13 @@ def left_pad(prompts: List[List[int]], width: int = 0):
 
 
 def generate_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids, width: int = 0,
-                   params: SamplingParams = SamplingParams()) -> List[List[int]]:
+                   params: SamplingParams = SamplingParams(), policy: DecodePolicy = None) -> List[List[int]]:
     """Answers (without the prompt; EOS kept when produced) for each prompt, greedy or
-    sampled with `params`; prompts are left-padded to at least `width` tokens."""
+    sampled with `params`; prompts are left-padded to at least `width` tokens. With the
+    policy's fixed shapes (GPUs) attention reads the whole cache at every step."""
     tokens, pad, positions = left_pad(prompts, width)
     batch, width = tokens.shape
-    cache = model.new_cache(batch)
+    cache = model.new_cache(batch, fixed_shapes=(policy or DecodePolicy.for_device()).fixed_shapes)
     cache.reserve(width + max_new)
     causal = mx.tril(mx.ones((width, width), dtype=mx.bool_))
     # Padding rows attend to themselves only, so that no row is all -inf (NaN-free).

@@ -1,13 +1,53 @@
 """Beam search over the recurrent drafter."""
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import mlx.core as mx
 
 from .drafter import Drafter
+from .errors import UsageError
 from .sampling import log_softmax
 
 DEAD_BEAM = -1e30  # log-prob of beams 1..W-1 before the first drafted step
+MAX_LENGTH = 16  # drafts this long are almost never accepted to the end (drafters train for 4 steps)
+MAX_TREE_TOKENS = 1024  # W x L beyond this verifies far more tokens per step than any measured gain needs
+
+
+@dataclass(frozen=True)
+class BeamShape:
+    """W beams of L tokens each: the LLM's own next token, then L - 1 drafted tokens."""
+
+    width: int = 1
+    length: int = 3
+
+    def __post_init__(self):
+        if not isinstance(self.width, int) or not isinstance(self.length, int):
+            raise UsageError(f"beam width and length must be integers, got {self.width!r}x{self.length!r}")
+        if self.width < 1:
+            raise UsageError(f"beam width must be >= 1, got {self.width}")
+        if not 2 <= self.length <= MAX_LENGTH:
+            raise UsageError(f"beam length must be in 2..{MAX_LENGTH} (the LLM's token plus 1..{MAX_LENGTH - 1} "
+                             f"drafts), got {self.length}")
+        if self.width * self.length > MAX_TREE_TOKENS:
+            raise UsageError(f"beam {self}: at most {MAX_TREE_TOKENS} tokens per tree (width x length)")
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.length}"
+
+    @classmethod
+    def parse(cls, text: str) -> "BeamShape":
+        """'WxL', e.g. '2x4'."""
+        try:
+            width, length = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--beam must be 'auto' or WIDTHxLENGTH like 2x4, got {text!r}") from None
+        return cls(width, length)
+
+    def check(self, draft_vocab_size: int):
+        """Raises UsageError when a drafter scoring `draft_vocab_size` tokens cannot fill W beams."""
+        if self.width > draft_vocab_size:
+            raise UsageError(f"beam width must be in 1..{draft_vocab_size} (the draft vocabulary), got {self.width}")
 
 
 class Draft(NamedTuple):

@@ -12,31 +12,34 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from .beam_search import BeamShape
 from .decode import generate_redrafter
-from .default_model import cache_dir
-from .device import device_kind, device_name
+from .device import device_name
+from .models import cache_dir
+from .policy import DecodePolicy
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
-CANDIDATES = {"cpu": [(1, 2), (1, 3), (1, 4), (2, 3)],
-              "gpu": [(1, 4), (4, 4), (8, 4), (12, 4), (16, 4), (24, 4), (8, 5)]}  # H100 best: 12x4-24x4 (docs/perf.md)
+CANDIDATES = {"cpu": [BeamShape(1, 2), BeamShape(1, 3), BeamShape(1, 4), BeamShape(2, 3)],
+              "gpu": [BeamShape(w, 4) for w in (1, 4, 8, 12, 16, 24)] + [BeamShape(8, 5)]}  # H100: 12x4-24x4
 
 
-def shape_speed(model, drafter, prompts, shape, max_tokens: int) -> float:
+def shape_speed(model, drafter, prompts, beam: BeamShape, policy: DecodePolicy, max_tokens: int) -> float:
     """tok/s of one beam shape over the prompts, after a warm-up run."""
-    width, length = shape
-    sum(generate_redrafter(model, drafter, prompts[0], 8, width, length), [])
-    tokens, start = 0, time.perf_counter()
-    for prompt in prompts:
-        tokens += len(sum(generate_redrafter(model, drafter, prompt, max_tokens, width, length), []))
+    def run(prompt, tokens):
+        return len(sum(generate_redrafter(model, drafter, prompt, max_tokens=tokens, beam=beam, policy=policy), []))
+
+    run(prompts[0], 8)
+    start = time.perf_counter()
+    tokens = sum(run(prompt, max_tokens) for prompt in prompts)
     return tokens / (time.perf_counter() - start)
 
 
-def calibrate(model, drafter, prompts, candidates, max_tokens: int = 48):
-    """Returns the fastest (width, length) and the measured tok/s of every candidate."""
+def calibrate(model, drafter, prompts, candidates, policy: DecodePolicy, max_tokens: int = 48):
+    """Returns the fastest BeamShape and the measured tok/s of every candidate."""
     speeds = {}
-    for shape in candidates:
-        speeds[shape] = shape_speed(model, drafter, prompts, shape, max_tokens)
-        print(f"[redrafter_mlx] beam {shape[0]}x{shape[1]}: {speeds[shape]:.1f} tok/s", file=sys.stderr)
+    for beam in candidates:
+        speeds[beam] = shape_speed(model, drafter, prompts, beam, policy, max_tokens)
+        print(f"[redrafter_mlx] beam {beam}: {speeds[beam]:.1f} tok/s", file=sys.stderr)
     return max(speeds, key=speeds.get), speeds
 
 
@@ -48,7 +51,8 @@ def weights_identity(directory) -> str:
     return f"{Path(directory).resolve()} ({size} B, {newest})"
 
 
-def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, cache_file: Path = None):
+def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, *, policy: DecodePolicy,
+              cache_file: Path = None) -> BeamShape:
     """The cached best shape for this device + model + drafter, calibrated on first use."""
     cache_file = cache_file or cache_dir() / "beam_auto.json"
     key = (f"{device_name()} | {weights_identity(model_dir)} | {weights_identity(drafter_dir)} "
@@ -56,10 +60,11 @@ def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, cache_file:
     known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
-        best, speeds = calibrate(model, drafter, [encode_prompt(p) for p in PROMPTS], CANDIDATES[device_kind()])
-        known[key] = {"best": list(best), "tokens_per_s": {f"{w}x{n}": round(s, 2) for (w, n), s in speeds.items()}}
+        prompts = [encode_prompt(p) for p in PROMPTS]
+        best, speeds = calibrate(model, drafter, prompts, CANDIDATES[policy.device_kind], policy)
+        known[key] = {"best": [best.width, best.length], "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(known, indent=2))
         tmp.replace(cache_file)
-    return tuple(known[key]["best"])
+    return BeamShape(*known[key]["best"])

@@ -3,10 +3,12 @@
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
+from .errors import UserError
+
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that this package cannot run."""
 
 

@@ -8,6 +8,8 @@ from typing import Iterator, List
 
 import numpy as np
 
+from .errors import UsageError
+
 
 def sharegpt_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
     """Human turns of ShareGPT conversations, each as a standalone prompt: the first turns,
@@ -60,7 +62,7 @@ def load_sequences(*directories) -> Iterator[tuple]:
     shards = [sorted(Path(d).glob("shard-*.npz")) for d in directories]
     for directory, found in zip(directories, shards):
         if not found:
-            raise FileNotFoundError(f"{directory}: no shard-*.npz (run `python -m redrafter_mlx.train data` first)")
+            raise UsageError(f"{directory}: no shard-*.npz (run `python -m redrafter_mlx.train data` first)")
     for shard in sum(shards, []):
         with np.load(shard) as data:  # each data[...] reads the file again: read each array once
             tokens, offsets, prompt_lengths = data["tokens"], data["offsets"], data["prompt_lengths"]

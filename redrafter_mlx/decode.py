@@ -13,35 +13,33 @@ import mlx.core as mx
 import numpy as np
 
 from .acceptance import Accepted, greedy_accept, speculative_accept
-from .beam_search import beam_search
-from .device import on_gpu
+from .beam_search import BeamShape, beam_search
 from .drafter import Drafter
+from .errors import UsageError
 from .kv_cache import KVCache, Slots
 from .llm import Model
 from .lookup import with_lookup_beam
+from .policy import DecodePolicy
 from .sampled_drafts import sample_drafts
 from .sampling import SamplingParams, sample, target_log_probs
 from .stats import Stats
 from .tree import build_tree
 
 PREFILL_CHUNK = 512
-PREFILL_BUCKET = 64  # prompt chunks are padded to multiples of this on GPUs
-MAX_COMPILED_STEPS = 8
+MAX_COMPILED_STEPS = 8  # per model
 CACHE_STEP = 256  # the cache grows by multiples of this: on GPUs each capacity compiles its own kernels
-LOOKUP_MIN_MATCH = 2  # lookup.py; best measured on this CPU and the H100 (docs/perf.md, session 11)
-_compiled_steps = {}  # (id(model), [id(drafter), width, length,] params) -> compiled step
+LOOKUP_MIN_MATCH = 2  # lookup.py; best measured on CPUs and GPUs (docs/perf.md)
 
 
-def prefill(model: Model, cache: KVCache, prompt: List[int], bucket: int = None, taps: tuple = ()) -> mx.array:
+def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1, taps: tuple = ()) -> mx.array:
     """Runs the prompt through the model in chunks; returns the last hidden state (1, dim),
     or with taps the last features (1, dim * (1 + len(taps))), Model.forward.
 
-    bucket: pad each chunk at its end to a multiple of this many tokens (default
-    PREFILL_BUCKET on GPUs, 1 on CPUs). On a GPU every new prompt length compiles kernels
-    (H100: ~80 ms for a length seen first, ~10 ms again; docs/perf.md, session 9); padded
-    chunks come in a few lengths. Causal attention keeps the padding out of the prompt's
-    states, and the cache commits only the prompt (the padding's slots are written over)."""
-    bucket = bucket or (PREFILL_BUCKET if on_gpu() else 1)
+    bucket: pad each chunk at its end to a multiple of this many tokens (DecodePolicy: on a
+    GPU every new prompt length compiles kernels, ~80 ms for a length seen first, ~10 ms
+    again; padded chunks come in a few lengths). Causal attention keeps the padding out of
+    the prompt's states, and the cache commits only the prompt (the padding's slots are
+    written over)."""
     for start in range(0, len(prompt), PREFILL_CHUNK):
         chunk = prompt[start:start + PREFILL_CHUNK]
         padded = -(-len(chunk) // bucket) * bucket
@@ -63,37 +61,38 @@ def _finish(tokens: List[int], produced: int, max_tokens: int, eos_ids) -> List[
 
 def _check_prompt(prompt: List[int], max_tokens: int):
     if not prompt:
-        raise ValueError("the prompt is empty")
+        raise UsageError("the prompt is empty")
     if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        raise UsageError(f"max_tokens must be >= 1, got {max_tokens}")
 
 
-def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: SamplingParams = SamplingParams(),
-                eos_ids=(), stats: Stats = None, compiled: bool = None) -> Iterator[List[int]]:
+def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: SamplingParams = SamplingParams(),
+                eos_ids=(), policy: DecodePolicy = None, stats: Stats = None) -> Iterator[List[int]]:
     """Auto-regressive decoding; yields one token per step (as a one-element list).
 
     Pipelined like mlx-lm: step n+1 is queued (`mx.async_eval`) before token n is read, so
-    building the next graph overlaps the device's work. compiled: each step is one compiled
-    function over the cache's whole capacity (default on CPUs, where building the graph in
-    Python costs ~9% of a step; on GPUs the plain step, whose fused one-query attention reads
-    exactly the keys in use, was as fast: docs/perf.md)."""
+    building the next graph overlaps the device's work. policy.compile_ar: each step is one
+    compiled function over the cache's whole capacity (CPUs, where building the graph in
+    Python costs ~9% of a step; on GPUs the plain step, whose fused one-query attention
+    reads exactly the keys in use, was as fast: docs/perf.md)."""
     _check_prompt(prompt, max_tokens)
+    policy = policy or DecodePolicy.for_device()
     stats = stats or Stats()
-    compiled = not on_gpu() if compiled is None else compiled
-    cache = model.new_cache(fixed_shapes=compiled or None)
-    step = ar_step(model, params) if compiled else None
+    cache = model.new_cache(fixed_shapes=policy.compile_ar or policy.fixed_shapes)
+    step = ar_step(model, sampling) if policy.compile_ar else None
     start = time.perf_counter()
-    token = sample(model.logits(prefill(model, cache, prompt)), params)
+    token = sample(model.logits(prefill(model, cache, prompt, bucket=policy.prefill_bucket)), sampling)
     mx.eval(token)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
 
     def following(token):
         if step is None:
             hidden = model(token[None], mx.array([[cache.length]]), cache)
-            following_token = sample(model.logits(hidden[:, -1]), params)
+            following_token = sample(model.logits(hidden[:, -1]), sampling)
         else:
             inputs = slot_inputs(cache, np.ones((1, 1), dtype=bool), np.zeros(1, dtype=np.int32))
-            following_token, cache.keys, cache.values = step(token[None], *inputs, cache.keys, cache.values)
+            following_token, keys, values = step(token[None], *inputs, *cache.arrays())
+            cache.adopt(keys, values)
         cache.advance(1)
         return following_token
 
@@ -110,13 +109,6 @@ def generate_ar(model: Model, prompt: List[int], max_tokens: int, params: Sampli
         if stats.generated_tokens >= max_tokens or chunk[-1] in eos_ids:
             return
         token = queued
-
-
-def check_beam_shape(width: int, length: int, vocab_size: int):
-    if not 1 <= width <= vocab_size:
-        raise ValueError(f"beam width must be in 1..{vocab_size}, got {width}")
-    if length < 2:
-        raise ValueError(f"beam length must be >= 2 (the LLM's token plus >= 1 draft), got {length}")
 
 
 def tree_inputs(cache: KVCache, tree, size: int):
@@ -151,67 +143,67 @@ def verify(model: Model, tokens, positions, mask, offset, keys: list, values: li
     return hidden[0], slots.keys, slots.values
 
 
-def draft_fn(params: SamplingParams):
+def draft_fn(sampling: SamplingParams):
     """Beam search for greedy decoding; independent sampled drafts for sampling."""
-    if params.greedy:
+    if sampling.greedy:
         return beam_search
-    return lambda *args: sample_drafts(*args, params)
+    return lambda *args: sample_drafts(*args, sampling)
 
 
 def accept(model: Model, hidden: mx.array, index: mx.array, beams: mx.array, draft_log_probs: mx.array,
-           params: SamplingParams) -> Accepted:
+           sampling: SamplingParams) -> Accepted:
     """Judges the drafts beams (W, L) against the LLM outputs at the packed tree tokens
     hidden (T, dim); index (W, L): the packed position of each beam token; draft_log_probs
     (W, L-1, V): the drafts' log q (sampling only)."""
-    if params.greedy:
+    if sampling.greedy:
         target = mx.argmax(model.logits(hidden), axis=-1)[index]  # (W, L)
         return greedy_accept(beams, target)
-    log_p = target_log_probs(model.logits(hidden), params)[index]  # (W, L, V)
+    log_p = target_log_probs(model.logits(hidden), sampling)[index]  # (W, L, V)
     accepted = speculative_accept(beams[None], draft_log_probs[None], log_p[None])
     return Accepted(*(a[0] for a in accepted))
 
 
-def redrafter_step(model: Model, drafter: Drafter, width: int, length: int, params: SamplingParams,
-                   compiled: bool):
+def redrafter_step(model: Model, drafter: Drafter, beam: BeamShape, sampling: SamplingParams, compiled: bool):
     """A ReDrafter step after the tree is packed, as one function of arrays: verify the tree,
     accept, draft the next beams. Compiled where shapes are fixed (GPUs): traced once per
     cache capacity, its elementwise operations fused, instead of a graph of ~1,000 operations
-    built in Python at every step (H100, 16x4: 14.4 -> 9.7 ms per step, docs/perf.md).
+    built in Python at every step (16x4 on an H100: 14.4 -> 9.7 ms per step, docs/perf.md).
 
     step(tokens, positions, mask, offset, index, beams, draft_log_probs, keys, values) ->
     (Accepted, next Draft, keys, values): tree_inputs, then the beams' packed index and
     tokens (W, L) and log q (W, L-1, V), and the cache's arrays per layer, which come back
     written."""
-    draft_beams = draft_fn(params)
+    draft_beams = draft_fn(sampling)
 
     def step(tokens, positions, mask, offset, index, beams, draft_log_probs, keys, values):
         hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, drafter.taps)
-        accepted = accept(model, hidden, index, beams, draft_log_probs, params)
+        accepted = accept(model, hidden, index, beams, draft_log_probs, sampling)
         context = hidden[index[accepted.beam, accepted.count]][None]
-        draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], width, length)
+        draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], beam.width, beam.length)
         return accepted, draft, keys, values
 
-    return compile_once(step, (id(model), id(drafter), width, length, params)) if compiled else step
+    return compile_once(model, step, (id(drafter), beam, sampling)) if compiled else step
 
 
-def ar_step(model: Model, params: SamplingParams):
+def ar_step(model: Model, sampling: SamplingParams):
     """An AR step as one compiled function of arrays (generate_ar): (token (1, 1), positions
     (1, 1), mask (1, 1, 1, capacity), offset (1,), keys, values) -> (next token (1,), keys, values)."""
     def step(tokens, positions, mask, offset, keys, values):
         hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values)
-        return sample(model.logits(hidden), params), keys, values
+        return sample(model.logits(hidden), sampling), keys, values
 
-    return compile_once(step, (id(model), params))
+    return compile_once(model, step, ("ar", sampling))
 
 
-def compile_once(step, key):
-    """mx.compile(step), the random state threaded through, kept under `key` (tracing costs
-    a step's graph); the last MAX_COMPILED_STEPS are kept, each holding its model and drafter."""
-    if key not in _compiled_steps:
-        if len(_compiled_steps) >= MAX_COMPILED_STEPS:
-            _compiled_steps.pop(next(iter(_compiled_steps)))
-        _compiled_steps[key] = mx.compile(step, inputs=mx.random.state, outputs=mx.random.state)
-    return _compiled_steps[key]
+def compile_once(model: Model, step, key):
+    """mx.compile(step), the random state threaded through, kept with the model under `key`
+    (tracing costs a step's graph); a model keeps its last MAX_COMPILED_STEPS."""
+    steps = vars(model).setdefault("_compiled_steps", {})  # a plain attribute, not a parameter of the Module
+    if key not in steps:
+        if len(steps) >= MAX_COMPILED_STEPS:
+            steps.pop(next(iter(steps)))
+        steps[key] = mx.compile(step, inputs=mx.random.state, outputs=mx.random.state)
+    return steps[key]
 
 
 def tree_cache(model: Model, pad_to: int, fixed_shapes: bool) -> KVCache:
@@ -220,37 +212,35 @@ def tree_cache(model: Model, pad_to: int, fixed_shapes: bool) -> KVCache:
     return model.new_cache(step=CACHE_STEP * max(1, -(-4 * pad_to // CACHE_STEP)), fixed_shapes=fixed_shapes)
 
 
-def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_tokens: int,
-                       beam_width: int, beam_length: int, eos_ids=(), stats: Stats = None,
-                       fixed_shapes: bool = None, params: SamplingParams = SamplingParams(),
-                       lookup: int = None) -> Iterator[List[int]]:
-    """ReDrafter decoding; yields the tokens accepted at each step (1..beam_length).
+def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max_tokens: int,
+                       beam: BeamShape = BeamShape(), sampling: SamplingParams = SamplingParams(),
+                       lookup: int = LOOKUP_MIN_MATCH, eos_ids=(), policy: DecodePolicy = None,
+                       stats: Stats = None) -> Iterator[List[int]]:
+    """ReDrafter decoding; yields the tokens accepted at each step (1..beam.length).
 
-    Greedy (params.temp == 0): beam search, output identical to greedy AR. Sampling: W
-    sampled drafts and exact multi-draft rejection sampling (docs/sampling.md).
-    fixed_shapes: verify a fixed W*L tokens over the cache's whole capacity, in one compiled
-    step (default on GPUs, where shape changes cost more than the padding, and at width 1,
-    whose tree is always L tokens; off for wider trees on CPUs, where each verified token
-    costs time). lookup: greedy only, add a beam copied from earlier in the text where its
-    last `lookup` or more tokens occur before (lookup.py; 0: never; default LOOKUP_MIN_MATCH)."""
+    Greedy (sampling.temp == 0): beam search, output identical to greedy AR. Sampling: W
+    sampled drafts and exact multi-draft rejection sampling (docs/sampling.md). lookup:
+    greedy only, add a beam copied from earlier in the text where its last `lookup` or more
+    tokens occur before (lookup.py; 0: never). policy (default: this device's): whether the
+    tree is verified at a fixed size W x L over the cache's whole capacity in one compiled
+    step, and whether the lookup beam pads it."""
     _check_prompt(prompt, max_tokens)
-    check_beam_shape(beam_width, beam_length, drafter.draft_vocab_size)
-    stats = stats or Stats()
-    stats.draft_length = beam_length - 1
-    if fixed_shapes is None:
-        fixed_shapes = on_gpu() or beam_width == 1
-    lookup = LOOKUP_MIN_MATCH if lookup is None else lookup
+    beam.check(drafter.draft_vocab_size)
     if lookup < 0:
-        raise ValueError(f"lookup (the lookup beam's minimum match) must be >= 0, got {lookup}")
-    lookup = lookup if params.greedy else 0
-    padded_beams = beam_width + (lookup > 0 and on_gpu())  # CPUs verify the lookup beam only where it differs
-    pad_to = padded_beams * beam_length if fixed_shapes else 0
-    cache = tree_cache(model, pad_to, fixed_shapes)
-    step = redrafter_step(model, drafter, beam_width, beam_length, params, compiled=fixed_shapes)
+        raise UsageError(f"lookup (the lookup beam's minimum match) must be >= 0, got {lookup}")
+    policy = policy or DecodePolicy.for_device()
+    stats = stats or Stats()
+    stats.draft_length = beam.length - 1
+    lookup = lookup if sampling.greedy else 0
+    fixed = policy.fixed_tree(beam.width)
+    padded_beams = beam.width + (lookup > 0 and policy.pad_lookup)
+    pad_to = padded_beams * beam.length if fixed else 0
+    cache = tree_cache(model, pad_to, fixed)
+    step = redrafter_step(model, drafter, beam, sampling, compiled=fixed)
     start = time.perf_counter()
-    context = prefill(model, cache, prompt, taps=drafter.taps)
-    token = sample(model.logits(context), params)
-    draft = draft_fn(params)(drafter, model.embed, context, token, beam_width, beam_length)
+    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
+    token = sample(model.logits(context), sampling)
+    draft = draft_fn(sampling)(drafter, model.embed, context, token, beam.width, beam.length)
     mx.eval(draft.beams)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
     text = list(prompt)  # what the lookup beam searches
@@ -264,8 +254,9 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         written = max(pad_to, len(tree.tokens))
         inputs = tree_inputs(cache, tree, written)
         stats.end_phase("tree", *inputs)
-        accepted, draft, cache.keys, cache.values = step(*inputs, mx.array(tree.index), mx.array(beams),
-                                                         draft.log_probs[0], cache.keys, cache.values)
+        accepted, draft, keys, values = step(*inputs, mx.array(tree.index), mx.array(beams), draft.log_probs[0],
+                                             *cache.arrays())
+        cache.adopt(keys, values)
         mx.eval(accepted.beam, accepted.count, draft.beams, *cache.state())
         stats.end_phase("step")
         best, count = accepted.beam.item(), accepted.count.item()
@@ -276,7 +267,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], max_to
         chunk = _finish(accepted_tokens, stats.generated_tokens, max_tokens, eos_ids)
         stats.steps += 1
         stats.accepted_histogram[count] += 1
-        stats.lookup_steps += best == beam_width  # the lookup beam was accepted furthest
+        stats.lookup_steps += best == beam.width  # the lookup beam was accepted furthest
         stats.generated_tokens += len(chunk)
         stats.generation_time = time.perf_counter() - start
         yield chunk

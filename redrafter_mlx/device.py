@@ -1,19 +1,12 @@
-"""Which device MLX runs on: GPUs get fixed shapes and padded trees, CPUs exact ones."""
+"""The name of the device MLX runs on, for benchmark records and calibration keys."""
 
 import platform
 
 import mlx.core as mx
 
 
-def on_gpu() -> bool:
-    return mx.default_device() == mx.gpu
-
-
-def device_kind() -> str:
-    return "gpu" if on_gpu() else "cpu"
-
-
 def device_name() -> str:
     """e.g. 'gpu: NVIDIA H100 80GB HBM3' or 'cpu: AMD EPYC'."""
+    kind = "gpu" if mx.default_device() == mx.gpu else "cpu"
     name = mx.device_info().get("device_name", platform.processor() or platform.machine())
-    return f"{device_kind()}: {name}"
+    return f"{kind}: {name}"

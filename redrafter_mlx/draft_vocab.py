@@ -13,6 +13,8 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
+from .errors import UsageError
+
 FILE = "draft_vocab.json"
 
 
@@ -20,7 +22,7 @@ def read_ranked(drafter_dir) -> list:
     """drafter_dir/draft_vocab.json's token ids, most frequent first."""
     path = Path(drafter_dir) / FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no token frequency list for --draft-vocab")
+        raise UsageError(f"{path}: no token frequency list for --draft-vocab")
     return json.loads(path.read_text())["token_ids"]
 
 
@@ -32,7 +34,7 @@ def read_token_ids(drafter_dir, size: int, always=()) -> mx.array:
 def choose_token_ids(ranked: list, size: int, always=()) -> mx.array:
     """The first `size` of `always` then `ranked` (token ids, most frequent first), sorted (K,)."""
     if not 0 < size <= len(ranked):
-        raise ValueError(f"--draft-vocab must be in 1..{len(ranked)}, got {size}")
+        raise UsageError(f"--draft-vocab must be in 1..{len(ranked)}, got {size}")
     chosen = list(dict.fromkeys([*always, *ranked]))[:size]
     return mx.array(sorted(chosen), dtype=mx.int32)
 

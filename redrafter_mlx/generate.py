@@ -5,21 +5,24 @@ import sys
 
 import mlx.core as mx
 
-from . import default_model
+from . import models
+from .beam_search import BeamShape
 from .calibrate import auto_beam
-from .config import ConfigError
-from .decode import generate_ar, generate_redrafter
-from .load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer
-from .pypi_file import FetchError
+from .decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
+from .errors import run_cli
+from .load import DTYPES, load_drafter, load_model, load_tokenizer
+from .policy import DecodePolicy
 from .sampling import SamplingParams
 from .stats import Stats
+from .text import detokenize, encode_messages, encode_prompt
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m redrafter_mlx.generate", description=__doc__)
-    p.add_argument("--model", help="MLX model directory (see `python -m convert`); default: SmolLM2-135M-Instruct, "
-                   "fetched and converted on first use")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped one, for the default model)")
+    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}: fetched and converted on first "
+                   f"use, with its shipped drafter) or an MLX model directory (see `python -m convert`); "
+                   f"default: {models.DEFAULT}")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped drafter)")
     p.add_argument("--prompt", help="prompt text; '-' reads stdin; omitted: stdin if piped, else chat")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temp", type=float, default=0.0, help="sampling temperature (0: greedy)")
@@ -29,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
     p.add_argument("--beam-width", type=int, default=1, help="beams (default: best measured on CPU, docs/perf.md)")
     p.add_argument("--beam-length", type=int, default=3, help="tokens per beam: the LLM's own + L-1 drafts")
-    p.add_argument("--lookup", type=int, help="greedy only: also verify a beam copied from earlier in the text "
-                   "where its last N or more tokens occur before (0: off; default: 2)")
+    p.add_argument("--lookup", type=int, default=LOOKUP_MIN_MATCH,
+                   help="greedy only: also verify a beam copied from earlier in the text where its last N or more "
+                        f"tokens occur before (0: off; default: {LOOKUP_MIN_MATCH})")
     p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (0: all; "
                    "default: the drafter's config)")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
@@ -44,33 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def encode(tokenizer, messages, use_template: bool):
-    if use_template and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    return tokenizer.encode(messages[-1]["content"])
-
-
-def detokenize(chunks, detokenizer, eos_ids):
-    """Feeds each chunk's non-EOS tokens to a streaming detokenizer, yields the chunk after
-    each, and finalizes the detokenizer when the chunks run out."""
-    detokenizer.reset()
-    for chunk in chunks:
-        for token in chunk:
-            if token not in eos_ids:
-                detokenizer.add_token(token)
-        yield chunk
-    detokenizer.finalize()
-
-
-def stream(args, model, drafter, tokenizer, prompt_tokens, params) -> str:
+def stream(args, model, drafter, tokenizer, prompt_tokens) -> str:
     """Generates, printing text as it is accepted; returns the text."""
     stats = Stats(profile=args.profile)
     eos = set(tokenizer.eos_token_ids)
+    options = dict(max_tokens=args.max_tokens, sampling=args.sampling, eos_ids=eos, policy=args.policy, stats=stats)
     if args.mode == "ar":
-        chunks = generate_ar(model, prompt_tokens, args.max_tokens, params, eos, stats)
+        chunks = generate_ar(model, prompt_tokens, **options)
     else:
-        chunks = generate_redrafter(model, drafter, prompt_tokens, args.max_tokens, args.beam_width,
-                                    args.beam_length, eos, stats, params=params, lookup=args.lookup)
+        chunks = generate_redrafter(model, drafter, prompt_tokens, beam=args.beam_shape, lookup=args.lookup,
+                                    **options)
     detokenizer = tokenizer.detokenizer
     for _ in detokenize(chunks, detokenizer, eos):
         print(detokenizer.last_segment, end="", flush=True)
@@ -81,7 +68,7 @@ def stream(args, model, drafter, tokenizer, prompt_tokens, params) -> str:
     return detokenizer.text
 
 
-def chat(args, model, drafter, tokenizer, params):
+def chat(args, model, drafter, tokenizer):
     messages = []
     print("Chat: type a message, an empty line or Ctrl-D to quit.", file=sys.stderr)
     while True:
@@ -92,59 +79,38 @@ def chat(args, model, drafter, tokenizer, params):
         if not text.strip():
             return
         messages.append({"role": "user", "content": text})
-        reply = stream(args, model, drafter, tokenizer, encode(tokenizer, messages, args.chat_template), params)
+        reply = stream(args, model, drafter, tokenizer, encode_messages(tokenizer, messages, args.chat_template))
         messages.append({"role": "assistant", "content": reply})
 
 
-def parse_beam(text: str):
-    """'WxL' -> (W, L)."""
-    try:
-        width, length = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--beam must be 'auto' or WIDTHxLENGTH like 2x4, got {text!r}") from None
-    return width, length
-
-
-def calibrated_beam(args, model, drafter, tokenizer):
-    def encode_prompt(text):
-        return encode(tokenizer, [{"role": "user", "content": text}], args.chat_template)
-    return auto_beam(model, drafter, encode_prompt, args.model, args.drafter)
-
-
 def run(args):
-    params = SamplingParams(args.temp, args.top_k, args.top_p)
-    if args.model is None:
-        args.model = default_model.ensure_default_model()
-        args.drafter = args.drafter or default_model.DRAFTER
-    if args.mode == "redrafter" and not args.drafter:
-        raise ValueError("--mode redrafter needs --drafter DIR (or use --mode ar)")
+    args.sampling = SamplingParams(args.temp, args.top_k, args.top_p)
+    args.policy = DecodePolicy.for_device()
+    redrafter = args.mode == "redrafter"
     if args.beam and args.beam != "auto":
-        args.beam_width, args.beam_length = parse_beam(args.beam)
+        args.beam_shape = BeamShape.parse(args.beam)
+    else:
+        args.beam_shape = BeamShape(args.beam_width, args.beam_length)
+    model_dir, drafter_dir = models.resolve(args.model, args.drafter, need_drafter=redrafter)
     mx.random.seed(args.seed)
     dtype = DTYPES[args.dtype] if args.dtype else None
-    model = load_model(args.model, dtype)
-    drafter = load_drafter(args.drafter, model, dtype, args.draft_vocab) if args.mode == "redrafter" else None
-    tokenizer = load_tokenizer(args.model, model.config.eos_ids)
+    model = load_model(model_dir, dtype, policy=args.policy)
+    drafter = load_drafter(drafter_dir, model, dtype, args.draft_vocab, policy=args.policy) if redrafter else None
+    tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     if args.beam == "auto" and drafter is not None:
-        args.beam_width, args.beam_length = calibrated_beam(args, model, drafter, tokenizer)
+        args.beam_shape = auto_beam(model, drafter, lambda text: encode_prompt(tokenizer, text, args.chat_template),
+                                    model_dir, drafter_dir, policy=args.policy)
     prompt = args.prompt
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
         prompt = sys.stdin.read()
     if prompt is None:
-        return chat(args, model, drafter, tokenizer, params)
-    messages = [{"role": "user", "content": prompt}]
-    stream(args, model, drafter, tokenizer, encode(tokenizer, messages, args.chat_template), params)
+        return chat(args, model, drafter, tokenizer)
+    stream(args, model, drafter, tokenizer, encode_prompt(tokenizer, prompt, args.chat_template))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (LoadError, ConfigError, ValueError, FetchError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

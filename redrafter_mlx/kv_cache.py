@@ -1,6 +1,6 @@
 """Pre-allocated KV cache that grows in chunks and commits an accepted tree path.
 
-With `fixed_shapes` (the default on GPUs) attention reads the whole allocated capacity,
+With `fixed_shapes` (DecodePolicy, GPUs) attention reads the whole allocated capacity,
 with a mask that hides what is not committed or new: key lengths then change only when
 the cache grows (every `step` slots), so GPU kernels specialised on shapes are not
 rebuilt at every decoding step. There, rejected tree entries also stay where they were
@@ -12,10 +12,18 @@ Single-token steps without a mask (auto-regressive decoding) always read exactly
 slots in use plus one: the fused one-query attention kernel handles any key length.
 """
 
+from typing import List, Protocol, Tuple
+
 import mlx.core as mx
 import numpy as np
 
-from .device import on_gpu
+
+class Cache(Protocol):
+    """What a model's layers need of a cache: write the new keys/values, read the keys in view."""
+
+    def update(self, layer: int, keys: mx.array, values: mx.array, view: int) -> Tuple[mx.array, mx.array]:
+        """Writes keys/values (B, kv_heads, T, head_dim) of layer `layer` after the slots in
+        use; returns its first `view` slots of keys and values (B, kv_heads, view, head_dim)."""
 
 
 class KVCache:
@@ -28,7 +36,7 @@ class KVCache:
     `commit(kept, written)` with the offsets of the accepted path."""
 
     def __init__(self, num_layers: int, batch: int, kv_heads: int, head_dim: int, dtype, step: int = 256,
-                 fixed_shapes: bool = None):
+                 fixed_shapes: bool = False):
         self.shape = (batch, kv_heads, 0, head_dim)
         self.dtype = dtype
         self.keys = [None] * num_layers
@@ -38,7 +46,7 @@ class KVCache:
         self.kept = np.zeros(0, dtype=bool)  # (capacity,) slot holds a sequence token
         self.capacity = 0
         self.step = step
-        self.fixed_shapes = on_gpu() if fixed_shapes is None else fixed_shapes
+        self.fixed_shapes = fixed_shapes
 
     @property
     def contiguous(self) -> bool:
@@ -134,11 +142,21 @@ class KVCache:
         """The arrays to evaluate so that pending writes are materialised."""
         return [a for a in self.keys + self.values if a is not None]
 
+    def arrays(self) -> Tuple[List[mx.array], List[mx.array]]:
+        """The per-layer keys and values, for a step that writes them outside the cache (Slots)."""
+        return self.keys, self.values
+
+    def adopt(self, keys: List[mx.array], values: List[mx.array]):
+        """Takes the per-layer arrays such a step returns (same shapes, new slots written) as the
+        cache's own; the caller then advances or commits the slots written."""
+        self.keys, self.values = list(keys), list(values)
+
 
 class Slots:
-    """A KV cache's arrays inside one traced function (decode.redrafter_step): the new
-    keys/values are written at a device-side slot offset, so that one compiled graph serves
-    every step whatever the offset; `keys` and `values` hold the written arrays."""
+    """A Cache over a KVCache's arrays inside one traced function (decode.redrafter_step): the
+    new keys/values are written at a device-side slot offset, so that one compiled graph
+    serves every step whatever the offset; `keys` and `values` hold the written arrays, which
+    the KVCache then adopts."""
 
     def __init__(self, keys: list, values: list, offset: mx.array):
         self.keys, self.values, self.offset = list(keys), list(values), offset

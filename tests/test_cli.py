@@ -82,13 +82,13 @@ def test_prompt_from_stdin(dirs):
 
 
 @pytest.mark.parametrize("case,fragment", [
-    ("missing_model", "no such model directory"),
+    ("missing_model", "nope: no such directory, and not a model name"),
     ("no_config", "no config.json"),
     ("hidden_mismatch", "hidden_size 48 != model hidden_size 32"),
     ("vocab_mismatch", "vocab_size 20 != model vocab_size 16"),
-    ("width_zero", "beam width must be in 1..16"),
+    ("width_zero", "beam width must be >= 1"),
     ("width_large", "beam width must be in 1..16"),
-    ("length_short", "beam length must be >= 2"),
+    ("length_short", "beam length must be in 2..16"),
     ("no_drafter", "needs --drafter"),
     ("bad_top_p", "--top-p must be in (0, 1]"),
     ("bad_beam", "--beam must be 'auto' or WIDTHxLENGTH"),

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
+from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.load import LoadError, load_drafter
 from tiny import tiny_drafter, tiny_model, write_drafter_dir
@@ -36,9 +37,9 @@ def test_greedy_parity_with_reduced_vocab(head, width, length):
     model = tiny_model(6, vocab=24)
     drafter = tiny_drafter(model, 7, head=head)
     prompt = [3, 1, 4, 1, 5]
-    ar = sum(generate_ar(model, prompt, 30), [])
+    ar = sum(generate_ar(model, prompt, max_tokens=30), [])
     drafter.restrict_vocab(mx.array(sorted(set(ar[:6]) | {0, 2})))  # some of the AR tokens missing
-    assert sum(generate_redrafter(model, drafter, prompt, 30, width, length), []) == ar
+    assert sum(generate_redrafter(model, drafter, prompt, max_tokens=30, beam=BeamShape(width, length)), []) == ar
 
 
 def test_load_with_draft_vocab(tmp_path):

@@ -1,22 +1,12 @@
-"""scripts/drafter_accuracy.py: teacher-forced chains predict what single-beam decoding accepts."""
-
-import importlib.util
-from pathlib import Path
+"""demos.drafter_accuracy: teacher-forced chains predict what single-beam decoding accepts."""
 
 import numpy as np
 import pytest
 
+from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
+from demos import drafter_accuracy
 from tiny import tiny_drafter, tiny_model
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "drafter_accuracy.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("drafter_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("context_layers", [(), (0,), (0, 1)])
@@ -25,13 +15,13 @@ def test_chains_replay_the_accepted_counts_of_width_one_decoding(context_layers)
     drafts, then starts the next step just after them. With context layers this also checks
     that decoding drafts from the features of the right position (the chains come from one
     full forward)."""
-    chains = load_script().chains
+    chains = drafter_accuracy.chains
     model = tiny_model(3, vocab=8)
     drafter = tiny_drafter(model, 7, head="own", context_layers=context_layers)
     prompt = [3, 1, 4, 1, 5]
-    answer = sum(generate_ar(model, prompt, 140), [])
+    answer = sum(generate_ar(model, prompt, max_tokens=140), [])
     runs = chains(model, drafter, prompt + answer, len(prompt), steps=3)
-    chunks = list(generate_redrafter(model, drafter, prompt, 120, 1, 4, lookup=0))
+    chunks = list(generate_redrafter(model, drafter, prompt, max_tokens=120, beam=BeamShape(1, 4), lookup=0))
     assert_replayed(runs, chunks, answer)
 
 
@@ -51,13 +41,13 @@ def assert_replayed(runs, chunks, answer):
 def test_lookup_chains_replay_decoding_with_the_lookup_beam(min_match):
     """With the lookup beam a width-one step accepts the longer of the drafter's and the
     lookup beam's chains; and the lookup beam must win some steps."""
-    script = load_script()
+    script = drafter_accuracy
     model = tiny_model(3, vocab=8)
     drafter = tiny_drafter(model, 7, head="own")
     prompt = [3, 1, 4, 1, 5]
-    answer = sum(generate_ar(model, prompt, 140), [])
+    answer = sum(generate_ar(model, prompt, max_tokens=140), [])
     runs = script.chains(model, drafter, prompt + answer, len(prompt), steps=3)
     found = script.lookup_chains(prompt + answer, len(prompt), 3, min_match)
-    chunks = list(generate_redrafter(model, drafter, prompt, 120, 1, 4, lookup=min_match))
+    chunks = list(generate_redrafter(model, drafter, prompt, max_tokens=120, beam=BeamShape(1, 4), lookup=min_match))
     assert_replayed(np.maximum(runs, found), chunks, answer)
     assert (found > runs).sum() >= 5

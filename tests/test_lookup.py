@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from redrafter_mlx import decode
+from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.lookup import lookup_beam, with_lookup_beam
+from redrafter_mlx.policy import GPU
 from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.stats import Stats
-from tiny import tiny_drafter, tiny_model
+from tiny import cpu_policy, tiny_drafter, tiny_model
 
 
 def test_lookup_copies_what_followed_the_latest_occurrence():
@@ -40,9 +41,9 @@ def test_greedy_parity_with_lookup_from_a_one_token_prompt(length):
     shorter than the beam, and its last token matches the first."""
     model = tiny_model(3, "llama", vocab=6)
     drafter = tiny_drafter(model, 4)
-    ar = sum(generate_ar(model, [2], 20), [])
+    ar = sum(generate_ar(model, [2], max_tokens=20), [])
     assert ar[0] == 2
-    assert sum(generate_redrafter(model, drafter, [2], 20, 2, length, lookup=1), []) == ar
+    assert sum(generate_redrafter(model, drafter, [2], max_tokens=20, beam=BeamShape(2, length), lookup=1), []) == ar
 
 
 def test_with_lookup_beam_appends_the_copy_or_beam_zero():
@@ -55,16 +56,15 @@ def test_with_lookup_beam_appends_the_copy_or_beam_zero():
 @pytest.mark.parametrize("min_match", [1, 2, 4])
 @pytest.mark.parametrize("width,length,fixed_shapes,gpu", [(1, 3, None, False), (3, 4, None, False),
                                                            (3, 4, True, False), (2, 5, None, True)])
-def test_greedy_parity_with_lookup(min_match, width, length, fixed_shapes, gpu, monkeypatch):
-    """gpu: the lookup beam padded into the fixed tree, as on GPUs."""
-    monkeypatch.setattr(decode, "on_gpu", lambda: gpu)
+def test_greedy_parity_with_lookup(min_match, width, length, fixed_shapes, gpu):
+    """gpu: the GPU policy (the lookup beam padded into the fixed tree, prompts into buckets)."""
+    policy = GPU if gpu else cpu_policy(fixed_shapes)
     for seed in range(3):
         model = tiny_model(seed, "llama", vocab=10)
         drafter = tiny_drafter(model, seed + 20)
         prompt = [(4 * i + seed) % 10 for i in range(13)]
-        ar = sum(generate_ar(model, prompt, 40), [])
-        rd = sum(generate_redrafter(model, drafter, prompt, 40, width, length, fixed_shapes=fixed_shapes,
-                                    lookup=min_match), [])
+        ar = sum(generate_ar(model, prompt, max_tokens=40), [])
+        rd = sum(generate_redrafter(model, drafter, prompt, max_tokens=40, beam=BeamShape(width, length), policy=policy, lookup=min_match), [])
         assert rd == ar
 
 
@@ -75,10 +75,10 @@ def test_lookup_beam_accepts_the_repeats_the_drafter_misses():
     for seed in range(4):
         model = tiny_model(seed, "llama", vocab=24)
         drafter = tiny_drafter(model, seed + 60)
-        ar = sum(generate_ar(model, [1, 2, 3], 60), [])
+        ar = sum(generate_ar(model, [1, 2, 3], max_tokens=60), [])
         for min_match in steps:
             stats = Stats()
-            assert sum(generate_redrafter(model, drafter, [1, 2, 3], 60, 1, 4, stats=stats, lookup=min_match), []) == ar
+            assert sum(generate_redrafter(model, drafter, [1, 2, 3], max_tokens=60, beam=BeamShape(1, 4), stats=stats, lookup=min_match), []) == ar
             steps[min_match] += stats.steps
             lookup_steps += stats.lookup_steps
     assert steps[2] < 0.9 * steps[0], steps  # measured: 235 -> 188
@@ -88,12 +88,11 @@ def test_lookup_beam_accepts_the_repeats_the_drafter_misses():
 def test_sampling_does_not_use_the_lookup_beam():
     model = tiny_model(1, "llama", vocab=8)
     stats = Stats()
-    sum(generate_redrafter(model, tiny_drafter(model, 2), [1, 2, 1, 2], 30, 2, 3, stats=stats,
-                           params=SamplingParams(temp=1.0), lookup=1), [])
+    sum(generate_redrafter(model, tiny_drafter(model, 2), [1, 2, 1, 2], max_tokens=30, beam=BeamShape(2, 3), stats=stats, sampling=SamplingParams(temp=1.0), lookup=1), [])
     assert stats.steps > 0 and stats.lookup_steps == 0
 
 
 def test_negative_lookup_is_rejected():
     model = tiny_model(1, "llama", vocab=8)
     with pytest.raises(ValueError, match="lookup"):
-        next(generate_redrafter(model, tiny_drafter(model, 2), [1, 2], 5, 1, 3, lookup=-1))
+        next(generate_redrafter(model, tiny_drafter(model, 2), [1, 2], max_tokens=5, beam=BeamShape(1, 3), lookup=-1))

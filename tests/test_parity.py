@@ -1,20 +1,24 @@
 """Greedy ReDrafter must reproduce greedy auto-regressive output token for token (float32)."""
 
 from collections import Counter
+from dataclasses import replace
 
 import mlx.core as mx
 import pytest
 
+from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx import decode
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.kv_cache import KVCache
 from redrafter_mlx.llm import Model
+from redrafter_mlx.policy import CPU, GPU
 from redrafter_mlx.stats import Stats
-from tiny import set_cache_mode, tiny_drafter, tiny_model
+from tiny import cpu_policy, tiny_drafter, tiny_model
 
 
 def run_both(model, drafter, prompt, max_tokens, width, length, eos=(), stats=None):
-    ar = sum(generate_ar(model, prompt, max_tokens, eos_ids=eos), [])
-    rd = sum(generate_redrafter(model, drafter, prompt, max_tokens, width, length, eos, stats), [])
+    ar = sum(generate_ar(model, prompt, max_tokens=max_tokens, eos_ids=eos), [])
+    rd = sum(generate_redrafter(model, drafter, prompt, max_tokens=max_tokens, beam=BeamShape(width, length), eos_ids=eos, stats=stats), [])
     return ar, rd
 
 
@@ -39,9 +43,9 @@ def test_greedy_parity_with_context_layers(context_layers, width, length, fixed_
     model = tiny_model(7, "llama", vocab=8)
     drafter = tiny_drafter(model, 8, context_layers=context_layers)
     prompt = [(5 * i + 2) % 8 for i in range(11)]
-    ar = sum(generate_ar(model, prompt, 30), [])
+    ar = sum(generate_ar(model, prompt, max_tokens=30), [])
     stats = Stats()
-    rd = sum(generate_redrafter(model, drafter, prompt, 30, width, length, stats=stats, fixed_shapes=fixed_shapes), [])
+    rd = sum(generate_redrafter(model, drafter, prompt, max_tokens=30, beam=BeamShape(width, length), stats=stats, policy=cpu_policy(fixed_shapes)), [])
     assert rd == ar and stats.steps < 30
 
 
@@ -53,8 +57,8 @@ def test_parity_prompt_lengths(prompt_length, width, fixed_shapes):
     model = tiny_model(5, "llama", vocab=12)
     drafter = tiny_drafter(model, 6)
     prompt = [(3 * i + 1) % 12 for i in range(prompt_length)]
-    ar = sum(generate_ar(model, prompt, 40), [])
-    assert sum(generate_redrafter(model, drafter, prompt, 40, width, 4, fixed_shapes=fixed_shapes), []) == ar
+    ar = sum(generate_ar(model, prompt, max_tokens=40), [])
+    assert sum(generate_redrafter(model, drafter, prompt, max_tokens=40, beam=BeamShape(width, 4), policy=cpu_policy(fixed_shapes)), []) == ar
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -63,7 +67,7 @@ def test_parity_eos_mid_beam(seed):
     model = tiny_model(seed, "llama", vocab=12)
     drafter = tiny_drafter(model, seed + 50)
     prompt = [1, 2, 3]
-    full = sum(generate_ar(model, prompt, 30), [])
+    full = sum(generate_ar(model, prompt, max_tokens=30), [])
     eos = full[7]
     ar, rd = run_both(model, drafter, prompt, 30, 6, 5, eos={eos})
     assert ar == full[:full.index(eos) + 1]
@@ -92,7 +96,7 @@ def test_parity_setup_accepts_multi_token_runs():
 
 
 @pytest.mark.parametrize("compiled,fixed_shapes", [(False, False), (False, True), (True, True)])
-def test_ar_equals_full_recompute(compiled, fixed_shapes, monkeypatch):
+def test_ar_equals_full_recompute(compiled, fixed_shapes):
     """The pipelined, cached AR loop (plain: exact-length attention at T = 1 in both cache
     modes; compiled: over the whole capacity) against an oracle that reruns the whole
     sequence without a cache at every step."""
@@ -103,8 +107,8 @@ def test_ar_equals_full_recompute(compiled, fixed_shapes, monkeypatch):
         positions = mx.arange(len(expected))[None]
         hidden = model(mx.array(expected)[None], positions, model.new_cache())
         expected.append(mx.argmax(model.logits(hidden[0, -1])).item())
-    set_cache_mode(monkeypatch, fixed_shapes)
-    assert sum(generate_ar(model, prompt, 20, compiled=compiled), []) == expected[len(prompt):]
+    policy = replace(CPU, compile_ar=compiled, fixed_shapes=fixed_shapes)
+    assert sum(generate_ar(model, prompt, max_tokens=20, policy=policy), []) == expected[len(prompt):]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -113,14 +117,15 @@ def test_parity_in_gpu_mode(seed, step, monkeypatch):
     """GPU mode (tree padded to W*L dummy tokens, attention over the whole cache capacity,
     rejected entries left in place) must not change the output; with 16-slot chunks the
     cache is compacted and grown many times."""
-    set_cache_mode(monkeypatch, True, step)
+    if step:
+        monkeypatch.setattr(decode, "CACHE_STEP", step)
     model = tiny_model(seed, "qwen2", vocab=6)
     drafter = tiny_drafter(model, seed + 9)
     compactions = []
     compact = KVCache._compact
     monkeypatch.setattr(KVCache, "_compact", lambda cache: compactions.append(compact(cache)))
-    ar = sum(generate_ar(model, [1, 2, 3], 30), [])
-    rd = sum(generate_redrafter(model, drafter, [1, 2, 3], 30, 4, 4, fixed_shapes=True), [])
+    ar = sum(generate_ar(model, [1, 2, 3], max_tokens=30, policy=GPU), [])
+    rd = sum(generate_redrafter(model, drafter, [1, 2, 3], max_tokens=30, beam=BeamShape(4, 4), policy=GPU), [])
     assert rd == ar
     assert (len(compactions) > 0) == (step is not None)
 
@@ -135,5 +140,5 @@ def test_cache_grows_in_whole_steps(monkeypatch):
     model = tiny_model(1, "llama", vocab=80)
     drafter = tiny_drafter(model, 2)
     for width, length in [(1, 3), (17, 4), (70, 4)]:
-        sum(generate_redrafter(model, drafter, [1, 2, 3], 5, width, length, fixed_shapes=True, lookup=0), [])
+        sum(generate_redrafter(model, drafter, [1, 2, 3], max_tokens=5, beam=BeamShape(width, length), policy=GPU, lookup=0), [])
     assert steps == [256, 512, 1280]

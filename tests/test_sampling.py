@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.acceptance import speculative_accept
+from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.sampling import SamplingParams, target_log_probs
 from redrafter_mlx.stats import Stats
 from stats_check import chi2_goodness_of_fit, chi2_two_sample, total_variation
-from tiny import tiny_drafter, tiny_model
+from tiny import cpu_policy, tiny_drafter, tiny_model
 
 VOCAB = 6
 
@@ -199,12 +200,11 @@ def test_decode_loop_samples_the_target(params, width, length, draft_tokens, gpu
 
     def redrafter():
         stats = Stats()
-        yield from generate_redrafter(model, drafter, prompt, 2, width, length, stats=stats, params=params,
-                                      fixed_shapes=gpu_mode)
+        yield from generate_redrafter(model, drafter, prompt, max_tokens=2, beam=BeamShape(width, length), stats=stats, sampling=params, policy=cpu_policy(gpu_mode))
         accepted.update(stats.accepted_histogram)
 
     rd = two_token_counts(redrafter, runs, vocab)
-    ar = two_token_counts(lambda: generate_ar(model, prompt, 2, params), runs, vocab)
+    ar = two_token_counts(lambda: generate_ar(model, prompt, max_tokens=2, sampling=params), runs, vocab)
     assert chi2_goodness_of_fit(rd, exact) > 1e-3
     assert chi2_goodness_of_fit(ar, exact) > 1e-3
     assert chi2_two_sample(rd, ar) > 1e-3
@@ -217,5 +217,5 @@ def test_greedy_path_unchanged_by_params_default():
     """temp 0 keeps beam search + greedy acceptance: identical to greedy AR."""
     model = tiny_model(3, vocab=12)
     drafter = tiny_drafter(model, 4)
-    ar = sum(generate_ar(model, [4, 5], 20), [])
-    assert sum(generate_redrafter(model, drafter, [4, 5], 20, 3, 4, params=SamplingParams(0.0)), []) == ar
+    ar = sum(generate_ar(model, [4, 5], max_tokens=20), [])
+    assert sum(generate_redrafter(model, drafter, [4, 5], max_tokens=20, beam=BeamShape(3, 4), sampling=SamplingParams(0.0)), []) == ar

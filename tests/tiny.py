@@ -1,5 +1,7 @@
 """Tiny random-weight models for the tests."""
 
+from dataclasses import replace
+
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
@@ -7,6 +9,7 @@ from mlx.utils import tree_flatten, tree_map
 from redrafter_mlx.config import DrafterConfig, ModelConfig
 from redrafter_mlx.drafter import Drafter
 from redrafter_mlx.llm import Model
+from redrafter_mlx.policy import CPU, DecodePolicy
 
 
 def model_config(kind: str = "llama", vocab: int = 24, **overrides) -> ModelConfig:
@@ -82,15 +85,9 @@ def write_drafter_dir(path, drafter: Drafter):
     return path
 
 
-def set_cache_mode(monkeypatch, fixed_shapes: bool, step: int = None):
-    """Makes every new KV cache use (True: the GPU default) or not use fixed shapes, and
-    grow by `step` slots (None: as asked)."""
-    new_cache = Model.new_cache
-
-    def cache_in_mode(self, batch=1, **kwargs):
-        cache = new_cache(self, batch, **kwargs)
-        cache.fixed_shapes = fixed_shapes
-        cache.step = step or cache.step
-        return cache
-
-    monkeypatch.setattr(Model, "new_cache", cache_in_mode)
+def cpu_policy(fixed_shapes: bool = None) -> DecodePolicy:
+    """The CPU policy (None), or it with every tree verified at a fixed size in a compiled step
+    as on GPUs (True), or with width-1 trees verified exactly too (False)."""
+    if fixed_shapes is None:
+        return CPU
+    return replace(CPU, fixed_shapes=True) if fixed_shapes else replace(CPU, fixed_single_beam=False)

