@@ -226,6 +226,8 @@ def fit(args):
     train, valid = split_by_prompt(sequences, args.eval_fraction)
     steps_per_epoch = sum(1 for _ in make_batches(train, args.batch_tokens, args.max_length, rng))
     total_steps = steps_per_epoch * args.epochs
+    print(json.dumps({"train_sequences": len(train), "held_out_sequences": len(valid),
+                      "steps_per_epoch": steps_per_epoch, "epochs": args.epochs}), file=sys.stderr)
     trainees = []
     for variant in variants:
         mx.random.seed(args.seed)  # each initialised as if fitted alone
