@@ -115,7 +115,7 @@ def initial_drafter(model, args, train):
 def schedule(args, total_steps):
     warmup = max(1, int(0.1 * total_steps))
     return optim.join_schedules([optim.linear_schedule(0.0, args.lr, warmup),
-                                 optim.cosine_decay(args.lr, total_steps - warmup)], [warmup])
+                                 optim.cosine_decay(args.lr, max(1, total_steps - warmup))], [warmup])
 
 
 def evaluate(model, drafter, batches, steps):
