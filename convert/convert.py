@@ -35,13 +35,31 @@ def _cast_and_quantize(module: nn.Module, dtype, q_bits, q_group_size, quantizat
     Returns the quantization config entries (mlx-lm format) for config.json."""
     module.set_dtype(DTYPES[dtype])
     if q_bits:
+        chosen = []
+
         def predicate(name, layer):
             fits = hasattr(layer, "to_quantized") and layer.weight.shape[-1] % q_group_size == 0
-            return fits and not hasattr(layer, "scales")
+            if fits and not hasattr(layer, "scales"):
+                chosen.append(name)
+                return True
+            return False
+
         nn.quantize(module, group_size=q_group_size, bits=q_bits, class_predicate=predicate)
-        quantization = {**quantization, "group_size": q_group_size, "bits": q_bits}
+        quantization = with_layers(quantization, chosen, {"group_size": q_group_size, "bits": q_bits})
     mx.eval(module.parameters())
     return quantization
+
+
+def with_layers(quantization: dict, names: list, settings: dict) -> dict:
+    """The quantization config (mlx-lm format) once the layers `names` are quantized with
+    `settings`: the default when nothing else was quantized, else one entry per layer, so
+    that layers the source stored quantized keep theirs (a Q4_1 GGUF's group 32 under -q 4's
+    group 64)."""
+    if not names:
+        return quantization
+    if not quantization or all(quantization.get(k, v) == v for k, v in settings.items()):
+        return {**quantization, **settings}
+    return {**quantization, **{name: settings for name in names}}
 
 
 def read_target(src: Path, allow_pickle: bool):

@@ -3,7 +3,7 @@
 # Run after `source .devsetup.sh` (MLX's CUDA wheel, ../shared/device) with REPO=the checkout,
 # from any directory holding the code to run (e.g. a copy of a fixed commit: the checkout
 # may change between runs). Models travel as ~60 MB parts of their MLX directories:
-# $REPO/.dev/NAME/pNN/FILE.part_XX and .dev/NAME/meta/ (config, tokenizer) with
+# $REPO/.dev/NAME/pNN/FILE.partNNN and .dev/NAME/meta/ (config, tokenizer) with
 # .dev/NAME/MANIFEST.txt (each file's sha256).
 #   STAGE=stash NAME=q15 PART=p03   copies one part folder to /tmp/parts/NAME/
 #   STAGE=assemble NAME=q15         joins the parts into /tmp/models/NAME (checksums checked)
@@ -18,8 +18,8 @@ stash)
   mkdir -p /tmp/parts/$NAME && cp $REPO/.dev/$NAME/$PART/* /tmp/parts/$NAME/ ;;
 assemble)  # F16=1: also a float16 copy (dequantized: fast batched generation and training features)
   out=$MODELS/$NAME && mkdir -p $out.tmp && cp $REPO/.dev/$NAME/meta/* $out.tmp/
-  for base in $(ls /tmp/parts/$NAME | sed 's/\.part_.*//' | sort -u); do
-    cat $(ls /tmp/parts/$NAME/$base.part_* | sort) > $out.tmp/$base
+  for base in $(ls /tmp/parts/$NAME | sed 's/\.part.*//' | sort -u); do
+    cat $(ls /tmp/parts/$NAME/$base.part* | sort) > $out.tmp/$base
     grep -q "$(sha256sum $out.tmp/$base | cut -d' ' -f1)" $REPO/.dev/$NAME/MANIFEST.txt || { echo "checksum of $base differs"; exit 1; }
   done
   rm -rf $out && mv $out.tmp $out && ls -la $out

@@ -112,3 +112,19 @@ def test_gguf_converts_to_the_same_model(tmp_path, qtype):
     ids = tokenizer.encode("ab ab")
     assert [VOCAB[i] for i in ids] == ["ab", "Ġa", "b"]  # merges by rank: "Ġ a" before "a b"
     assert tokenizer.decode(ids) == "ab ab"
+
+
+def test_requantizing_a_natively_quantized_gguf_keeps_its_layers_loadable(tmp_path):
+    """-q 4 over a GGUF whose layers MLX reads quantized (Q8_0: 8 bits, group 32): those keep
+    their own settings in config.json (the default group of -q must not overwrite them)."""
+    model = tiny_model(0, "llama", vocab=len(VOCAB), hidden_size=64, intermediate_size=96, scale=0.1)
+    model.load_weights(write_gguf(tmp_path / "m.gguf", model, Q.Q8_0))
+    convert_main(["model", str(tmp_path / "m.gguf"), str(tmp_path / "dense"), "--dtype", "float32"])
+    convert_main(["model", str(tmp_path / "m.gguf"), str(tmp_path / "q4"), "--dtype", "float32", "-q", "4"])
+    tokens = [3, 5, 7, 2, 30, 31, 4, 9]
+    positions = mx.arange(len(tokens))[None]
+    logits = []
+    for name in ("dense", "q4"):
+        ours = load_model(tmp_path / name)
+        logits.append(np.array(ours.logits(ours(mx.array([tokens]), positions, ours.new_cache())[0])))
+    np.testing.assert_allclose(logits[1], logits[0], atol=1e-4, rtol=1e-4)
