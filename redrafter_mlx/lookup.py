@@ -4,7 +4,7 @@ The recurrent drafter reads only the LLM's last hidden state and the drafted tok
 seldom reproduces text that the answer copies from the prompt or from itself (names, code,
 quoted phrases): on MT-Bench, where the last 4 tokens occur earlier in the text (16% of the
 answer positions), copying what followed them predicts the next token 84% of the time, the
-drafter 39% (`scripts/drafter_accuracy.py --lookup`, docs/perf.md, session 11). The lookup
+drafter 39% (`python -m demos.drafter_accuracy --lookup`, docs/perf.md). The lookup
 beam finds the latest earlier occurrence of the text's last n tokens (n from MAX_MATCH down
 to min_match) and proposes the tokens that followed it. Greedy decoding verifies it in the
 same tree as the drafter's beams, so the output does not change; sampling does not use it
