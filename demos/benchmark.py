@@ -23,11 +23,12 @@ import mlx.core as mx
 
 from redrafter_mlx import models
 from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
+from redrafter_mlx.decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, generate_ar, generate_redrafter
 from redrafter_mlx.device import device_name
 from redrafter_mlx.errors import UsageError, run_cli
 from redrafter_mlx.load import DTYPES, load_drafter, load_model, load_tokenizer
 from redrafter_mlx.policy import DecodePolicy
+from redrafter_mlx.sampled_drafts import METHODS
 from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.stats import Stats
 from redrafter_mlx.text import encode_prompt
@@ -38,7 +39,7 @@ from .prompts import load_prompts
 
 COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "speedup_vs_ar",
            "speedup_vs_mlx_lm", "tokens_per_step", "acceptance", "peak_memory_mb", "outputs_differing_from_ar",
-           "device", "dtype", "model", "mlx", "prompts", "max_tokens", "temp"]
+           "device", "dtype", "model", "mlx", "prompts", "max_tokens", "temp", "top_p"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"once per value, named _lookupN (0: no lookup beam; default: {LOOKUP_MIN_MATCH}, unnamed)")
     p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (default: drafter's)")
     p.add_argument("--temp", type=float, default=0.0, help="0: greedy (outputs checked against AR)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--sampled-drafts", help=f"with --temp > 0: how drafts are drawn, comma separated among "
+                   f"{', '.join(METHODS)}, each shape once per value, named _METHOD (default: {SAMPLED_DRAFTS}, "
+                   "unnamed)")
     p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--no-mlx-lm", dest="mlx_lm", action="store_false", help="skip mlx-lm's AR")
     p.add_argument("--draft-model", help="also time mlx-lm's draft-model speculative decoding with this "
@@ -75,6 +80,14 @@ def parse_ints(text: str, name: str):
     if not values:
         raise UsageError(f"--{name} is empty")
     return values
+
+
+def parse_methods(text: str):
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"--sampled-drafts must be a comma-separated list of {', '.join(METHODS)}, got {text!r}")
+    return methods
 
 
 def timed_run(generator):
@@ -99,10 +112,13 @@ def make_runners(args, model, drafter, eos, sampling, policy):
     for w in args.widths:
         for n in args.lengths:
             for k in args.lookup:
-                name = f"redrafter_{w}x{n}" + ("" if k is None else f"_lookup{k}")
-                beam, lookup = BeamShape(w, n), LOOKUP_MIN_MATCH if k is None else k
-                runners[name] = (lambda p, s, beam=beam, lookup=lookup: generate_redrafter(
-                    model, drafter, p, beam=beam, lookup=lookup, stats=s, **options), w, n)
+                for method in args.sampled_drafts:
+                    name = (f"redrafter_{w}x{n}" + ("" if k is None else f"_lookup{k}")
+                            + ("" if method is None else f"_{method}"))
+                    beam, lookup = BeamShape(w, n), LOOKUP_MIN_MATCH if k is None else k
+                    runners[name] = (lambda p, s, beam=beam, lookup=lookup, method=method: generate_redrafter(
+                        model, drafter, p, beam=beam, lookup=lookup, sampled_drafts=method or SAMPLED_DRAFTS,
+                        stats=s, **options), w, n)
     return runners
 
 
@@ -177,10 +193,11 @@ def run(args):
         args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
     args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
     args.lookup = parse_ints(args.lookup, "lookup") if args.lookup else [None]
+    args.sampled_drafts = parse_methods(args.sampled_drafts) if args.sampled_drafts else [None]
     for width in args.widths:
         for length in args.lengths:
             BeamShape(width, length)  # checks the grid before loading anything
-    sampling = SamplingParams(args.temp)
+    sampling = SamplingParams(args.temp, top_p=args.top_p)
     policy = DecodePolicy.for_device()
     model_dir, drafter_dir = models.resolve(args.model, args.drafter)
     args.model = str(model_dir)
@@ -195,7 +212,7 @@ def run(args):
     prompts = [encode_prompt(tokenizer, q) for q in questions]
     meta = dict(device=device_name(), dtype=args.dtype or str(model.dtype).split(".")[-1],
                 model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
-                temp=args.temp)
+                temp=args.temp, top_p=args.top_p)
     runners = make_runners(args, model, drafter, eos, sampling, policy)
     out_dir = Path(args.out_dir)
 

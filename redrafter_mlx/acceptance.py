@@ -40,20 +40,42 @@ def _at(probs: mx.array, token: mx.array) -> mx.array:
     return mx.take_along_axis(probs, token[:, None], axis=-1)[:, 0]
 
 
-def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_log_probs: mx.array) -> Accepted:
-    """Exact multi-draft speculative sampling over independently sampled beams (batched).
+def _first_occurrences(tokens: mx.array, alive: mx.array) -> mx.array:
+    """tokens, alive (B, W) -> (B, W): alive beams whose token no earlier alive beam has."""
+    width = tokens.shape[1]
+    same = (tokens[:, :, None] == tokens[:, None, :]) & alive[:, None, :]  # [b, w, u]: beam u has w's token
+    earlier = mx.tril(mx.ones((width, width), dtype=mx.bool_), k=-1)  # u < w
+    return alive & ~(same & earlier).any(axis=-1)
 
-    beams (B, W, L): W independent drafts, first token the LLM's own; draft_log_probs
-    (B, W, L-1, V): log q each drafted token was sampled from; target_log_probs (B, W, L, V):
-    log p of the LLM after each beam token. Returns per sequence the beam holding the
-    accepted prefix, the number of accepted drafts and the next token, distributed exactly
-    as sampling from p token by token (docs/sampling.md).
+
+def _without(probs: mx.array, token: mx.array, drop: mx.array) -> mx.array:
+    """probs (B, V) with token (B,) removed and renormalised where drop (B,)."""
+    removed = mx.put_along_axis(probs, token[:, None], mx.zeros((probs.shape[0], 1), probs.dtype), axis=-1)
+    removed = removed / mx.maximum(removed.sum(axis=-1, keepdims=True), 1e-30)
+    return mx.where(drop[:, None], removed, probs)
+
+
+def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_log_probs: mx.array,
+                       without_replacement: bool = False) -> Accepted:
+    """Exact multi-draft speculative sampling over a tree of sampled drafts (batched).
+
+    beams (B, W, L): drafts, first token the LLM's own; draft_log_probs (B, W, L-1, V): log q
+    each drafted token was sampled from; target_log_probs (B, W, L, V): log p of the LLM
+    after each beam token. Returns per sequence the beam holding the accepted prefix, the
+    number of accepted drafts and the next token, distributed exactly as sampling from p
+    token by token (docs/sampling.md).
 
     Walks down the tree: at each depth the beams still alive share one prefix, so one p and
     one q apply; their tokens are tried in beam order, each accepted with probability
     min(1, r(x)/q(x)) against the residual r (p at first, norm(max(r - q, 0)) after each
     rejection). The first acceptance picks the child; if none, the next token is drawn
-    from the final residual and the walk stops."""
+    from the final residual and the walk stops.
+
+    iid drafts (without_replacement False): every beam's token is an independent draw from
+    q, so each is tried, duplicates too. Drafts drawn without replacement (sampled_drafts
+    "rsd-c", "rsd-s"; beams ordered so that a node's children appear in their sampled
+    order): each distinct child is tried once, and after a rejection q loses that token
+    and is renormalised (recursive rejection sampling, arXiv 2402.14160)."""
     batch, width, length = beams.shape
     alive = mx.ones((batch, width), dtype=mx.bool_)
     done = mx.zeros((batch,), dtype=mx.bool_)
@@ -64,15 +86,19 @@ def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_log_pr
         residual = mx.exp(_row(target_log_probs, lead, depth - 1))
         draft_probs = mx.exp(_row(draft_log_probs, lead, depth - 1))
         tokens = beams[:, :, depth]
+        candidates = _first_occurrences(tokens, alive) if without_replacement else alive
         coins = mx.random.uniform(shape=(batch, width))
         found = mx.zeros((batch,), dtype=mx.bool_)
         chosen = mx.zeros((batch,), dtype=mx.int32)
         for w in range(width):
             token = tokens[:, w]
-            tried = alive[:, w] & ~found & ~done
+            tried = candidates[:, w] & ~found & ~done
             accept = tried & (coins[:, w] * _at(draft_probs, token) < _at(residual, token))
             found, chosen = found | accept, mx.where(accept, token, chosen)
-            residual = mx.where((tried & ~accept)[:, None], _residual(residual, draft_probs), residual)
+            rejected = tried & ~accept
+            residual = mx.where(rejected[:, None], _residual(residual, draft_probs), residual)
+            if without_replacement:
+                draft_probs = _without(draft_probs, token, rejected)
         stop = ~done & ~found
         bonus = residual if bonus is None else mx.where(stop[:, None], residual, bonus)
         alive = mx.where(found[:, None], alive & (tokens == chosen[:, None]), alive)

@@ -20,7 +20,7 @@ from .kv_cache import KVCache, Slots
 from .llm import Model
 from .lookup import with_lookup_beam
 from .policy import DecodePolicy
-from .sampled_drafts import sample_drafts
+from .sampled_drafts import METHODS, sample_drafts
 from .sampling import SamplingParams, sample, target_log_probs
 from .stats import Stats
 from .tree import build_tree
@@ -29,6 +29,7 @@ PREFILL_CHUNK = 512
 MAX_COMPILED_STEPS = 8  # per model
 CACHE_STEP = 256  # the cache grows by multiples of this: on GPUs each capacity compiles its own kernels
 LOOKUP_MIN_MATCH = 2  # lookup.py; best measured on CPUs and GPUs (docs/perf.md)
+SAMPLED_DRAFTS = "rsd-s"  # sampled_drafts.py: how drafts are drawn when sampling
 
 
 def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1, taps: tuple = ()) -> mx.array:
@@ -143,15 +144,15 @@ def verify(model: Model, tokens, positions, mask, offset, keys: list, values: li
     return hidden[0], slots.keys, slots.values
 
 
-def draft_fn(sampling: SamplingParams):
-    """Beam search for greedy decoding; independent sampled drafts for sampling."""
+def draft_fn(sampling: SamplingParams, sampled_drafts: str):
+    """Beam search for greedy decoding; sampled drafts (sampled_drafts.METHODS) for sampling."""
     if sampling.greedy:
         return beam_search
-    return lambda *args: sample_drafts(*args, sampling)
+    return lambda *args: sample_drafts(*args, sampling, sampled_drafts)
 
 
 def accept(model: Model, hidden: mx.array, index: mx.array, beams: mx.array, draft_log_probs: mx.array,
-           sampling: SamplingParams) -> Accepted:
+           sampling: SamplingParams, sampled_drafts: str) -> Accepted:
     """Judges the drafts beams (W, L) against the LLM outputs at the packed tree tokens
     hidden (T, dim); index (W, L): the packed position of each beam token; draft_log_probs
     (W, L-1, V): the drafts' log q (sampling only)."""
@@ -159,11 +160,13 @@ def accept(model: Model, hidden: mx.array, index: mx.array, beams: mx.array, dra
         target = mx.argmax(model.logits(hidden), axis=-1)[index]  # (W, L)
         return greedy_accept(beams, target)
     log_p = target_log_probs(model.logits(hidden), sampling)[index]  # (W, L, V)
-    accepted = speculative_accept(beams[None], draft_log_probs[None], log_p[None])
+    accepted = speculative_accept(beams[None], draft_log_probs[None], log_p[None],
+                                  without_replacement=sampled_drafts != "iid")
     return Accepted(*(a[0] for a in accepted))
 
 
-def redrafter_step(model: Model, drafter: Drafter, beam: BeamShape, sampling: SamplingParams, compiled: bool):
+def redrafter_step(model: Model, drafter: Drafter, beam: BeamShape, sampling: SamplingParams, sampled_drafts: str,
+                   compiled: bool):
     """A ReDrafter step after the tree is packed, as one function of arrays: verify the tree,
     accept, draft the next beams. Compiled where shapes are fixed (GPUs): traced once per
     cache capacity, its elementwise operations fused, instead of a graph of ~1,000 operations
@@ -173,16 +176,16 @@ def redrafter_step(model: Model, drafter: Drafter, beam: BeamShape, sampling: Sa
     (Accepted, next Draft, keys, values): tree_inputs, then the beams' packed index and
     tokens (W, L) and log q (W, L-1, V), and the cache's arrays per layer, which come back
     written."""
-    draft_beams = draft_fn(sampling)
+    draft_beams = draft_fn(sampling, sampled_drafts)
 
     def step(tokens, positions, mask, offset, index, beams, draft_log_probs, keys, values):
         hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, drafter.taps)
-        accepted = accept(model, hidden, index, beams, draft_log_probs, sampling)
+        accepted = accept(model, hidden, index, beams, draft_log_probs, sampling, sampled_drafts)
         context = hidden[index[accepted.beam, accepted.count]][None]
         draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], beam.width, beam.length)
         return accepted, draft, keys, values
 
-    return compile_once(model, step, (id(drafter), beam, sampling)) if compiled else step
+    return compile_once(model, step, (id(drafter), beam, sampling, sampled_drafts)) if compiled else step
 
 
 def ar_step(model: Model, sampling: SamplingParams):
@@ -214,12 +217,13 @@ def tree_cache(model: Model, pad_to: int, fixed_shapes: bool) -> KVCache:
 
 def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max_tokens: int,
                        beam: BeamShape = BeamShape(), sampling: SamplingParams = SamplingParams(),
-                       lookup: int = LOOKUP_MIN_MATCH, eos_ids=(), policy: DecodePolicy = None,
-                       stats: Stats = None) -> Iterator[List[int]]:
+                       lookup: int = LOOKUP_MIN_MATCH, sampled_drafts: str = SAMPLED_DRAFTS, eos_ids=(),
+                       policy: DecodePolicy = None, stats: Stats = None) -> Iterator[List[int]]:
     """ReDrafter decoding; yields the tokens accepted at each step (1..beam.length).
 
-    Greedy (sampling.temp == 0): beam search, output identical to greedy AR. Sampling: W
-    sampled drafts and exact multi-draft rejection sampling (docs/sampling.md). lookup:
+    Greedy (sampling.temp == 0): beam search, output identical to greedy AR. Sampling: a
+    tree of W drafts sampled from the drafter (sampled_drafts: "iid", "rsd-c" or "rsd-s",
+    sampled_drafts.py) and exact multi-draft rejection sampling (docs/sampling.md). lookup:
     greedy only, add a beam copied from earlier in the text where its last `lookup` or more
     tokens occur before (lookup.py; 0: never). policy (default: this device's): whether the
     tree is verified at a fixed size W x L over the cache's whole capacity in one compiled
@@ -228,6 +232,8 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     beam.check(drafter.draft_vocab_size)
     if lookup < 0:
         raise UsageError(f"lookup (the lookup beam's minimum match) must be >= 0, got {lookup}")
+    if sampled_drafts not in METHODS:
+        raise UsageError(f"sampled drafts must be one of {', '.join(METHODS)}, got {sampled_drafts!r}")
     policy = policy or DecodePolicy.for_device()
     stats = stats or Stats()
     stats.draft_length = beam.length - 1
@@ -236,11 +242,11 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     padded_beams = beam.width + (lookup > 0 and policy.pad_lookup)
     pad_to = padded_beams * beam.length if fixed else 0
     cache = tree_cache(model, pad_to, fixed)
-    step = redrafter_step(model, drafter, beam, sampling, compiled=fixed)
+    step = redrafter_step(model, drafter, beam, sampling, sampled_drafts, compiled=fixed)
     start = time.perf_counter()
     context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
     token = sample(model.logits(context), sampling)
-    draft = draft_fn(sampling)(drafter, model.embed, context, token, beam.width, beam.length)
+    draft = draft_fn(sampling, sampled_drafts)(drafter, model.embed, context, token, beam.width, beam.length)
     mx.eval(draft.beams)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
     text = list(prompt)  # what the lookup beam searches

@@ -8,10 +8,11 @@ import mlx.core as mx
 from . import models
 from .beam_search import BeamShape
 from .calibrate import auto_beam
-from .decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
+from .decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, generate_ar, generate_redrafter
 from .errors import run_cli
 from .load import DTYPES, load_drafter, load_model, load_tokenizer
 from .policy import DecodePolicy
+from .sampled_drafts import METHODS
 from .sampling import SamplingParams
 from .stats import Stats
 from .text import detokenize, encode_messages, encode_prompt
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lookup", type=int, default=LOOKUP_MIN_MATCH,
                    help="greedy only: also verify a beam copied from earlier in the text where its last N or more "
                         f"tokens occur before (0: off; default: {LOOKUP_MIN_MATCH})")
+    p.add_argument("--sampled-drafts", choices=METHODS, default=SAMPLED_DRAFTS,
+                   help="sampling only: how the draft tree is drawn from the drafter: iid (independent beams), "
+                        "rsd-c (distinct first tokens), rsd-s (stochastic beam search; without replacement, "
+                        f"verified by recursive rejection sampling); default: {SAMPLED_DRAFTS}")
     p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (0: all; "
                    "default: the drafter's config)")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
@@ -57,7 +62,7 @@ def stream(args, model, drafter, tokenizer, prompt_tokens) -> str:
         chunks = generate_ar(model, prompt_tokens, **options)
     else:
         chunks = generate_redrafter(model, drafter, prompt_tokens, beam=args.beam_shape, lookup=args.lookup,
-                                    **options)
+                                    sampled_drafts=args.sampled_drafts, **options)
     detokenizer = tokenizer.detokenizer
     for _ in detokenize(chunks, detokenizer, eos):
         print(detokenizer.last_segment, end="", flush=True)

@@ -47,9 +47,11 @@ def test_redrafter_text_equals_ar_text(dirs):
     assert "tokens/step" in rd.stderr and "Generation:" in ar.stderr
 
 
-def test_redrafter_sampling_is_seeded(dirs):
+@pytest.mark.parametrize("method", ["iid", "rsd-c", "rsd-s"])
+def test_redrafter_sampling_is_seeded(dirs, method):
     common = ["--model", dirs["model"], "--drafter", dirs["drafter"], "--prompt", "w3 w4", "--max-tokens", "16",
-              "--no-chat-template", "--temp", "1.0", "--top-p", "0.95", "--beam-width", "3"]
+              "--no-chat-template", "--temp", "1.0", "--top-p", "0.95", "--beam-width", "3",
+              "--sampled-drafts", method]
     runs = [cli(*common, "--seed", seed) for seed in ("1", "1", "2", "3")]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr
     texts = [r.stdout for r in runs]

@@ -63,9 +63,21 @@ def test_benchmark_times_each_shape_per_lookup(dirs):
     assert all(r["outputs_differing_from_ar"] == 0 for r in rows)
 
 
+def test_benchmark_times_each_shape_per_sampled_drafts_method(dirs):
+    out = dirs["root"] / "bench_rsd"
+    rows = benchmark.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]), "--prompts",
+                           str(dirs["prompts"]), "--num-prompts", "2", "--max-tokens", "8", "--no-mlx-lm", "--temp",
+                           "1.0", "--top-p", "0.9",
+                           "--widths", "2", "--lengths", "3", "--sampled-drafts", "iid,rsd-c,rsd-s",
+                           "--out-dir", str(out)])
+    assert {r["method"] for r in rows} == {"ar"} | {f"redrafter_2x3_{m}" for m in ("iid", "rsd-c", "rsd-s")}
+    assert all(r["temp"] == 1.0 and r["top_p"] == 0.9 for r in rows)
+
+
 @pytest.mark.parametrize("extra,fragment", [(["--widths", "1,x"], "--widths must be comma-separated"),
                                             (["--prompts", "nope.jsonl"], "no prompt set 'nope.jsonl'"),
-                                            (["--lookup", "-1"], "must be >= 0, got -1")])
+                                            (["--lookup", "-1"], "must be >= 0, got -1"),
+                                            (["--sampled-drafts", "iid,x"], "--sampled-drafts must be")])
 def test_benchmark_bad_input_is_one_error_line(dirs, extra, fragment):
     out = subprocess.run([sys.executable, "-m", "demos.benchmark", "--model", str(dirs["model"]), "--drafter",
                           str(dirs["drafter"]), "--prompts", str(dirs["prompts"]), "--max-tokens", "2", *extra],

@@ -95,9 +95,9 @@ def exact_joint(p) -> np.ndarray:
     return p[0][:, None, None] * p[1][:, :, None] * p[2]
 
 
-def ours(beams, log_q, log_p):
+def ours(beams, log_q, log_p, without_replacement=False):
     accepted = speculative_accept(mx.array(beams), mx.array(log_q, dtype=mx.float32),
-                                  mx.array(log_p, dtype=mx.float32))
+                                  mx.array(log_p, dtype=mx.float32), without_replacement)
     return [np.array(a) for a in accepted]
 
 
