@@ -1,8 +1,9 @@
 """`--beam auto`: pick the beam shape by timing a few on this device, cached per device + model.
 
 The best shape depends on the hardware (width 1-3 on Apple GPUs, 12-24 for the default
-model on an H100, short beams on CPUs), so it is measured once and remembered in
-<cache>/beam_auto.json.
+model on an H100, short beams on CPUs) and on the sampling settings (sampled drafts are
+accepted less often than greedy ones), so it is measured once per device, model, drafter
+and sampling settings and remembered in <cache>/beam_auto.json.
 """
 
 import json
@@ -17,28 +18,33 @@ from .decode import generate_redrafter
 from .device import device_name
 from .models import cache_dir
 from .policy import DecodePolicy
+from .sampling import SamplingParams
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
 CANDIDATES = {"cpu": [BeamShape(1, 2), BeamShape(1, 3), BeamShape(1, 4), BeamShape(2, 3)],
               "gpu": [BeamShape(w, 4) for w in (1, 4, 8, 12, 16, 24)] + [BeamShape(8, 5)]}  # H100: 12x4-24x4
 
 
-def shape_speed(model, drafter, prompts, beam: BeamShape, policy: DecodePolicy, max_tokens: int) -> float:
-    """tok/s of one beam shape over the prompts, after a warm-up run."""
+def shape_speed(model, drafter, prompts, beam: BeamShape, policy: DecodePolicy, sampling: SamplingParams,
+                max_tokens: int) -> float:
+    """tok/s of one beam shape over the prompts, after a warm-up run (sampling: seeded alike for every shape)."""
     def run(prompt, tokens):
-        return len(sum(generate_redrafter(model, drafter, prompt, max_tokens=tokens, beam=beam, policy=policy), []))
+        return len(sum(generate_redrafter(model, drafter, prompt, max_tokens=tokens, beam=beam, sampling=sampling,
+                                          policy=policy), []))
 
     run(prompts[0], 8)
+    mx.random.seed(0)
     start = time.perf_counter()
     tokens = sum(run(prompt, max_tokens) for prompt in prompts)
     return tokens / (time.perf_counter() - start)
 
 
-def calibrate(model, drafter, prompts, candidates, policy: DecodePolicy, max_tokens: int = 48):
+def calibrate(model, drafter, prompts, candidates, policy: DecodePolicy, sampling: SamplingParams = SamplingParams(),
+              max_tokens: int = 48):
     """Returns the fastest BeamShape and the measured tok/s of every candidate."""
     speeds = {}
     for beam in candidates:
-        speeds[beam] = shape_speed(model, drafter, prompts, beam, policy, max_tokens)
+        speeds[beam] = shape_speed(model, drafter, prompts, beam, policy, sampling, max_tokens)
         print(f"[redrafter_mlx] beam {beam}: {speeds[beam]:.1f} tok/s", file=sys.stderr)
     return max(speeds, key=speeds.get), speeds
 
@@ -51,17 +57,23 @@ def weights_identity(directory) -> str:
     return f"{Path(directory).resolve()} ({size} B, {newest})"
 
 
+def sampling_key(sampling: SamplingParams) -> str:
+    if sampling.greedy:
+        return "greedy"
+    return f"temp {sampling.temp:g}, top-k {sampling.top_k}, top-p {sampling.top_p:g}"
+
+
 def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, *, policy: DecodePolicy,
-              cache_file: Path = None) -> BeamShape:
-    """The cached best shape for this device + model + drafter, calibrated on first use."""
+              sampling: SamplingParams = SamplingParams(), cache_file: Path = None) -> BeamShape:
+    """The cached best shape for this device + model + drafter + sampling settings, calibrated on first use."""
     cache_file = cache_file or cache_dir() / "beam_auto.json"
     key = (f"{device_name()} | {weights_identity(model_dir)} | {weights_identity(drafter_dir)} "
-           f"(draft vocab {drafter.draft_vocab_size}) | mlx {mx.__version__}")
+           f"(draft vocab {drafter.draft_vocab_size}) | {sampling_key(sampling)} | mlx {mx.__version__}")
     known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
         prompts = [encode_prompt(p) for p in PROMPTS]
-        best, speeds = calibrate(model, drafter, prompts, CANDIDATES[policy.device_kind], policy)
+        best, speeds = calibrate(model, drafter, prompts, CANDIDATES[policy.device_kind], policy, sampling)
         known[key] = {"best": [best.width, best.length], "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")

@@ -104,7 +104,7 @@ def run(args):
     tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     if args.beam == "auto" and drafter is not None:
         args.beam_shape = auto_beam(model, drafter, lambda text: encode_prompt(tokenizer, text, args.chat_template),
-                                    model_dir, drafter_dir, policy=args.policy)
+                                    model_dir, drafter_dir, policy=args.policy, sampling=args.sampling)
     prompt = args.prompt
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
         prompt = sys.stdin.read()

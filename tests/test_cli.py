@@ -75,6 +75,10 @@ def test_beam_auto_calibrates_once_per_device_and_model(dirs, tmp_path):
     write_drafter_dir(drafter_dir, tiny_drafter(load_model(dirs["model"]), seed=5))  # replaced in place
     third = cli(*common, env=env)
     assert third.returncode == 0 and "calibrating" in third.stderr, third.stderr
+    sampled = [cli(*common, "--temp", temp, env=env) for temp in ("0.7", "0.7", "1.0")]
+    assert ["calibrating" in r.stderr for r in sampled] == [True, False, True], sampled[0].stderr
+    keys = list(json.loads((tmp_path / "beam_auto.json").read_text()))
+    assert sum("greedy" in k for k in keys) == 2 and sum("temp 0.7," in k for k in keys) == 1
 
 
 def test_prompt_from_stdin(dirs):
