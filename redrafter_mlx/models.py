@@ -107,20 +107,34 @@ def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
     return out
 
 
+def check_paths(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):
+    """Raises UsageError for a --model that is neither a model name nor a directory, a
+    --drafter that is no directory, or a missing --drafter where one is needed; checks the
+    model first and fetches nothing."""
+    name = model or DEFAULT
+    if name not in MODELS and not Path(name).is_dir():
+        if Path(name).is_file():
+            hint = f"; convert it first: python -m convert model {name} OUT" if name.endswith(".gguf") else ""
+            raise UsageError(f"--model {name}: a file, not a model directory{hint}")
+        raise UsageError(f"--model {name}: no such directory, and not a model name ({', '.join(MODELS)})")
+    if drafter and not Path(drafter).is_dir():
+        raise UsageError(f"--drafter {drafter}: no such drafter directory")
+    if need_drafter and not drafter:
+        if name not in MODELS:
+            raise UsageError("--model DIR needs --drafter DIR for ReDrafter (or use --mode ar)")
+        if MODELS[name].drafter_dir is None:
+            raise UsageError(f"{name} has no shipped drafter: pass --drafter DIR (or use --mode ar)")
+
+
 def resolve(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):
     """The --model and --drafter of a command line -> (model directory, drafter directory or
     None): a model name (MODELS; default: DEFAULT) is fetched on first use and brings its
-    shipped drafter; a directory is used as it is, and needs --drafter for ReDrafter."""
+    shipped drafter; a directory is used as it is, and needs --drafter for ReDrafter. The
+    paths are checked (check_paths) before anything is fetched."""
+    check_paths(model, drafter, need_drafter)
     name = model or DEFAULT
     if name in MODELS:
-        named = MODELS[name]
-        if need_drafter and not drafter and named.drafter_dir is None:
-            raise UsageError(f"{name} has no shipped drafter: pass --drafter DIR (or use --mode ar)")
-        return ensure_model(name), Path(drafter) if drafter else named.drafter_dir
-    if not Path(name).is_dir():
-        raise UsageError(f"--model {name}: no such directory, and not a model name ({', '.join(MODELS)})")
-    if need_drafter and not drafter:
-        raise UsageError("--model DIR needs --drafter DIR for ReDrafter (or use --mode ar)")
+        return ensure_model(name), Path(drafter) if drafter else MODELS[name].drafter_dir
     return Path(name), Path(drafter) if drafter else None
 
 
