@@ -23,9 +23,9 @@ import mlx.core as mx
 
 from redrafter_mlx import models
 from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
+from redrafter_mlx.decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter, max_tokens_in_window
 from redrafter_mlx.device import device_name
-from redrafter_mlx.errors import UsageError, run_cli
+from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from redrafter_mlx.load import DTYPES, load_drafter, load_model, load_tokenizer
 from redrafter_mlx.policy import DecodePolicy
 from redrafter_mlx.sampling import SamplingParams
@@ -42,26 +42,26 @@ COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "sp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m demos.benchmark", description=__doc__,
+    p = ArgumentParser(prog="python -m demos.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory "
                    f"(default: {models.DEFAULT})")
     p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped one)")
     p.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
-    p.add_argument("--num-prompts", type=int, default=80)
-    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--num-prompts", type=int_at_least(1), default=80)
+    p.add_argument("--max-tokens", type=int_at_least(1), default=128)
     p.add_argument("--widths", default="1,2,4", help="beam widths, comma separated")
     p.add_argument("--lengths", default="2,3,4,5", help="beam lengths, comma separated")
     p.add_argument("--lookup", help="min matches of the lookup beam to time, comma separated, each shape "
                    f"once per value, named _lookupN (0: no lookup beam; default: {LOOKUP_MIN_MATCH}, unnamed)")
-    p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (default: drafter's)")
-    p.add_argument("--temp", type=float, default=0.0, help="0: greedy (outputs checked against AR)")
+    p.add_argument("--draft-vocab", type=int_at_least(0), help="draft only the N most frequent tokens (default: drafter's)")
+    p.add_argument("--temp", type=finite_float(0), default=0.0, help="0: greedy (outputs checked against AR)")
     p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--no-mlx-lm", dest="mlx_lm", action="store_false", help="skip mlx-lm's AR")
     p.add_argument("--draft-model", help="also time mlx-lm's draft-model speculative decoding with this "
                    "model, a name or an MLX directory (same tokenizer as --model, e.g. qwen2.5-coder-0.5b for "
                    "qwen2.5-coder-1.5b)")
-    p.add_argument("--num-draft", type=int, default=3, help="draft tokens for --draft-model")
+    p.add_argument("--num-draft", type=int_at_least(1), default=3, help="draft tokens for --draft-model")
     p.add_argument("--quick", action="store_true", help="2 prompts, 16 tokens, widths 1,2, lengths 2,3")
     p.add_argument("--out-dir", default="bench")
     return p
@@ -177,11 +177,20 @@ def run(args):
         args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
     args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
     args.lookup = parse_ints(args.lookup, "lookup") if args.lookup else [None]
+    if any(k is not None and k < 0 for k in args.lookup):
+        raise UsageError(f"--lookup values must be >= 0, got {min(args.lookup)}")
     for width in args.widths:
         for length in args.lengths:
             BeamShape(width, length)  # checks the grid before loading anything
     sampling = SamplingParams(args.temp)
     policy = DecodePolicy.for_device()
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out-dir {out_dir}: exists and is not a directory")
+    models.check_paths(args.model, args.drafter)
+    if args.draft_model:
+        models.check_paths(args.draft_model, None, need_drafter=False)
+    questions = load_prompts(args.prompts)[:args.num_prompts]
     model_dir, drafter_dir = models.resolve(args.model, args.drafter)
     args.model = str(model_dir)
     if args.draft_model:
@@ -189,15 +198,20 @@ def run(args):
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(model_dir, dtype, policy=policy)
     drafter = load_drafter(drafter_dir, model, dtype, args.draft_vocab, policy=policy)
+    for width in args.widths:
+        BeamShape(width, args.lengths[0]).check(drafter.draft_vocab_size)
     tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
-    questions = load_prompts(args.prompts)[:args.num_prompts]
     prompts = [encode_prompt(tokenizer, q) for q in questions]
+    for number, prompt in enumerate(prompts, 1):
+        try:
+            max_tokens_in_window(len(prompt), args.max_tokens, model.config.max_position_embeddings)
+        except UsageError as error:
+            raise UsageError(f"--prompts {args.prompts}: prompt {number}: {error}") from None
     meta = dict(device=device_name(), dtype=args.dtype or str(model.dtype).split(".")[-1],
                 model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
                 temp=args.temp)
     runners = make_runners(args, model, drafter, eos, sampling, policy)
-    out_dir = Path(args.out_dir)
 
     def save_partial(totals, done):
         write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)
