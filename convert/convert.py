@@ -1,13 +1,14 @@
 """Conversion of a target LLM (HF dir or GGUF file) and of a ReDrafter drafter to MLX."""
 
 import shutil
+import sys
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from redrafter_mlx.atomic import atomic_directory
+from redrafter_mlx.atomic import OutputExistsError, atomic_directory, recover
 from redrafter_mlx.config import ConfigError, DrafterConfig, ModelConfig
 from redrafter_mlx.drafter import Drafter
 from redrafter_mlx.llm import Model
@@ -22,6 +23,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def _progress(items, desc):
+    if not sys.stderr.isatty():  # no carriage returns in logs
+        return items
     try:
         from tqdm import tqdm
     except ImportError:
@@ -60,6 +63,14 @@ def with_layers(quantization: dict, names: list, settings: dict) -> dict:
     if not quantization or all(quantization.get(k, v) == v for k, v in settings.items()):
         return {**quantization, **settings}
     return {**quantization, **{name: settings for name in names}}
+
+
+def check_output(out, force: bool):
+    """Refuses an existing output without force before anything is read (atomic_directory
+    checks again when writing), after cleaning up what killed runs left (atomic.recover)."""
+    recover(out)
+    if Path(out).exists() and not force:
+        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
 
 
 def model_config(config: dict, source) -> ModelConfig:
@@ -102,6 +113,7 @@ def dequantize_all(weights: dict, quantization: dict) -> dict:
 def convert_target(src, out, dtype="float16", q_bits=None, q_group_size=64, force=False,
                    allow_pickle=False, tokenizer=None, dequantize=False):
     src = Path(src)
+    check_output(out, force)
     if tokenizer and not Path(tokenizer).is_dir():
         raise CheckpointError(f"--tokenizer {tokenizer}: no such directory")
     config, weights, quantization, metadata = read_target(src, allow_pickle)
@@ -136,6 +148,7 @@ def convert_drafter(src, out, target, dtype="float16", q_bits=None, q_group_size
                     allow_pickle=False):
     """Converts a drafter from Apple's PyTorch layout; `target` is the MLX (or HF) target dir."""
     src = Path(src)
+    check_output(out, force)
     raw = read_json(src / "config.json")
     try:
         target_config = ModelConfig.from_dict(read_config(target))

@@ -51,11 +51,17 @@ def temporary_name(name: str) -> str:
     return f".{name}.tmp-{os.getpid()}-"
 
 
+def _stale(path: Path) -> bool:
+    """Whether a temporary `.NAME.tmp-PID-*` was left by a process that is gone."""
+    pid = path.name.rpartition(".tmp-")[2].split("-")[0]
+    return pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+
+
 def remove_stale(parent: Path, name: str):
-    """Removes the temporary files and directories `.NAME.tmp-PID-*` in parent whose process is gone."""
+    """Removes the temporary files and directories `.NAME.tmp-PID-*` in parent whose process
+    is gone (NAME may be a glob pattern, e.g. shard-*.npz)."""
     for path in Path(parent).glob(f".{name}.tmp-*"):
-        pid = path.name[len(f".{name}.tmp-"):].split("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if _stale(path):
             _remove(path)
 
 
@@ -97,10 +103,25 @@ def temporary_directory(parent: Path, name: str):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def recover(out):
+    """Cleans up after runs killed while writing `out`: when one was killed while replacing it
+    (the old `out` moved aside, the new one not yet in place), the old one is put back; then
+    their temporary siblings are removed."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return
+    for old in out.parent.glob(f".{out.name}.tmp-*-old"):
+        if not out.exists() and _stale(old):
+            old.rename(out)
+    remove_stale(out.parent, out.name)
+
+
 @contextmanager
 def atomic_directory(out, force: bool):
-    """Yields a temporary directory that replaces `out` on success and vanishes on failure."""
+    """Yields a temporary directory that replaces `out` on success and vanishes on failure
+    (recover() first)."""
     out = Path(out)
+    recover(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
     if out.exists() and not out.is_dir():

@@ -142,6 +142,10 @@ class ModelConfig:
         """Checks every value it uses; raises ConfigError naming the first wrong key."""
         check_object(raw)
         model_type = raw.get("model_type")
+        if "model_type" not in raw:
+            raise ConfigError("lacks model_type (is this a model directory?)")
+        if model_type == DrafterConfig.model_type:
+            raise ConfigError("is a drafter's config, not a model's (pass the drafter as --drafter)")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(
                 f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"

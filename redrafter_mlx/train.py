@@ -22,9 +22,9 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from .atomic import atomic_directory, atomic_file
+from .atomic import atomic_directory, atomic_file, remove_stale
 from .batch_generate import generate_batch
-from .config import DrafterConfig
+from .config import ConfigError, DrafterConfig
 from .data import load_sequences, make_batches, read_prompts, save_sequences, shard_name, split_by_prompt
 from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
@@ -63,6 +63,8 @@ def generate_data(args):
                          f"exceed the model's context window of {config.max_position_embeddings}")
     model = load_model(args.model, DTYPES[args.dtype])
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out, "shard-*.npz")  # shards of killed runs (done again below)
+    remove_stale(out, "info.json")
     eos = set(tokenizer.eos_token_ids)
     params = SamplingParams(args.temp)
     batches = range(0, len(encoded), args.batch_size)
@@ -246,7 +248,10 @@ def fit(args):
         raise UsageError(f"--out and --also name the same output twice: {', '.join(outs)}")
     config = read_model_config(args.model)  # checked before the data and the model load
     if args.init:
-        read_drafter_config(args.init)
+        try:
+            read_drafter_config(args.init).check_matches(config)
+        except ConfigError as error:
+            raise UsageError(f"--init {args.init}: does not fit the model: {error}") from None
     sequences = list(load_sequences(*args.data))
     largest = max((int(seq.max()) for seq, _ in sequences if len(seq)), default=0)
     if largest >= config.vocab_size:
