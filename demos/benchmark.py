@@ -22,6 +22,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from redrafter_mlx import models
+from redrafter_mlx.atomic import atomic_file
 from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter, max_tokens_in_window
 from redrafter_mlx.device import device_name
@@ -151,13 +152,15 @@ def rows_from(totals, runners, meta):
 
 
 def write_tables(rows, totals, out_dir: Path):
+    """results.csv and results.json, each replaced atomically (they are rewritten after every prompt)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "results.csv", "w", newline="") as f:
+    with atomic_file(out_dir / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     histograms = {name: dict(sorted(t["histogram"].items())) for name, t in totals.items() if t["histogram"]}
-    (out_dir / "results.json").write_text(json.dumps({"rows": rows, "accepted_histograms": histograms}, indent=2))
+    with atomic_file(out_dir / "results.json") as tmp:
+        tmp.write_text(json.dumps({"rows": rows, "accepted_histograms": histograms}, indent=2))
 
 
 def write_plots(rows, out_dir: Path):

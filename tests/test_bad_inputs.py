@@ -513,7 +513,7 @@ def write_config(directory: Path, raw: dict):
     (directory / "config.json").write_text(json.dumps(raw))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(MODEL_INT_KEYS + ["rms_norm_eps", "rope_theta"]), data=st.data())
 def test_generated_bad_model_config_values(root, capfd, monkeypatch, key, data):
     """Any wrong value of a size or number key: one line naming config.json and the key."""
@@ -532,7 +532,7 @@ def test_generated_bad_model_config_values(root, capfd, monkeypatch, key, data):
     assert key in err, err
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(["hidden_size", "vocab_size", "exit_dim", "num_draft_layers", "draft_vocab_size",
                             "head_rows", "rnn", "context_layers"]), data=st.data())
 def test_generated_bad_drafter_config_values(root, capfd, monkeypatch, key, data):
@@ -578,7 +578,7 @@ FLAG_VALUES = {
 }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flag=st.sampled_from(sorted(FLAG_VALUES)), data=st.data())
 def test_generated_bad_flag_values(root, capfd, monkeypatch, flag, data):
     """Out-of-range or unparsable flag values: one line naming the flag (or the beam), before
