@@ -247,8 +247,7 @@ def test_chat_ctrl_c_stops_the_reply_keeps_the_conversation_and_quits_at_the_pro
         second = read_until(pty_fd, ">> ", output)
         prompt_tokens = int(second.split("Prompt: ")[1].split(" tokens")[0])
         assert prompt_tokens > 3  # both messages and the stopped reply: the conversation was kept
-        process.send_signal(signal.SIGINT)  # at the prompt: quits
-        assert process.wait(30) == 0
+        assert wait_after_interrupt(process) == 0  # Ctrl-C at the prompt quits
         tail = read_rest(pty_fd)
         assert tail.startswith("\r\n") or tail.startswith("\n"), repr(tail)
         assert "Traceback" not in "".join(output) + tail
@@ -256,6 +255,21 @@ def test_chat_ctrl_c_stops_the_reply_keeps_the_conversation_and_quits_at_the_pro
         if process.poll() is None:
             process.kill()
         os.close(pty_fd)
+
+
+def wait_after_interrupt(process) -> int:
+    """Sends SIGINT to a process waiting at input() and returns its exit code. A signal that
+    lands between CPython printing the prompt and blocking in its read is only noted, not
+    acted on, until the next one (a person presses Ctrl-C again): so wait a little first, and
+    send it again if need be."""
+    for _ in range(3):
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        try:
+            return process.wait(10)
+        except subprocess.TimeoutExpired:
+            continue
+    return process.wait(10)
 
 
 def read_rest(fd) -> str:
