@@ -1,16 +1,15 @@
 """python -m convert {model,drafter} SRC OUT [options]"""
 
-import argparse
 import sys
 import time
 
-from redrafter_mlx.errors import run_cli
+from redrafter_mlx.errors import ArgumentParser, run_cli
 
 from .convert import convert_drafter, convert_target
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m convert", description="Convert weights to MLX directories.")
+    p = ArgumentParser(prog="python -m convert", description="Convert weights to MLX directories.")
     sub = p.add_subparsers(dest="kind", required=True)
     model = sub.add_parser("model", help="target LLM: HF directory (safetensors/.bin) or .gguf file")
     drafter = sub.add_parser("drafter", help="ReDrafter drafter from Apple's PyTorch checkpoint layout")

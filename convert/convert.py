@@ -1,20 +1,21 @@
 """Conversion of a target LLM (HF dir or GGUF file) and of a ReDrafter drafter to MLX."""
 
 import shutil
+import sys
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from redrafter_mlx.atomic import atomic_directory
-from redrafter_mlx.config import DrafterConfig, ModelConfig
+from redrafter_mlx.atomic import OutputExistsError, atomic_directory, recover
+from redrafter_mlx.config import ConfigError, DrafterConfig, ModelConfig
 from redrafter_mlx.drafter import Drafter
 from redrafter_mlx.llm import Model
 from redrafter_mlx.load import DTYPES, LoadError, fill, layer_quantization, read_config
 
 from . import gguf_reader, gguf_tokenizer
-from .hf_reader import CheckpointError, read_json, read_weights
+from .hf_reader import CheckpointError, check_finite, read_json, read_weights
 from .output import write_config, write_weights
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -22,6 +23,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def _progress(items, desc):
+    if not sys.stderr.isatty():  # no carriage returns in logs
+        return items
     try:
         from tqdm import tqdm
     except ImportError:
@@ -62,16 +65,36 @@ def with_layers(quantization: dict, names: list, settings: dict) -> dict:
     return {**quantization, **{name: settings for name in names}}
 
 
+def check_output(out, force: bool):
+    """Refuses an existing output without force before anything is read (atomic_directory
+    checks again when writing), after cleaning up what killed runs left (atomic.recover)."""
+    recover(out)
+    if Path(out).exists() and not force:
+        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+
+
+def model_config(config: dict, source) -> ModelConfig:
+    """The checked ModelConfig of a source's config; CheckpointError naming the source."""
+    try:
+        return ModelConfig.from_dict(config)
+    except ConfigError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+
+
 def read_target(src: Path, allow_pickle: bool):
     """Returns (config dict, weights, quantization entries, GGUF metadata or None)."""
     if src.is_file() and src.suffix == ".gguf":
         metadata, weights = gguf_reader.read_gguf(src)
-        config = gguf_reader.model_config(metadata)
-        weights = gguf_reader.hf_weights(metadata, weights, config)
+        config = gguf_reader.model_config(metadata, src)
+        model_config(config, src)  # checked before its sizes shape the weights
+        weights = check_finite(gguf_reader.hf_weights(metadata, weights, config, src), src)
         return config, weights, gguf_reader.quantization_config(weights), metadata
+    if not src.exists():
+        raise CheckpointError(f"{src}: not a checkpoint directory or .gguf file (no such file or directory)")
     if not src.is_dir():
         raise CheckpointError(f"{src}: not a checkpoint directory or .gguf file")
     config = read_json(src / "config.json")
+    model_config(config, src / "config.json")  # checked before the weights are read
     weights = read_weights(src, allow_pickle, lambda files: _progress(files, "reading"))
     return config, weights, dict(config.get("quantization") or {}), None
 
@@ -90,10 +113,13 @@ def dequantize_all(weights: dict, quantization: dict) -> dict:
 def convert_target(src, out, dtype="float16", q_bits=None, q_group_size=64, force=False,
                    allow_pickle=False, tokenizer=None, dequantize=False):
     src = Path(src)
+    check_output(out, force)
+    if tokenizer and not Path(tokenizer).is_dir():
+        raise CheckpointError(f"--tokenizer {tokenizer}: no such directory")
     config, weights, quantization, metadata = read_target(src, allow_pickle)
     if dequantize and quantization:
         weights, quantization = dequantize_all(weights, quantization), {}
-    model = fill(Model(ModelConfig.from_dict(config)), weights, quantization, src)
+    model = fill(Model(model_config(config, src)), weights, quantization, src)
     del weights
     quantization = _cast_and_quantize(model, dtype, q_bits, q_group_size, quantization)
     config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config", "torch_dtype")}
@@ -111,7 +137,10 @@ def convert_target(src, out, dtype="float16", q_bits=None, q_group_size=64, forc
             for name in copied:
                 shutil.copy(tokenizer_src / name, tmp / name)
         else:
-            gguf_tokenizer.write_tokenizer(metadata, tmp)
+            try:
+                gguf_tokenizer.write_tokenizer(metadata, tmp)
+            except gguf_tokenizer.TokenizerError as error:
+                raise gguf_tokenizer.TokenizerError(f"{src}: {error}") from None
     return Path(out)
 
 
@@ -119,13 +148,20 @@ def convert_drafter(src, out, target, dtype="float16", q_bits=None, q_group_size
                     allow_pickle=False):
     """Converts a drafter from Apple's PyTorch layout; `target` is the MLX (or HF) target dir."""
     src = Path(src)
+    check_output(out, force)
     raw = read_json(src / "config.json")
     try:
         target_config = ModelConfig.from_dict(read_config(target))
-    except LoadError as error:
-        raise CheckpointError(f"--target: {error}") from None
-    config = DrafterConfig.from_dict(raw)
-    config.check_matches(target_config)
+    except (LoadError, ConfigError) as error:
+        raise CheckpointError(f"--target {target}: {error}") from None
+    try:
+        config = DrafterConfig.from_dict(raw)
+    except ConfigError as error:
+        raise CheckpointError(f"{src / 'config.json'}: {error}") from None
+    try:
+        config.check_matches(target_config)
+    except ConfigError as error:
+        raise CheckpointError(f"{src}: does not fit --target {target}: {error}") from None
     weights = read_weights(src, allow_pickle)
     drafter = fill(Drafter(config), weights, {}, src)
     quantization = _cast_and_quantize(drafter, dtype, q_bits, q_group_size, {})

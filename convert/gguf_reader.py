@@ -47,21 +47,25 @@ def _value(v):
 
 
 def read_gguf(path: str):
-    """Returns (metadata dict of Python values, weights dict of mx arrays, HF names, GGUF layout)."""
+    """Returns (metadata dict of Python values, weights dict of mx arrays, HF names, GGUF layout).
+    The header is checked first (gguf_header: every tensor inside the file)."""
     try:
         types = tensor_types(path)
     except (OSError, ValueError) as error:
-        raise GGUFError(str(error)) from None
+        raise GGUFError(f"{path}: {getattr(error, 'strerror', None) or error}") from None
     others = sorted({t for t in types.values() if t not in NATIVE_TYPES})
     if others:
         metadata, weights = _read_with_gguf_package(path, f"tensor types {others} need dequantizing")
     else:
         try:
             weights, metadata = mx.load(str(path), return_metadata=True)
+            metadata = {k: _value(v) for k, v in metadata.items()}
         except Exception as error:
             raise GGUFError(f"{path}: cannot read it ({error})") from None
-        metadata = {k: _value(v) for k, v in metadata.items()}
-    return metadata, {hf_name(k): v for k, v in weights.items()}
+    try:
+        return metadata, {hf_name(k): v for k, v in weights.items()}
+    except GGUFError as error:
+        raise GGUFError(f"{path}: {error}") from None
 
 
 def _read_with_gguf_package(path, reason: str):
@@ -69,13 +73,25 @@ def _read_with_gguf_package(path, reason: str):
         import gguf
     except ImportError:
         raise GGUFError(f"{path}: {reason}; `pip install gguf` to dequantize K-quant/Q5 tensors") from None
-    reader = gguf.GGUFReader(str(path))
-    metadata = {name: field.contents() for name, field in reader.fields.items()}
-    weights = {}
-    for tensor in reader.tensors:
-        data = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        weights[tensor.name] = mx.array(data.reshape(tuple(reversed(tensor.shape.tolist()))).astype(np.float32))
+    try:
+        reader = gguf.GGUFReader(str(path))
+        metadata = {name: _plain(field.contents()) for name, field in reader.fields.items()}
+        weights = {}
+        for tensor in reader.tensors:
+            data = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            weights[tensor.name] = mx.array(data.reshape(tuple(reversed(tensor.shape.tolist()))).astype(np.float32))
+    except Exception as error:  # the gguf package's errors of a corrupt file: ValueError, KeyError, ...
+        raise GGUFError(f"{path}: cannot read it ({type(error).__name__}: {error})") from None
     return metadata, weights
+
+
+def _plain(value):
+    """numpy scalars (the gguf package's metadata) as Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def unpermute_rows(weight: mx.array, heads: int) -> mx.array:
@@ -86,11 +102,11 @@ def unpermute_rows(weight: mx.array, heads: int) -> mx.array:
     return weight.reshape(heads, rows // heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def model_config(metadata: dict) -> dict:
-    """HF-style config.json for the GGUF's architecture."""
+def model_config(metadata: dict, path="GGUF") -> dict:
+    """HF-style config.json for the GGUF's architecture (its values checked by ModelConfig)."""
     arch = metadata.get("general.architecture")
-    if arch not in ARCHITECTURES:
-        raise GGUFError(f"unsupported GGUF architecture {arch!r} (supported: {', '.join(ARCHITECTURES)})")
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise GGUFError(f"{path}: unsupported GGUF architecture {arch!r} (supported: {', '.join(ARCHITECTURES)})")
 
     def get(key, default=None):
         return metadata.get(f"{arch}.{key}", default)
@@ -116,14 +132,18 @@ def model_config(metadata: dict) -> dict:
     return config
 
 
-def hf_weights(metadata: dict, weights: dict, config: dict) -> dict:
+def hf_weights(metadata: dict, weights: dict, config: dict, path="GGUF") -> dict:
     """Renamed weights in HF layout: Q/K rows un-permuted for the llama architecture."""
     if metadata.get("general.architecture") == "llama":
         heads = {"q_proj": config["num_attention_heads"], "k_proj": config["num_key_value_heads"]}
         for name in list(weights):
             for proj, count in heads.items():
                 if f".{proj}." in name:  # weight, bias, scales, biases: all rows first
-                    weights[name] = unpermute_rows(weights[name], count)
+                    try:
+                        weights[name] = unpermute_rows(weights[name], count)
+                    except ValueError:
+                        raise GGUFError(f"{path}: tensor {name} of shape {tuple(weights[name].shape)} does not "
+                                        f"fit the header's {count} heads") from None
     config["tie_word_embeddings"] = "lm_head.weight" not in weights
     return weights
 

@@ -45,15 +45,27 @@ def build_tokenizer(metadata: dict) -> Tokenizer:
     if kind != "gpt2":
         raise TokenizerError(f"GGUF tokenizer model {kind!r} is not supported (only byte-level BPE 'gpt2'); "
                              "pass --tokenizer DIR with HF tokenizer files")
-    tokens = metadata["tokenizer.ggml.tokens"]
-    merges = [tuple(m.split(" ", 1)) for m in metadata.get("tokenizer.ggml.merges", [])]
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise TokenizerError("GGUF tokenizer.ggml.tokens is missing or not a list of strings; "
+                             "pass --tokenizer DIR with HF tokenizer files")
+    merges = metadata.get("tokenizer.ggml.merges", [])
+    if not isinstance(merges, list) or not all(isinstance(m, str) and " " in m for m in merges):
+        raise TokenizerError("GGUF tokenizer.ggml.merges is not a list of 'a b' pairs")
+    merges = [tuple(m.split(" ", 1)) for m in merges]
     vocab = {token: i for i, token in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab, merges, fuse_unk=False, byte_fallback=False))
     tokenizer.pre_tokenizer = _pre_tokenizer(metadata.get("tokenizer.ggml.pre"))
     tokenizer.decoder = decoders.ByteLevel()
     types = metadata.get("tokenizer.ggml.token_type", [])
+    if not isinstance(types, list) or len(types) > len(tokens):
+        raise TokenizerError("GGUF tokenizer.ggml.token_type does not list one type per token")
     specials = [tokens[i] for i, t in enumerate(types) if t in (CONTROL, USER_DEFINED)]
     tokenizer.add_special_tokens(specials)
+    for key in ("bos", "eos", "padding", "unknown"):
+        index = metadata.get(f"tokenizer.ggml.{key}_token_id")
+        if index is not None and not (isinstance(index, int) and 0 <= index < len(tokens)):
+            raise TokenizerError(f"GGUF tokenizer.ggml.{key}_token_id {index!r} is not a token of its vocabulary")
     bos = metadata.get("tokenizer.ggml.bos_token_id")
     if metadata.get("tokenizer.ggml.add_bos_token") and bos is not None:
         tokenizer.post_processor = processors.TemplateProcessing(

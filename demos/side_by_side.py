@@ -16,12 +16,12 @@ from pathlib import Path
 
 from redrafter_mlx import models
 from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.errors import run_cli
+from redrafter_mlx.decode import generate_ar, generate_redrafter, max_tokens_in_window
+from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.policy import DecodePolicy
 from redrafter_mlx.sampling import SamplingParams
-from redrafter_mlx.text import encode_prompt
+from redrafter_mlx.text import check_text, encode_prompt
 
 from .recordings import write_cast, write_gif, write_html
 from .render import frame, result_line, to_ansi
@@ -29,23 +29,23 @@ from .trace import Trace, record
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m demos.side_by_side", description=__doc__,
+    p = ArgumentParser(prog="python -m demos.side_by_side", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", default="Explain in a few sentences why the sky is blue.")
     p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory "
                    f"(default: {models.DEFAULT})")
     p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped one)")
-    p.add_argument("--max-tokens", type=int, default=160)
+    p.add_argument("--max-tokens", type=int_at_least(1), default=160)
     p.add_argument("--beam-width", type=int, default=1)
     p.add_argument("--beam-length", type=int, default=3)
-    p.add_argument("--temp", type=float, default=0.0)
+    p.add_argument("--temp", type=finite_float(0), default=0.0)
     p.add_argument("--concurrent", action="store_true", help="run both live, alternating steps")
     p.add_argument("--record", metavar="CAST", help="write an asciinema v2 cast")
     p.add_argument("--gif", help="write an animated GIF")
     p.add_argument("--html", help="write a self-contained HTML replay")
     p.add_argument("--no-play", dest="play", action="store_false", help="do not animate in the terminal")
-    p.add_argument("--width", type=int, default=100, help="columns of the recordings")
-    p.add_argument("--height", type=int, default=30, help="rows of the recordings")
+    p.add_argument("--width", type=int_at_least(20), default=100, help="columns of the recordings")
+    p.add_argument("--height", type=int_at_least(10), default=30, help="rows of the recordings")
     return p
 
 
@@ -106,9 +106,24 @@ def main(argv=None):
     run_cli(lambda: run(args))
 
 
+def check_output(path, flag: str):
+    """UsageError unless `path` can be written: its directory exists and it is no directory."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"{flag} {path}: no such directory {path.parent}")
+
+
 def run(args):
     args.sampling, args.policy = SamplingParams(args.temp), DecodePolicy.for_device()
     BeamShape(args.beam_width, args.beam_length)  # checked before loading anything
+    check_text(args.prompt, "--prompt")
+    for flag in ("record", "gif", "html"):
+        check_output(getattr(args, flag), f"--{flag}")
+    models.check_paths(args.model, args.drafter)
     model_dir, drafter_dir = models.resolve(args.model, args.drafter)
     args.model = str(model_dir)
     model = load_model(model_dir, policy=args.policy)
@@ -116,6 +131,7 @@ def run(args):
     tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
     eos = set(tokenizer.eos_token_ids)
     prompt = encode_prompt(tokenizer, args.prompt)
+    args.max_tokens = max_tokens_in_window(len(prompt), args.max_tokens, model.config.max_position_embeddings)
     print("warming up...", file=sys.stderr)
     run_alone(argparse.Namespace(**{**vars(args), "max_tokens": 8}), model, drafter, prompt, tokenizer, eos)
     runner = run_concurrent if args.concurrent else run_alone

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from .atomic import atomic_file
 from .beam_search import BeamShape
+from .config import is_int
 from .decode import generate_redrafter
 from .device import device_name
+from .errors import UsageError
 from .models import cache_dir
 from .policy import DecodePolicy
 from .sampling import SamplingParams
@@ -69,14 +72,36 @@ def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, *, policy: 
     cache_file = cache_file or cache_dir() / "beam_auto.json"
     key = (f"{device_name()} | {weights_identity(model_dir)} | {weights_identity(drafter_dir)} "
            f"(draft vocab {drafter.draft_vocab_size}) | {sampling_key(sampling)} | mlx {mx.__version__}")
-    known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    known = read_cache(cache_file)
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
         prompts = [encode_prompt(p) for p in PROMPTS]
         best, speeds = calibrate(model, drafter, prompts, CANDIDATES[policy.device_kind], policy, sampling)
         known[key] = {"best": [best.width, best.length], "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=2))
-        tmp.replace(cache_file)
+        with atomic_file(cache_file) as tmp:
+            tmp.write_text(json.dumps(known, indent=2))
     return BeamShape(*known[key]["best"])
+
+
+def read_cache(cache_file: Path) -> dict:
+    """The calibrations in beam_auto.json; entries that are not well formed (a file edited by
+    hand or cut short) are dropped, to be measured again."""
+    try:
+        known = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
+    except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        known = None
+    if not isinstance(known, dict):
+        print(f"[redrafter_mlx] {cache_file}: not a calibration cache; calibrating again", file=sys.stderr)
+        return {}
+
+    def well_formed(entry) -> bool:
+        best = entry.get("best") if isinstance(entry, dict) else None
+        if not (isinstance(best, list) and len(best) == 2 and all(is_int(v) for v in best)):
+            return False
+        try:
+            BeamShape(*best)
+        except UsageError:
+            return False
+        return True
+
+    return {key: entry for key, entry in known.items() if well_formed(entry)}

@@ -1,32 +1,50 @@
 """Training data for the drafter: ShareGPT prompts, token shards on disk."""
 
+import itertools
 import json
-import os
 import zlib
 from pathlib import Path
 from typing import Iterator, List
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import UsageError
+
+
+def check_file(path, flag: str) -> Path:
+    """path as a Path; UsageError naming `flag` unless it is an existing file."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{flag} {path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{flag} {path}: not a file")
+    return path
 
 
 def sharegpt_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
     """Human turns of ShareGPT conversations, each as a standalone prompt: the first turns,
     then (all_turns) the later ones; duplicates dropped, at most `limit`. The packaged JSON
-    is truncated, so the list is streamed object by object and the incomplete tail dropped."""
+    is truncated, so the list is streamed object by object and the incomplete tail dropped
+    (its bytes too: a character cut in two is replaced)."""
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     decoder = json.JSONDecoder()
+    if not text.lstrip("\ufeff \r\n\t").startswith("["):
+        raise UsageError(f"{path}: not a ShareGPT JSON list (nor a .jsonl file of {{\"prompt\": text}} lines)")
     position = text.index("[") + 1
     first, later = [], []
-    while True:
+    for number in itertools.count():
         while position < len(text) and text[position] in " \r\n\t,":
             position += 1
         try:
             item, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             break  # truncated tail
-        turns = item.get("conversations") or []
+        turns = item.get("conversations") if isinstance(item, dict) else None
+        if not isinstance(turns, list) or not all(isinstance(t, dict) and isinstance(t.get("value", ""), str)
+                                                  for t in turns):
+            raise UsageError(f"{path}: item {number} is not a ShareGPT conversation "
+                             "({\"conversations\": [{\"from\": ..., \"value\": text}, ...]})")
         human = [t["value"].strip() for t in turns if t.get("from") == "human" and t.get("value", "").strip()]
         if turns and turns[0].get("from") == "human" and turns[0].get("value", "").strip():
             first.append(human[0])
@@ -37,37 +55,93 @@ def sharegpt_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
     return list(dict.fromkeys(prompts))[:limit]
 
 
+def read_jsonl(path, opener=open) -> Iterator[tuple]:
+    """Yields (line number, value) of each non-empty line of a JSON-lines file; UsageError
+    naming the file and line when it is not UTF-8 JSON."""
+    number = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    yield number, json.loads(line)
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path}: not UTF-8 text ({error.reason} after line {number})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise UsageError(f"{path}: line {number}: invalid JSON ({error})") from None
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise UsageError(f"{path}: cannot read it ({error})") from None
+
+
+def jsonl_text(path, number: int, row, keys) -> str:
+    """The text of a JSON-lines row: row[key] for the first of `keys` it has ("turns": its
+    first item); UsageError naming the file and line otherwise."""
+    for key in keys:
+        if isinstance(row, dict) and key in row:
+            value = row[key][0] if key == "turns" and isinstance(row[key], list) and row[key] else row[key]
+            if isinstance(value, str) and value.strip():
+                return value
+    wanted = " or ".join(f'"{k}"' for k in keys)
+    raise UsageError(f"{path}: line {number}: expected an object with a non-empty text {wanted}")
+
+
 def read_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
     """Prompts from a ShareGPT JSON file (sharegpt_prompts) or a .jsonl file of {"prompt": text}
-    lines (at most `limit`, duplicates dropped)."""
-    if Path(path).suffix != ".jsonl":
-        return sharegpt_prompts(path, limit, all_turns)
-    with open(path, encoding="utf-8") as f:
-        prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
-    return list(dict.fromkeys(prompts))[:limit]
+    lines (at most `limit`, duplicates dropped); UsageError when there are none."""
+    path = check_file(path, "--prompts")
+    if path.suffix != ".jsonl":
+        prompts = sharegpt_prompts(path, limit, all_turns)
+    else:
+        prompts = [jsonl_text(path, number, row, ("prompt",)) for number, row in read_jsonl(path)]
+        prompts = list(dict.fromkeys(prompts))[:limit]
+    if not prompts:
+        raise UsageError(f"{path}: no prompts in it")
+    return prompts
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.npz"
 
 
 def save_sequences(path, sequences: List[List[int]], prompt_lengths: List[int]):
     """Writes one shard atomically: flat tokens, offsets (N+1,), prompt lengths (N,)."""
-    path = Path(path)
     tokens = np.array([t for s in sequences for t in s], dtype=np.int32)
     offsets = np.cumsum([0] + [len(s) for s in sequences]).astype(np.int64)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, tokens=tokens, offsets=offsets, prompt_lengths=np.array(prompt_lengths, dtype=np.int32))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, tokens=tokens, offsets=offsets, prompt_lengths=np.array(prompt_lengths, dtype=np.int32))
 
 
 def load_sequences(*directories) -> Iterator[tuple]:
     """Yields (sequence, prompt_length) from every shard-*.npz in each directory."""
-    shards = [sorted(Path(d).glob("shard-*.npz")) for d in directories]
+    for directory in directories:
+        if not Path(directory).is_dir():
+            raise UsageError(f"--data {directory}: no such directory")
+    shards = [sorted(Path(d).glob("shard-[0-9]*.npz")) for d in directories]
     for directory, found in zip(directories, shards):
         if not found:
             raise UsageError(f"{directory}: no shard-*.npz (run `python -m redrafter_mlx.train data` first)")
     for shard in sum(shards, []):
-        with np.load(shard) as data:  # each data[...] reads the file again: read each array once
-            tokens, offsets, prompt_lengths = data["tokens"], data["offsets"], data["prompt_lengths"]
+        tokens, offsets, prompt_lengths = read_shard(shard)
         for i, prompt_length in enumerate(prompt_lengths):
             yield tokens[offsets[i]:offsets[i + 1]], int(prompt_length)  # views of one array per shard
+
+
+def read_shard(shard: Path):
+    """(tokens, offsets, prompt_lengths) of a shard, checked; UsageError naming it otherwise."""
+    try:
+        with np.load(shard) as data:  # each data[...] reads the file again: read each array once
+            tokens, offsets, prompt_lengths = data["tokens"], data["offsets"], data["prompt_lengths"]
+    except Exception as error:  # zipfile, pickle and numpy errors of a corrupt file
+        raise UsageError(f"{shard}: cannot read the shard ({type(error).__name__}: {error})") from None
+    ok = (tokens.ndim == offsets.ndim == prompt_lengths.ndim == 1 and len(offsets) == len(prompt_lengths) + 1
+          and np.issubdtype(tokens.dtype, np.integer) and np.issubdtype(offsets.dtype, np.integer)
+          and np.issubdtype(prompt_lengths.dtype, np.integer) and (len(offsets) == 0 or offsets[0] == 0)
+          and bool(np.all(np.diff(offsets) >= 0)) and (len(offsets) == 0 or offsets[-1] == len(tokens))
+          and bool(np.all((prompt_lengths >= 0) & (prompt_lengths <= np.diff(offsets))))
+          and (tokens.size == 0 or tokens.min() >= 0))
+    if not ok:
+        raise UsageError(f"{shard}: not a shard of `python -m redrafter_mlx.train data` (inconsistent arrays)")
+    return tokens, offsets, prompt_lengths
 
 
 def split_by_prompt(sequences: list, fraction: float):

@@ -60,11 +60,23 @@ def _finish(tokens: List[int], produced: int, max_tokens: int, eos_ids) -> List[
     return tokens
 
 
-def _check_prompt(prompt: List[int], max_tokens: int):
+def max_tokens_in_window(prompt_length: int, max_tokens: int, window: int) -> int:
+    """max_tokens cut to the room that a prompt of prompt_length tokens leaves in a context
+    window of `window` positions (the model's max_position_embeddings); UsageError when the
+    prompt leaves none. Checked once per request, before the prompt is run."""
+    if prompt_length >= window:
+        raise UsageError(f"the prompt is {prompt_length} tokens and the model's context window "
+                         f"(max_position_embeddings) {window}: no room to generate; shorten the prompt")
+    return min(max_tokens, window - prompt_length)
+
+
+def _check_prompt(model: Model, prompt: List[int], max_tokens: int) -> int:
+    """Checks a request once; returns max_tokens cut to the context window."""
     if not prompt:
         raise UsageError("the prompt is empty")
     if max_tokens < 1:
         raise UsageError(f"max_tokens must be >= 1, got {max_tokens}")
+    return max_tokens_in_window(len(prompt), max_tokens, model.config.max_position_embeddings)
 
 
 def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: SamplingParams = SamplingParams(),
@@ -75,8 +87,9 @@ def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: S
     building the next graph overlaps the device's work. policy.compile_ar: each step is one
     compiled function over the cache's whole capacity (CPUs, where building the graph in
     Python costs ~9% of a step; on GPUs the plain step, whose fused one-query attention
-    reads exactly the keys in use, was as fast: docs/perf.md)."""
-    _check_prompt(prompt, max_tokens)
+    reads exactly the keys in use, was as fast: docs/perf.md). max_tokens is cut to the room
+    that the prompt leaves in the model's context window (max_tokens_in_window)."""
+    max_tokens = _check_prompt(model, prompt, max_tokens)
     policy = policy or DecodePolicy.for_device()
     stats = stats or Stats()
     cache = model.new_cache(fixed_shapes=policy.compile_ar or policy.fixed_shapes)
@@ -227,8 +240,9 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     greedy only, add a beam copied from earlier in the text where its last `lookup` or more
     tokens occur before (lookup.py; 0: never). policy (default: this device's): whether the
     tree is verified at a fixed size W x L over the cache's whole capacity in one compiled
-    step, and whether the lookup beam pads it."""
-    _check_prompt(prompt, max_tokens)
+    step, and whether the lookup beam pads it. max_tokens is cut to the room that the prompt
+    leaves in the model's context window (max_tokens_in_window)."""
+    max_tokens = _check_prompt(model, prompt, max_tokens)
     beam.check(drafter.draft_vocab_size)
     if lookup < 0:
         raise UsageError(f"lookup (the lookup beam's minimum match) must be >= 0, got {lookup}")

@@ -13,22 +13,40 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
+from .config import ConfigError, is_int
 from .errors import UsageError
 
 FILE = "draft_vocab.json"
 
 
-def read_ranked(drafter_dir) -> list:
-    """drafter_dir/draft_vocab.json's token ids, most frequent first."""
+def read_ranked(drafter_dir, vocab_size: int = None) -> list:
+    """drafter_dir/draft_vocab.json's token ids, most frequent first (checked: a non-empty
+    list of ids in 0..vocab_size-1)."""
     path = Path(drafter_dir) / FILE
     if not path.is_file():
         raise UsageError(f"{path}: no token frequency list for --draft-vocab")
-    return json.loads(path.read_text())["token_ids"]
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ConfigError(f"{path}: invalid JSON ({error})") from None
+    if not isinstance(raw, dict) or "token_ids" not in raw:
+        raise ConfigError(f"{path}: must hold a JSON object with token_ids (a list of token ids)")
+    ids = raw["token_ids"]
+    if not isinstance(ids, list) or not ids:
+        raise ConfigError(f"{path}: token_ids must be a non-empty list of token ids, got {ids!r:.50}")
+    limit = vocab_size or float("inf")
+    for position, token in enumerate(ids):
+        if not (is_int(token) and 0 <= token < limit):
+            within = f" in 0..{vocab_size - 1}" if vocab_size else " >= 0"
+            raise ConfigError(f"{path}: token_ids[{position}] must be a token id{within}, got {token!r}")
+    return ids
 
 
-def read_token_ids(drafter_dir, size: int, always=()) -> mx.array:
+def read_token_ids(drafter_dir, size: int, always=(), vocab_size: int = None) -> mx.array:
     """The `size` most frequent token ids from drafter_dir/draft_vocab.json, plus `always` (EOS)."""
-    return choose_token_ids(read_ranked(drafter_dir), size, always)
+    return choose_token_ids(read_ranked(drafter_dir, vocab_size), size, always)
 
 
 def choose_token_ids(ranked: list, size: int, always=()) -> mx.array:

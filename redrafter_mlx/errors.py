@@ -2,6 +2,9 @@
 these as one line and exit with status 2; any other exception is a bug and keeps its
 traceback."""
 
+import argparse
+import math
+import re
 import sys
 from typing import Callable
 
@@ -14,13 +17,64 @@ class UsageError(UserError, ValueError):
     """An argument value out of range or of the wrong form."""
 
 
+def one_line(message: str) -> str:
+    """A message on one line (messages quoting other libraries' errors may span several)."""
+    return re.sub(r"\s*\n\s*", " ", str(message).strip())
+
+
 def run_cli(main: Callable[[], object]):
     """Runs a command line's body and returns what it returns: user errors become one line on
     stderr and exit 2, Ctrl-C exits 130."""
     try:
         return main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, 'error: argument --flag: ...', exit status 2 (the
+    usage stays in --help). Subparsers are of the same class."""
+
+    def error(self, message):
+        print(f"error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+MAX_SEED = 2 ** 32 - 1
+
+
+def int_at_least(minimum: int, maximum: int = None):
+    """An argparse type: an integer >= minimum (and <= maximum)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be in {minimum}..{maximum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def finite_float(minimum: float = -math.inf, maximum: float = math.inf, open_minimum: bool = False):
+    """An argparse type: a finite number in [minimum, maximum] ((minimum, maximum] when open_minimum)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        low_ok = value > minimum if open_minimum else value >= minimum
+        if not math.isfinite(value) or not low_ok or value > maximum:
+            low = "(" if open_minimum else "["
+            raise argparse.ArgumentTypeError(f"must be a finite number in {low}{minimum:g}, {maximum:g}], got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse

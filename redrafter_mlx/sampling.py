@@ -4,6 +4,7 @@ AR sampling and ReDrafter's speculative sampling both read the LLM through
 `target_log_probs`, so both sample from exactly the same distribution.
 """
 
+import math
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -18,11 +19,11 @@ class SamplingParams:
     top_p: float = 1.0  # 1: off
 
     def __post_init__(self):
-        if self.temp < 0:
-            raise UsageError(f"--temp must be >= 0, got {self.temp}")
-        if self.top_k < 0:
-            raise UsageError(f"--top-k must be >= 0, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temp) or self.temp < 0:
+            raise UsageError(f"--temp must be a finite number >= 0, got {self.temp}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise UsageError(f"--top-k must be an integer >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:  # False for NaN
             raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
 
     @property

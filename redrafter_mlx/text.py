@@ -2,6 +2,29 @@
 
 from typing import Iterable, Iterator, List
 
+from .errors import UsageError
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """Bytes of a prompt -> text; UsageError naming `source` unless it is UTF-8 (a BOM is dropped)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{source}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+                         "pass the prompt as UTF-8") from None
+
+
+def check_text(text: str, source: str) -> str:
+    """UsageError naming `source` when text is empty, or holds bytes that were not UTF-8 (a
+    command line argument's such bytes arrive as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UsageError(f"{source}: not UTF-8 text (at character {error.start})") from None
+    if not text.strip():
+        raise UsageError(f"{source}: the prompt is empty")
+    return text
+
 
 def encode_messages(tokenizer, messages: List[dict], use_template: bool = True) -> List[int]:
     """Chat messages ({"role", "content"}) -> prompt tokens through the tokenizer's chat

@@ -10,6 +10,7 @@
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -21,16 +22,18 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from .atomic import atomic_directory
+from .atomic import atomic_directory, atomic_file, remove_stale
 from .batch_generate import generate_batch
-from .config import DrafterConfig
-from .data import load_sequences, make_batches, read_prompts, save_sequences, split_by_prompt
+from .config import ConfigError, DrafterConfig
+from .data import load_sequences, make_batches, read_prompts, save_sequences, shard_name, split_by_prompt
 from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
 from .drafter_loss import drafter_loss, target_features, target_next_log_probs
-from .errors import UsageError, run_cli
-from .load import DTYPES, load_drafter, load_model, load_tokenizer, save_module
+from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_least, run_cli
+from .load import (DTYPES, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config,
+                   save_module)
 from .sampling import SamplingParams
+from .text import encode_prompt
 
 
 RANKED_KEPT = 16384  # token ids listed in draft_vocab.json
@@ -46,20 +49,28 @@ def progress(iterable, total, desc):
 
 # ---------------------------------------------------------------- data generation
 def generate_data(args):
-    model = load_model(args.model, DTYPES[args.dtype])
-    tokenizer = load_tokenizer(args.model, model.config.eos_ids)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, "--out")
+    config = read_model_config(args.model)  # the files are checked before anything is loaded or written
     prompts = read_prompts(args.prompts, args.num_prompts, args.all_turns)
-    encoded = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
-               for p in prompts]
+    tokenizer = load_tokenizer(args.model, config.eos_ids)
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     encoded = [e for e in encoded if len(e) <= args.max_prompt_tokens]
+    if not encoded:
+        raise UsageError(f"{args.prompts}: no prompt of at most --max-prompt-tokens {args.max_prompt_tokens} tokens")
+    if args.max_prompt_tokens + args.max_new_tokens > config.max_position_embeddings:
+        raise UsageError(f"--max-prompt-tokens {args.max_prompt_tokens} + --max-new-tokens {args.max_new_tokens} "
+                         f"exceed the model's context window of {config.max_position_embeddings}")
+    model = load_model(args.model, DTYPES[args.dtype])
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out, "shard-*.npz")  # shards of killed runs (done again below)
+    remove_stale(out, "info.json")
     eos = set(tokenizer.eos_token_ids)
     params = SamplingParams(args.temp)
     batches = range(0, len(encoded), args.batch_size)
     start, produced = time.perf_counter(), 0
     for number, first in enumerate(progress(batches, len(batches), "generating")):
-        shard = out / f"shard-{number:05d}.npz"
+        shard = out / shard_name(number)
         if shard.exists():
             continue  # resumable
         if args.max_seconds and time.perf_counter() - start > args.max_seconds:
@@ -75,7 +86,8 @@ def generate_data(args):
                           "seconds": round(time.perf_counter() - batch_start, 2)}), file=sys.stderr)
     elapsed = time.perf_counter() - start
     summary = {"prompts": len(encoded), "answer_tokens_generated_now": produced, "seconds": round(elapsed, 1)}
-    (out / "info.json").write_text(json.dumps({**vars(args), **summary}, indent=2))
+    with atomic_file(out / "info.json") as tmp:
+        tmp.write_text(json.dumps({**vars(args), **summary}, indent=2))
     print(json.dumps(summary), file=sys.stderr)
 
 
@@ -104,7 +116,7 @@ def initial_drafter(model, args, train):
     own architecture and draft vocabulary (--head, --layers, --draft-vocab, --context-layers
     do not apply)."""
     if args.init:
-        return load_drafter(args.init, model, dtype=mx.float32), read_ranked(args.init)
+        return load_drafter(args.init, model, dtype=mx.float32), read_ranked(args.init, model.config.vocab_size)
     vocab = model.config.vocab_size
     ranked = ranked_answer_tokens(train, vocab)
     reduced = 0 < args.draft_vocab < vocab
@@ -172,7 +184,20 @@ def variant_args(args, text: str):
     return variant
 
 
+def check_output_dir(path: Path, flag: str):
+    """UsageError when path exists and is not a directory (checked before any work)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a directory")
+
+
 def check_fit_args(args):
+    if not args.out:
+        raise UsageError("--out is empty")
+    check_output_dir(Path(args.out), "--out")
+    if args.layers < 0 or args.exit_dim < 0:
+        raise UsageError(f"--layers and --exit-dim must be >= 0, got {args.layers} and {args.exit_dim}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0 <= args.draft_vocab <= RANKED_KEPT:
         raise UsageError(f"--draft-vocab must be in 0..{RANKED_KEPT}, got {args.draft_vocab}")
     if args.head not in ("own", "target"):
@@ -218,9 +243,22 @@ def fit(args):
     variants = [args] + [variant_args(args, text) for text in args.also]
     for variant in variants:
         check_fit_args(variant)
+    outs = [variant.out for variant in variants]
+    if len(set(outs)) < len(outs):
+        raise UsageError(f"--out and --also name the same output twice: {', '.join(outs)}")
+    config = read_model_config(args.model)  # checked before the data and the model load
+    if args.init:
+        try:
+            read_drafter_config(args.init).check_matches(config)
+        except ConfigError as error:
+            raise UsageError(f"--init {args.init}: does not fit the model: {error}") from None
+    sequences = list(load_sequences(*args.data))
+    largest = max((int(seq.max()) for seq, _ in sequences if len(seq)), default=0)
+    if largest >= config.vocab_size:
+        raise UsageError(f"--data {' '.join(args.data)}: token id {largest} is outside the model's vocabulary "
+                         f"({config.vocab_size}): data of another model?")
     model = load_model(args.model, DTYPES[args.dtype])
     model.freeze()
-    sequences = list(load_sequences(*args.data))
     rng = np.random.default_rng(args.seed)
     rng.shuffle(sequences)
     train, valid = split_by_prompt(sequences, args.eval_fraction)
@@ -302,22 +340,22 @@ def layer_list(text: str) -> list:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m redrafter_mlx.train", description=__doc__,
+    p = ArgumentParser(prog="python -m redrafter_mlx.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="generate self-distillation data")
     data.add_argument("--model", required=True)
     data.add_argument("--prompts", required=True, help="ShareGPT JSON file, or .jsonl lines of {\"prompt\": text}")
     data.add_argument("--out", required=True)
-    data.add_argument("--num-prompts", type=int, default=10000)
+    data.add_argument("--num-prompts", type=int_at_least(1), default=10000)
     data.add_argument("--all-turns", action="store_true", help="also later human turns (after all first turns)")
     data.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="the target's dtype while generating")
-    data.add_argument("--max-prompt-tokens", type=int, default=256)
-    data.add_argument("--max-new-tokens", type=int, default=256)
-    data.add_argument("--batch-size", type=int, default=128)
-    data.add_argument("--max-seconds", type=float, default=0, help="stop starting new batches after this")
-    data.add_argument("--temp", type=float, default=0.0, help="0: greedy answers; > 0: sampled at this temperature")
-    data.add_argument("--seed", type=int, default=0, help="for sampled answers")
+    data.add_argument("--max-prompt-tokens", type=int_at_least(1), default=256)
+    data.add_argument("--max-new-tokens", type=int_at_least(1), default=256)
+    data.add_argument("--batch-size", type=int_at_least(1), default=128)
+    data.add_argument("--max-seconds", type=finite_float(0), default=0, help="stop starting new batches after this")
+    data.add_argument("--temp", type=finite_float(0), default=0.0, help="0: greedy answers; > 0: sampled at this temperature")
+    data.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="for sampled answers")
     f = sub.add_parser("fit", help="train a drafter")
     f.add_argument("--model", required=True)
     f.add_argument("--data", required=True, nargs="+", help="one or more data directories")
@@ -325,35 +363,35 @@ def build_parser():
     f.add_argument("--head", choices=("own", "target"), default="own",
                    help="own: Apple's layout, its own vocab head (default: more accurate, docs/training.md); "
                         "target: compact, on the target's frozen LM head")
-    f.add_argument("--layers", type=int, default=2, help="ResBlocks")
-    f.add_argument("--exit-dim", type=int, default=0,
+    f.add_argument("--layers", type=int_at_least(0), default=2, help="ResBlocks")
+    f.add_argument("--exit-dim", type=int_at_least(0), default=0,
                    help="own head: width of the ResBlocks and the head's input (default: 2 x hidden, Apple's "
                         "layout; another width adds input_proj)")
     f.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=0,
                    help="own head: quantize the vocab projection to this many bits after training (0: off)")
-    f.add_argument("--draft-vocab", type=int, default=4096,
+    f.add_argument("--draft-vocab", type=int_at_least(0), default=4096,
                    help="draft vocabulary: this many of the most frequent answer tokens (0, or at least the "
                         "model's vocabulary: all); trained with a softmax over them, the saved default, and "
                         "an own head holds only their rows")
     f.add_argument("--context-layers", type=layer_list, default=[],
                    help="comma-separated target layers (0-based) whose outputs the drafter reads besides the "
                         "last hidden state (default: none, Apple's layout)")
-    f.add_argument("--draft-steps", type=int, default=4, help="K = beam length - 1")
-    f.add_argument("--distill", type=float, default=0.0,
+    f.add_argument("--draft-steps", type=int_at_least(1, 15), default=4, help="K = beam length - 1")
+    f.add_argument("--distill", type=finite_float(0, 1), default=0.0,
                    help="weight in [0, 1] of the soft loss against the target's next-token distribution "
                         "(the rest: against the data's tokens)")
     f.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="the frozen target's dtype while computing its features (the drafter trains in float32)")
-    f.add_argument("--epochs", type=int, default=2)
-    f.add_argument("--lr", type=float, default=1e-3)
-    f.add_argument("--batch-tokens", type=int, default=8192)
-    f.add_argument("--max-length", type=int, default=512)
-    f.add_argument("--eval-fraction", type=float, default=0.02,
+    f.add_argument("--epochs", type=int_at_least(1), default=2)
+    f.add_argument("--lr", type=finite_float(0, open_minimum=True), default=1e-3)
+    f.add_argument("--batch-tokens", type=int_at_least(1), default=8192)
+    f.add_argument("--max-length", type=int_at_least(2), default=512)
+    f.add_argument("--eval-fraction", type=finite_float(0, 0.5), default=0.02,
                    help="share of the distinct prompts whose answers are held out")
-    f.add_argument("--log-every", type=int, default=20)
-    f.add_argument("--checkpoint-every", type=int, default=200)
+    f.add_argument("--log-every", type=int_at_least(1), default=20)
+    f.add_argument("--checkpoint-every", type=int_at_least(1), default=200)
     f.add_argument("--save-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0)
     f.add_argument("--init", help="a trained drafter directory to go on training; its architecture and draft "
                    "vocabulary replace --head, --layers and --draft-vocab")
     f.add_argument("--resume", action="store_true")

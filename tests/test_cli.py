@@ -96,9 +96,9 @@ def test_prompt_from_stdin(dirs):
     ("width_large", "beam width must be in 1..16"),
     ("length_short", "beam length must be in 2..16"),
     ("no_drafter", "needs --drafter"),
-    ("bad_top_p", "--top-p must be in (0, 1]"),
+    ("bad_top_p", "argument --top-p: must be a finite number in (0, 1], got 0"),
     ("bad_beam", "--beam must be 'auto' or WIDTHxLENGTH"),
-    ("bad_lookup", "minimum match) must be >= 0, got -1"),
+    ("bad_lookup", "argument --lookup: must be >= 0, got -1"),
 ])
 def test_bad_input_gives_one_error_line(dirs, case, fragment):
     model, drafter = dirs["model"], dirs["drafter"]

