@@ -246,7 +246,7 @@ def usage(result) -> dict:
 def extension(result, mode: str) -> dict:
     """Our extension field `redrafter`: how the answer was decoded."""
     return {"mode": mode, "steps": result.steps, "tokens_per_step": round(result.tokens_per_step, 3),
-            "timed_out": result.timed_out}
+            "decode_seconds": round(result.seconds, 4), "timed_out": result.timed_out}
 
 
 def completion(request_id: str, request: GenerationRequest, text: str, result, mode: str) -> dict:

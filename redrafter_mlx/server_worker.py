@@ -65,6 +65,7 @@ class Result:
     prompt_tokens: int
     completion_tokens: int
     steps: int
+    seconds: float  # decoding it, from its first step (prefill) to its last
     timed_out: bool = False
 
     @property
@@ -101,8 +102,9 @@ class Job:
 class Worker:
     """The generation thread and its queue. submit() is called from the event loop."""
 
-    def __init__(self, engine: Engine, *, max_queue: int, time_limit: float):
+    def __init__(self, engine: Engine, *, max_queue: int, time_limit: float, warmup: bool = True):
         self.engine = engine
+        self.warmup = warmup  # decode two tokens first (compiled steps, first allocations)
         self.time_limit = time_limit
         self.jobs = queue.Queue(maxsize=max_queue)
         self.max_queue = max_queue
@@ -112,8 +114,7 @@ class Worker:
         self.mean_seconds = 1.0  # running mean of a request's time, for Retry-After
         self.thread = threading.Thread(target=self._serve, name="redrafter-generation", daemon=True)
 
-    def start(self, warmup: bool = True):
-        self.warmup = warmup
+    def start(self):
         self.thread.start()
 
     def stop(self):
@@ -177,7 +178,7 @@ class Worker:
         string, max_tokens, the deadline or a cancellation."""
         if job.seed is not None:
             mx.random.seed(job.seed)
-        stats = Stats()
+        stats, start = Stats(), time.perf_counter()
         texts = StepTexts(self.engine, job.stop)
         chunks = self.engine.chunks(job.prompt, max_tokens=job.max_tokens, sampling=job.sampling, stats=stats)
         timed_out = False
@@ -192,7 +193,8 @@ class Worker:
         else:
             job.emit("text", texts.finish())
         chunks.close()
-        return Result(texts.finish_reason or "length", len(job.prompt), texts.tokens, stats.steps, timed_out)
+        return Result(texts.finish_reason or "length", len(job.prompt), texts.tokens, stats.steps,
+                      time.perf_counter() - start, timed_out)
 
 
 class StepTexts:
