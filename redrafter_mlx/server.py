@@ -8,8 +8,8 @@ when full). Loopback only unless an API key is set (--api-key or REDRAFTER_API_K
 
 import argparse
 import ipaddress
-import logging
 import os
+import sys
 from pathlib import Path
 
 from . import models
@@ -102,7 +102,8 @@ def load_engine(args):
     if drafter is not None:
         beam.check(drafter.draft_vocab_size)
     engine = Engine(model=model, tokenizer=tokenizer, drafter=drafter, beam=beam, lookup=args.lookup, policy=policy)
-    return engine, args.served_name or (args.model if args.model in models.MODELS else Path(model_dir).name)
+    name = args.model or models.DEFAULT
+    return engine, args.served_name or (name if name in models.MODELS else Path(model_dir).name)
 
 
 def serve(args):
@@ -119,8 +120,8 @@ def serve(args):
                         chat_template=args.chat_template, local_only=key is None)
     worker.start()
     mode = f"ReDrafter {engine.beam}" if engine.drafter is not None else "auto-regressive"
-    logging.getLogger("uvicorn.error").info("serving %s (%s), %s", served, mode,
-                                            "API key required" if key else "no API key: loopback only")
+    print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",
+          file=sys.stderr)
     uvicorn.run(create_app(worker, settings), host=args.host, port=args.port, log_level=args.log_level,
                 limit_concurrency=args.max_connections, timeout_graceful_shutdown=5)
 
