@@ -51,3 +51,42 @@ def detokenize(chunks: Iterable[List[int]], detokenizer, eos_ids) -> Iterator[Li
                 detokenizer.add_token(token)
         yield chunk
     detokenizer.finalize()
+
+
+class StopStrings:
+    """Cuts streamed text before the first stop string, holding back any end of the text
+    that could still become one (so no part of a stop string is ever emitted, also when it
+    spans several tokens accepted in one step)."""
+
+    def __init__(self, stops=()):
+        self.stops = tuple(stops)
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Adds streamed text; returns what can be emitted now. After a stop string has
+        appeared, `stopped` is set and nothing more is ever returned."""
+        if self.stopped:
+            return ""
+        self.pending += text
+        found = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if found:
+            out, self.pending, self.stopped = self.pending[:min(found)], "", True
+            return out
+        keep = self._held()
+        out, self.pending = self.pending[:len(self.pending) - keep], self.pending[len(self.pending) - keep:]
+        return out
+
+    def _held(self) -> int:
+        """The length of the longest end of the pending text that begins a stop string."""
+        longest = max((len(s) for s in self.stops), default=1) - 1
+        for size in range(min(len(self.pending), longest), 0, -1):
+            end = self.pending[-size:]
+            if any(s.startswith(end) for s in self.stops):
+                return size
+        return 0
+
+    def flush(self) -> str:
+        """The held-back text, once the generation has ended without a stop string."""
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out

@@ -184,3 +184,14 @@ def test_side_by_side_bad_model_is_one_error_line(dirs):
     out = subprocess.run([sys.executable, "-m", "demos.side_by_side", "--model", str(dirs["root"] / "nope"),
                           "--drafter", str(dirs["drafter"])], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 2 and out.stderr.strip().startswith("error: ") and len(out.stderr.splitlines()) == 1
+
+
+def test_server_bench_compares_the_server_with_in_process_decoding(dirs):
+    from demos import server_bench
+
+    table = server_bench.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]),
+                               "--prompts", str(dirs["prompts"]), "--num-prompts", "2", "--max-tokens", "6",
+                               "--out", str(dirs["root"] / "server_bench.json")])
+    assert set(table) == {"in-process redrafter", "server redrafter", "in-process ar", "server ar"}
+    assert len({row["tokens"] for row in table.values()}) == 1 and all(r["tokens_per_s"] > 0 for r in table.values())
+    assert json.loads((dirs["root"] / "server_bench.json").read_text())["identical"] == 2

@@ -1,0 +1,201 @@
+"""The server's overhead: the same chat requests answered in this process (as the command
+line decodes them) and through `python -m redrafter_mlx.server` with the openai client
+(streamed), ReDrafter and auto-regressive, interleaved prompt by prompt so that both see
+the same machine load. Greedy, so the texts must be identical.
+
+  python -m demos.server_bench --num-prompts 10 --max-tokens 64
+
+Reports tokens/s (completion tokens over the whole request, from sending it to its last
+token) and time to first token (the first text) per method, and the server's overhead.
+"""
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redrafter_mlx  # noqa: F401  (before mlx: OpenBLAS on Linux)
+from redrafter_mlx import models
+from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
+from redrafter_mlx.policy import DecodePolicy
+from redrafter_mlx.text import detokenize, encode_prompt
+
+from .prompts import load_prompts
+
+
+@dataclass
+class Run:
+    text: str
+    tokens: int
+    seconds: float  # from the request to its last token
+    first_token: float  # seconds to the first text
+    decode_seconds: float = None  # the server's own time decoding it (its `redrafter` extension field)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m demos.server_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help=f"model name or directory (default: {models.DEFAULT})")
+    p.add_argument("--drafter", help="drafter directory (default: the named model's)")
+    p.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
+    p.add_argument("--num-prompts", type=int, default=10)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--beam", default="1x3")
+    p.add_argument("--repeats", type=int, default=1, help="times each prompt is run per method")
+    p.add_argument("--out", type=Path, help="write the runs and the summary as JSON")
+    return p.parse_args(argv)
+
+
+class Local:
+    """In-process decoding, as `python -m redrafter_mlx.generate` runs it."""
+
+    def __init__(self, args):
+        self.policy = DecodePolicy.for_device()
+        model_dir, drafter_dir = models.resolve(args.model, args.drafter)
+        self.model = load_model(model_dir, policy=self.policy)
+        self.drafter = load_drafter(drafter_dir, self.model, policy=self.policy)
+        self.tokenizer = load_tokenizer(model_dir, self.model.config.eos_ids)
+        self.beam = BeamShape.parse(args.beam)
+
+    def run(self, prompt: str, max_tokens: int, mode: str) -> Run:
+        start = time.perf_counter()
+        tokens = encode_prompt(self.tokenizer, prompt)
+        eos = set(self.tokenizer.eos_token_ids)
+        options = dict(max_tokens=max_tokens, eos_ids=eos, policy=self.policy)
+        chunks = generate_ar(self.model, tokens, **options) if mode == "ar" else \
+            generate_redrafter(self.model, self.drafter, tokens, beam=self.beam, **options)
+        detokenizer, texts, count, first = self.tokenizer.detokenizer, [], 0, None
+        for chunk in detokenize(chunks, detokenizer, eos):
+            count += len(chunk)
+            texts.append(detokenizer.last_segment)
+            if first is None and texts[-1]:
+                first = time.perf_counter() - start
+        texts.append(detokenizer.last_segment)
+        return Run("".join(texts), count, time.perf_counter() - start, first)
+
+
+class Served:
+    """`python -m redrafter_mlx.server` in a subprocess, asked through the openai client."""
+
+    def __init__(self, args, mode: str, log: Path):
+        import openai
+
+        command = [sys.executable, "-m", "redrafter_mlx.server", "--port", "0", "--mode", mode, "--beam", args.beam]
+        for flag in ("model", "drafter"):
+            if getattr(args, flag):
+                command += [f"--{flag}", getattr(args, flag)]
+        self.log = log
+        self.process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        self.url = self._port()
+        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+        self.name = self.client.models.list().data[0].id
+
+    def _port(self) -> str:
+        while self.process.poll() is None:
+            found = re.search(r"Uvicorn running on (http://[\d.]+:\d+)", self.log.read_text())
+            if found:
+                return found.group(1)
+            time.sleep(0.1)
+        raise RuntimeError(f"the server did not start:\n{self.log.read_text()}")
+
+    def run(self, prompt: str, max_tokens: int) -> Run:
+        start = time.perf_counter()
+        stream = self.client.chat.completions.create(
+            model=self.name,
+            messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0, stream=True,
+            stream_options={"include_usage": True})
+        texts, first, tokens, decode = [], None, 0, None
+        for part in stream:
+            if part.usage:
+                tokens = part.usage.completion_tokens
+            decode = (part.model_extra or {}).get("redrafter", {}).get("decode_seconds", decode)
+            for choice in part.choices:
+                if choice.delta.content:
+                    texts.append(choice.delta.content)
+                    first = first or time.perf_counter() - start
+        return Run("".join(texts), tokens, time.perf_counter() - start, first, decode)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def summary(runs) -> dict:
+    tokens, seconds = sum(r.tokens for r in runs), sum(r.seconds for r in runs)
+    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 2),
+            "ttft_ms_median": round(1e3 * statistics.median(r.first_token for r in runs), 1),
+            "ttft_ms_mean": round(1e3 * statistics.fmean(r.first_token for r in runs), 1)}
+
+
+def main(argv=None) -> dict:
+    """Runs the benchmark, prints the report; returns the summary per method."""
+    args = parse_args(argv)
+    prompts = load_prompts(args.prompts)[:args.num_prompts]
+    local = Local(args)
+    with tempfile.TemporaryDirectory(prefix="server_bench") as logs:
+        servers = {mode: Served(args, mode, Path(logs) / f"{mode}.log") for mode in ("redrafter", "ar")}
+        try:
+            runs = measure(local, servers, prompts * args.repeats, args.max_tokens)
+        finally:
+            for server in servers.values():
+                server.stop()
+    return report(runs, args)
+
+
+def measure(local: Local, servers: dict, prompts: list, max_tokens: int) -> dict:
+    """Each prompt by each method in turn, the order reversed every other prompt (after one
+    warm-up run each): {method: [Run]}."""
+    methods = {"in-process redrafter": lambda p: local.run(p, max_tokens, "redrafter"),
+               "server redrafter": lambda p: servers["redrafter"].run(p, max_tokens),
+               "in-process ar": lambda p: local.run(p, max_tokens, "ar"),
+               "server ar": lambda p: servers["ar"].run(p, max_tokens)}
+    for run in methods.values():  # compiled steps, first prompt lengths
+        run(prompts[0])
+    runs = {name: [] for name in methods}
+    for i, prompt in enumerate(prompts):
+        order = list(methods) if i % 2 == 0 else list(methods)[::-1]  # none always runs after the same other
+        for name in order:
+            runs[name].append(methods[name](prompt))
+        print(f"prompt {i + 1}/{len(prompts)}", file=sys.stderr)
+    return runs
+
+
+def report(runs: dict, args) -> dict:
+    table = {name: summary(r) for name, r in runs.items()}
+    texts = {name: [r.text for r in rs] for name, rs in runs.items()}
+    same = sum(len(set(t)) == 1 for t in zip(*texts.values()))
+    print(f"{len(runs['server ar'])} requests x {args.max_tokens} tokens, greedy, beam {args.beam}; "
+          f"identical texts across the 4 methods: {same}/{len(runs['server ar'])}")
+    print(f"{'method':24} {'tokens/s':>9} {'TTFT median':>12} {'TTFT mean':>10}")
+    for name, row in table.items():
+        print(f"{name:24} {row['tokens_per_s']:9.2f} {row['ttft_ms_median']:10.1f}ms {row['ttft_ms_mean']:8.1f}ms")
+    for mode in ("redrafter", "ar"):
+        served, own = table[f"server {mode}"], table[f"in-process {mode}"]
+        paired = [(o.seconds / o.tokens) / (s.seconds / s.tokens) for s, o in
+                  zip(runs[f"server {mode}"], runs[f"in-process {mode}"])]
+        outside = [1 - r.decode_seconds / r.seconds for r in runs[f"server {mode}"]]
+        table[f"server {mode}"].update(paired_speed_ratio_median=round(statistics.median(paired), 4),
+                                       outside_decoding_median=round(statistics.median(outside), 4))
+        print(f"server vs in-process, {mode}: tokens/s {served['tokens_per_s'] / own['tokens_per_s'] - 1:+.1%} "
+              f"(median of per-request ratios {statistics.median(paired) - 1:+.1%}), "
+              f"TTFT median {served['ttft_ms_median'] - own['ttft_ms_median']:+.1f} ms; time of a request "
+              f"outside decoding (HTTP, JSON, encoding, the thread hand-off): median {statistics.median(outside):.1%}")
+    speedup = table["server redrafter"]["tokens_per_s"] / table["server ar"]["tokens_per_s"]
+    print(f"through the server: ReDrafter {speedup:.2f}x auto-regressive")
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": table,
+                                        "identical": same, "runs": {k: [vars(r) for r in v] for k, v in runs.items()}},
+                                       indent=1))
+    return table
+
+
+if __name__ == "__main__":
+    main()

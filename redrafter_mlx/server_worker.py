@@ -1,0 +1,233 @@
+"""The server's generation thread: one model on one device decodes one request at a time.
+
+Requests wait in a bounded FIFO queue (a full queue is refused, the caller answers 429).
+Every MLX call runs on this one thread (MLX arrays and streams are not meant to be shared
+between threads); text goes back to the request's coroutine through its asyncio queue
+(`loop.call_soon_threadsafe`). A request that is cancelled (its client went away) or runs
+past its time limit simply stops being advanced: its generator is not stepped again.
+"""
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import mlx.core as mx
+
+from .beam_search import BeamShape
+from .decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
+from .policy import DecodePolicy
+from .sampling import SamplingParams
+from .stats import Stats
+from .text import StopStrings
+
+log = logging.getLogger("redrafter_mlx.server")
+
+
+class QueueFull(Exception):
+    """The queue holds max_queue waiting requests already."""
+
+
+@dataclass
+class Engine:
+    """What decodes: the model (and drafter for ReDrafter), the tokenizer, the decoding mode."""
+
+    model: object
+    tokenizer: object
+    drafter: object = None  # None: auto-regressive
+    beam: BeamShape = BeamShape()
+    lookup: int = LOOKUP_MIN_MATCH
+    policy: DecodePolicy = None
+
+    @property
+    def mode(self) -> str:
+        return "ar" if self.drafter is None else "redrafter"
+
+    @property
+    def eos_ids(self) -> set:
+        return set(self.tokenizer.eos_token_ids)
+
+    def chunks(self, prompt: List[int], *, max_tokens: int, sampling: SamplingParams, stats: Stats):
+        """The decode generator: lists of tokens accepted per step."""
+        options = dict(max_tokens=max_tokens, sampling=sampling, eos_ids=self.eos_ids, policy=self.policy,
+                       stats=stats)
+        if self.drafter is None:
+            return generate_ar(self.model, prompt, **options)
+        return generate_redrafter(self.model, self.drafter, prompt, beam=self.beam, lookup=self.lookup, **options)
+
+
+@dataclass
+class Result:
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens or the time limit)
+    prompt_tokens: int
+    completion_tokens: int
+    steps: int
+    seconds: float  # decoding it, from its first step (prefill) to its last
+    timed_out: bool = False
+
+    @property
+    def tokens_per_step(self) -> float:
+        return self.completion_tokens / self.steps if self.steps else 0.0
+
+
+@dataclass
+class Job:
+    """One request's generation. Events on `events`: ("text", str) per step with new text,
+    then ("done", Result) or ("error", message)."""
+
+    prompt: List[int]
+    max_tokens: int
+    sampling: SamplingParams = SamplingParams()
+    stop: Tuple[str, ...] = ()
+    seed: Optional[int] = None
+    loop: asyncio.AbstractEventLoop = None
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self):
+        self.cancelled.set()
+
+    def emit(self, kind: str, value):
+        if self.loop is None or (kind == "text" and not value):
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+        except RuntimeError:  # the event loop has closed (server shutting down)
+            self.cancel()
+
+
+class Worker:
+    """The generation thread and its queue. submit() is called from the event loop."""
+
+    def __init__(self, engine: Engine, *, max_queue: int, time_limit: float, warmup: bool = True):
+        self.engine = engine
+        self.warmup = warmup  # decode two tokens first (compiled steps, first allocations)
+        self.time_limit = time_limit
+        self.jobs = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self.running = None
+        self.counts = dict(completed=0, cancelled=0, rejected=0, errors=0, timed_out=0)
+        self.peak_queued = 0
+        self.mean_seconds = 1.0  # running mean of a request's time, for Retry-After
+        self.thread = threading.Thread(target=self._serve, name="redrafter-generation", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        """Cancels the running request and ends the thread after it."""
+        if self.running is not None:
+            self.running.cancel()
+        try:
+            self.jobs.put_nowait(None)
+        except queue.Full:
+            pass
+
+    def submit(self, job: Job):
+        try:
+            self.jobs.put_nowait(job)
+        except queue.Full:
+            self.counts["rejected"] += 1
+            raise QueueFull from None
+        self.peak_queued = max(self.peak_queued, self.jobs.qsize())
+
+    def retry_after(self) -> int:
+        """Seconds until a queue slot is likely free."""
+        return max(1, round(self.mean_seconds * (self.jobs.qsize() + 1) / max(1, self.max_queue)))
+
+    def health(self) -> dict:
+        return dict(status="ok", mode=self.engine.mode, running=self.running is not None, queued=self.jobs.qsize(),
+                    max_queue=self.max_queue, peak_queued=self.peak_queued, **self.counts)
+
+    def _serve(self):
+        if self.warmup:
+            self._run(Job(prompt=[0, 1], max_tokens=2, loop=None), report=False)
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if job.cancelled.is_set():  # its client left while it waited
+                self.counts["cancelled"] += 1
+                continue
+            self.running = job
+            start = time.monotonic()
+            self._run(job)
+            self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * (time.monotonic() - start)
+            self.running = None
+
+    def _run(self, job: Job, report: bool = True):
+        try:
+            result = self._generate(job, time.monotonic() + self.time_limit if self.time_limit else None)
+        except Exception as error:  # a bug or a device error: this request fails, the server goes on
+            log.exception("generation failed")
+            self.counts["errors"] += 1
+            if report:
+                job.emit("error", f"generation failed: {type(error).__name__}")
+            return
+        if not report:
+            return
+        self.counts["cancelled" if job.cancelled.is_set() else "completed"] += 1
+        self.counts["timed_out"] += result.timed_out
+        job.emit("done", result)
+
+    def _generate(self, job: Job, deadline: Optional[float]) -> Result:
+        """Decodes the job step by step, emitting the text of each step; stops at EOS, a stop
+        string, max_tokens, the deadline or a cancellation."""
+        if job.seed is not None:
+            mx.random.seed(job.seed)
+        stats, start = Stats(), time.perf_counter()
+        texts = StepTexts(self.engine, job.stop)
+        chunks = self.engine.chunks(job.prompt, max_tokens=job.max_tokens, sampling=job.sampling, stats=stats)
+        timed_out = False
+        for chunk in chunks:
+            job.emit("text", texts.add(chunk))
+            if texts.finish_reason or job.cancelled.is_set():
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+                job.emit("text", texts.finish())
+                break
+        else:
+            job.emit("text", texts.finish())
+        chunks.close()
+        return Result(texts.finish_reason or "length", len(job.prompt), texts.tokens, stats.steps,
+                      time.perf_counter() - start, timed_out)
+
+
+class StepTexts:
+    """Accepted tokens -> text to emit, token by token: the text ends at EOS or before the
+    first stop string, and the token count where that token was (as auto-regressive
+    decoding would have stopped there, whatever else the step accepted)."""
+
+    def __init__(self, engine: Engine, stops):
+        self.eos_ids = engine.eos_ids
+        self.detokenizer = engine.tokenizer.detokenizer  # a fresh copy
+        self.stops = StopStrings(stops)
+        self.tokens = 0
+        self.finish_reason = None
+
+    def add(self, chunk: List[int]) -> str:
+        out = []
+        for token in chunk:
+            self.tokens += 1
+            if token in self.eos_ids:
+                return self._end(out)
+            self.detokenizer.add_token(token)
+            out.append(self.stops.feed(self.detokenizer.last_segment))
+            if self.stops.stopped:
+                self.finish_reason = "stop"
+                return "".join(out)
+        return "".join(out)
+
+    def _end(self, out: list) -> str:
+        """EOS: the detokenizer's and the stop strings' held-back text, then the end."""
+        self.finish_reason = "stop"
+        return "".join(out) + self.finish()
+
+    def finish(self) -> str:
+        self.detokenizer.finalize()
+        text = self.stops.feed(self.detokenizer.last_segment)
+        return text + self.stops.flush()
