@@ -7,9 +7,11 @@ tree verification cost much more than an auto-regressive step. The same product 
 as (W @ x.T).T is split over the cores for up to 3 rows; from 4 rows on it is slower than
 the plain product for the larger layers (a 30-layer forward of 4 tokens 102 -> 78 ms with
 the plain product from 4 rows, 5 tokens 119 -> 82, 8 tokens 117 -> 90, 3 tokens 57 either
-way; docs/perf.md). GPUs, and inputs of more rows, keep the plain product. A vocab-sized
-head is another case: neither form spreads it, but padding 2-15 rows to 16 does (576 x
-49,152: 13.0-13.9 ms for 3 rows, 11.7-12.3 padded).
+way; docs/perf.md). Large layers stream their weights faster in the plain product even
+for one row (Qwen2.5-Coder-1.5B, float32, one row: 8,960 x 1,536 2.99 ms plain, 3.99 flipped;
+1,536 x 1,536 0.33 vs 0.27): FEW_ROWS_MAX_WEIGHTS. GPUs, and inputs of more rows, keep the
+plain product. A vocab-sized head is another case: neither form spreads it, but padding
+2-15 rows to 16 does (576 x 49,152: 13.0-13.9 ms for 3 rows, 11.7-12.3 padded).
 """
 
 import copy
@@ -18,15 +20,17 @@ import mlx.core as mx
 import mlx.nn as nn
 
 FEW_ROWS = 3  # up to here (W @ x.T).T is faster
+FEW_ROWS_MAX_WEIGHTS = 8_000_000  # ... for layers up to this size: larger ones stream their weights faster plainly
 HEAD_ROWS = 16  # vocab heads over 2-15 rows are padded to this many on CPUs
 
 
 def use_cpu_kernels(module: nn.Module, on: bool):
     """Selects the CPU kernels (on) or the plain ones in every layer of `module` that has both
-    (those with a `cpu_kernels` class attribute)."""
+    (those with a `cpu_kernels` class attribute); a Linear larger than FEW_ROWS_MAX_WEIGHTS
+    keeps the plain product."""
     for layer in module.modules():
         if hasattr(type(layer), "cpu_kernels"):
-            layer.cpu_kernels = on
+            layer.cpu_kernels = on and not (isinstance(layer, Linear) and layer.weight.size > FEW_ROWS_MAX_WEIGHTS)
 
 
 class Linear(nn.Linear):

@@ -117,16 +117,17 @@ def _fill(module: nn.Module, weights: dict, config: dict, path: Path, dtype):
     return module
 
 
-def load_model(path, dtype=None, *, fuse: bool = True, policy: DecodePolicy = None) -> Model:
-    """Loads a target LLM directory; dtype (an mx float type) casts its float weights; fuse:
-    join its projections (Model.fuse_projections); policy (default: this device's) picks
-    its kernels."""
+def load_model(path, dtype=None, *, policy: DecodePolicy = None) -> Model:
+    """Loads a target LLM directory; dtype (an mx float type) casts its float weights; policy
+    (default: this device's) picks its kernels and whether its projections are joined
+    (Model.fuse_projections)."""
+    policy = policy or DecodePolicy.for_device()
     raw = read_config(path)
     config = read_model_config(path)
     model = _fill(Model(config), read_weights(path), raw, Path(path), dtype)
-    if fuse:
+    if policy.fuse_projections:
         mx.eval(model.fuse_projections().parameters())
-    use_cpu_kernels(model, (policy or DecodePolicy.for_device()).cpu_kernels)
+    use_cpu_kernels(model, policy.cpu_kernels)
     return model
 
 

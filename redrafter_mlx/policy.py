@@ -4,9 +4,11 @@ starts) and passed down, so that no layer asks which device it is on.
 GPUs (Metal, CUDA) compile kernels per shape, and a step of a small model is dominated by
 kernel launches: there trees are padded to a fixed size, attention reads the cache's whole
 capacity under a mask, each ReDrafter step is one compiled function and prompts are padded
-to a few lengths. CPUs pay for every verified token and build graphs cheaply: there trees
-are verified exactly as packed, and few-row products use kernels of their own (linear.py,
-llm.attention). docs/perf.md has the measurements behind each choice.
+to a few lengths, and projections that read the same input are joined (fewer kernels).
+CPUs pay for every verified token and build graphs cheaply: there trees are verified
+exactly as packed, few-row products of small layers use kernels of their own (linear.py,
+llm.attention), and projections stay apart (a joined 17,920 x 1,536 product is slower
+there than its two halves). docs/perf.md has the measurements behind each choice.
 """
 
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ class DecodePolicy:
     prefill_bucket: int  # prompt chunks padded to a multiple of this many tokens
     pad_lookup: bool  # the lookup beam verified at every step (padding the tree), not only where it differs
     cpu_kernels: bool  # few-row products and grouped attention for CPUs (chosen when a model is loaded)
+    fuse_projections: bool  # q/k/v and gate/up joined into one product each (fewer kernels; when loaded)
     fixed_single_beam: bool = True  # width-1 trees too (always L tokens: nothing to pad)
 
     @classmethod
@@ -38,5 +41,7 @@ class DecodePolicy:
         return "gpu" if self.fixed_shapes else "cpu"
 
 
-GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, pad_lookup=True, cpu_kernels=False)
-CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, pad_lookup=False, cpu_kernels=True)
+GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, pad_lookup=True, cpu_kernels=False,
+                   fuse_projections=True)
+CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, pad_lookup=False, cpu_kernels=True,
+                   fuse_projections=False)

@@ -9,6 +9,7 @@ import pytest
 from convert.__main__ import main as convert_main
 from redrafter_mlx.beam_search import beam_search
 from redrafter_mlx.load import load_drafter, load_model
+from redrafter_mlx.policy import GPU
 
 
 HF_CONFIGS = {
@@ -69,8 +70,8 @@ def test_quantized_output_loads_and_runs(tmp_path):
     convert_main(["model", str(tmp_path / "hf"), str(tmp_path / "q"), "-q", "4", "--q-group-size", "32"])
     config = json.loads((tmp_path / "q" / "config.json").read_text())
     assert config["quantization"]["bits"] == 4
-    ours = load_model(tmp_path / "q")
-    layer = ours.model.layers[0]  # loaded quantized, then fused
+    ours = load_model(tmp_path / "q", policy=GPU)
+    layer = ours.model.layers[0]  # loaded quantized, then fused (as on GPUs)
     assert hasattr(layer.self_attn.qkv_proj, "scales") and hasattr(layer.mlp.gate_up_proj, "scales")
     tokens = [3, 14, 15, 9, 26]
     logits = np.array(ours.logits(ours(mx.array([tokens]), mx.arange(5)[None], ours.new_cache())[0]))

@@ -5,15 +5,20 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from redrafter_mlx.linear import FEW_ROWS, Linear, fused
-from tiny import tiny_model
+from redrafter_mlx.linear import FEW_ROWS, FEW_ROWS_MAX_WEIGHTS, Linear, fused, use_cpu_kernels
+from redrafter_mlx.load import load_model
+from redrafter_mlx.policy import CPU, GPU
+from tiny import tiny_model, write_model_dir
 
 
+@pytest.mark.parametrize("cpu_kernels", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("leading", [(1,), (1, 3), (2, FEW_ROWS), (FEW_ROWS + 1,), (2, 3, 5)])
-def test_linear_matches_float64(leading, bias):
+def test_linear_matches_float64(leading, bias, cpu_kernels):
     mx.random.seed(0)
     layer = Linear(24, 40, bias=bias)
+    use_cpu_kernels(layer, cpu_kernels)
+    assert layer.cpu_kernels == cpu_kernels
     x = mx.random.normal((*leading, 24))
     expected = np.asarray(x, np.float64) @ np.asarray(layer.weight, np.float64).T
     if bias:
@@ -21,6 +26,20 @@ def test_linear_matches_float64(leading, bias):
     out = layer(x)
     assert out.shape == (*leading, 40)
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_kernels_only_for_layers_up_to_the_size_limit(tmp_path):
+    """Large layers keep the plain product on CPUs; CPU models keep q/k/v and gate/up apart,
+    GPU models join them (DecodePolicy.fuse_projections)."""
+    small, large = Linear(64, 32), Linear(8, FEW_ROWS_MAX_WEIGHTS // 8 + 1)
+    use_cpu_kernels(nn.Sequential(small, large), True)
+    assert small.cpu_kernels and not large.cpu_kernels
+    path = write_model_dir(tmp_path / "model", tiny_model(0, "llama", vocab=16))
+    cpu, gpu = load_model(path, policy=CPU), load_model(path, policy=GPU)
+    assert "q_proj" in cpu.model.layers[0].self_attn and "gate_proj" in cpu.model.layers[0].mlp
+    assert cpu.model.layers[0].self_attn.q_proj.cpu_kernels and cpu.model.layers[0].self_attn.cpu_kernels
+    assert "qkv_proj" in gpu.model.layers[0].self_attn and "gate_up_proj" in gpu.model.layers[0].mlp
+    assert not gpu.model.layers[0].self_attn.qkv_proj.cpu_kernels and not gpu.cpu_kernels
 
 
 def test_linear_quantizes_like_nn_linear():
