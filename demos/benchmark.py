@@ -127,8 +127,9 @@ def measure(runners, prompts, greedy: bool, after_prompt=None):
     """Runs every method on every prompt (interleaved); returns per-method totals.
 
     after_prompt(totals, done) is called after each prompt (to save partial results)."""
-    for run, _, _ in runners.values():  # warm-up (and, on GPUs, kernel compilation)
-        timed_run(run(prompts[0], Stats()))
+    for name, (run, _, _) in runners.items():  # warm-up (and, on GPUs, kernel compilation: minutes on a fresh machine)
+        _, seconds, _ = timed_run(run(prompts[0], Stats()))
+        print(f"warm-up {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
     totals = {name: dict(tokens=0, seconds=0.0, peak=0.0, mismatches=0, steps=0, histogram=Counter())
               for name in runners}
     for i, prompt in enumerate(prompts):
