@@ -1,12 +1,11 @@
 """Reads Hugging Face / PyTorch checkpoints: *.safetensors (no torch needed) or, with
 explicit consent, pytorch_model*.bin pickles through torch's weights_only loader."""
 
-import json
 from pathlib import Path
 
 import mlx.core as mx
 
-from redrafter_mlx.errors import UserError
+from redrafter_mlx.errors import UserError, read_json as read_json_value
 
 
 class CheckpointError(UserError, ValueError):
@@ -19,12 +18,7 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"{path.parent}: no such directory")
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: no {path.name}")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise CheckpointError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"{path}: invalid JSON ({error})") from None
+    value = read_json_value(path, CheckpointError)
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: must hold a JSON object, got {type(value).__name__}")
     return value

@@ -7,14 +7,13 @@ target verifies every token; sampled drafts have q = 0 outside the K tokens).
 The token list lives in the drafter directory as draft_vocab.json, most frequent first.
 """
 
-import json
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ConfigError, is_int
-from .errors import UsageError
+from .errors import UsageError, read_json
 
 FILE = "draft_vocab.json"
 
@@ -25,12 +24,7 @@ def read_ranked(drafter_dir, vocab_size: int = None) -> list:
     path = Path(drafter_dir) / FILE
     if not path.is_file():
         raise UsageError(f"{path}: no token frequency list for --draft-vocab")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise ConfigError(f"{path}: invalid JSON ({error})") from None
+    raw = read_json(path, ConfigError)
     if not isinstance(raw, dict) or "token_ids" not in raw:
         raise ConfigError(f"{path}: must hold a JSON object with token_ids (a list of token ids)")
     ids = raw["token_ids"]

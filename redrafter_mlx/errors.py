@@ -3,9 +3,11 @@ these as one line and exit with status 2; any other exception is a bug and keeps
 traceback."""
 
 import argparse
+import json
 import math
 import re
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -78,3 +80,18 @@ def finite_float(minimum: float = -math.inf, maximum: float = math.inf, open_min
 
     parse.__name__ = "number"
     return parse
+
+
+def read_json(path, error=UserError):
+    """A JSON file's value; `error` (a UserError class) naming the file when it cannot be
+    read as UTF-8 JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as cause:
+        raise error(f"{path}: not UTF-8 text ({cause.reason} at byte {cause.start})") from None
+    except json.JSONDecodeError as cause:
+        raise error(f"{path}: invalid JSON ({cause})") from None
+    except RecursionError:
+        raise error(f"{path}: invalid JSON (nested too deeply)") from None
+    except OSError as cause:
+        raise error(f"{path}: cannot read it ({cause.strerror})") from None

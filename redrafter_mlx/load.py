@@ -9,7 +9,7 @@ import mlx.nn as nn
 from .config import ConfigError, DrafterConfig, ModelConfig
 from .draft_vocab import read_token_ids
 from .drafter import Drafter
-from .errors import UserError
+from .errors import UserError, read_json
 from .linear import use_cpu_kernels
 from .llm import Model
 from .policy import DecodePolicy
@@ -21,20 +21,6 @@ class LoadError(UserError):
     """A model or drafter directory that cannot be loaded; the message says why."""
 
 
-def read_json_file(path: Path):
-    """A JSON file's value; LoadError naming the file when it is not UTF-8 JSON."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise LoadError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except json.JSONDecodeError as error:
-        raise LoadError(f"{path}: invalid JSON ({error})") from None
-    except RecursionError:
-        raise LoadError(f"{path}: invalid JSON (nested too deeply)") from None
-    except OSError as error:
-        raise LoadError(f"{path}: cannot read it ({error.strerror})") from None
-
-
 def read_config(path: Path, kind: str = "model") -> dict:
     """The config.json of a model (kind "model") or drafter directory, as a dict."""
     path = Path(path)
@@ -44,7 +30,7 @@ def read_config(path: Path, kind: str = "model") -> dict:
     if not config_file.is_file():
         hint = "an MLX model directory? see `python -m convert`" if kind == "model" else "a drafter directory?"
         raise LoadError(f"{path}: no config.json (is this {hint})")
-    raw = read_json_file(config_file)
+    raw = read_json(config_file, LoadError)
     if not isinstance(raw, dict):
         raise LoadError(f"{config_file}: must hold a JSON object, got {type(raw).__name__}")
     return raw

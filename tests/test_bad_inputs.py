@@ -6,7 +6,6 @@ config values and flag values."""
 import io
 import json
 import math
-import os
 import shutil
 import struct
 import sys

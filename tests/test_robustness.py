@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import mlx.core as mx
 import pytest
 
 from redrafter_mlx import generate, models, policy as policy_module, train
