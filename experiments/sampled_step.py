@@ -6,7 +6,9 @@ context and target log-probs, at the target's vocabulary size.
   python -m experiments.sampled_step [--model NAME|DIR --drafter DIR] [--beam 4x4] [--temp 1.0]
 
 A 300-token prompt is prefilled; the target's log-probs after each tree token come from one
-forward over the drafted beams (unpacked: W x L tokens), as the step computes them."""
+forward over the drafted beams (unpacked: W x L tokens). The walk computes p itself, for
+the rows it visits; "target log-probs of every tree token" is what computing p for every
+tree token would cost."""
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
@@ -41,16 +43,17 @@ def main():
             drafter, model.embed, context, token, beam.width, beam.length, sampling, method).beams)
     draft = sample_drafts(drafter, model.embed, context, token, beam.width, beam.length, sampling, "rsd-s")
     beams = draft.beams[0]
+    index = mx.arange(beams.size).reshape(beams.shape)  # unpacked: one row per beam token
     hidden = model(beams.reshape(1, -1), mx.arange(300, 300 + beams.size)[None], model.new_cache())
-    logits = model.logits(hidden[0]).reshape(beam.width, beam.length, -1)
-    log_p = target_log_probs(logits, sampling)
-    mx.eval(logits, log_p, draft.log_probs)
-    report("judge: greedy acceptance (argmax, match)", lambda: greedy_accept(beams, mx.argmax(logits, -1)).count)
-    report("judge: target log-probs (temperature, softmax)", lambda: target_log_probs(logits, sampling))
+    logits = model.logits(hidden[0])  # (W * L, V)
+    mx.eval(logits, draft.log_probs)
+    report("judge: greedy acceptance (argmax, match)", lambda: greedy_accept(beams, mx.argmax(logits, -1)[index]).count)
+    report("judge: target log-probs of every tree token", lambda: target_log_probs(logits, sampling))
     for without_replacement in (False, True):
         name = "recursive, without replacement" if without_replacement else "i.i.d."
         report(f"judge: rejection walk, {name}", lambda w=without_replacement: speculative_accept(
-            beams[None], draft.log_probs, log_p[None], w).count)
+            beams[None], draft.log_probs, logits[None], index[None], sampling, draft_tokens=drafter.draft_tokens,
+            draft_positions=draft.positions, without_replacement=w).count)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from typing import NamedTuple
 
 import mlx.core as mx
 
+from .sampling import SamplingParams, target_log_probs
+
 
 class Accepted(NamedTuple):
     beam: mx.array  # () or (B,) int: the chosen beam
@@ -23,47 +25,39 @@ def greedy_accept(beams: mx.array, target: mx.array) -> Accepted:
     return Accepted(beam, count, target[beam, count])
 
 
-def _residual(probs: mx.array, draft_probs: mx.array) -> mx.array:
-    """norm(max(p - q, 0)) over the last axis; keeps p where that is all zero (p == q)."""
-    rest = mx.maximum(probs - draft_probs, 0.0)
-    total = rest.sum(axis=-1, keepdims=True)
-    return mx.where(total > 0, rest / mx.maximum(total, 1e-30), probs)
+MIN_MASS = 1e-7  # a residual with less mass is taken as empty (float rounding); rejections there are rarer still
 
 
-def _row(values: mx.array, beam: mx.array, depth: int) -> mx.array:
-    """values (B, W, D, V), beam (B,) -> values[b, beam[b], depth] as (B, V)."""
+def _node(values: mx.array, beam: mx.array, depth: int) -> mx.array:
+    """values (B, W, D, V'), beam (B,) -> values[b, beam[b], depth] as (B, V')."""
     return mx.take_along_axis(values[:, :, depth], beam[:, None, None], axis=1)[:, 0]
 
 
-def _at(probs: mx.array, token: mx.array) -> mx.array:
-    """probs (B, V), token (B,) -> probs[b, token[b]] (B,)."""
-    return mx.take_along_axis(probs, token[:, None], axis=-1)[:, 0]
+def _row(values: mx.array, index: mx.array, beam: mx.array, depth: int) -> mx.array:
+    """values (B, T, V) at the packed tree tokens, index (B, W, L): each beam token's packed
+    position, beam (B,) -> values[b, index[b, beam[b], depth]] as (B, V)."""
+    position = mx.take_along_axis(index[:, :, depth], beam[:, None], axis=1)  # (B, 1)
+    return mx.take_along_axis(values, position[:, :, None], axis=1)[:, 0]
 
 
-def _first_occurrences(tokens: mx.array, alive: mx.array) -> mx.array:
-    """tokens, alive (B, W) -> (B, W): alive beams whose token no earlier alive beam has."""
-    width = tokens.shape[1]
-    same = (tokens[:, :, None] == tokens[:, None, :]) & alive[:, None, :]  # [b, w, u]: beam u has w's token
-    earlier = mx.tril(mx.ones((width, width), dtype=mx.bool_), k=-1)  # u < w
-    return alive & ~(same & earlier).any(axis=-1)
+def _at(values: mx.array, position: mx.array) -> mx.array:
+    """values (B, V), position (B,) -> values[b, position[b]] (B,)."""
+    return mx.take_along_axis(values, position[:, None], axis=-1)[:, 0]
 
 
-def _without(probs: mx.array, token: mx.array, drop: mx.array) -> mx.array:
-    """probs (B, V) with token (B,) removed and renormalised where drop (B,)."""
-    removed = mx.put_along_axis(probs, token[:, None], mx.zeros((probs.shape[0], 1), probs.dtype), axis=-1)
-    removed = removed / mx.maximum(removed.sum(axis=-1, keepdims=True), 1e-30)
-    return mx.where(drop[:, None], removed, probs)
-
-
-def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_log_probs: mx.array,
+def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_logits: mx.array, index: mx.array,
+                       sampling: SamplingParams, *, draft_tokens: mx.array = None, draft_positions: mx.array = None,
                        without_replacement: bool = False) -> Accepted:
     """Exact multi-draft speculative sampling over a tree of sampled drafts (batched).
 
-    beams (B, W, L): drafts, first token the LLM's own; draft_log_probs (B, W, L-1, V): log q
-    each drafted token was sampled from; target_log_probs (B, W, L, V): log p of the LLM
-    after each beam token. Returns per sequence the beam holding the accepted prefix, the
-    number of accepted drafts and the next token, distributed exactly as sampling from p
-    token by token (docs/sampling.md).
+    beams (B, W, L): drafts, first token the LLM's own; draft_log_probs (B, W, L-1, V'): log q
+    each drafted token was sampled from, over the draft vocabulary draft_tokens (V',) (None:
+    all V tokens); draft_positions (B, W, L-1): each drafted token's position in it (None:
+    the tokens themselves); target_logits (B, T, V): the LLM's logits after each packed tree
+    token, and index (B, W, L) each beam token's packed position. Returns per sequence the
+    beam holding the accepted prefix, the number of accepted drafts and the next token,
+    distributed exactly as sampling from p = target_log_probs(logits, sampling) token by
+    token (docs/sampling.md).
 
     Walks down the tree: at each depth the beams still alive share one prefix, so one p and
     one q apply; their tokens are tried in beam order, each accepted with probability
@@ -75,35 +69,64 @@ def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_log_pr
     q, so each is tried, duplicates too. Drafts drawn without replacement (sampled_drafts
     "rsd-c", "rsd-s"; beams ordered so that a node's children appear in their sampled
     order): each distinct child is tried once, and after a rejection q loses that token
-    and is renormalised (recursive rejection sampling, arXiv 2402.14160)."""
+    and is renormalised (recursive rejection sampling, arXiv 2402.14160).
+
+    Cost: p is computed only for the rows the walk visits (one per depth), and a rejection
+    changes r only inside the draft vocabulary (q is 0 outside it): the walk keeps r there,
+    unnormalised, with the mass outside it, and touches V' entries per candidate, not V."""
     batch, width, length = beams.shape
+    positions = beams[:, :, 1:] if draft_positions is None else draft_positions
+    ids = mx.arange(target_logits.shape[-1]) if draft_tokens is None else draft_tokens
     alive = mx.ones((batch, width), dtype=mx.bool_)
     done = mx.zeros((batch,), dtype=mx.bool_)
     count = mx.zeros((batch,), dtype=mx.int32)
     bonus = None
     for depth in range(1, length):
         lead = mx.argmax(alive, axis=1)  # any alive beam: they share the prefix
-        residual = mx.exp(_row(target_log_probs, lead, depth - 1))
-        draft_probs = mx.exp(_row(draft_log_probs, lead, depth - 1))
-        tokens = beams[:, :, depth]
+        p = mx.exp(target_log_probs(_row(target_logits, index, lead, depth - 1), sampling))  # (B, V)
+        inside = p[:, ids]  # (B, V'): r * mass inside the draft vocabulary
+        outside = mx.maximum(p.sum(axis=-1) - inside.sum(axis=-1), 0.0)  # (B,): r * mass elsewhere, fixed
+        mass = mx.ones((batch,))
+        q = mx.exp(_node(draft_log_probs, lead, depth - 1))  # (B, V')
+        tokens, places = beams[:, :, depth], positions[:, :, depth - 1]
         candidates = _first_occurrences(tokens, alive) if without_replacement else alive
         coins = mx.random.uniform(shape=(batch, width))
         found = mx.zeros((batch,), dtype=mx.bool_)
         chosen = mx.zeros((batch,), dtype=mx.int32)
         for w in range(width):
-            token = tokens[:, w]
+            token, place = tokens[:, w], places[:, w]
             tried = candidates[:, w] & ~found & ~done
-            accept = tried & (coins[:, w] * _at(draft_probs, token) < _at(residual, token))
+            accept = tried & (coins[:, w] * _at(q, place) * mass < _at(inside, place))
             found, chosen = found | accept, mx.where(accept, token, chosen)
             rejected = tried & ~accept
-            residual = mx.where(rejected[:, None], _residual(residual, draft_probs), residual)
+            rest = mx.maximum(inside - q * mass[:, None], 0.0)  # norm(max(r - q, 0)), unnormalised
+            rest_mass = outside + rest.sum(axis=-1)
+            moved = rejected & (rest_mass > MIN_MASS)  # r == q leaves nothing: r is kept
+            inside, mass = mx.where(moved[:, None], rest, inside), mx.where(moved, rest_mass, mass)
             if without_replacement:
-                draft_probs = _without(draft_probs, token, rejected)
+                q = _without(q, place, rejected)
         stop = ~done & ~found
+        residual = mx.put_along_axis(p, mx.broadcast_to(ids, inside.shape), inside, axis=-1)
         bonus = residual if bonus is None else mx.where(stop[:, None], residual, bonus)
         alive = mx.where(found[:, None], alive & (tokens == chosen[:, None]), alive)
         count, done = count + found.astype(mx.int32), done | stop
     beam = mx.argmax(alive, axis=1)
-    bonus = mx.where(done[:, None], bonus, mx.exp(_row(target_log_probs, beam, length - 1)))
+    last = mx.exp(target_log_probs(_row(target_logits, index, beam, length - 1), sampling))
+    bonus = mx.where(done[:, None], bonus, last)
     next_token = mx.random.categorical(mx.log(bonus), axis=-1).astype(mx.int32)
     return Accepted(beam, count, next_token)
+
+
+def _without(q: mx.array, position: mx.array, drop: mx.array) -> mx.array:
+    """q (B, V') with position (B,) removed and renormalised where drop (B,)."""
+    removed = mx.put_along_axis(q, position[:, None], mx.zeros((q.shape[0], 1), q.dtype), axis=-1)
+    removed = removed / mx.maximum(removed.sum(axis=-1, keepdims=True), 1e-30)
+    return mx.where(drop[:, None], removed, q)
+
+
+def _first_occurrences(tokens: mx.array, alive: mx.array) -> mx.array:
+    """tokens, alive (B, W) -> (B, W): alive beams whose token no earlier alive beam has."""
+    width = tokens.shape[1]
+    same = (tokens[:, :, None] == tokens[:, None, :]) & alive[:, None, :]  # [b, w, u]: beam u has w's token
+    earlier = mx.tril(mx.ones((width, width), dtype=mx.bool_), k=-1)  # u < w
+    return alive & ~(same & earlier).any(axis=-1)

@@ -52,9 +52,10 @@ class BeamShape:
 
 class Draft(NamedTuple):
     beams: mx.array  # (B, W, L) int32: beam w's first token is the LLM's own next token
-    log_probs: mx.array  # (B, W, L-1, V') float32: drafter log-probs at each drafted position
-    #   (V' = drafter.draft_vocab_size in beam search; the full V in sampled drafts)
-    scores: mx.array  # (B, W) float32: cumulative log-prob of each beam
+    log_probs: mx.array  # (B, W, L-1, V') float32: drafter log-probs at each drafted position, over
+    #   the draft vocabulary (V' = drafter.draft_vocab_size; drafter.draft_tokens names them)
+    positions: mx.array  # (B, W, L-1) int32: each drafted token's position in the draft vocabulary
+    scores: mx.array  # (B, W) float32: cumulative log-prob of each beam (sampled drafts: see there)
 
 
 def beam_search(drafter: Drafter, embed, context: mx.array, first_token: mx.array,
@@ -73,6 +74,7 @@ def beam_search(drafter: Drafter, embed, context: mx.array, first_token: mx.arra
     scores = mx.broadcast_to(scores, (batch, width))
     context = mx.broadcast_to(context[:, None, :], (batch, width, context_size))
     history = mx.zeros((batch, width, 0, vocab), dtype=mx.float32)
+    positions = mx.zeros((batch, width, 0), dtype=mx.int32)
     for _ in range(length - 1):
         state = drafter.next_state(state, embed(beams[:, :, -1]))
         log_probs = log_softmax(drafter(context, state))  # (B, W, V)
@@ -81,10 +83,13 @@ def beam_search(drafter: Drafter, embed, context: mx.array, first_token: mx.arra
         top_scores = mx.take_along_axis(candidates, top, axis=-1)
         order = mx.argsort(-top_scores, axis=-1)  # best beam first
         top, scores = mx.take_along_axis(top, order, axis=-1), mx.take_along_axis(top_scores, order, axis=-1)
-        parent, token = top // vocab, drafter.token_of(top % vocab).astype(mx.int32)
+        parent, position = top // vocab, (top % vocab).astype(mx.int32)
+        token = drafter.token_of(position).astype(mx.int32)
         state = mx.take_along_axis(state, parent[:, :, None], axis=1)
         beams = mx.take_along_axis(beams, parent[:, :, None], axis=1)
         beams = mx.concatenate([beams, token[:, :, None]], axis=-1)
+        positions = mx.concatenate([mx.take_along_axis(positions, parent[:, :, None], axis=1), position[:, :, None]],
+                                   axis=-1)
         history = mx.concatenate([history, log_probs[:, :, None, :]], axis=2)
         history = mx.take_along_axis(history, parent[:, :, None, None], axis=1)
-    return Draft(beams, history, scores)
+    return Draft(beams, history, positions, scores)

@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 
 from .acceptance import Accepted, greedy_accept, speculative_accept
-from .beam_search import BeamShape, beam_search
+from .beam_search import BeamShape, Draft, beam_search
 from .drafter import Drafter
 from .errors import UsageError
 from .kv_cache import KVCache, Slots
@@ -21,7 +21,7 @@ from .llm import Model
 from .lookup import with_lookup_beam
 from .policy import DecodePolicy
 from .sampled_drafts import METHODS, sample_drafts
-from .sampling import SamplingParams, sample, target_log_probs
+from .sampling import SamplingParams, sample
 from .stats import Stats
 from .tree import build_tree
 
@@ -164,16 +164,16 @@ def draft_fn(sampling: SamplingParams, sampled_drafts: str):
     return lambda *args: sample_drafts(*args, sampling, sampled_drafts)
 
 
-def accept(model: Model, hidden: mx.array, index: mx.array, beams: mx.array, draft_log_probs: mx.array,
+def accept(model: Model, drafter: Drafter, hidden: mx.array, index: mx.array, beams: mx.array, draft: Draft,
            sampling: SamplingParams, sampled_drafts: str) -> Accepted:
     """Judges the drafts beams (W, L) against the LLM outputs at the packed tree tokens
-    hidden (T, dim); index (W, L): the packed position of each beam token; draft_log_probs
-    (W, L-1, V): the drafts' log q (sampling only)."""
+    hidden (T, dim); index (W, L): the packed position of each beam token; draft: the
+    drafts' log q (W, L-1, V') and positions (W, L-1) in the draft vocabulary (sampling only)."""
     if sampling.greedy:
         target = mx.argmax(model.logits(hidden), axis=-1)[index]  # (W, L)
         return greedy_accept(beams, target)
-    log_p = target_log_probs(model.logits(hidden), sampling)[index]  # (W, L, V)
-    accepted = speculative_accept(beams[None], draft_log_probs[None], log_p[None],
+    accepted = speculative_accept(beams[None], draft.log_probs[None], model.logits(hidden)[None], index[None],
+                                  sampling, draft_tokens=drafter.draft_tokens, draft_positions=draft.positions[None],
                                   without_replacement=sampled_drafts != "iid")
     return Accepted(*(a[0] for a in accepted))
 
@@ -185,15 +185,16 @@ def redrafter_step(model: Model, drafter: Drafter, beam: BeamShape, sampling: Sa
     cache capacity, its elementwise operations fused, instead of a graph of ~1,000 operations
     built in Python at every step (16x4 on an H100: 14.4 -> 9.7 ms per step, docs/perf.md).
 
-    step(tokens, positions, mask, offset, index, beams, draft_log_probs, keys, values) ->
+    step(tokens, positions, mask, offset, index, beams, draft_log_probs, draft_positions, keys, values) ->
     (Accepted, next Draft, keys, values): tree_inputs, then the beams' packed index and
-    tokens (W, L) and log q (W, L-1, V), and the cache's arrays per layer, which come back
-    written."""
+    tokens (W, L), their drafts' log q (W, L-1, V') and positions (W, L-1) in the draft
+    vocabulary, and the cache's arrays per layer, which come back written."""
     draft_beams = draft_fn(sampling, sampled_drafts)
 
-    def step(tokens, positions, mask, offset, index, beams, draft_log_probs, keys, values):
+    def step(tokens, positions, mask, offset, index, beams, draft_log_probs, draft_positions, keys, values):
         hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, drafter.taps)
-        accepted = accept(model, hidden, index, beams, draft_log_probs, sampling, sampled_drafts)
+        drafted = Draft(beams, draft_log_probs, draft_positions, None)
+        accepted = accept(model, drafter, hidden, index, beams, drafted, sampling, sampled_drafts)
         context = hidden[index[accepted.beam, accepted.count]][None]
         draft = draft_beams(drafter, model.embed, context, accepted.next_token[None], beam.width, beam.length)
         return accepted, draft, keys, values
@@ -275,7 +276,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
         inputs = tree_inputs(cache, tree, written)
         stats.end_phase("tree", *inputs)
         accepted, draft, keys, values = step(*inputs, mx.array(tree.index), mx.array(beams), draft.log_probs[0],
-                                             *cache.arrays())
+                                             draft.positions[0], *cache.arrays())
         cache.adopt(keys, values)
         mx.eval(accepted.beam, accepted.count, draft.beams, *cache.state())
         stats.end_phase("step")

@@ -77,6 +77,11 @@ class Drafter(nn.Module):
         return tuple(self.config.context_layers)
 
     @property
+    def draft_tokens(self):
+        """(K,) the token scored by each logit, sorted, or None when all tokens are."""
+        return self._token_ids
+
+    @property
     def draft_vocab_size(self) -> int:
         return self.config.vocab_size if self._token_ids is None else self._token_ids.shape[0]
 

@@ -80,10 +80,11 @@ def sample_drafts(drafter: Drafter, embed, context: mx.array, first_token: mx.ar
                   params: SamplingParams, method: str = "iid") -> Draft:
     """Draws `width` drafts of `length` tokens (first token: the LLM's own) by `method`.
 
-    context: (B, drafter.config.context_size); first_token: (B,). Returns beams (B, W, L),
-    log_probs (B, W, L-1, V): log q, the distribution each drafted token was drawn from
-    (0 outside the draft vocabulary), and scores (B, W): the beams' perturbed values
-    (without replacement) or zeros (iid)."""
+    context: (B, drafter.config.context_size); first_token: (B,). Returns a Draft: beams
+    (B, W, L), log_probs (B, W, L-1, V'): log q over the draft vocabulary, the distribution
+    each drafted token was drawn from (q is 0 outside it), positions (B, W, L-1): each drafted
+    token's place there, and scores (B, W): the beams' perturbed values (without
+    replacement) or zeros (iid)."""
     batch, context_size = context.shape
     beams = mx.broadcast_to(first_token[:, None, None], (batch, width, 1)).astype(mx.int32)
     state = mx.zeros((batch, width, drafter.config.hidden_size), dtype=context.dtype)
@@ -91,18 +92,23 @@ def sample_drafts(drafter: Drafter, embed, context: mx.array, first_token: mx.ar
     values = mx.broadcast_to(mx.array([0.0] + [-mx.inf] * (width - 1))[None], (batch, width))
     if method == "iid":
         values = mx.zeros((batch, width))
-    history = mx.zeros((batch, width, 0, drafter.config.vocab_size), dtype=mx.float32)
+    history = mx.zeros((batch, width, 0, drafter.draft_vocab_size), dtype=mx.float32)
+    positions = mx.zeros((batch, width, 0), dtype=mx.int32)
     for step in range(length - 1):
         state = drafter.next_state(state, embed(beams[:, :, -1]))
         log_q = target_log_probs(drafter(context, state), params)  # (B, W, V')
         parent, index, values = _next_tokens(method, step, log_q, values, width)
+        index = index.astype(mx.int32)
         token = drafter.token_of(index).astype(mx.int32)
-        log_q = drafter.to_full_vocab(mx.take_along_axis(log_q, parent[:, :, None], axis=1), -mx.inf)
+        log_q = mx.take_along_axis(log_q, parent[:, :, None], axis=1)
         state = mx.take_along_axis(state, parent[:, :, None], axis=1)
         beams = mx.concatenate([mx.take_along_axis(beams, parent[:, :, None], axis=1), token[:, :, None]], axis=-1)
+        positions = mx.concatenate([mx.take_along_axis(positions, parent[:, :, None], axis=1), index[:, :, None]],
+                                   axis=-1)
         history = mx.concatenate([mx.take_along_axis(history, parent[:, :, None, None], axis=1),
                                   log_q[:, :, None]], axis=2)
     valid = ~mx.isinf(values)[:, :, None]  # beams left unfilled become copies of beam 0
     beams = mx.where(valid, beams, beams[:, :1])
+    positions = mx.where(valid, positions, positions[:, :1])
     history = mx.where(valid[..., None], history, history[:, :1])
-    return Draft(beams, history, values)
+    return Draft(beams, history, positions, values)

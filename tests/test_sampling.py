@@ -96,8 +96,13 @@ def exact_joint(p) -> np.ndarray:
 
 
 def ours(beams, log_q, log_p, without_replacement=False):
-    accepted = speculative_accept(mx.array(beams), mx.array(log_q, dtype=mx.float32),
-                                  mx.array(log_p, dtype=mx.float32), without_replacement)
+    """speculative_accept on log_p (N, W, L, V) given per beam token: as logits of one row per
+    token (their log-softmax at temperature 1 is log_p itself)."""
+    count, width, length = beams.shape
+    index = mx.broadcast_to(mx.arange(width * length).reshape(width, length), (count, width, length))
+    logits = mx.array(log_p.reshape(count, width * length, -1), dtype=mx.float32)
+    accepted = speculative_accept(mx.array(beams), mx.array(log_q, dtype=mx.float32), logits, index,
+                                  SamplingParams(1.0), without_replacement=without_replacement)
     return [np.array(a) for a in accepted]
 
 
