@@ -5,12 +5,13 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_map_with_path
 
 from .config import ConfigError, DrafterConfig, ModelConfig
 from .draft_vocab import read_token_ids
 from .drafter import Drafter
 from .errors import UserError, read_json
-from .linear import use_cpu_kernels
+from .linear import Linear, use_cpu_kernels
 from .llm import Model
 from .policy import DecodePolicy
 
@@ -117,20 +118,39 @@ def load_model(path, dtype=None, *, policy: DecodePolicy = None) -> Model:
     return model
 
 
+def dequantize_layers(module: nn.Module):
+    """Replaces every quantized Linear of module by a dense Linear of the same values (MLX's
+    CPU kernels for quantized products are slow: DecodePolicy.dense_weights)."""
+    def dense(_, layer):
+        if not isinstance(layer, nn.QuantizedLinear):
+            return layer
+        weight = mx.dequantize(layer.weight, layer.scales, layer.biases, group_size=layer.group_size,
+                               bits=layer.bits, mode=layer.mode).astype(layer.scales.dtype)
+        out = Linear(weight.shape[1], weight.shape[0], bias="bias" in layer)
+        out.update({"weight": weight, **({"bias": layer.bias} if "bias" in layer else {})})
+        return out
+
+    module.update_modules(tree_map_with_path(dense, module.leaf_modules(), is_leaf=nn.Module.is_module))
+
+
 def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None, *, policy: DecodePolicy = None) -> Drafter:
     """Loads a drafter directory for `model`: checks hidden/vocab sizes, binds its LM head.
 
     dtype: cast its float weights (None: the model's activation dtype, so that no weight is
     converted at every draft step); draft_vocab: score only that many frequent tokens (0: all;
-    None: the config's default)."""
+    None: the config's default); policy (default: this device's): its kernels, and whether a
+    quantized head is made dense."""
     raw = read_config(path, "drafter")
     config = read_drafter_config(path)
     try:
         config.check_matches(model.config)
     except ConfigError as error:
         raise LoadError(f"{path}: does not fit the model: {error}") from None
+    policy = policy or DecodePolicy.for_device()
     drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype or model.dtype)
-    use_cpu_kernels(drafter, (policy or DecodePolicy.for_device()).cpu_kernels)
+    if policy.dense_weights:
+        dequantize_layers(drafter)
+    use_cpu_kernels(drafter, policy.cpu_kernels)
     drafter.bind_target(model)
     size = config.draft_vocab_size if draft_vocab is None else draft_vocab
     if config.head_rows and size != config.head_rows:

@@ -24,6 +24,7 @@ class DecodePolicy:
     pad_lookup: bool  # the lookup beam verified at every step (padding the tree), not only where it differs
     cpu_kernels: bool  # few-row products and grouped attention for CPUs (chosen when a model is loaded)
     fuse_projections: bool  # q/k/v and gate/up joined into one product each (fewer kernels; when loaded)
+    dense_weights: bool  # a drafter's quantized layers made dense when loaded (slow quantized CPU kernels)
     fixed_single_beam: bool = True  # width-1 trees too (always L tokens: nothing to pad)
 
     @classmethod
@@ -42,6 +43,6 @@ class DecodePolicy:
 
 
 GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, pad_lookup=True, cpu_kernels=False,
-                   fuse_projections=True)
+                   fuse_projections=True, dense_weights=False)
 CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, pad_lookup=False, cpu_kernels=True,
-                   fuse_projections=False)
+                   fuse_projections=False, dense_weights=True)

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.batch_generate import generate_batch
-from redrafter_mlx.errors import UsageError
-from redrafter_mlx.data import load_sequences, make_batches, read_prompts, save_sequences, sharegpt_prompts, split_by_prompt
 from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.data import load_sequences, make_batches, read_prompts, save_sequences, sharegpt_prompts, split_by_prompt
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features, target_next_probs
+from redrafter_mlx.errors import UsageError
 from redrafter_mlx.load import LoadError, load_drafter, load_model
+from redrafter_mlx.policy import CPU, GPU
 from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.train import main as train_main, ranked_answer_tokens
 from stats_check import chi2_goodness_of_fit
@@ -361,10 +362,14 @@ def test_also_fits_each_variant_as_if_fitted_alone(tmp_path):
     log = json.loads((quantized / "training.json").read_text())["log"]
     assert [e["head_bits"] for e in log if "head_bits" in e] == [4]
     model = load_model(model_dir)
-    drafter = load_drafter(quantized, model)
+    drafter, dense = load_drafter(quantized, model, policy=GPU), load_drafter(quantized, model, policy=CPU)
     assert "scales" in drafter.lm_head[-1] and "input_proj" in drafter
+    assert "scales" not in dense.lm_head[-1]  # CPUs: the quantized head made dense when loaded
+    context, state = mx.random.normal((3, 32)), mx.random.normal((3, 32))
+    np.testing.assert_allclose(np.array(dense(context, state)), np.array(drafter(context, state)), atol=1e-4)
     ar = sum(generate_ar(model, prompts[0], max_tokens=16), [])
-    assert sum(generate_redrafter(model, drafter, prompts[0], max_tokens=16, beam=BeamShape(2, 3)), []) == ar
+    for loaded in (drafter, dense):
+        assert sum(generate_redrafter(model, loaded, prompts[0], max_tokens=16, beam=BeamShape(2, 3)), []) == ar
     with pytest.raises(SystemExit):
         train_main(["fit", *common, "--out", str(tmp_path / "x"), "--also", "taps=3"])
     with pytest.raises(SystemExit):
