@@ -15,39 +15,39 @@ from pathlib import Path
 from . import models
 from .beam_search import BeamShape
 from .decode import LOOKUP_MIN_MATCH
-from .errors import UsageError, run_cli
+from .errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from .load import DTYPES
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m redrafter_mlx.server", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m redrafter_mlx.server", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory; "
                    f"default: {models.DEFAULT}")
     p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped drafter)")
     p.add_argument("--served-name", help="the model name clients use (default: the model name or directory name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8080, help="0: any free port")
+    p.add_argument("--port", type=int_at_least(0, 65535), default=8080, help="0: any free port")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}); "
                    "needed to bind a non-loopback address")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
     p.add_argument("--beam", help="WxL, e.g. 2x4, or 'auto' (timed once per device, cached); default: the named "
                    "model's fastest shape measured on this kind of device (docs/perf.md), else 1x3")
-    p.add_argument("--lookup", type=int, default=LOOKUP_MIN_MATCH, help="greedy: the lookup beam's minimum match "
+    p.add_argument("--lookup", type=int_at_least(0), default=LOOKUP_MIN_MATCH, help="greedy: the lookup beam's minimum match "
                    "(0: off)")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap chat messages in the tokenizer's chat template (when it has one)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: as stored)")
-    p.add_argument("--max-tokens", type=int, default=512, help="when a request gives none (always capped to the "
+    p.add_argument("--max-tokens", type=int_at_least(1), default=512, help="when a request gives none (always capped to the "
                    "context window)")
-    p.add_argument("--temp", type=float, default=0.0, help="temperature when a request gives none (0: greedy)")
-    p.add_argument("--max-queue", type=int, default=16, help="requests waiting behind the running one; more get 429")
-    p.add_argument("--request-timeout", type=float, default=300.0,
+    p.add_argument("--temp", type=finite_float(0), default=0.0, help="temperature when a request gives none (0: greedy)")
+    p.add_argument("--max-queue", type=int_at_least(1), default=16, help="requests waiting behind the running one; more get 429")
+    p.add_argument("--request-timeout", type=finite_float(0), default=300.0,
                    help="seconds a request may decode; then it ends with finish_reason 'length' (0: no limit)")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
-    p.add_argument("--max-connections", type=int, default=256, help="open connections; more get 503")
+    p.add_argument("--max-body-bytes", type=int_at_least(1), default=1 << 20, help="larger request bodies get 413")
+    p.add_argument("--max-connections", type=int_at_least(1), default=256, help="open connections; more get 503")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -68,11 +68,6 @@ def check_args(args) -> str:
     if not is_loopback(args.host) and key is None:
         raise UsageError(f"--host {args.host} is not a loopback address: set an API key (--api-key or "
                          f"${API_KEY_ENV}) to serve it")
-    for name in ("max_queue", "max_tokens", "max_body_bytes", "max_connections"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.request_timeout < 0 or not 0 <= args.port < 65536:
-        raise UsageError("--request-timeout must be >= 0 and --port in 0..65535")
     if args.beam not in (None, "auto"):
         BeamShape.parse(args.beam)
     return key
@@ -85,6 +80,7 @@ def load_engine(args):
     from .calibrate import auto_beam
     from .load import load_drafter, load_model, load_tokenizer
     from .policy import DecodePolicy
+    from .sampling import SamplingParams
     from .server_worker import Engine
     from .text import encode_prompt
 
@@ -99,7 +95,7 @@ def load_engine(args):
     beam = BeamShape.parse(args.beam) if args.beam not in (None, "auto") else models.default_beam(args.model, policy)
     if args.beam == "auto" and drafter is not None:
         beam = auto_beam(model, drafter, lambda text: encode_prompt(tokenizer, text, args.chat_template),
-                         model_dir, drafter_dir, policy=policy)
+                         model_dir, drafter_dir, policy=policy, sampling=SamplingParams(args.temp), measured=beam)
     if drafter is not None:
         beam.check(drafter.draft_vocab_size)
     engine = Engine(model=model, tokenizer=tokenizer, drafter=drafter, beam=beam, lookup=args.lookup, policy=policy)
@@ -108,12 +104,16 @@ def load_engine(args):
 
 
 def serve(args):
-    import uvicorn
+    key = check_args(args)
+    try:
+        import uvicorn
 
-    from .server_app import Settings, create_app
+        from .server_app import Settings, create_app
+    except ImportError as error:
+        raise UsageError(f"the server needs its extra dependencies ({error.name} is missing): "
+                         f'pip install -e ".[server]" (in the repository)') from None
     from .server_worker import Worker
 
-    key = check_args(args)
     engine, served = load_engine(args)
     worker = Worker(engine, max_queue=args.max_queue, time_limit=args.request_timeout)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
