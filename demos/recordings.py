@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 from typing import List
 
+from redrafter_mlx.atomic import atomic_file
+
 from .render import frame, to_ansi
 from .trace import Trace
 
@@ -27,7 +29,8 @@ def write_cast(path: Path, left: Trace, right: Trace, width: int, height: int, t
         lines.append(json.dumps([round(seconds, 4), "o", screen]))
     end = times[-1] + HOLD_END
     lines.append(json.dumps([round(end, 4), "o", "\r\n"]))
-    Path(path).write_text("\n".join(lines) + "\n")
+    with atomic_file(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 def _font(size: int):
@@ -60,7 +63,9 @@ def write_gif(path: Path, left: Trace, right: Trace, width: int, height: int, ti
             draw.text((8, 8 + row * (font_size + 4)), line.text, font=font, fill=COLORS[line.style])
         frames.append(image)
     durations = [int(1000 / fps)] * (len(frames) - 1) + [int(HOLD_END * 1000)]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True)
+    with atomic_file(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
+                       optimize=True)
 
 
 HTML = """<!doctype html>
@@ -124,4 +129,5 @@ def write_html(path: Path, left: Trace, right: Trace, title: str, note: str, res
 
     data = json.dumps({"traces": [left.to_dict(), right.to_dict()], "result": result})
     page = HTML % {"title": html.escape(title), "note": html.escape(note), "data": data.replace("</", "<\\/")}
-    Path(path).write_text(page)
+    with atomic_file(path) as tmp:
+        tmp.write_text(page)

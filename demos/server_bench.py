@@ -22,8 +22,10 @@ from pathlib import Path
 
 import redrafter_mlx  # noqa: F401  (before mlx: OpenBLAS on Linux)
 from redrafter_mlx import models
+from redrafter_mlx.atomic import atomic_file
 from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.errors import ArgumentParser, UsageError, int_at_least, run_cli
 from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.policy import DecodePolicy
 from redrafter_mlx.text import detokenize, encode_prompt
@@ -41,15 +43,15 @@ class Run:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m demos.server_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m demos.server_bench", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=f"model name or directory (default: {models.DEFAULT})")
     p.add_argument("--drafter", help="drafter directory (default: the named model's)")
     p.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
-    p.add_argument("--num-prompts", type=int, default=10)
-    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--num-prompts", type=int_at_least(1), default=10)
+    p.add_argument("--max-tokens", type=int_at_least(1), default=64)
     p.add_argument("--beam", default="1x3")
-    p.add_argument("--repeats", type=int, default=1, help="times each prompt is run per method")
+    p.add_argument("--repeats", type=int_at_least(1), default=1, help="times each prompt is run per method")
     p.add_argument("--out", type=Path, help="write the runs and the summary as JSON")
     return p.parse_args(argv)
 
@@ -138,6 +140,14 @@ def summary(runs) -> dict:
 def main(argv=None) -> dict:
     """Runs the benchmark, prints the report; returns the summary per method."""
     args = parse_args(argv)
+    return run_cli(lambda: run(args))
+
+
+def run(args) -> dict:
+    BeamShape.parse(args.beam)  # checked before anything loads
+    if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
+        raise UsageError(f"--out {args.out}: not a file in an existing directory")
+    models.check_paths(args.model, args.drafter)
     prompts = load_prompts(args.prompts)[:args.num_prompts]
     local = Local(args)
     with tempfile.TemporaryDirectory(prefix="server_bench") as logs:
@@ -191,9 +201,10 @@ def report(runs: dict, args) -> dict:
     speedup = table["server redrafter"]["tokens_per_s"] / table["server ar"]["tokens_per_s"]
     print(f"through the server: ReDrafter {speedup:.2f}x auto-regressive")
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": table,
-                                        "identical": same, "runs": {k: [vars(r) for r in v] for k, v in runs.items()}},
-                                       indent=1))
+        with atomic_file(args.out) as tmp:
+            tmp.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": table,
+                                       "identical": same, "runs": {k: [vars(r) for r in v] for k, v in runs.items()}},
+                                      indent=1))
     return table
 
 

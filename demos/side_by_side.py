@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from redrafter_mlx import models
-from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter, max_tokens_in_window
 from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
@@ -36,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default: {models.DEFAULT})")
     p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped one)")
     p.add_argument("--max-tokens", type=int_at_least(1), default=160)
-    p.add_argument("--beam-width", type=int, default=1)
-    p.add_argument("--beam-length", type=int, default=3)
+    p.add_argument("--beam-width", type=int, help="beams (default: the named model's fastest shape measured on "
+                   "this kind of device, docs/perf.md; else 1)")
+    p.add_argument("--beam-length", type=int, help="tokens per beam (default: likewise; else 3)")
     p.add_argument("--temp", type=finite_float(0), default=0.0)
     p.add_argument("--concurrent", action="store_true", help="run both live, alternating steps")
     p.add_argument("--record", metavar="CAST", help="write an asciinema v2 cast")
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def generators(args, model, drafter, prompt, eos):
     """(name, decode generator) of AR and of ReDrafter for the race."""
     options = dict(max_tokens=args.max_tokens, sampling=args.sampling, eos_ids=eos, policy=args.policy)
-    beam = BeamShape(args.beam_width, args.beam_length)
+    beam = args.beam
     return [("Auto-regressive", generate_ar(model, prompt, **options)),
             (f"ReDrafter {beam}", generate_redrafter(model, drafter, prompt, beam=beam, **options))]
 
@@ -115,11 +115,16 @@ def check_output(path, flag: str):
         raise UsageError(f"{flag} {path}: is a directory")
     if not path.parent.is_dir():
         raise UsageError(f"{flag} {path}: no such directory {path.parent}")
+    if flag == "--gif":
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            raise UsageError("--gif needs Pillow (pip install pillow)") from None
 
 
 def run(args):
     args.sampling, args.policy = SamplingParams(args.temp), DecodePolicy.for_device()
-    BeamShape(args.beam_width, args.beam_length)  # checked before loading anything
+    args.beam = models.beam_from_flags(args.model, args.beam_width, args.beam_length, args.policy)  # checked first
     check_text(args.prompt, "--prompt")
     for flag in ("record", "gif", "html"):
         check_output(getattr(args, flag), f"--{flag}")

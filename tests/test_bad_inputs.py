@@ -432,6 +432,7 @@ def rows():
         ("sbs_prompt_empty", "side_by_side", f"{M} {D} --prompt ' '", None, "--prompt: the prompt is empty"),
         ("sbs_prompt_surrogate", "side_by_side", f"{M} {D} --prompt \udce9", None, "--prompt: not UTF-8 text"),
         ("sbs_beam_length", "side_by_side", f"{M} {D} --beam-length 1", None, "beam length must be in 2..16"),
+        ("sbs_beam_width", "side_by_side", f"{M} {D} --beam-width 0", None, "beam width must be >= 1, got 0"),
         ("sbs_width", "side_by_side", f"{M} {D} --width 5", None, "argument --width: must be >= 20"),
         ("sbs_gif_dir", "side_by_side", f"{M} {D} --gif {{root}}/nope/race.gif", None,
          "--gif {root}/nope/race.gif: no such directory"),
