@@ -1,6 +1,6 @@
 """Times the sampling-only parts of a ReDrafter step against the greedy ones: drafting the tree
 (beam search vs iid, rsd-c, rsd-s sampled drafts) and judging it (greedy acceptance vs the
-rejection walk, i.i.d. or recursive), each compiled and evaluated on its own on the same
+rejection walk, i.i.d. or recursive), each evaluated on its own on the same
 context and target log-probs, at the target's vocabulary size.
 
   python -m experiments.sampled_step [--model NAME|DIR --drafter DIR] [--beam 4x4] [--temp 1.0]

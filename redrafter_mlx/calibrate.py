@@ -67,8 +67,11 @@ def sampling_key(sampling: SamplingParams) -> str:
 
 
 def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, *, policy: DecodePolicy,
-              sampling: SamplingParams = SamplingParams(), cache_file: Path = None) -> BeamShape:
-    """The cached best shape for this device + model + drafter + sampling settings, calibrated on first use."""
+              sampling: SamplingParams = SamplingParams(), measured: BeamShape = None,
+              cache_file: Path = None) -> BeamShape:
+    """The cached best shape for this device + model + drafter + sampling settings, calibrated on
+    first use; measured (a named model's shape measured fastest on this kind of device,
+    models.default_beam) is timed with the device's candidates."""
     cache_file = cache_file or cache_dir() / "beam_auto.json"
     key = (f"{device_name()} | {weights_identity(model_dir)} | {weights_identity(drafter_dir)} "
            f"(draft vocab {drafter.draft_vocab_size}) | {sampling_key(sampling)} | mlx {mx.__version__}")
@@ -76,7 +79,9 @@ def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, *, policy: 
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
         prompts = [encode_prompt(p) for p in PROMPTS]
-        best, speeds = calibrate(model, drafter, prompts, CANDIDATES[policy.device_kind], policy, sampling)
+        candidates = CANDIDATES[policy.device_kind]
+        candidates = candidates + [measured] if measured is not None and measured not in candidates else candidates
+        best, speeds = calibrate(model, drafter, prompts, candidates, policy, sampling)
         known[key] = {"best": [best.width, best.length], "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
         with atomic_file(cache_file) as tmp:
             tmp.write_text(json.dumps(known, indent=2))

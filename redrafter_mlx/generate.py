@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
     p.add_argument("--beam-width", type=int, help="beams (default: the named model's fastest shape measured on "
                    "this kind of device, docs/perf.md; else 1)")
-    p.add_argument("--beam-length", type=int, help="tokens per beam: the LLM's own + L-1 drafts (default: as "
-                   "--beam-width; else 3)")
+    p.add_argument("--beam-length", type=int, help="tokens per beam: the LLM's own + L-1 drafts (default: "
+                   "likewise; else 3)")
     p.add_argument("--lookup", type=int_at_least(0), default=LOOKUP_MIN_MATCH,
                    help="greedy only: also verify a beam copied from earlier in the text where its last N or more "
                         f"tokens occur before (0: off; default: {LOOKUP_MIN_MATCH})")
@@ -76,12 +76,8 @@ def check_args(args):
     args.sampling = SamplingParams(args.temp, args.top_k, args.top_p)
     if args.beam is not None and args.beam != "auto":
         args.beam_shape = BeamShape.parse(args.beam)
-    elif args.beam_width is not None or args.beam_length is not None:
-        default = BeamShape()
-        args.beam_shape = BeamShape(default.width if args.beam_width is None else args.beam_width,
-                                    default.length if args.beam_length is None else args.beam_length)
     else:
-        args.beam_shape = models.default_beam(args.model, args.policy)
+        args.beam_shape = models.beam_from_flags(args.model, args.beam_width, args.beam_length, args.policy)
     if args.mode == "ar" and args.drafter:
         raise UsageError("--drafter is for --mode redrafter (AR decoding uses no drafter)")
 
@@ -97,7 +93,7 @@ def generator(args, model, drafter, prompt_tokens, max_tokens: int, stats: Stats
 
 def warm_up(args, model, drafter, prompt_tokens):
     """On fixed-shape policies (GPUs) the first generation compiles kernels for each shape it
-    meets (~2 tokens/s for a first run on an H100, 150-270 warm): before the first timed
+    meets (~2 tokens/s for a first run on an H200, 150-270 warm): before the first timed
     generation, a few tokens of the same request (same beam shape, same prompt-length
     bucket) compile most of them, timed apart. Later cache capacities still compile within
     the timed generation. The random state is seeded again after it, so sampling draws as
@@ -203,7 +199,8 @@ def run(args):
     drafter = load_drafter(drafter_dir, model, dtype, args.draft_vocab, policy=args.policy) if redrafter else None
     if args.beam == "auto" and drafter is not None:
         args.beam_shape = auto_beam(model, drafter, lambda text: encode_prompt(tokenizer, text, args.chat_template),
-                                    model_dir, drafter_dir, policy=args.policy, sampling=args.sampling)
+                                    model_dir, drafter_dir, policy=args.policy, sampling=args.sampling,
+                                    measured=args.beam_shape)
     mx.random.seed(args.seed)
     if prompt_tokens is None:
         return chat(args, model, drafter, tokenizer)

@@ -150,6 +150,7 @@ def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None, *, pol
     drafter = _fill(Drafter(config), read_weights(path), raw, Path(path), dtype or model.dtype)
     if policy.dense_weights:
         dequantize_layers(drafter)
+        mx.eval(drafter.parameters())  # the dense weights now, not inside the first draft
     use_cpu_kernels(drafter, policy.cpu_kernels)
     drafter.bind_target(model)
     size = config.draft_vocab_size if draft_vocab is None else draft_vocab

