@@ -130,4 +130,6 @@ def test_default_beam_is_the_named_models_measured_shape(tmp_path):
     assert models.default_beam(None, CPU) == BeamShape(1, 3)
     assert models.default_beam("smollm2-135m-instruct", GPU) == BeamShape(24, 4)
     assert models.default_beam(str(tmp_path), GPU) == models.DEFAULT_BEAM  # a directory: no measurement
+    assert models.beam_from_flags("qwen2.5-coder-1.5b", 4, None, GPU) == BeamShape(4, 5)  # the rest: measured
+    assert models.beam_from_flags(str(tmp_path), None, 4, CPU) == BeamShape(models.DEFAULT_BEAM.width, 4)
     assert all(m.drafter_dir is None or (m.drafter_dir / "config.json").is_file() for m in models.MODELS.values())
