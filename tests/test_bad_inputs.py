@@ -18,8 +18,8 @@ from mlx.utils import tree_flatten
 
 from convert.__main__ import main as convert_main
 from convert.gguf_header import _Cursor
-from demos import benchmark, side_by_side
-from redrafter_mlx import generate, train
+from demos import benchmark, server_bench, side_by_side
+from redrafter_mlx import generate, server, train
 from redrafter_mlx.data import save_sequences
 from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
@@ -27,7 +27,7 @@ gguf = pytest.importorskip("gguf")
 from test_gguf import VOCAB, Q, write_gguf  # noqa: E402  (needs gguf)
 
 CLIS = {"generate": generate.main, "train": train.main, "convert": convert_main, "benchmark": benchmark.main,
-        "side_by_side": side_by_side.main}
+        "side_by_side": side_by_side.main, "server": server.main, "server_bench": server_bench.main}
 MODEL_CONFIG = "model/config.json"
 
 
@@ -442,6 +442,19 @@ def rows():
          "vocab_drafter: does not fit the model"),
         ("sbs_window", "side_by_side", f"--model {{root}}/small_window {D} --prompt '{' '.join(['w5'] * 20)}'", None,
          "context window"),
+        # server (flags only: nothing loads before they are checked)
+        ("server_max_queue", "server", "--max-queue 0", None, "argument --max-queue: must be >= 1, got 0"),
+        ("server_port_text", "server", "--port abc", None, "argument --port: expected an integer"),
+        ("server_port_range", "server", "--port 70000", None, "argument --port: must be in 0..65535"),
+        ("server_temp_nan", "server", "--temp nan", None, "argument --temp: must be a finite number"),
+        ("server_lookup", "server", "--lookup -1", None, "argument --lookup: must be >= 0"),
+        ("server_timeout", "server", "--request-timeout -1", None,
+         "argument --request-timeout: must be a finite number"),
+        ("server_beam", "server", "--beam 3", None, "--beam must be 'auto' or WIDTHxLENGTH"),
+        # server benchmark
+        ("sbench_beam", "server_bench", "--beam 0x3", None, "beam width must be >= 1, got 0"),
+        ("sbench_num_prompts", "server_bench", "--num-prompts 0", None, "argument --num-prompts: must be >= 1"),
+        ("sbench_missing_model", "server_bench", "--model {root}/nope", None, "--model {root}/nope: no such directory"),
     ]
     return table
 
