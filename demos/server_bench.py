@@ -25,12 +25,13 @@ from redrafter_mlx import models
 from redrafter_mlx.atomic import atomic_file
 from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.errors import ArgumentParser, UsageError, int_at_least, run_cli
+from redrafter_mlx.errors import ArgumentParser, int_at_least, run_cli
 from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.policy import DecodePolicy
 from redrafter_mlx.text import detokenize, encode_prompt
 
 from .prompts import load_prompts
+from .side_by_side import check_output
 
 
 @dataclass
@@ -145,8 +146,7 @@ def main(argv=None) -> dict:
 
 def run(args) -> dict:
     BeamShape.parse(args.beam)  # checked before anything loads
-    if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
-        raise UsageError(f"--out {args.out}: not a file in an existing directory")
+    check_output(args.out, "--out")
     models.check_paths(args.model, args.drafter)
     prompts = load_prompts(args.prompts)[:args.num_prompts]
     local = Local(args)

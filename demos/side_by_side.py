@@ -115,11 +115,6 @@ def check_output(path, flag: str):
         raise UsageError(f"{flag} {path}: is a directory")
     if not path.parent.is_dir():
         raise UsageError(f"{flag} {path}: no such directory {path.parent}")
-    if flag == "--gif":
-        try:
-            import PIL  # noqa: F401
-        except ImportError:
-            raise UsageError("--gif needs Pillow (pip install pillow)") from None
 
 
 def run(args):
@@ -128,6 +123,11 @@ def run(args):
     check_text(args.prompt, "--prompt")
     for flag in ("record", "gif", "html"):
         check_output(getattr(args, flag), f"--{flag}")
+    if args.gif:
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            raise UsageError("--gif needs Pillow (pip install pillow)") from None
     models.check_paths(args.model, args.drafter)
     model_dir, drafter_dir = models.resolve(args.model, args.drafter)
     args.model = str(model_dir)

@@ -455,6 +455,8 @@ def rows():
         ("sbench_beam", "server_bench", "--beam 0x3", None, "beam width must be >= 1, got 0"),
         ("sbench_num_prompts", "server_bench", "--num-prompts 0", None, "argument --num-prompts: must be >= 1"),
         ("sbench_missing_model", "server_bench", "--model {root}/nope", None, "--model {root}/nope: no such directory"),
+        ("sbench_out_dir", "server_bench", "--out {root}/nope/bench.json", None,
+         "--out {root}/nope/bench.json: no such directory"),
     ]
     return table
 
