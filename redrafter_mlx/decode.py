@@ -7,7 +7,7 @@ learns the accepted tokens and the next beams in the same sync.
 """
 
 import time
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import mlx.core as mx
 import numpy as np
@@ -32,9 +32,13 @@ LOOKUP_MIN_MATCH = 2  # lookup.py; best measured on CPUs and GPUs (docs/perf.md)
 SAMPLED_DRAFTS = "rsd-s"  # sampled_drafts.py: how drafts are drawn when sampling
 
 
-def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1, taps: tuple = ()) -> mx.array:
+def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1, taps: tuple = (),
+            progress: Callable[[int, int], None] = None) -> mx.array:
     """Runs the prompt through the model in chunks; returns the last hidden state (1, dim),
     or with taps the last features (1, dim * (1 + len(taps))), Model.forward.
+
+    progress(done, total): called after each chunk with the prompt tokens processed so far;
+    an exception it raises stops the prefill (a server cancels a request this way).
 
     bucket: pad each chunk at its end to a multiple of this many tokens (DecodePolicy: on a
     GPU every new prompt length compiles kernels, ~80 ms for a length seen first, ~10 ms
@@ -48,6 +52,8 @@ def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1,
         hidden = model(mx.array(chunk + [0] * (padded - len(chunk)))[None], positions, cache, taps=taps)
         cache.advance(len(chunk))
         mx.eval(hidden, *cache.state())
+        if progress is not None:
+            progress(start + len(chunk), len(prompt))
     return hidden[:, len(chunk) - 1]
 
 
@@ -80,7 +86,8 @@ def _check_prompt(model: Model, prompt: List[int], max_tokens: int) -> int:
 
 
 def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: SamplingParams = SamplingParams(),
-                eos_ids=(), policy: DecodePolicy = None, stats: Stats = None) -> Iterator[List[int]]:
+                eos_ids=(), policy: DecodePolicy = None, stats: Stats = None,
+                progress: Callable[[int, int], None] = None) -> Iterator[List[int]]:
     """Auto-regressive decoding; yields one token per step (as a one-element list).
 
     Pipelined like mlx-lm: step n+1 is queued (`mx.async_eval`) before token n is read, so
@@ -88,14 +95,15 @@ def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: S
     compiled function over the cache's whole capacity (CPUs, where building the graph in
     Python costs ~9% of a step; on GPUs the plain step, whose fused one-query attention
     reads exactly the keys in use, was as fast: docs/perf.md). max_tokens is cut to the room
-    that the prompt leaves in the model's context window (max_tokens_in_window)."""
+    that the prompt leaves in the model's context window (max_tokens_in_window); progress: prefill's."""
     max_tokens = _check_prompt(model, prompt, max_tokens)
     policy = policy or DecodePolicy.for_device()
     stats = stats or Stats()
     cache = model.new_cache(fixed_shapes=policy.compile_ar or policy.fixed_shapes)
     step = ar_step(model, sampling) if policy.compile_ar else None
     start = time.perf_counter()
-    token = sample(model.logits(prefill(model, cache, prompt, bucket=policy.prefill_bucket)), sampling)
+    token = sample(model.logits(prefill(model, cache, prompt, bucket=policy.prefill_bucket, progress=progress)),
+                   sampling)
     mx.eval(token)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
 
@@ -232,7 +240,8 @@ def tree_cache(model: Model, pad_to: int, fixed_shapes: bool) -> KVCache:
 def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max_tokens: int,
                        beam: BeamShape = BeamShape(), sampling: SamplingParams = SamplingParams(),
                        lookup: int = LOOKUP_MIN_MATCH, sampled_drafts: str = SAMPLED_DRAFTS, eos_ids=(),
-                       policy: DecodePolicy = None, stats: Stats = None) -> Iterator[List[int]]:
+                       policy: DecodePolicy = None, stats: Stats = None,
+                       progress: Callable[[int, int], None] = None) -> Iterator[List[int]]:
     """ReDrafter decoding; yields the tokens accepted at each step (1..beam.length).
 
     Greedy (sampling.temp == 0): beam search, output identical to greedy AR. Sampling: a
@@ -242,7 +251,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     tokens occur before (lookup.py; 0: never). policy (default: this device's): whether the
     tree is verified at a fixed size W x L over the cache's whole capacity in one compiled
     step, and whether the lookup beam pads it. max_tokens is cut to the room that the prompt
-    leaves in the model's context window (max_tokens_in_window)."""
+    leaves in the model's context window (max_tokens_in_window); progress: prefill's."""
     max_tokens = _check_prompt(model, prompt, max_tokens)
     beam.check(drafter.draft_vocab_size)
     if lookup < 0:
@@ -259,7 +268,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     cache = tree_cache(model, pad_to, fixed)
     step = redrafter_step(model, drafter, beam, sampling, sampled_drafts, compiled=fixed)
     start = time.perf_counter()
-    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
+    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps, progress=progress)
     token = sample(model.logits(context), sampling)
     draft = draft_fn(sampling, sampled_drafts)(drafter, model.embed, context, token, beam.width, beam.length)
     mx.eval(draft.beams)
