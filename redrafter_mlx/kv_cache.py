@@ -153,7 +153,7 @@ class KVCache:
 
 
 class Slots:
-    """A Cache over a KVCache's arrays inside one traced function (decode.redrafter_step): the
+    """A Cache over a KVCache's arrays inside one traced function (decode.steps): the
     new keys/values are written at a device-side slot offset, so that one compiled graph
     serves every step whatever the offset; `keys` and `values` hold the written arrays, which
     the KVCache then adopts."""
@@ -167,3 +167,60 @@ class Slots:
         self.keys[layer] = mx.slice_update(self.keys[layer], keys, self.offset, axes=(2,))
         self.values[layer] = mx.slice_update(self.values[layer], values, self.offset, axes=(2,))
         return self.keys[layer][:, :, :view, :], self.values[layer][:, :, :view, :]
+
+
+class ResidentCache:
+    """The cache of the device-resident ReDrafter loop (DecodePolicy.fixed_shapes): per-layer
+    keys/values (1, kv_heads, capacity, head_dim) and, on the device, which slots hold
+    sequence tokens (kept (capacity,)), the first free slot (end (1,)), the sequence length
+    (length (1,)) and its tokens (text (capacity,), for the lookup beam). A step reads and
+    writes all of them (decode.steps.resident_step); the host keeps only upper bounds of end
+    and length, enough to compact or grow the cache before a step needs the room, so it
+    never waits for a step to finish."""
+
+    def __init__(self, cache: KVCache, prompt: List[int]):
+        """From a cache holding the prompt (prefilled)."""
+        self.keys, self.values, self.capacity, self.step = list(cache.keys), list(cache.values), cache.capacity, cache.step
+        self.kept = mx.arange(self.capacity) < cache.length
+        self.end, self.length = mx.array([cache.end]), mx.array([cache.length])
+        self.text = mx.array(list(prompt) + [0] * (self.capacity - len(prompt)), dtype=mx.int32)
+        self.end_bound = self.length_bound = cache.end
+
+    def make_room(self, tree_size: int, beam_length: int):
+        """Before a step that writes tree_size slots and adds at most beam_length tokens:
+        compacts the kept slots to the front when the step would not fit, then grows."""
+        if self.end_bound + tree_size > self.capacity:
+            self._compact()
+        if self.end_bound + tree_size > self.capacity:
+            self._grow(self.end_bound + tree_size)
+        self.end_bound += tree_size
+        self.length_bound += beam_length
+
+    def _compact(self):
+        slots = mx.arange(self.capacity)
+        order = mx.argsort(mx.where(self.kept, slots, slots + self.capacity))  # kept slots first, in order
+        self.keys = [k[:, :, order] for k in self.keys]
+        self.values = [v[:, :, order] for v in self.values]
+        self.kept = slots < self.length
+        self.end = self.length
+        self.end_bound = self.length_bound
+
+    def _grow(self, needed: int):
+        extra = -(-needed // self.step) * self.step - self.capacity
+
+        def grown(old):
+            batch, heads, _, dim = old.shape
+            return mx.concatenate([old, mx.zeros((batch, heads, extra, dim), old.dtype)], axis=2)
+
+        self.keys, self.values = [grown(k) for k in self.keys], [grown(v) for v in self.values]
+        self.kept = mx.concatenate([self.kept, mx.zeros((extra,), mx.bool_)])
+        self.text = mx.concatenate([self.text, mx.zeros((extra,), mx.int32)])
+        self.capacity += extra
+
+    def state(self) -> tuple:
+        """The arrays a step takes and returns: (keys, values, kept, end, length, text)."""
+        return self.keys, self.values, self.kept, self.end, self.length, self.text
+
+    def adopt(self, keys, values, kept, end, length, text):
+        """Takes a step's returned state (same shapes) as the cache's own."""
+        self.keys, self.values, self.kept, self.end, self.length, self.text = list(keys), list(values), kept, end, length, text

@@ -1,0 +1,135 @@
+"""One decoding step as a function of arrays (compiled where shapes are fixed), and the
+inputs of a tree packed on the host.
+
+Compiled, a step is traced once per cache capacity and its elementwise operations fused,
+instead of a graph of ~1,000 operations built in Python at every step (16x4 on an H100:
+14.4 -> 9.7 ms per step, docs/perf.md). CompiledSteps keeps them (an Engine owns one).
+"""
+
+from collections import OrderedDict
+
+import mlx.core as mx
+import numpy as np
+
+from ..beam_search import BeamShape, Draft
+from ..drafter import Drafter
+from ..kv_cache import KVCache, Slots
+from ..llm import Model
+from ..sampling import SamplingParams, sample
+from .strategy import Strategy
+from .trees import lookup_beam, tree_layout, tree_mask, tree_tokens
+
+
+class CompiledSteps:
+    """Compiled step functions by key (model, drafter, shape, sampling settings), at most
+    `size`, least recently used dropped first: tracing one costs a step's graph."""
+
+    def __init__(self, size: int = 8):
+        self.size, self.steps = size, OrderedDict()
+
+    def get(self, key, make):
+        """The compiled make() under key, the random state threaded through."""
+        if key not in self.steps:
+            if len(self.steps) >= self.size:
+                self.steps.popitem(last=False)
+            self.steps[key] = mx.compile(make(), inputs=mx.random.state, outputs=mx.random.state)
+        self.steps.move_to_end(key)
+        return self.steps[key]
+
+
+def verify(model: Model, tokens, positions, mask, offset, keys: list, values: list, taps: tuple = ()):
+    """One forward over T new tokens (1, T) at positions (1, T) under mask (1, 1, T, keys),
+    their keys/values written at slot `offset` (1,) of the cache's arrays per layer; returns
+    hidden (T, dim) (with taps: features, Model.forward) and the written arrays."""
+    slots = Slots(keys, values, offset)
+    hidden = model.forward(tokens, positions, mask, slots, mask.shape[-1], taps)
+    return hidden[0], slots.keys, slots.values
+
+
+def slot_inputs(cache: KVCache, block: np.ndarray, depths: np.ndarray):
+    """Makes room for T new tokens at `depths` (T,) after the committed prefix, seeing each
+    other per `block` (T, T); returns a step's positions (1, T), mask (1, 1, T, keys) and
+    offset (1,), the first slot written."""
+    cache.reserve(len(depths))
+    return mx.array(cache.length + depths)[None], cache.mask(mx.array(block)), mx.array([cache.end])
+
+
+def tree_inputs(cache: KVCache, tree, size: int):
+    """A tree packed on the host (tree.build_tree) after the committed prefix as a step's
+    inputs: tokens, positions (1, size), mask (1, 1, size, keys) and offset (1,). size > P
+    appends dummy tokens that see only themselves, keeping shapes fixed."""
+    count = len(tree.tokens)
+    block = np.eye(size, dtype=bool)
+    block[:count, :count] = tree.mask
+    tokens = np.zeros(size, dtype=np.int32)
+    tokens[:count] = tree.tokens
+    depths = np.zeros(size, dtype=np.int32)
+    depths[:count] = tree.depths
+    return (mx.array(tokens)[None], *slot_inputs(cache, block, depths))
+
+
+def _next_draft(model: Model, drafter: Drafter, strategy: Strategy, hidden, index, accepted, beam: BeamShape):
+    """The drafts after the accepted path: from the hidden state at its last token."""
+    context = hidden[index[accepted.beam, accepted.count]][None]
+    return strategy.draft(drafter, model.embed, context, accepted.next_token[None], beam.width, beam.length)
+
+
+def packed_step(model: Model, drafter: Drafter, strategy: Strategy, beam: BeamShape):
+    """A step over a tree packed on the host: step(tokens, positions, mask, offset, index,
+    beams, draft_log_probs, draft_positions, keys, values) -> (Accepted, next Draft, keys,
+    values): tree_inputs, then the beams' rows and tokens (W, L), their drafts' log q
+    (W, L-1, V') and positions (W, L-1) in the draft vocabulary, and the cache's arrays."""
+    def step(tokens, positions, mask, offset, index, beams, draft_log_probs, draft_positions, keys, values):
+        hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, drafter.taps)
+        accepted = strategy.judge(model, drafter, hidden, index, beams, Draft(beams, draft_log_probs,
+                                                                               draft_positions, None))
+        return accepted, _next_draft(model, drafter, strategy, hidden, index, accepted, beam), keys, values
+
+    return step
+
+
+def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: BeamShape, lookup: int,
+                  sampled: bool):
+    """A step that needs nothing from the host (trees.py): lay out the drafts (and the
+    lookup beam, lookup > 0) as a fixed tree, verify it, judge it, commit the accepted path
+    in the cache's device state, append it to the text and draft the next beams.
+
+    step(*carry, keys, values, kept, end, length, text) -> (out, *next carry, keys, values,
+    kept, end, length, text): carry is the drafts' beams (1, W, L), and when sampled also
+    their log q (1, W, L-1, V') and positions (1, W, L-1); the rest is ResidentCache.state();
+    out (L + 2,) int32 holds the accepted count, the winning beam and its L tokens (the
+    first count + 1 of them accepted), read by the host while the next step runs."""
+    layout = tree_layout(beam.width + (lookup > 0), beam.length)
+    tree_size, beam_rows = layout.depths.shape[0], mx.arange(beam.length)
+
+    def step(*args):
+        carry, (keys, values, kept, end, length, text) = args[:-6], args[-6:]
+        beams = carry[0][0]
+        if lookup:
+            found, extra = lookup_beam(text, length, beams[0, :1], beam.length, lookup)
+            beams = mx.concatenate([beams, mx.where(found, extra, beams[0])[None]])
+        mask = tree_mask(kept, layout.block, end)
+        hidden, keys, values = verify(model, tree_tokens(beams)[None], (length + layout.depths)[None], mask, end,
+                                      keys, values, drafter.taps)
+        drafted = Draft(beams, carry[1][0], carry[2][0], None) if sampled else Draft(beams, None, None, None)
+        accepted = strategy.judge(model, drafter, hidden, layout.index, beams, drafted)
+        path = beams[accepted.beam]
+        slots = end + layout.index[accepted.beam]
+        kept = mx.put_along_axis(kept, slots, kept[slots] | (beam_rows <= accepted.count), axis=0)
+        text = mx.slice_update(text, path, length, axes=(0,))
+        draft = _next_draft(model, drafter, strategy, hidden, layout.index, accepted, beam)
+        out = mx.concatenate([a.astype(mx.int32).reshape(-1) for a in (accepted.count, accepted.beam, path)])
+        carry = (draft.beams, draft.log_probs, draft.positions) if sampled else (draft.beams,)
+        return out, *carry, keys, values, kept, end + tree_size, length + accepted.count + 1, text
+
+    return step, layout
+
+
+def ar_step(model: Model, sampling: SamplingParams):
+    """An AR step as one function of arrays: (token (1, 1), positions (1, 1), mask (1, 1, 1,
+    capacity), offset (1,), keys, values) -> (next token (1,), keys, values)."""
+    def step(tokens, positions, mask, offset, keys, values):
+        hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values)
+        return sample(model.logits(hidden), sampling), keys, values
+
+    return step
