@@ -1,10 +1,13 @@
 """The lookup beam (lookup.py): what it proposes, that greedy output stays AR's, that it helps."""
 
+import mlx.core as mx
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.decode.trees import lookup_beam as device_lookup_beam
 from redrafter_mlx.lookup import lookup_beam, with_lookup_beam
 from redrafter_mlx.policy import GPU
 from redrafter_mlx.sampling import SamplingParams
@@ -96,3 +99,18 @@ def test_negative_lookup_is_rejected():
     model = tiny_model(1, "llama", vocab=8)
     with pytest.raises(ValueError, match="lookup"):
         next(generate_redrafter(model, tiny_drafter(model, 2), [1, 2], max_tokens=5, beam=BeamShape(1, 3), lookup=-1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.lists(st.integers(0, 3), min_size=1, max_size=40), spare=st.integers(0, 12),
+       length=st.integers(2, 5), min_match=st.integers(1, 4))
+def test_device_lookup_equals_the_host_rule(text, spare, length, min_match):
+    """The resident step's search (decode.trees.lookup_beam, over a text buffer with room
+    after it) proposes exactly what lookup.lookup_beam does, or nothing where it finds none."""
+    *sequence, first = text
+    buffer = mx.array(sequence + [3] * (len(sequence) + length + spare), dtype=mx.int32)  # junk after the text
+    found, beam = device_lookup_beam(buffer, mx.array([len(sequence)]), mx.array([first]), length, min_match)
+    expected = lookup_beam(np.array(text), length, min_match)
+    assert bool(found) == (expected is not None)
+    if expected is not None:
+        assert beam.tolist() == expected.tolist()
