@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "qwen2.5-coder-1.5b)")
     p.add_argument("--num-draft", type=int_at_least(1), default=5,
                    help="draft tokens for --draft-model (5: the fastest measured for the 1.5B with the 0.5B)")
+    p.add_argument("--also-model", help="another form of --model (e.g. a dense float16 copy: python -m convert "
+                   "model Q4DIR F16DIR --dequantize --dtype float16): our AR and every ReDrafter shape are timed on "
+                   "it too, in the same run, named with the suffix _also (the ratio that counts is over the "
+                   "fastest AR of either form)")
     p.add_argument("--quick", action="store_true", help="2 prompts, 16 tokens, widths 1,2, lengths 2,3")
     p.add_argument("--out-dir", default="bench")
     return p
@@ -101,14 +105,15 @@ def timed_run(generator):
     return tokens, seconds, mx.get_peak_memory() / 2**20
 
 
-def make_runners(args, model, drafter, eos, sampling, policy):
-    """name -> (run(prompt, stats) -> generator, width, length)."""
+def make_runners(args, model, drafter, eos, sampling, policy, suffix: str = ""):
+    """name -> (run(prompt, stats) -> generator, width, length); suffix: appended to our
+    methods' names (another form of the model), which then come without mlx-lm's."""
     options = dict(max_tokens=args.max_tokens, sampling=sampling, eos_ids=eos, policy=policy)
-    runners = {"ar": (lambda p, s: generate_ar(model, p, stats=s, **options), 0, 0)}
-    if args.mlx_lm:
+    runners = {"ar" + suffix: (lambda p, s: generate_ar(model, p, stats=s, **options), 0, 0)}
+    if args.mlx_lm and not suffix:
         lm = mlx_lm_ar(args.model, args.dtype, sampling)
         runners["mlx_lm_ar"] = (lambda p, s: lm(p, args.max_tokens, eos), 0, 0)
-    if args.draft_model:
+    if args.draft_model and not suffix:
         spec = mlx_lm_speculative(args.model, args.draft_model, args.dtype, sampling, args.num_draft)
         runners["mlx_lm_speculative"] = (lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1)
     for w in args.widths:
@@ -116,7 +121,7 @@ def make_runners(args, model, drafter, eos, sampling, policy):
             for k in args.lookup:
                 for method in args.sampled_drafts:
                     name = (f"redrafter_{w}x{n}" + ("" if k is None else f"_lookup{k}")
-                            + ("" if method is None else f"_{method}"))
+                            + ("" if method is None else f"_{method}") + suffix)
                     beam, lookup = BeamShape(w, n), LOOKUP_MIN_MATCH if k is None else k
                     runners[name] = (lambda p, s, beam=beam, lookup=lookup, method=method: generate_redrafter(
                         model, drafter, p, beam=beam, lookup=lookup, sampled_drafts=method or SAMPLED_DRAFTS,
@@ -210,6 +215,8 @@ def run(args):
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out-dir {out_dir}: exists and is not a directory")
     models.check_paths(args.model, args.drafter)
+    if args.also_model and not Path(args.also_model).is_dir():
+        raise UsageError(f"--also-model {args.also_model}: no such model directory")
     if args.draft_model:
         models.check_paths(args.draft_model, None, need_drafter=False)
     questions = load_prompts(args.prompts)[:args.num_prompts]
@@ -234,6 +241,10 @@ def run(args):
                 model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
                 temp=args.temp, top_p=args.top_p)
     runners = make_runners(args, model, drafter, eos, sampling, policy)
+    if args.also_model:
+        other = load_model(args.also_model, dtype, policy=policy)
+        other_drafter = load_drafter(drafter_dir, other, dtype, args.draft_vocab, policy=policy)
+        runners.update(make_runners(args, other, other_drafter, eos, sampling, policy, suffix="_also"))
 
     def save_partial(totals, done):
         write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)
