@@ -9,6 +9,7 @@ the target's own next-token distribution at that position (soft)."""
 import mlx.core as mx
 import mlx.nn as nn
 
+from .distributed import total
 from .drafter import Drafter
 from .llm import Model
 from .sampling import log_softmax
@@ -46,28 +47,35 @@ def step_logits(drafter: Drafter, hidden: mx.array, embeddings: mx.array, steps:
 
 
 def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps: int,
-                 next_probs: mx.array = None, distill: float = 0.0):
+                 next_probs: mx.array = None, distill: float = 0.0, group: mx.distributed.Group = None):
     """Returns (total loss, per-step losses (K,), per-step top-1 accuracies (K,), per-step counts (K,)).
 
     A drafter with a reduced vocabulary is trained on a softmax over its own tokens: targets
     it does not score are left out of the hard loss and count as misses in the accuracy.
     next_probs (B, T, V'), from `target_next_probs`: the soft targets; each step's loss is then
-    (1 - distill) * hard + distill * soft."""
-    losses, accuracies, counts = [], [], []
+    (1 - distill) * hard + distill * soft.
+    group: the processes that each hold some rows of the batch (distributed.rows_of); the
+    counts are then those of the whole batch, and each process's losses and accuracies are
+    scaled so that their means over the group (and so that of the gradients) are the batch's."""
+    hard, soft, correct, counts = [], [], [], []
     positions = drafter.index_of(tokens)  # (B, T): each token's index in the drafter's logits, or -1
     for i, logits in step_logits(drafter, hidden, embeddings, steps):
         targets, mask = positions[:, 2 + i:], loss_mask[:, 2 + i:]
         scored = (mask & (targets >= 0)).astype(mx.float32)
         mask = mask.astype(mx.float32)
-        count = mask.sum()
         ce = nn.losses.cross_entropy(logits, mx.maximum(targets, 0), reduction="none")
-        loss = (ce * scored).sum() / mx.maximum(scored.sum(), 1)
+        hard.append((ce * scored).sum())
         if next_probs is not None:
             soft_targets = next_probs[:, 1 + i:1 + i + logits.shape[1]]  # the target's view of token t+2+i
-            soft = -(soft_targets * log_softmax(logits)).sum(-1)
-            loss = (1 - distill) * loss + distill * (soft * mask).sum() / mx.maximum(count, 1)
-        losses.append(loss)
-        accuracies.append(((logits.argmax(-1) == targets) * mask).sum() / mx.maximum(count, 1))
-        counts.append(count)
-    losses, accuracies, counts = mx.stack(losses), mx.stack(accuracies), mx.stack(counts)
-    return losses.sum(), losses, accuracies, counts
+            soft.append((-(soft_targets * log_softmax(logits)).sum(-1) * mask).sum())
+        correct.append(((logits.argmax(-1) == targets) * mask).sum())
+        counts.append(mx.stack([scored.sum(), mask.sum()]))
+    counts = mx.stack(counts)  # (K, 2): the scored targets and the answer targets of each step
+    if group is not None:
+        counts = total(counts, group)
+    size = 1 if group is None else group.size()
+    scored_count, count = mx.maximum(counts[:, 0], 1) / size, mx.maximum(counts[:, 1], 1) / size
+    losses = mx.stack(hard) / scored_count
+    if next_probs is not None:
+        losses = (1 - distill) * losses + distill * mx.stack(soft) / count
+    return losses.sum(), losses, mx.stack(correct) / count, counts[:, 1]

@@ -6,6 +6,10 @@
   python -m redrafter_mlx.train fit --model DIR --data DATA [DATA ...] --out DRAFTER
       trains a drafter on those shards (target frozen), with held-out per-step accuracy,
       checkpoints (resumable with --resume) and an atomic final save.
+
+Both run data-parallel under `mlx.launch` (or mpirun) with any number of processes
+(docs/training.md): `data` splits the batches of prompts between them, `fit` the rows of
+every batch.
 """
 
 import argparse
@@ -26,6 +30,7 @@ from .atomic import atomic_directory, atomic_file, remove_stale
 from .batch_generate import generate_batch
 from .config import ConfigError, DrafterConfig
 from .data import load_sequences, make_batches, read_prompts, save_sequences, shard_name, split_by_prompt
+from .distributed import gather, rows_of, total, wait_for_all, world
 from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
 from .drafter_loss import drafter_loss, target_features, target_next_log_probs
@@ -39,7 +44,9 @@ from .text import encode_prompt
 RANKED_KEPT = 16384  # token ids listed in draft_vocab.json
 
 
-def progress(iterable, total, desc):
+def progress(iterable, total, desc, shown=True):
+    if not shown:
+        return iterable
     try:
         from tqdm import tqdm
     except ImportError:
@@ -62,33 +69,39 @@ def generate_data(args):
         raise UsageError(f"--max-prompt-tokens {args.max_prompt_tokens} + --max-new-tokens {args.max_new_tokens} "
                          f"exceed the model's context window of {config.max_position_embeddings}")
     model = load_model(args.model, DTYPES[args.dtype])
+    group = world()
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale(out, "shard-*.npz")  # shards of killed runs (done again below)
-    remove_stale(out, "info.json")
+    if group.rank() == 0:
+        remove_stale(out, "shard-*.npz")  # shards of killed runs (done again below)
+        remove_stale(out, "info.json")
+    wait_for_all(group)  # before any process writes a shard
     eos = set(tokenizer.eos_token_ids)
     params = SamplingParams(args.temp)
-    batches = range(0, len(encoded), args.batch_size)
+    batches = list(enumerate(range(0, len(encoded), args.batch_size)))
+    mine = batches[group.rank()::group.size()]  # shard numbers do not depend on the number of processes
     start, produced = time.perf_counter(), 0
-    for number, first in enumerate(progress(batches, len(batches), "generating")):
+    for number, first in progress(mine, len(mine), "generating", shown=group.rank() == 0):
         shard = out / shard_name(number)
         if shard.exists():
             continue  # resumable
         if args.max_seconds and time.perf_counter() - start > args.max_seconds:
             break
-        group = sorted(encoded[first:first + args.batch_size], key=len)
+        batch = sorted(encoded[first:first + args.batch_size], key=len)
         batch_start = time.perf_counter()
         mx.random.seed(args.seed * 100_000 + number)  # a resumed run draws the same answers
-        answers = generate_batch(model, group, args.max_new_tokens, eos, args.max_prompt_tokens, params)
-        save_sequences(shard, [p + a for p, a in zip(group, answers)], [len(p) for p in group])
+        answers = generate_batch(model, batch, args.max_new_tokens, eos, args.max_prompt_tokens, params)
+        save_sequences(shard, [p + a for p, a in zip(batch, answers)], [len(p) for p in batch])
         answer_tokens = sum(map(len, answers))
         produced += answer_tokens
         print(json.dumps({"shard": number, "answer_tokens": answer_tokens, "longest": max(map(len, answers)),
                           "seconds": round(time.perf_counter() - batch_start, 2)}), file=sys.stderr)
+    produced = total(mx.array(produced), group).item()  # every process done
     elapsed = time.perf_counter() - start
-    summary = {"prompts": len(encoded), "answer_tokens_generated_now": produced, "seconds": round(elapsed, 1)}
-    with atomic_file(out / "info.json") as tmp:
-        tmp.write_text(json.dumps({**vars(args), **summary}, indent=2))
-    print(json.dumps(summary), file=sys.stderr)
+    if group.rank() == 0:
+        summary = {"prompts": len(encoded), "answer_tokens_generated_now": produced, "seconds": round(elapsed, 1)}
+        with atomic_file(out / "info.json") as tmp:
+            tmp.write_text(json.dumps({**vars(args), **summary}, indent=2))
+        print(json.dumps(summary), file=sys.stderr)
 
 
 # ---------------------------------------------------------------- training
@@ -130,16 +143,19 @@ def schedule(args, total_steps):
                                  optim.cosine_decay(args.lr, max(1, total_steps - warmup))], [warmup])
 
 
-def evaluate(model, drafter, batches, steps):
-    """Per-step top-1 accuracy over held-out batches (answer tokens only)."""
-    correct, total = np.zeros(steps), np.zeros(steps)
-    for tokens, mask in batches:
+def evaluate(model, drafter, batches, steps, group=None):
+    """Per-step top-1 accuracy over held-out batches (answer tokens only); with a group of
+    several processes, each evaluates every size-th batch and their counts are summed."""
+    correct, counted = np.zeros(steps), np.zeros(steps)
+    for tokens, mask in batches if group is None else batches[group.rank()::group.size()]:
         tokens, mask = mx.array(tokens), mx.array(mask)
         hidden, embeddings = target_features(model, tokens, drafter.taps)
         _, _, accuracy, count = drafter_loss(drafter, hidden, embeddings, tokens, mask, steps)
         correct[:len(count)] += np.array(accuracy * count)
-        total[:len(count)] += np.array(count)
-    return (correct / np.maximum(total, 1)).round(4).tolist()
+        counted[:len(count)] += np.array(count)
+    if group is not None and group.size() > 1:
+        correct, counted = np.array(total(mx.array(np.stack([correct, counted]), mx.float32), group), np.float64)
+    return (correct / np.maximum(counted, 1)).round(4).tolist()
 
 
 def save_checkpoint(path: Path, drafter, optimizer, step, log=()):
@@ -209,32 +225,41 @@ def check_fit_args(args):
 
 
 class Trainee:
-    """One drafter being fitted: its settings (args), optimizer, checkpoint and log."""
+    """One drafter being fitted: its settings (args), optimizer, checkpoint and log; each
+    process of the group fits the same drafter on its rows of every batch."""
 
-    def __init__(self, model, args, train, total_steps: int):
-        self.args = args
+    def __init__(self, model, args, train, total_steps: int, group: mx.distributed.Group):
+        self.args, self.group = args, group
         self.drafter, self.ranked = initial_drafter(model, args, train)
         self.optimizer = optim.AdamW(learning_rate=schedule(args, total_steps), weight_decay=0.0)
         self.checkpoint = Path(args.out + ".checkpoint")
         resume = args.resume and self.checkpoint.exists()
         self.step, self.log = load_checkpoint(self.checkpoint, self.drafter, self.optimizer) if resume else (0, [])
+        steps = gather(self.step, group)
+        if len(set(steps)) > 1:
+            raise UsageError(f"--resume: the processes found {self.checkpoint} at different steps ({steps}); "
+                             "every process needs the same one (a shared disk, or a copy)")
 
         def loss_fn(hidden, embeddings, tokens, mask, next_log_p):
             next_probs = mx.exp(self.drafter.from_full_vocab(next_log_p)) if args.distill else None
             return drafter_loss(self.drafter, hidden, embeddings, tokens, mask, args.draft_steps, next_probs,
-                                args.distill)[0]
+                                args.distill, group)[0]
 
         self.loss_and_grad = nn.value_and_grad(self.drafter, loss_fn)
 
     def update(self, hidden, embeddings, tokens, mask, next_log_p) -> mx.array:
+        """One step on this process's rows of a batch; -> this process's loss (their mean over
+        the group: the batch's loss)."""
         loss, grads = self.loss_and_grad(hidden, embeddings, tokens, mask, next_log_p)
+        grads = nn.average_gradients(grads, group=self.group)  # the whole batch's gradients
         grads, _ = optim.clip_grad_norm(grads, 1.0)
         self.optimizer.update(self.drafter, grads)
         return loss
 
     def record(self, entry: dict):
         self.log.append(entry)
-        print(json.dumps({"out": self.args.out, **entry}), file=sys.stderr)
+        if self.group.rank() == 0:
+            print(json.dumps({"out": self.args.out, **entry}), file=sys.stderr)
 
 
 def fit(args):
@@ -259,31 +284,34 @@ def fit(args):
                          f"({config.vocab_size}): data of another model?")
     model = load_model(args.model, DTYPES[args.dtype])
     model.freeze()
+    group = world()
+    writer = group.rank() == 0  # the one process that logs and saves
     rng = np.random.default_rng(args.seed)
     rng.shuffle(sequences)
     train, valid = split_by_prompt(sequences, args.eval_fraction)
     steps_per_epoch = sum(1 for _ in make_batches(train, args.batch_tokens, args.max_length, rng))
     total_steps = steps_per_epoch * args.epochs
-    print(json.dumps({"train_sequences": len(train), "held_out_sequences": len(valid),
-                      "steps_per_epoch": steps_per_epoch, "epochs": args.epochs}), file=sys.stderr)
+    if writer:
+        print(json.dumps({"train_sequences": len(train), "held_out_sequences": len(valid),
+                          "steps_per_epoch": steps_per_epoch, "epochs": args.epochs}), file=sys.stderr)
     trainees = []
     for variant in variants:
         mx.random.seed(args.seed)  # each initialised as if fitted alone
-        trainees.append(Trainee(model, variant, train, total_steps))
+        trainees.append(Trainee(model, variant, train, total_steps, group))
     taps = trainees[0].drafter.taps
     distill = any(t.args.distill for t in trainees)
     valid_batches = list(make_batches(valid, args.batch_tokens, args.max_length, np.random.default_rng(0)))
     start = time.perf_counter()
-    iterator = iter(progress(range(total_steps), total_steps, "training"))
+    iterator = iter(progress(range(total_steps), total_steps, "training", shown=writer))
     for epoch in range(args.epochs):
         trained = set()  # the trainees that fitted batches of this epoch (a resumed one may have done them all)
-        for batch_number, (tokens, mask) in enumerate(make_batches(train, args.batch_tokens, args.max_length, rng)):
+        for batch_number, batch in enumerate(make_batches(train, args.batch_tokens, args.max_length, rng)):
             next(iterator, None)
             step = epoch * steps_per_epoch + batch_number
             due = [t for t in trainees if t.step <= step]  # resumed: skip what was done (the same batches)
             if not due:
                 continue
-            tokens, mask = mx.array(tokens), mx.array(mask)
+            tokens, mask = (mx.array(a) for a in rows_of(group, *batch))  # this process's rows
             hidden, embeddings = target_features(model, tokens, taps)
             next_log_p = target_next_log_probs(model, hidden) if distill else None
             trained.update(due)
@@ -292,21 +320,24 @@ def fit(args):
                 mx.eval(loss, trainee.drafter.parameters(), trainee.optimizer.state)
                 trainee.step += 1
                 if trainee.step % args.log_every == 0:
+                    loss = total(loss, group) / group.size()
                     trainee.record({"step": trainee.step, "loss": round(loss.item(), 4),
                                     "seconds": round(time.perf_counter() - start, 1)})
-                if trainee.step % args.checkpoint_every == 0:
+                if trainee.step % args.checkpoint_every == 0 and writer:
                     save_checkpoint(trainee.checkpoint, trainee.drafter, trainee.optimizer, trainee.step, trainee.log)
         for trainee in [t for t in trainees if t in trained]:
-            accuracy = evaluate(model, trainee.drafter, valid_batches, args.draft_steps)
+            accuracy = evaluate(model, trainee.drafter, valid_batches, args.draft_steps, group)
             trainee.record({"epoch": epoch + 1, "step": trainee.step, "held_out_top1_per_step": accuracy})
     for trainee in trainees:
         if trainee.args.head_bits:
             quantize_head(trainee.drafter, trainee.args.head_bits)
-            accuracy = evaluate(model, trainee.drafter, valid_batches, args.draft_steps)
+            accuracy = evaluate(model, trainee.drafter, valid_batches, args.draft_steps, group)
             trainee.record({"head_bits": trainee.args.head_bits, "held_out_top1_per_step": accuracy})
-        save_drafter(trainee.drafter, Path(trainee.args.out), trainee.args, trainee.log,
-                     time.perf_counter() - start, trainee.ranked)
-        shutil.rmtree(trainee.checkpoint, ignore_errors=True)
+        if writer:
+            save_drafter(trainee.drafter, Path(trainee.args.out), trainee.args, trainee.log,
+                         time.perf_counter() - start, trainee.ranked)
+            shutil.rmtree(trainee.checkpoint, ignore_errors=True)
+    wait_for_all(group)  # every process returns once the drafters are saved
 
 
 def quantize_head(drafter: Drafter, bits: int, group_size: int = 64):
