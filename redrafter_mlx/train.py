@@ -35,7 +35,7 @@ from .drafter import Drafter
 from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
 from .drafter_loss import drafter_loss, target_features, target_next_log_probs
 from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_least, run_cli
-from .load import (DTYPES, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config,
+from .load import (DTYPES, dequantize_layers, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config,
                    save_module)
 from .sampling import SamplingParams
 from .text import encode_prompt
@@ -127,9 +127,13 @@ def initial_drafter(model, args, train):
     """-> (drafter, ranked token ids): a fresh drafter whose draft vocabulary is the most
     frequent answer tokens of `train`, or (--init DIR) a trained one to go on from, with its
     own architecture and draft vocabulary (--head, --layers, --draft-vocab, --context-layers
-    do not apply)."""
+    do not apply); a quantized head is made dense to be trained (--head-bits quantizes it
+    again when saved)."""
     if args.init:
-        return load_drafter(args.init, model, dtype=mx.float32), read_ranked(args.init, model.config.vocab_size)
+        drafter = load_drafter(args.init, model, dtype=mx.float32)
+        dequantize_layers(drafter)
+        drafter.config.extra.pop("quantization", None)
+        return drafter, read_ranked(args.init, model.config.vocab_size)
     vocab = model.config.vocab_size
     ranked = ranked_answer_tokens(train, vocab)
     reduced = 0 < args.draft_vocab < vocab

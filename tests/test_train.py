@@ -13,7 +13,7 @@ from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features, target_next_probs
 from redrafter_mlx.errors import UsageError
 from redrafter_mlx.load import LoadError, load_drafter, load_model
-from redrafter_mlx.policy import CPU, GPU
+from redrafter_mlx.policy import CPU, GPU, DecodePolicy
 from redrafter_mlx.sampling import SamplingParams
 from redrafter_mlx.train import main as train_main, ranked_answer_tokens
 from stats_check import chi2_goodness_of_fit
@@ -324,6 +324,23 @@ def test_fit_goes_on_from_a_trained_drafter(tmp_path):
     with pytest.raises(SystemExit):  # main() reports the LoadError
         fit(tmp_path / "none", "--init", str(tmp_path / "missing"))
     assert not (tmp_path / "none").exists()
+
+
+def test_fit_trains_the_quantized_head_it_goes_on_from(tmp_path, monkeypatch):
+    """--init from a drafter whose head is 4-bit (kept quantized when loaded on GPUs): the head
+    is trained too (made dense, quantized again by --head-bits), not left frozen."""
+    model_dir, data, _, _ = self_distilled_data(tmp_path, seed=5, num_prompts=64, new_tokens=16)
+
+    def fit(out, *extra):
+        train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "1",
+                    "--batch-tokens", "512", "--lr", "1e-2", "--head-bits", "4", "--draft-vocab", "8", *extra])
+
+    fit(tmp_path / "first")
+    monkeypatch.setattr(DecodePolicy, "for_device", classmethod(lambda cls, device=None: GPU))  # heads stay 4-bit
+    fit(tmp_path / "further", "--init", str(tmp_path / "first"))
+    heads = [mx.load(str(tmp_path / d / "model.safetensors"))["lm_head.2.weight"] for d in ("first", "further")]
+    assert heads[0].dtype == heads[1].dtype == mx.uint32  # saved quantized
+    assert not mx.array_equal(heads[0], heads[1])
 
 
 def test_drafter_reading_context_layers_trains_saves_and_decodes(tmp_path, capsys):
