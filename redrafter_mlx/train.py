@@ -294,7 +294,7 @@ def fit(args):
     rng.shuffle(sequences)
     train, valid = split_by_prompt(sequences, args.eval_fraction)
     steps_per_epoch = sum(1 for _ in make_batches(train, args.batch_tokens, args.max_length, rng))
-    total_steps = steps_per_epoch * args.epochs
+    total_steps = min(steps_per_epoch * args.epochs, args.max_steps or math.inf)
     if writer:
         print(json.dumps({"train_sequences": len(train), "held_out_sequences": len(valid),
                           "steps_per_epoch": steps_per_epoch, "epochs": args.epochs}), file=sys.stderr)
@@ -312,6 +312,8 @@ def fit(args):
         for batch_number, batch in enumerate(make_batches(train, args.batch_tokens, args.max_length, rng)):
             next(iterator, None)
             step = epoch * steps_per_epoch + batch_number
+            if step >= total_steps:  # --max-steps: the schedule ended inside this epoch
+                break
             due = [t for t in trainees if t.step <= step]  # resumed: skip what was done (the same batches)
             if not due:
                 continue
@@ -418,6 +420,8 @@ def build_parser():
     f.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="the frozen target's dtype while computing its features (the drafter trains in float32)")
     f.add_argument("--epochs", type=int_at_least(1), default=2)
+    f.add_argument("--max-steps", type=int_at_least(0), default=0,
+                   help="stop after this many steps, the learning-rate schedule fitted to them (0: all epochs)")
     f.add_argument("--lr", type=finite_float(0, open_minimum=True), default=1e-3)
     f.add_argument("--batch-tokens", type=int_at_least(1), default=8192)
     f.add_argument("--max-length", type=int_at_least(2), default=512)

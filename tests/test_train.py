@@ -391,3 +391,13 @@ def test_also_fits_each_variant_as_if_fitted_alone(tmp_path):
         train_main(["fit", *common, "--out", str(tmp_path / "x"), "--also", "taps=3"])
     with pytest.raises(SystemExit):
         train_main(["fit", *common, "--out", str(tmp_path / "x"), "--head", "target", "--head-bits", "4"])
+
+
+def test_fit_stops_after_max_steps(tmp_path):
+    """--max-steps ends training inside an epoch, with the held-out accuracy and the drafter saved."""
+    model_dir, data, _, _ = self_distilled_data(tmp_path, seed=6, num_prompts=64, new_tokens=16)
+    train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "d"), "--epochs", "3",
+                "--batch-tokens", "256", "--max-steps", "5", "--log-every", "1"])
+    log = json.loads((tmp_path / "d" / "training.json").read_text())["log"]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3, 4, 5]
+    assert [e["epoch"] for e in log if "epoch" in e] == [1]
