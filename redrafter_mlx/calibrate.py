@@ -1,14 +1,17 @@
-"""`--beam auto`: pick the beam shape by timing a few on this device, cached per device + model.
+"""`--beam auto`: pick the beam shape, or AR where no shape beats it, by timing them on this
+device, cached per device, model, drafter and sampling settings.
 
 The best shape depends on the hardware (width 1-3 on Apple GPUs, 12-24 for the default
 model on an H100, short beams on CPUs) and on the sampling settings (sampled drafts are
 accepted less often than greedy ones), so it is measured once per device, model, drafter
-and sampling settings and remembered in <cache>/beam_auto.json.
+and sampling settings and remembered in <cache>/beam_auto.json. Where AR is faster than
+every shape, decoding falls back to AR and says so: ReDrafter never makes a user wait longer.
 """
 
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlx.core as mx
@@ -16,24 +19,23 @@ import mlx.core as mx
 from .atomic import atomic_file
 from .beam_search import BeamShape
 from .config import is_int
-from .decode import generate_redrafter
+from .decode import DecodeOptions
 from .device import device_name
 from .errors import UsageError
 from .models import cache_dir
-from .policy import DecodePolicy
 from .sampling import SamplingParams
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
 CANDIDATES = {"cpu": [BeamShape(1, 2), BeamShape(1, 3), BeamShape(1, 4), BeamShape(2, 3)],
               "gpu": [BeamShape(w, 4) for w in (1, 4, 8, 12, 16, 24)] + [BeamShape(8, 5)]}  # H100: 12x4-24x4
+AR = "ar"  # a calibration's winner when AR was faster than every shape
 
 
-def shape_speed(model, drafter, prompts, beam: BeamShape, policy: DecodePolicy, sampling: SamplingParams,
-                max_tokens: int) -> float:
-    """tok/s of one beam shape over the prompts, after a warm-up run (sampling: seeded alike for every shape)."""
+def speed(engine, prompts, options: DecodeOptions, max_tokens: int) -> float:
+    """tok/s of one way to decode over the prompts, after a warm-up run (sampling: seeded
+    alike for every candidate)."""
     def run(prompt, tokens):
-        return len(sum(generate_redrafter(model, drafter, prompt, max_tokens=tokens, beam=beam, sampling=sampling,
-                                          policy=policy), []))
+        return len(sum(engine.generate(prompt, max_tokens=tokens, options=options), []))
 
     run(prompts[0], 8)
     mx.random.seed(0)
@@ -42,12 +44,13 @@ def shape_speed(model, drafter, prompts, beam: BeamShape, policy: DecodePolicy, 
     return tokens / (time.perf_counter() - start)
 
 
-def calibrate(model, drafter, prompts, candidates, policy: DecodePolicy, sampling: SamplingParams = SamplingParams(),
-              max_tokens: int = 48):
-    """Returns the fastest BeamShape and the measured tok/s of every candidate."""
-    speeds = {}
+def calibrate(engine, prompts, candidates, options: DecodeOptions, max_tokens: int = 48):
+    """Times AR and every candidate shape; returns the winner (a BeamShape, or AR) and the
+    measured tok/s of each."""
+    speeds = {AR: speed(engine, prompts, replace(options, mode="ar"), max_tokens)}
+    print(f"[redrafter_mlx] AR: {speeds[AR]:.1f} tok/s", file=sys.stderr)
     for beam in candidates:
-        speeds[beam] = shape_speed(model, drafter, prompts, beam, policy, sampling, max_tokens)
+        speeds[beam] = speed(engine, prompts, replace(options, mode="redrafter", beam=beam), max_tokens)
         print(f"[redrafter_mlx] beam {beam}: {speeds[beam]:.1f} tok/s", file=sys.stderr)
     return max(speeds, key=speeds.get), speeds
 
@@ -66,26 +69,33 @@ def sampling_key(sampling: SamplingParams) -> str:
     return f"temp {sampling.temp:g}, top-k {sampling.top_k}, top-p {sampling.top_p:g}"
 
 
-def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, *, policy: DecodePolicy,
-              sampling: SamplingParams = SamplingParams(), measured: BeamShape = None,
-              cache_file: Path = None) -> BeamShape:
-    """The cached best shape for this device + model + drafter + sampling settings, calibrated on
-    first use; measured (a named model's shape measured fastest on this kind of device,
-    models.default_beam) is timed with the device's candidates."""
+def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
+                 cache_file: Path = None) -> DecodeOptions:
+    """options with the cached best beam shape for this device + model + drafter + sampling
+    settings (calibrated on first use; options.beam, a named model's measured shape, is
+    timed with the device's candidates), or mode "ar" where AR was fastest (said on stderr)."""
     cache_file = cache_file or cache_dir() / "beam_auto.json"
-    key = (f"{device_name()} | {weights_identity(model_dir)} | {weights_identity(drafter_dir)} "
-           f"(draft vocab {drafter.draft_vocab_size}) | {sampling_key(sampling)} | mlx {mx.__version__}")
+    files = engine.files
+    key = (f"{device_name()} | {weights_identity(files.model_dir)} | {weights_identity(files.drafter_dir)} "
+           f"(draft vocab {engine.drafter.draft_vocab_size}) | {sampling_key(options.sampling)} | "
+           f"{options.sampled_drafts} | mlx {mx.__version__}")
     known = read_cache(cache_file)
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
-        prompts = [encode_prompt(p) for p in PROMPTS]
-        candidates = CANDIDATES[policy.device_kind]
-        candidates = candidates + [measured] if measured is not None and measured not in candidates else candidates
-        best, speeds = calibrate(model, drafter, prompts, candidates, policy, sampling)
-        known[key] = {"best": [best.width, best.length], "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
+        prompts = [engine.encode(p, chat_template) for p in PROMPTS]
+        candidates = CANDIDATES[engine.policy.device_kind]
+        candidates = candidates + [options.beam] if options.beam not in candidates else candidates
+        best, speeds = calibrate(engine, prompts, candidates, options)
+        known[key] = {"best": AR if best == AR else [best.width, best.length],
+                      "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
         with atomic_file(cache_file) as tmp:
             tmp.write_text(json.dumps(known, indent=2))
-    return BeamShape(*known[key]["best"])
+    best = known[key]["best"]
+    if best == AR:
+        print("[redrafter_mlx] --beam auto: auto-regressive decoding is faster than every beam shape on this "
+              "device for these settings; decoding without the drafter", file=sys.stderr)
+        return replace(options, mode="ar")
+    return replace(options, beam=BeamShape(*best))
 
 
 def read_cache(cache_file: Path) -> dict:
@@ -101,6 +111,8 @@ def read_cache(cache_file: Path) -> dict:
 
     def well_formed(entry) -> bool:
         best = entry.get("best") if isinstance(entry, dict) else None
+        if best == AR:
+            return True
         if not (isinstance(best, list) and len(best) == 2 and all(is_int(v) for v in best)):
             return False
         try:

@@ -1,64 +1,48 @@
-"""Command line: `python -m redrafter_mlx.generate --model DIR --drafter DIR --prompt TEXT`."""
+"""Command line: `python -m redrafter_mlx.generate --model NAME|DIR --prompt TEXT`."""
 
 import argparse
 import sys
-import time
+from dataclasses import dataclass
 
 import mlx.core as mx
 
 from . import models
-from .beam_search import BeamShape
-from .calibrate import auto_beam
-from .config import ConfigError
-from .decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, generate_ar, generate_redrafter, max_tokens_in_window
-from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_least, run_cli
-from .load import (DTYPES, LoadError, load_drafter, load_model, load_tokenizer, read_drafter_config,
-                   read_model_config)
+from .calibrate import auto_options
+from .decode import DecodeOptions
+from .engine import Engine, ModelFiles
+from .errors import MAX_SEED, ArgumentParser, UsageError, int_at_least, run_cli
+from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of
 from .policy import DecodePolicy
-from .sampled_drafts import METHODS
-from .sampling import SamplingParams
 from .stats import Stats
-from .text import check_text, decode_text, detokenize, encode_messages, encode_prompt
-
-WARM_UP_TOKENS = 4  # generated once before the first timed generation on fixed-shape policies (GPUs)
+from .text import check_text, decode_text, detokenize
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m redrafter_mlx.generate", description=__doc__)
-    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}: fetched and converted on first "
-                   f"use, with its shipped drafter) or an MLX model directory (see `python -m convert`); "
-                   f"default: {models.DEFAULT}")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped drafter)")
+    add_model_flags(p)
     p.add_argument("--prompt", help="prompt text; '-' reads stdin; omitted: stdin if piped, else chat")
     p.add_argument("--max-tokens", type=int_at_least(1), default=256,
                    help="at most this many tokens (also cut to the room left in the model's context window)")
-    p.add_argument("--temp", type=finite_float(0), default=0.0, help="sampling temperature (0: greedy)")
-    p.add_argument("--top-p", type=finite_float(0, 1, open_minimum=True), default=1.0)
-    p.add_argument("--top-k", type=int_at_least(0), default=0)
-    p.add_argument("--beam", help="'auto': time a few beam shapes on this device once (cached) and use the "
-                   "fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
-    p.add_argument("--beam-width", type=int, help="beams (default: the named model's fastest shape measured on "
-                   "this kind of device, docs/perf.md; else 1)")
-    p.add_argument("--beam-length", type=int, help="tokens per beam: the LLM's own + L-1 drafts (default: "
-                   "likewise; else 3)")
-    p.add_argument("--lookup", type=int_at_least(0), default=LOOKUP_MIN_MATCH,
-                   help="greedy only: also verify a beam copied from earlier in the text where its last N or more "
-                        f"tokens occur before (0: off; default: {LOOKUP_MIN_MATCH})")
-    p.add_argument("--sampled-drafts", choices=METHODS, default=SAMPLED_DRAFTS,
-                   help="sampling only: how the draft tree is drawn from the drafter: iid (independent beams), "
-                        "rsd-c (distinct first tokens), rsd-s (stochastic beam search; without replacement, "
-                        f"verified by recursive rejection sampling); default: {SAMPLED_DRAFTS}")
-    p.add_argument("--draft-vocab", type=int_at_least(0), help="draft only the N most frequent tokens (0: all; "
-                   "default: the drafter's config)")
-    p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
+    add_decoding_flags(p)
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap the prompt in the tokenizer's chat template (default on when it has one)")
     p.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0)
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: as stored)")
     p.add_argument("--profile", action="store_true",
                    help="time tree packing, the step (verify, accept, draft) and the commit (adds device syncs)")
     p.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=True, help="print statistics")
     return p
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The command line's flags, parsed once."""
+
+    options: DecodeOptions
+    max_tokens: int
+    chat_template: bool
+    seed: int
+    profile: bool
+    verbose: bool
 
 
 def read_prompt(args):
@@ -71,56 +55,21 @@ def read_prompt(args):
     return None if args.prompt is None else check_text(args.prompt, "--prompt")
 
 
-def check_args(args):
-    """Checks the flags that need no file, before anything is loaded."""
-    args.sampling = SamplingParams(args.temp, args.top_k, args.top_p)
-    if args.beam is not None and args.beam != "auto":
-        args.beam_shape = BeamShape.parse(args.beam)
-    else:
-        args.beam_shape = models.beam_from_flags(args.model, args.beam_width, args.beam_length, args.policy)
-    if args.mode == "ar" and args.drafter:
-        raise UsageError("--drafter is for --mode redrafter (AR decoding uses no drafter)")
-
-
-def generator(args, model, drafter, prompt_tokens, max_tokens: int, stats: Stats):
-    options = dict(max_tokens=max_tokens, sampling=args.sampling, eos_ids=set(args.eos), policy=args.policy,
-                   stats=stats)
-    if args.mode == "ar":
-        return generate_ar(model, prompt_tokens, **options)
-    return generate_redrafter(model, drafter, prompt_tokens, beam=args.beam_shape, lookup=args.lookup,
-                              sampled_drafts=args.sampled_drafts, **options)
-
-
-def warm_up(args, model, drafter, prompt_tokens):
-    """On fixed-shape policies (GPUs) the first generation compiles kernels for each shape it
-    meets (~2 tokens/s for a first run on an H200, 150-270 warm): before the first timed
-    generation, a few tokens of the same request (same beam shape, same prompt-length
-    bucket) compile most of them, timed apart. Later cache capacities still compile within
-    the timed generation. The random state is seeded again after it, so sampling draws as
-    without it."""
-    if not args.policy.fixed_shapes or args.warmed_up:
-        return
-    args.warmed_up = True
-    start = time.perf_counter()
-    for _ in generator(args, model, drafter, prompt_tokens, WARM_UP_TOKENS, Stats()):
-        pass
-    mx.random.seed(args.seed)
-    if args.verbose:
-        print(f"Warm-up (kernel compilation): {time.perf_counter() - start:.2f} s", file=sys.stderr)
-
-
-def stream(args, model, drafter, tokenizer, prompt_tokens, interruptible: bool = False) -> str:
+def stream(engine: Engine, settings: Settings, prompt_tokens, interruptible: bool = False) -> str:
     """Generates, printing text as it is accepted; returns the text. interruptible: Ctrl-C
     stops this reply (returning its text so far) instead of the program."""
-    window = model.config.max_position_embeddings
-    max_tokens = max_tokens_in_window(len(prompt_tokens), args.max_tokens, window)
-    warm_up(args, model, drafter, prompt_tokens)
-    stats = Stats(profile=args.profile)
-    detokenizer = tokenizer.detokenizer
+    window = engine.model.config.max_position_embeddings
+    max_tokens = engine.check(prompt_tokens, settings.max_tokens, settings.options)
+    seconds = engine.warm_up(prompt_tokens, settings.options, settings.seed)
+    if seconds is not None and settings.verbose:
+        print(f"Warm-up (kernel compilation): {seconds:.2f} s", file=sys.stderr)
+    stats = Stats(profile=settings.profile)
+    detokenizer = engine.tokenizer.detokenizer
+    eos = engine.eos_ids
     try:
         last = [None]
-        for last in detokenize(generator(args, model, drafter, prompt_tokens, max_tokens, stats), detokenizer,
-                               set(args.eos)):
+        chunks = engine.generate(prompt_tokens, max_tokens=max_tokens, options=settings.options, stats=stats)
+        for last in detokenize(chunks, detokenizer, eos):
             print(detokenizer.last_segment, end="", flush=True)
         print(detokenizer.last_segment, flush=True)
     except KeyboardInterrupt:
@@ -129,17 +78,17 @@ def stream(args, model, drafter, tokenizer, prompt_tokens, interruptible: bool =
         print(flush=True)
         print("[stopped]", file=sys.stderr)
     else:
-        if max_tokens < args.max_tokens and stats.generated_tokens == max_tokens and last[-1] not in args.eos:
+        if max_tokens < settings.max_tokens and stats.generated_tokens == max_tokens and last[-1] not in eos:
             print(f"[redrafter_mlx] stopped after {max_tokens} tokens: the prompt's {len(prompt_tokens)} tokens "
-                  f"left no more room in the model's context window of {window} (--max-tokens {args.max_tokens})",
-                  file=sys.stderr)
-    if args.verbose:
+                  f"left no more room in the model's context window of {window} "
+                  f"(--max-tokens {settings.max_tokens})", file=sys.stderr)
+    if settings.verbose:
         print("=" * 10, file=sys.stderr)
         print(stats.summary(), file=sys.stderr)
     return detokenizer.text
 
 
-def chat(args, model, drafter, tokenizer):
+def chat(engine: Engine, settings: Settings):
     """Interactive chat: Ctrl-C during a reply stops it and keeps the conversation; an empty
     line, Ctrl-D or Ctrl-C at the prompt quits."""
     messages = []
@@ -155,8 +104,8 @@ def chat(args, model, drafter, tokenizer):
             return
         messages.append({"role": "user", "content": text})
         try:
-            tokens = encode_messages(tokenizer, messages, args.chat_template)
-            reply = stream(args, model, drafter, tokenizer, tokens, interruptible=True)
+            tokens = engine.encode_messages(messages, settings.chat_template)
+            reply = stream(engine, settings, tokens, interruptible=True)
         except UsageError as error:  # e.g. a conversation grown past the context window
             print(f"error: {error}", file=sys.stderr)
             messages.pop()
@@ -172,39 +121,28 @@ def chat(args, model, drafter, tokenizer):
 
 
 def run(args):
-    args.policy = DecodePolicy.for_device()
-    check_args(args)
-    args.warmed_up = False
-    redrafter = args.mode == "redrafter"
+    policy = DecodePolicy.for_device()
+    options = decode_options(args, policy)  # the flags, before anything loads
+    redrafter = options.mode == "redrafter"
+    if not redrafter and args.drafter:
+        raise UsageError("--drafter is for --mode redrafter (AR decoding uses no drafter)")
     models.check_paths(args.model, args.drafter, need_drafter=redrafter)
     prompt = read_prompt(args)  # before a named model is fetched
-    model_dir, drafter_dir = models.resolve(args.model, args.drafter, need_drafter=redrafter)
-    config = read_model_config(model_dir)
-    if redrafter:  # checked before any weights load
-        drafter_config = read_drafter_config(drafter_dir)
-        try:
-            drafter_config.check_matches(config)
-        except ConfigError as error:
-            raise LoadError(f"{drafter_dir}: does not fit the model: {error}") from None
-        draft_vocab = drafter_config.draft_vocab_size if args.draft_vocab is None else args.draft_vocab
-        args.beam_shape.check(draft_vocab or drafter_config.vocab_size)
-    tokenizer = load_tokenizer(model_dir, config.eos_ids)
-    args.eos = tokenizer.eos_token_ids
+    files = ModelFiles.open(args.model, args.drafter, need_drafter=redrafter)
+    if redrafter:  # checked against the configs and the tokenizer before any weights load
+        options.beam.check(files.draft_vocab_size(args.draft_vocab))
     prompt_tokens = None
     if prompt is not None:
-        prompt_tokens = encode_prompt(tokenizer, prompt, args.chat_template)
-        max_tokens_in_window(len(prompt_tokens), args.max_tokens, config.max_position_embeddings)
-    dtype = DTYPES[args.dtype] if args.dtype else None
-    model = load_model(model_dir, dtype, policy=args.policy)
-    drafter = load_drafter(drafter_dir, model, dtype, args.draft_vocab, policy=args.policy) if redrafter else None
-    if args.beam == "auto" and drafter is not None:
-        args.beam_shape = auto_beam(model, drafter, lambda text: encode_prompt(tokenizer, text, args.chat_template),
-                                    model_dir, drafter_dir, policy=args.policy, sampling=args.sampling,
-                                    measured=args.beam_shape)
+        prompt_tokens = files.encode(prompt, args.chat_template)
+        files.check(prompt_tokens, args.max_tokens, options, args.draft_vocab)
+    engine = Engine.from_files(files, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy)
+    if args.beam == "auto" and engine.drafter is not None:
+        options = auto_options(engine, options, chat_template=args.chat_template)
+    settings = Settings(options, args.max_tokens, args.chat_template, args.seed, args.profile, args.verbose)
     mx.random.seed(args.seed)
     if prompt_tokens is None:
-        return chat(args, model, drafter, tokenizer)
-    stream(args, model, drafter, tokenizer, prompt_tokens)
+        return chat(engine, settings)
+    stream(engine, settings, prompt_tokens)
 
 
 def main(argv=None):

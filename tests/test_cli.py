@@ -67,8 +67,10 @@ def test_beam_auto_calibrates_once_per_device_and_model(dirs, tmp_path):
     assert first.returncode == 0 and second.returncode == 0, first.stderr
     assert "calibrating" in first.stderr and "calibrating" not in second.stderr
     (entry,) = json.loads((tmp_path / "beam_auto.json").read_text()).values()
-    assert set(entry["tokens_per_s"]) == {"1x2", "1x3", "1x4", "2x3"}
-    assert entry["tokens_per_s"][f"{entry['best'][0]}x{entry['best'][1]}"] == max(entry["tokens_per_s"].values())
+    assert set(entry["tokens_per_s"]) == {"ar", "1x2", "1x3", "1x4", "2x3"}  # AR is timed too
+    best = "ar" if entry["best"] == "ar" else f"{entry['best'][0]}x{entry['best'][1]}"
+    assert entry["tokens_per_s"][best] == max(entry["tokens_per_s"].values())
+    assert ("decoding without the drafter" in second.stderr) == (best == "ar")
     ar = cli("--model", dirs["model"], "--mode", "ar", "--prompt", "w3 w4", "--max-tokens", "8", "--no-chat-template")
     assert second.stdout == ar.stdout  # greedy: any beam shape gives the AR text
     shutil.rmtree(drafter_dir)
@@ -133,3 +135,18 @@ def test_default_beam_is_the_named_models_measured_shape(tmp_path):
     assert models.beam_from_flags("qwen2.5-coder-1.5b", 4, None, GPU) == BeamShape(4, 5)  # the rest: measured
     assert models.beam_from_flags(str(tmp_path), None, 4, CPU) == BeamShape(models.DEFAULT_BEAM.width, 4)
     assert all(m.drafter_dir is None or (m.drafter_dir / "config.json").is_file() for m in models.MODELS.values())
+
+
+def test_beam_auto_falls_back_to_ar_where_it_is_faster(dirs, tmp_path):
+    """A calibration that AR won decodes without the drafter, and says so (one line)."""
+    common = ["--model", dirs["model"], "--drafter", dirs["drafter"], "--prompt", "w3 w4", "--max-tokens", "8",
+              "--no-chat-template", "--beam", "auto"]
+    env = {"REDRAFTER_CACHE": str(tmp_path)}
+    assert cli(*common, env=env).returncode == 0
+    calibrations = json.loads((tmp_path / "beam_auto.json").read_text())
+    for entry in calibrations.values():
+        entry["best"], entry["tokens_per_s"]["ar"] = "ar", 1e9
+    (tmp_path / "beam_auto.json").write_text(json.dumps(calibrations))
+    out = cli(*common, env=env)
+    assert out.returncode == 0 and "calibrating" not in out.stderr
+    assert "decoding without the drafter" in out.stderr and "tokens/step" not in out.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from redrafter_mlx import generate, models, policy as policy_module, train
+from redrafter_mlx import engine, generate, models, policy as policy_module, train
 from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.config import ConfigError, DrafterConfig, ModelConfig
 from redrafter_mlx.decode import generate_ar, generate_redrafter
@@ -76,7 +76,7 @@ def forbid_loading(monkeypatch, tokenizer: bool = True):
         raise AssertionError("loaded before the error")
 
     for name in ("load_model", "load_drafter") + (("load_tokenizer",) if tokenizer else ()):
-        monkeypatch.setattr(generate, name, loaded)
+        monkeypatch.setattr(engine, name, loaded)
 
 
 # ---------------------------------------------------------------- 1. the context window
@@ -126,8 +126,8 @@ def test_stdin_that_is_not_utf8_is_one_line(dirs):
 @pytest.mark.parametrize("stdin", [b"w3 w4\n", b"w3 w4\r\n", b"w3 w4\n\n", b"\xef\xbb\xbfw3 w4\n"])
 def test_prompt_from_stdin_loses_its_trailing_newline(dirs, monkeypatch, capfd, stdin):
     seen = []
-    real = generate.encode_prompt
-    monkeypatch.setattr(generate, "encode_prompt", lambda tokenizer, text, *a: seen.append(text) or real(tokenizer, text, *a))
+    real = engine.encode_prompt
+    monkeypatch.setattr(engine, "encode_prompt", lambda tokenizer, text, *a: seen.append(text) or real(tokenizer, text, *a))
     code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / "model", "--mode", "ar", "--max-tokens", "2",
                                   stdin=stdin)
     assert code == 0, err
@@ -363,7 +363,7 @@ def test_gpu_policy_warms_up_apart_from_the_timed_generation(dirs, monkeypatch, 
     lines = gpu_err.splitlines()
     warm = [i for i, line in enumerate(lines) if line.startswith("Warm-up (kernel compilation): ")]
     assert len(warm) == 1 and warm[0] < next(i for i, l in enumerate(lines) if l.startswith("Generation:"))
-    monkeypatch.setattr(generate, "warm_up", lambda *args: None)
+    monkeypatch.setattr(engine.Engine, "warm_up", lambda *args: None)
     code, cold_out, _ = run_generate(monkeypatch, capfd, *common)
     assert code == 0 and gpu_out == cold_out  # the warm-up changes nothing but the statistics
     if temp == "0":

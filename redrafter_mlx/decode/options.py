@@ -5,7 +5,6 @@ from typing import List
 
 from ..beam_search import BeamShape
 from ..errors import UsageError
-from ..llm import Model
 from ..sampled_drafts import METHODS
 from ..sampling import SamplingParams
 
@@ -50,10 +49,11 @@ def max_tokens_in_window(prompt_length: int, max_tokens: int, window: int) -> in
     return min(max_tokens, window - prompt_length)
 
 
-def check_request(model: Model, prompt: List[int], max_tokens: int) -> int:
-    """Checks a request once; returns max_tokens cut to the context window."""
+def check_request(prompt: List[int], max_tokens: int, window: int) -> int:
+    """Checks a request once; returns max_tokens cut to the room the prompt leaves in a
+    context window of `window` positions (the model's max_position_embeddings)."""
     if not prompt:
         raise UsageError("the prompt is empty")
     if max_tokens < 1:
         raise UsageError(f"max_tokens must be >= 1, got {max_tokens}")
-    return max_tokens_in_window(len(prompt), max_tokens, model.config.max_position_embeddings)
+    return max_tokens_in_window(len(prompt), max_tokens, window)
