@@ -17,6 +17,7 @@ from .beam_search import BeamShape
 from .decode import LOOKUP_MIN_MATCH
 from .errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from .load import DTYPES
+from .sampling import SamplingParams
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
 
@@ -70,6 +71,7 @@ def check_args(args) -> str:
                          f"${API_KEY_ENV}) to serve it")
     if args.beam not in (None, "auto"):
         BeamShape.parse(args.beam)
+    SamplingParams(args.temp)
     return key
 
 
@@ -80,7 +82,6 @@ def load_engine(args):
     from .calibrate import auto_beam
     from .load import load_drafter, load_model, load_tokenizer
     from .policy import DecodePolicy
-    from .sampling import SamplingParams
     from .server_worker import Engine
     from .text import encode_prompt
 

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .openai_api import (ApiError, GenerationRequest, completion, chunk, error_body, final_chunks, new_id,
                          parse_json, parse_request, sse)
-from .sampling import SamplingParams
+from .sampling import SamplingError, SamplingParams
 from .server_worker import Job, QueueFull, Worker
 from .text import encode_messages
 
@@ -127,10 +127,12 @@ class Api:
         if temp == 0:
             return SamplingParams()
         top_p = 1.0 if req.top_p is None else req.top_p
-        if top_p == 0:
-            raise ApiError(400, "'top_p' must be > 0 when sampling (temperature > 0)", param="top_p",
-                           code="invalid_value")
-        return SamplingParams(temp, req.top_k, top_p)
+        try:
+            return SamplingParams(temp, req.top_k, top_p)
+        except SamplingError as error:  # settings that would underflow in float32 (sampling.py)
+            field = {"temp": "temperature"}.get(error.param, error.param)
+            raise ApiError(400, f"'{field}' {error.requirement} when sampling, got {error.value}", param=field,
+                           code="invalid_value") from None
 
     async def stream(self, request_id: str, req: GenerationRequest, job: Job):
         """Server-sent events: chunks as steps are accepted, the finish reason, [DONE]."""

@@ -401,6 +401,8 @@ BAD_BODIES = [  # (id, path, body: bytes or a dict to send as JSON, status, erro
     ("temperature_high", C, {**GOOD_CHAT, "temperature": 2.5}, 400, "invalid_value"),
     ("top_p_high", T, {**GOOD, "top_p": 1.5}, 400, "invalid_value"),
     ("top_p_zero_sampling", T, {**GOOD, "temperature": 1, "top_p": 0}, 400, "invalid_value"),
+    ("temperature_underflow", T, {**GOOD, "temperature": 1e-38}, 400, "invalid_value"),
+    ("top_p_underflow", C, {**GOOD_CHAT, "temperature": 0.7, "top_p": 1e-46}, 400, "invalid_value"),
     ("top_k_negative", T, {**GOOD, "top_k": -1}, 400, "invalid_value"),
     ("seed_string", T, {**GOOD, "seed": "7"}, 400, "invalid_type"),
     ("stop_number", T, {**GOOD, "stop": 5}, 400, "invalid_type"),
