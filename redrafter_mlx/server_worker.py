@@ -22,7 +22,7 @@ from .decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
 from .policy import DecodePolicy
 from .sampling import SamplingParams
 from .stats import Stats
-from .text import StopStrings
+from .text import StopStrings, keeping_leading_space
 
 log = logging.getLogger("redrafter_mlx.server")
 
@@ -198,13 +198,14 @@ class Worker:
 
 
 class StepTexts:
-    """Accepted tokens -> text to emit, token by token: the text ends at EOS or before the
+    """Accepted tokens -> text to emit, token by token, every character of it (a text
+    completion's leading space too): the text ends at EOS or before the
     first stop string, and the token count where that token was (as auto-regressive
     decoding would have stopped there, whatever else the step accepted)."""
 
     def __init__(self, engine: Engine, stops):
         self.eos_ids = engine.eos_ids
-        self.detokenizer = engine.tokenizer.detokenizer  # a fresh copy
+        self.detokenizer = keeping_leading_space(engine.tokenizer.detokenizer)  # a fresh copy
         self.stops = StopStrings(stops)
         self.tokens = 0
         self.finish_reason = None

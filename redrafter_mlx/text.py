@@ -40,6 +40,17 @@ def encode_prompt(tokenizer, text: str, use_template: bool = True) -> List[int]:
     return encode_messages(tokenizer, [{"role": "user", "content": text}], use_template)
 
 
+def keeping_leading_space(detokenizer):
+    """A streaming detokenizer (mlx-lm's) that keeps every character: its SPM and BPE
+    detokenizers drop the text's leading space (as a chat answer wants), which a text
+    completion must keep (" Paris." after "The capital of France is")."""
+    if hasattr(detokenizer, "trim_space"):  # SPMStreamingDetokenizer
+        detokenizer.trim_space = False
+    if hasattr(detokenizer, "_maybe_trim_space"):  # BPEStreamingDetokenizer
+        detokenizer._maybe_trim_space = lambda text: text
+    return detokenizer
+
+
 def detokenize(chunks: Iterable[List[int]], detokenizer, eos_ids) -> Iterator[List[int]]:
     """Feeds each chunk's non-EOS tokens to a streaming detokenizer (mlx-lm's), yields the
     chunk after each (the new text is then detokenizer.last_segment), and finalizes the

@@ -519,5 +519,31 @@ def test_step_texts_end_at_eos_and_count_tokens(local):
     assert held.add([3, 5]) == "w3 " and held.add([6]) == "w5 w6" and held.finish() == ""
 
 
+def byte_level_tokenizer(path):
+    """A byte-level BPE tokenizer (GPT-2's kind, SmolLM2's and Qwen's), trained on one sentence."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(["The capital of France is Paris.\n<eos>"], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    path.mkdir()
+    tokenizer.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                            "eos_token": "<eos>"}))
+    return load_tokenizer(path)
+
+
+def test_step_texts_keep_the_leading_space(tmp_path):
+    """mlx-lm's BPE streaming detokenizer drops the text's first space; a completion of
+    "The capital of France is" must keep it."""
+    tokenizer = byte_level_tokenizer(tmp_path / "bpe")
+    tokens = tokenizer.encode(" Paris.\n", add_special_tokens=False)
+    assert tokenizer.decode(tokens) == " Paris.\n" and len(tokens) >= 2
+    texts = StepTexts(Engine(model=None, tokenizer=tokenizer), stops=())
+    assert texts.add(tokens[:1]) + texts.add(tokens[1:]) + texts.finish() == " Paris.\n"
+
+
 def test_encoding_matches_the_command_line(local):
     assert encode_prompt(local.tokenizer, "w3 w4 w5") == [2, 3, 4, 5, 1]
