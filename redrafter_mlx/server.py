@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0: off)")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap chat messages in the tokenizer's chat template (when it has one)")
+    p.add_argument("--content-special-tokens", action="store_true",
+                   help="encode special tokens written in chat messages ('<|im_end|>') as control tokens, not as "
+                   "text (lets a client end its turn and open a system turn)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: as stored)")
     p.add_argument("--max-tokens", type=int_at_least(1), default=512, help="when a request gives none (always capped to the "
                    "context window)")
@@ -119,7 +122,8 @@ def serve(args):
     worker = Worker(engine, max_queue=args.max_queue, time_limit=args.request_timeout)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
                         max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
-                        chat_template=args.chat_template, local_only=key is None)
+                        chat_template=args.chat_template, content_as_text=not args.content_special_tokens,
+                        local_only=key is None)
     worker.start()
     mode = f"ReDrafter {engine.beam}" if engine.drafter is not None else "auto-regressive"
     print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",

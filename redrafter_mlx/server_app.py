@@ -38,6 +38,7 @@ class Settings:
     max_body: int = 1 << 20  # bytes
     api_key: Optional[str] = None
     chat_template: bool = True
+    content_as_text: bool = True  # special tokens' text in chat messages encoded as text (text.encode_messages)
     local_only: bool = True  # no API key and a loopback address: only local Host headers (DNS rebinding)
 
 
@@ -113,7 +114,8 @@ class Api:
             return list(req.prompt)
         try:
             if req.chat:
-                prompt = encode_messages(self.tokenizer, list(req.messages), self.settings.chat_template)
+                prompt = encode_messages(self.tokenizer, list(req.messages), self.settings.chat_template,
+                                         content_as_text=self.settings.content_as_text)
             else:
                 prompt = self.tokenizer.encode(req.prompt)
         except Exception as error:  # the chat template may refuse a conversation (jinja raises)
