@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout", type=finite_float(0), default=300.0,
                    help="seconds a request may decode; then it ends with finish_reason 'length' (0: no limit)")
     p.add_argument("--max-body-bytes", type=int_at_least(1), default=1 << 20, help="larger request bodies get 413")
-    p.add_argument("--max-connections", type=int_at_least(1), default=256, help="open connections; more get 503")
+    p.add_argument("--max-connections", type=int_at_least(1), default=256,
+                   help="open connections; past it a new one closes the longest-silent idle one, and gets 503 "
+                   "only when all wait for answers")
+    p.add_argument("--read-timeout", type=finite_float(0, open_minimum=True), default=10.0,
+                   help="seconds a request (headers and body) may take to arrive; then its connection is closed")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -60,15 +64,21 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve anywhere
 
 
 def check_args(args) -> str:
     """Refuses unsafe or impossible settings before loading anything; returns the API key
-    (None: no key)."""
+    (None: no key). An IPv6 address in brackets ('[::1]', as URLs write it) is bound without them."""
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if key is not None and key != key.strip():
+        source = "--api-key" if args.api_key else f"${API_KEY_ENV}"
+        raise UsageError(f"{source} starts or ends with white space, which clients' Authorization headers "
+                         "cannot carry: remove it")
+    if args.host.startswith("[") and args.host.endswith("]"):
+        args.host = args.host[1:-1]
     if not is_loopback(args.host) and key is None:
         raise UsageError(f"--host {args.host} is not a loopback address: set an API key (--api-key or "
                          f"${API_KEY_ENV}) to serve it")
@@ -113,6 +123,7 @@ def serve(args):
         import uvicorn
 
         from .server_app import Settings, create_app
+        from .server_http import limited_protocol
     except ImportError as error:
         raise UsageError(f"the server needs its extra dependencies ({error.name} is missing): "
                          f'pip install -e ".[server]" (in the repository)') from None
@@ -128,8 +139,9 @@ def serve(args):
     mode = f"ReDrafter {engine.beam}" if engine.drafter is not None else "auto-regressive"
     print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",
           file=sys.stderr)
-    uvicorn.run(create_app(worker, settings), host=args.host, port=args.port, log_level=args.log_level,
-                limit_concurrency=args.max_connections, timeout_graceful_shutdown=5)
+    http = limited_protocol(read_timeout=args.read_timeout, max_connections=args.max_connections)
+    uvicorn.run(create_app(worker, settings), host=args.host, port=args.port, log_level=args.log_level, http=http,
+                timeout_graceful_shutdown=5)
 
 
 def main(argv=None):
