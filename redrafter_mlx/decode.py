@@ -33,20 +33,21 @@ SAMPLED_DRAFTS = "rsd-s"  # sampled_drafts.py: how drafts are drawn when samplin
 
 
 def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1, taps: tuple = (),
-            progress: Callable[[int, int], None] = None) -> mx.array:
+            progress: Callable[[int, int], None] = None, chunk_size: int = PREFILL_CHUNK) -> mx.array:
     """Runs the prompt through the model in chunks; returns the last hidden state (1, dim),
     or with taps the last features (1, dim * (1 + len(taps))), Model.forward.
 
     progress(done, total): called after each chunk with the prompt tokens processed so far;
-    an exception it raises stops the prefill (a server cancels a request this way).
+    an exception it raises stops the prefill (a server cancels a request this way). chunk_size:
+    prompt tokens per chunk (DecodePolicy.prefill_chunk; smaller: progress called more often).
 
     bucket: pad each chunk at its end to a multiple of this many tokens (DecodePolicy: on a
     GPU every new prompt length compiles kernels, ~80 ms for a length seen first, ~10 ms
     again; padded chunks come in a few lengths). Causal attention keeps the padding out of
     the prompt's states, and the cache commits only the prompt (the padding's slots are
     written over)."""
-    for start in range(0, len(prompt), PREFILL_CHUNK):
-        chunk = prompt[start:start + PREFILL_CHUNK]
+    for start in range(0, len(prompt), chunk_size):
+        chunk = prompt[start:start + chunk_size]
         padded = -(-len(chunk) // bucket) * bucket
         positions = mx.arange(cache.length, cache.length + padded)[None]
         hidden = model(mx.array(chunk + [0] * (padded - len(chunk)))[None], positions, cache, taps=taps)
@@ -102,7 +103,8 @@ def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: S
     cache = model.new_cache(fixed_shapes=policy.compile_ar or policy.fixed_shapes)
     step = ar_step(model, sampling) if policy.compile_ar else None
     start = time.perf_counter()
-    token = sample(model.logits(prefill(model, cache, prompt, bucket=policy.prefill_bucket, progress=progress)),
+    token = sample(model.logits(prefill(model, cache, prompt, bucket=policy.prefill_bucket, progress=progress,
+                                         chunk_size=policy.prefill_chunk or PREFILL_CHUNK)),
                    sampling)
     mx.eval(token)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
@@ -268,7 +270,8 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     cache = tree_cache(model, pad_to, fixed)
     step = redrafter_step(model, drafter, beam, sampling, sampled_drafts, compiled=fixed)
     start = time.perf_counter()
-    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps, progress=progress)
+    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps, progress=progress,
+                      chunk_size=policy.prefill_chunk or PREFILL_CHUNK)
     token = sample(model.logits(context), sampling)
     draft = draft_fn(sampling, sampled_drafts)(drafter, model.embed, context, token, beam.width, beam.length)
     mx.eval(draft.beams)
