@@ -7,8 +7,10 @@ when full). Loopback only unless an API key is set (--api-key or REDRAFTER_API_K
 """
 
 import argparse
+from dataclasses import replace
 import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int_at_least(0, 65535), default=8080, help="0: any free port")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}); "
                    "needed to bind a non-loopback address")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a site whose web pages may call the API (e.g. http://localhost:3000; repeatable): its "
+                   "requests get CORS headers; other sites' requests get 403")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
     p.add_argument("--beam", help="WxL, e.g. 2x4, or 'auto' (timed once per device, cached); default: the named "
                    "model's fastest shape measured on this kind of device (docs/perf.md), else 1x3")
@@ -48,8 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "context window)")
     p.add_argument("--temp", type=finite_float(0), default=0.0, help="temperature when a request gives none (0: greedy)")
     p.add_argument("--max-queue", type=int_at_least(1), default=16, help="requests waiting behind the running one; more get 429")
+    p.add_argument("--max-prompt-tokens", type=int_at_least(1),
+                   help="longer prompts get 400 (default: the model's context window)")
+    p.add_argument("--prefill-chunk", type=int_at_least(1), default=64,
+                   help="prompt tokens per forward pass: a cancelled or timed-out request stops after the chunk "
+                   "running (larger: fewer passes)")
     p.add_argument("--request-timeout", type=finite_float(0), default=300.0,
-                   help="seconds a request may decode; then it ends with finish_reason 'length' (0: no limit)")
+                   help="seconds a request may run, its prompt included; then it ends with finish_reason "
+                   "'length' (0: no limit)")
     p.add_argument("--max-body-bytes", type=int_at_least(1), default=1 << 20, help="larger request bodies get 413")
     p.add_argument("--max-connections", type=int_at_least(1), default=256,
                    help="open connections; past it a new one closes the longest-silent idle one, and gets 503 "
@@ -82,6 +93,10 @@ def check_args(args) -> str:
     if not is_loopback(args.host) and key is None:
         raise UsageError(f"--host {args.host} is not a loopback address: set an API key (--api-key or "
                          f"${API_KEY_ENV}) to serve it")
+    for origin in args.allow_origin:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise UsageError(f"--allow-origin {origin}: expected an origin such as http://localhost:3000 (a scheme "
+                             "and a host, no path)")
     if args.beam not in (None, "auto"):
         BeamShape.parse(args.beam)
     SamplingParams(args.temp)
@@ -98,7 +113,7 @@ def load_engine(args):
     from .server_worker import Engine
     from .text import encode_prompt
 
-    policy = DecodePolicy.for_device()
+    policy = replace(DecodePolicy.for_device(), prefill_chunk=args.prefill_chunk)
     redrafter = args.mode == "redrafter"
     model_dir, drafter_dir = models.resolve(args.model, args.drafter, need_drafter=redrafter)
     mx.random.seed(0)
@@ -133,8 +148,9 @@ def serve(args):
     worker = Worker(engine, max_queue=args.max_queue, time_limit=args.request_timeout)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
                         max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
+                        max_prompt_tokens=args.max_prompt_tokens,
                         chat_template=args.chat_template, content_as_text=not args.content_special_tokens,
-                        local_only=key is None)
+                        local_only=key is None, allow_origins=tuple(args.allow_origin))
     worker.start()
     mode = f"ReDrafter {engine.beam}" if engine.drafter is not None else "auto-regressive"
     print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",

@@ -452,6 +452,7 @@ def rows():
         ("server_temp_nan", "server", "--temp nan", None, "argument --temp: must be a finite number"),
         ("server_temp_underflow", "server", "--temp 1e-38", None, "temp must be 0 (greedy) or a finite number >= 0.001"),
         ("server_lookup", "server", "--lookup -1", None, "argument --lookup: must be >= 0"),
+        ("server_allow_origin", "server", "--allow-origin '*'", None, "--allow-origin *: expected an origin"),
         ("server_api_key_spaces", "server", "--api-key ' key '", None, "--api-key starts or ends with white space"),
         ("server_host_brackets_public", "server", "--host '[2001:db8::1]'", None,
          "--host 2001:db8::1 is not a loopback address"),

@@ -4,6 +4,7 @@ usage; 50 concurrent clients; disconnects, slow clients, bad bodies, API keys.""
 
 import asyncio
 import json
+from contextlib import ExitStack, contextmanager
 import socket
 import threading
 import time
@@ -359,6 +360,187 @@ def test_refuses_a_public_address_without_a_key(dirs):
         assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --host"), out.stderr
 
 
+# --- hardening: idle and slow connections, prefill, other sites ----------------------------------
+
+ORIGIN = "http://app.example"
+
+
+@pytest.fixture(scope="module")
+def guarded(dirs):
+    """IPv6 loopback with an API key, 3 connections, a queue of 2, requests that must arrive
+    within 1 s, prompts of at most 100 tokens, one other site allowed."""
+    server = Server(dirs, "--host", "[::1]", "--max-connections", "3", "--max-queue", "2", "--read-timeout", "1",
+                    "--max-prompt-tokens", "100", "--allow-origin", ORIGIN, env={"REDRAFTER_API_KEY": KEY}, key=KEY,
+                    name="guarded")
+    yield server
+    server.stop()
+    assert "Traceback" not in server.log_path.read_text()
+
+
+def address(server) -> tuple:
+    host, port = server.url[len("http://"):].rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server closes the connection within `timeout` seconds (it sends nothing)."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_bracketed_ipv6_loopback(guarded):
+    assert guarded.url.startswith("http://[::1]:") and guarded.health()["status"] == "ok"
+
+
+def test_idle_socket_flood_locks_nobody_out(guarded):
+    """300 silent connections against a limit of 3: /health answers within 1 s, and a client
+    with the API key gets its answer; the server closes the silent ones."""
+    sockets = [socket.create_connection(address(guarded)) for _ in range(300)]
+    try:
+        start = time.monotonic()
+        health = httpx.get(guarded.url + "/health", timeout=5)
+        assert health.status_code == 200 and time.monotonic() - start < 1
+        answer = guarded.client(timeout=10).completions.create(model="model", prompt="w3", max_tokens=3)
+        assert answer.usage.completion_tokens == 3
+        assert all(closed_by_server(s, 0.01) for s in sockets[:290])  # made room for the newer ones
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_slow_senders_are_cut_off(guarded):
+    """Headers never finished, and a body that stops short of its Content-Length: both
+    connections are closed once the read timeout (1 s) has passed."""
+    head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    with socket.create_connection(address(guarded)) as headers, socket.create_connection(address(guarded)) as body:
+        headers.sendall(head.encode())
+        body.sendall((head + "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"prompt\"").encode())
+        start = time.monotonic()
+        assert closed_by_server(headers, 5) and closed_by_server(body, 5)
+        assert 0.5 < time.monotonic() - start < 3
+    assert guarded.health()["status"] == "ok"
+
+
+def raw_response(server, request: bytes) -> tuple:
+    """(status, headers, JSON body) of one raw HTTP request."""
+    with socket.create_connection(address(server), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def test_malformed_http_gets_a_json_400(guarded):
+    status, headers, body = raw_response(guarded, b"NOT HTTP AT ALL\r\n\r\n")
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert body["error"]["code"] == "invalid_http"
+
+
+@contextmanager
+def long_streams(server, count: int):
+    """`count` streamed 3,000-token completions, open (one decoding, the others queued) until
+    the block ends, then closed (their jobs cancelled)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(server.http.stream("POST", "/v1/completions", json={
+            "model": "model", "prompt": f"w{3 + n}", "max_tokens": LONG, "stream": True})) for n in range(count)]
+
+
+def test_connection_limit_503_is_json(guarded):
+    """Three connections waiting for answers (one decoding, two queued) at a limit of three:
+    a fourth gets a JSON 503 (there is no idle one to close)."""
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with long_streams(guarded, 3):
+        for _ in range(100):
+            status, headers, body = raw_response(guarded, request)
+            if status == 503:
+                break
+            time.sleep(0.05)
+    assert status == 503 and headers["content-type"] == "application/json" and headers["retry-after"].isdigit()
+    assert body["error"]["code"] == "too_many_connections"
+    guarded.wait_for(lambda h: not h["running"] and h["queued"] == 0)
+
+
+def test_retry_after_counts_the_work_ahead(server):
+    """A full queue behind a 3,000-token request: Retry-After is that request's expected rest
+    at the measured speed, seconds (not the mean request time spread over the queue)."""
+    with long_streams(server, 9):
+        server.wait_for(lambda h: h["running"] and h["queued"] == 8)
+        with pytest.raises(openai.RateLimitError) as refused:
+            server.client().completions.create(model="model", prompt="w5", max_tokens=2)
+        retry_after = int(refused.value.response.headers["retry-after"])
+        work_ahead = server.health()["work_ahead_s"]
+    assert 2 <= retry_after <= work_ahead
+    server.wait_for(lambda h: not h["running"] and h["queued"] == 0)
+
+
+def test_prompt_token_limit(guarded):
+    client = guarded.client()
+    assert client.completions.create(model="model", prompt=[5] * 100, max_tokens=1).usage.prompt_tokens == 100
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="model", prompt=[5] * 101, max_tokens=1)
+    assert refused.value.body["code"] == "prompt_too_long" and refused.value.body["param"] == "prompt"
+
+
+def test_other_sites_are_refused(server, guarded):
+    """A browser's simple cross-site request (text/plain, another Origin) gets 403; a
+    text/plain body 415; a listed origin gets CORS headers, its preflight too."""
+    body = json.dumps(GOOD)
+    evil = httpx.post(server.url + "/v1/completions", content=body,
+                      headers={"Content-Type": "text/plain", "Origin": "http://evil.example"})
+    assert evil.status_code == 403 and evil.json()["error"]["code"] == "origin_not_allowed"
+    plain = httpx.post(server.url + "/v1/completions", content=body, headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415 and plain.json()["error"]["code"] == "unsupported_media_type"
+    own = httpx.post(server.url + "/v1/completions", content=body,
+                     headers={"Content-Type": "application/json", "Origin": server.url})
+    assert own.status_code == 200 and "access-control-allow-origin" not in own.headers
+    listed = guarded.http.post("/v1/completions", content=body,
+                               headers={"Content-Type": "application/json", "Origin": ORIGIN})
+    assert listed.status_code == 200 and listed.headers["access-control-allow-origin"] == ORIGIN
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    allowed = httpx.options(guarded.url + "/v1/chat/completions", headers=preflight)
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == ORIGIN
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    refused = httpx.options(guarded.url + "/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"})
+    assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    assert refused.json()["error"]["code"] == "origin_not_allowed"
+    other = guarded.http.post("/v1/completions", content=body,
+                              headers={"Content-Type": "application/json", "Origin": "http://evil.example"})
+    assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
+
+
+def test_disconnect_mid_prefill_frees_the_decoder(server):
+    """A 4,000-token prompt (about 2 s of prefill on the tiny model): the client leaves after
+    0.3 s and the next request may start within 1 s."""
+    cancelled = server.health()["cancelled"]
+    with pytest.raises(openai.APITimeoutError):
+        server.client(timeout=0.3).completions.create(model="model", prompt=[5] * 4000, max_tokens=50)
+    assert server.wait_for(lambda h: h["cancelled"] == cancelled + 1 and not h["running"]) < 1
+
+
+def test_time_limit_mid_prefill(dirs):
+    """--request-timeout 0.3 against a 4,000-token prompt: the answer comes within 1 s of it,
+    with no tokens, marked timed out."""
+    deadline = Server(dirs, "--request-timeout", "0.3", "--mode", "ar", name="deadline")
+    try:
+        start = time.monotonic()
+        answer = deadline.client().completions.create(model="model", prompt=[5] * 4000, max_tokens=50)
+        assert time.monotonic() - start < 1.3
+        assert answer.usage.completion_tokens == 0 and answer.model_extra["redrafter"]["timed_out"]
+        assert answer.choices[0].finish_reason == "length"
+    finally:
+        deadline.stop()
+
+
 # --- bad requests ----------------------------------------------------------------------------
 
 GOOD = {"model": "model", "prompt": "w3", "max_tokens": 2}
@@ -480,7 +662,7 @@ def test_wrong_typed_fields_get_400(strict, data):
                                                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner)))
 def test_arbitrary_bodies_never_break_the_server(strict, body):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = strict.http.post("/v1/chat/completions", content=content)
+    response = strict.http.post("/v1/chat/completions", content=content, headers={"Content-Type": "application/json"})
     assert response.status_code in (200, 400, 404, 413)
     assert ("error" in response.json()) == (response.status_code != 200)
 
