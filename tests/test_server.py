@@ -439,8 +439,10 @@ def raw_response(server, request: bytes) -> tuple:
     return int(lines[0].split()[1]), headers, json.loads(body)
 
 
-def test_malformed_http_gets_a_json_400(guarded):
-    status, headers, body = raw_response(guarded, b"NOT HTTP AT ALL\r\n\r\n")
+@pytest.mark.parametrize("request_bytes", [b"NOT HTTP AT ALL\r\n\r\n", b"GET /health HTTP/1.1\r\nX: " + b"a" * 20000],
+                         ids=["garbage", "huge_header"])
+def test_malformed_http_gets_a_json_400(guarded, request_bytes):
+    status, headers, body = raw_response(guarded, request_bytes)
     assert status == 400 and headers["content-type"] == "application/json"
     assert body["error"]["code"] == "invalid_http"
 
@@ -510,6 +512,9 @@ def test_other_sites_are_refused(server, guarded):
     allowed = httpx.options(guarded.url + "/v1/chat/completions", headers=preflight)
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == ORIGIN
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    openai_js = httpx.options(guarded.url + "/v1/chat/completions",  # the openai client's own headers too
+                              headers={**preflight, "Access-Control-Request-Headers": "x-stainless-os, authorization"})
+    assert openai_js.status_code == 200
     refused = httpx.options(guarded.url + "/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"})
     assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
     assert refused.json()["error"]["code"] == "origin_not_allowed"
