@@ -4,10 +4,12 @@ cannot exhaust.
 - Every request must arrive whole (its headers and body) within `read_timeout` seconds of
   the connection opening or of the previous response; else the connection is closed (a
   request half sent gets no answer; its handler sees the client gone).
-- At `max_connections` open connections a new one closes the connection that has been
-  silent longest among those not waiting for an answer (idle, or still sending its
-  request), so a flood of silent sockets cannot lock out /health or a client with the API
-  key. Only when every connection waits for an answer is the new one refused (503).
+- At `max_connections` open connections a new one closes another that is not waiting for an
+  answer (idle, or still sending its request): one that has never sent a byte if there is
+  one, else the one silent longest. So a flood of silent sockets cannot lock out /health or
+  a client with the API key, and closes none of the kept-alive connections of clients that
+  made requests before it. Only when every connection waits for an answer is the new one
+  refused (503).
 - The parser's 400 and the 503 are JSON error bodies, as the API's other errors.
 
 uvicorn's own limit (limit_concurrency) counts open sockets and never times out one that
@@ -52,6 +54,7 @@ class LimitedH11Protocol(H11Protocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         self.last_heard = self.loop.time()
+        self.spoken = False  # has sent a byte
         self.read_deadline = None
         self._arm_read_deadline()
         if len(self.connections) > self.max_connections:
@@ -62,7 +65,7 @@ class LimitedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes):
-        self.last_heard = self.loop.time()
+        self.last_heard, self.spoken = self.loop.time(), True
         super().data_received(data)
         if self.cycle is not None and not self.cycle.more_body and not self.cycle.response_complete:
             self._disarm_read_deadline()  # the request has arrived whole: the answer may take its time
@@ -85,12 +88,12 @@ class LimitedH11Protocol(H11Protocol):
         return self.cycle is not None and not self.cycle.more_body and not self.cycle.response_complete
 
     def _make_room(self):
-        """Closes the longest-silent connection not waiting for an answer; without one, this
-        connection's request gets the 503."""
+        """Closes a connection not waiting for an answer (never spoken first, then the longest
+        silent); without one, this connection's request gets the 503."""
         others = [c for c in self.connections if c is not self and not c.transport.is_closing()
                   and isinstance(c, LimitedH11Protocol) and not c.waits_for_answer()]
         if others:
-            min(others, key=lambda c: c.last_heard).transport.close()
+            min(others, key=lambda c: (c.spoken, c.last_heard)).transport.close()
         else:
             self.app = too_many_connections
 

@@ -4,6 +4,7 @@ usage; 50 concurrent clients; disconnects, slow clients, bad bodies, API keys.""
 
 import asyncio
 import json
+import re
 from contextlib import ExitStack, contextmanager
 import socket
 import threading
@@ -397,20 +398,38 @@ def test_bracketed_ipv6_loopback(guarded):
     assert guarded.url.startswith("http://[::1]:") and guarded.health()["status"] == "ok"
 
 
+def kept_alive_get(sock: socket.socket, request: bytes) -> bytes:
+    """One whole response (read up to its Content-Length) on a connection kept open."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+            re.search(rb"content-length: (\d+)", data.lower()).group(1)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def test_idle_socket_flood_locks_nobody_out(guarded):
     """300 silent connections against a limit of 3: /health answers within 1 s, and a client
-    with the API key gets its answer; the server closes the silent ones."""
-    sockets = [socket.create_connection(address(guarded)) for _ in range(300)]
-    try:
-        start = time.monotonic()
-        health = httpx.get(guarded.url + "/health", timeout=5)
-        assert health.status_code == 200 and time.monotonic() - start < 1
-        answer = guarded.client(timeout=10).completions.create(model="model", prompt="w3", max_tokens=3)
-        assert answer.usage.completion_tokens == 3
-        assert all(closed_by_server(s, 0.01) for s in sockets[:290])  # made room for the newer ones
-    finally:
-        for s in sockets:
-            s.close()
+    with the API key gets its answer; the server closes the silent ones, not a connection
+    kept alive by a client that made a request before."""
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(address(guarded), timeout=5) as kept:
+        assert kept_alive_get(kept, request).startswith(b"HTTP/1.1 200")
+        sockets = [socket.create_connection(address(guarded)) for _ in range(300)]
+        try:
+            start = time.monotonic()
+            health = httpx.get(guarded.url + "/health", timeout=5)
+            assert health.status_code == 200 and time.monotonic() - start < 1
+            assert kept_alive_get(kept, request).startswith(b"HTTP/1.1 200")
+            answer = guarded.client(timeout=10).completions.create(model="model", prompt="w3", max_tokens=3)
+            assert answer.usage.completion_tokens == 3
+            assert all(closed_by_server(s, 0.01) for s in sockets[:290])  # made room for the newer ones
+        finally:
+            for s in sockets:
+                s.close()
 
 
 def test_slow_senders_are_cut_off(guarded):
