@@ -247,12 +247,28 @@ class LongPrompt:
         self.seconds = time.perf_counter() - start
 
 
-def health_poll(http, done: threading.Event, seconds: list):
-    """Polls /health every 0.1 s until done (a failed poll counts as infinitely slow)."""
+def health_poll(http, done: threading.Event, seconds: list, failures: list):
+    """Polls /health every 0.1 s until done: the seconds of each answer, the failures."""
     while not done.wait(0.1):
         start = time.perf_counter()
-        ok = http.get("/health").status_code == 200
-        seconds.append(time.perf_counter() - start if ok else float("inf"))
+        try:
+            status = http.get("/health").status_code
+        except Exception as error:  # counted, not raised: the load test goes on
+            failures.append(f"{type(error).__name__}: {error}")
+            continue
+        if status == 200:
+            seconds.append(time.perf_counter() - start)
+        else:
+            failures.append(f"status {status}")
+
+
+def timed(server: Served, prompt: str, max_tokens: int, failures: list):
+    """A request's seconds, or None (its failure added to failures)."""
+    try:
+        return server.run(prompt, max_tokens).seconds
+    except Exception as error:  # counted, not raised: the load test goes on
+        failures.append(f"{type(error).__name__}: {error}")
+        return None
 
 
 def under_load(server: Served, tokenizer, prompts: list, args) -> dict:
@@ -260,16 +276,16 @@ def under_load(server: Served, tokenizer, prompts: list, args) -> dict:
     import httpx
 
     quiet = [server.run(p, args.max_tokens).seconds for p in prompts]
-    done, health = threading.Event(), []
+    done, health, failures = threading.Event(), [], []
     http = httpx.Client(base_url=server.url, timeout=30)
-    poller = threading.Thread(target=health_poll, args=(http, done, health), daemon=True)
+    poller = threading.Thread(target=health_poll, args=(http, done, health, failures), daemon=True)
     with IdleFlood(server, args.idle_sockets) as flood, http:
         poller.start()
         long = LongPrompt(server, tokenizer, prompts[0], args.long_prompt_tokens) if args.long_prompt_tokens else None
         if long:
             long.thread.start()
             time.sleep(0.2)  # it starts first: the requests below wait behind its prefill
-        loaded = [server.run(p, args.max_tokens).seconds for p in prompts]
+        loaded = [s for s in (timed(server, p, args.max_tokens, failures) for p in prompts) if s is not None]
         if long:
             long.thread.join()
         done.set()
@@ -278,8 +294,9 @@ def under_load(server: Served, tokenizer, prompts: list, args) -> dict:
             "long_prompt_tokens": args.long_prompt_tokens, "long_prompt_s": round(long.seconds, 3) if long else None,
             "long_prompt_error": long.error if long else None,
             "quiet_request_s_median": round(statistics.median(quiet), 3), "quiet_request_s_max": round(max(quiet), 3),
-            "loaded_request_s_median": round(statistics.median(loaded), 3),
-            "loaded_request_s_max": round(max(loaded), 3), "health_polls": len(health),
+            "loaded_requests": len(loaded), "failures": failures[:10], "failure_count": len(failures),
+            "loaded_request_s_median": round(statistics.median(loaded), 3) if loaded else None,
+            "loaded_request_s_max": round(max(loaded), 3) if loaded else None, "health_polls": len(health),
             "health_ms_median": round(1e3 * statistics.median(health), 1) if health else None,
             "health_ms_max": round(1e3 * max(health), 1) if health else None}
 
@@ -311,7 +328,9 @@ def report(runs: dict, args, load: dict = None) -> dict:
               f"{load['long_prompt_tokens']}-token prompt: {load['long_prompt_s']} s): requests "
               f"{load['loaded_request_s_median']} s median, {load['loaded_request_s_max']} s max (quiet: "
               f"{load['quiet_request_s_median']} s, {load['quiet_request_s_max']} s); /health "
-              f"{load['health_ms_median']} ms median, {load['health_ms_max']} ms max over {load['health_polls']} polls"
+              f"{load['health_ms_median']} ms median, {load['health_ms_max']} ms max over {load['health_polls']} polls; "
+              f"{load['failure_count']} failed requests or polls"
+              + (f" (first: {load['failures'][0]})" if load["failures"] else "")
               + (f"; the long request failed: {load['long_prompt_error']}" if load["long_prompt_error"] else ""))
         table["under load"] = load
     if args.out:

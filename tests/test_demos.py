@@ -199,3 +199,4 @@ def test_server_bench_compares_the_server_with_in_process_decoding(dirs):
     assert json.loads((dirs["root"] / "server_bench.json").read_text())["identical"] == 2
     assert load["sockets_opened"] >= 300 and load["long_prompt_error"] is None and load["long_prompt_s"] > 0
     assert load["health_polls"] >= 1 and load["health_ms_max"] < 1000  # 300 idle sockets lock nobody out
+    assert load["failure_count"] == 0 and load["loaded_requests"] == 2
