@@ -7,11 +7,11 @@ when full). Loopback only unless an API key is set (--api-key or REDRAFTER_API_K
 """
 
 import argparse
-from dataclasses import replace
 import ipaddress
 import os
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import models

@@ -164,7 +164,9 @@ class Worker:
 
     def work_ahead(self) -> float:
         """Expected seconds before a request queued now would start."""
-        return self.running_seconds_left() + sum(self.expected_seconds(job) for job in list(self.jobs.queue)
+        with self.jobs.mutex:  # the generation thread takes jobs meanwhile
+            queued = list(self.jobs.queue)
+        return self.running_seconds_left() + sum(self.expected_seconds(job) for job in queued
                                                  if job is not None and not job.cancelled.is_set())
 
     def health(self) -> dict:
