@@ -33,19 +33,21 @@ SAMPLED_DRAFTS = "rsd-s"  # sampled_drafts.py: how drafts are drawn when samplin
 
 
 def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1, taps: tuple = (),
-            progress: Callable[[int, int], None] = None, chunk_size: int = PREFILL_CHUNK) -> mx.array:
+            progress: Callable[[int, int], None] = None, chunk_size: int = None) -> mx.array:
     """Runs the prompt through the model in chunks; returns the last hidden state (1, dim),
     or with taps the last features (1, dim * (1 + len(taps))), Model.forward.
 
     progress(done, total): called after each chunk with the prompt tokens processed so far;
     an exception it raises stops the prefill (a server cancels a request this way). chunk_size:
-    prompt tokens per chunk (DecodePolicy.prefill_chunk; smaller: progress called more often).
+    prompt tokens per chunk (DecodePolicy.prefill_chunk; None: PREFILL_CHUNK; smaller: progress
+    called more often).
 
     bucket: pad each chunk at its end to a multiple of this many tokens (DecodePolicy: on a
     GPU every new prompt length compiles kernels, ~80 ms for a length seen first, ~10 ms
     again; padded chunks come in a few lengths). Causal attention keeps the padding out of
     the prompt's states, and the cache commits only the prompt (the padding's slots are
     written over)."""
+    chunk_size = chunk_size or PREFILL_CHUNK
     for start in range(0, len(prompt), chunk_size):
         chunk = prompt[start:start + chunk_size]
         padded = -(-len(chunk) // bucket) * bucket
@@ -104,7 +106,7 @@ def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: S
     step = ar_step(model, sampling) if policy.compile_ar else None
     start = time.perf_counter()
     token = sample(model.logits(prefill(model, cache, prompt, bucket=policy.prefill_bucket, progress=progress,
-                                         chunk_size=policy.prefill_chunk or PREFILL_CHUNK)),
+                                         chunk_size=policy.prefill_chunk)),
                    sampling)
     mx.eval(token)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
@@ -271,7 +273,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     step = redrafter_step(model, drafter, beam, sampling, sampled_drafts, compiled=fixed)
     start = time.perf_counter()
     context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps, progress=progress,
-                      chunk_size=policy.prefill_chunk or PREFILL_CHUNK)
+                      chunk_size=policy.prefill_chunk)
     token = sample(model.logits(context), sampling)
     draft = draft_fn(sampling, sampled_drafts)(drafter, model.embed, context, token, beam.width, beam.length)
     mx.eval(draft.beams)
