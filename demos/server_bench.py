@@ -7,15 +7,25 @@ the same machine load. Greedy, so the texts must be identical.
 
 Reports tokens/s (completion tokens over the whole request, from sending it to its last
 token) and time to first token (the first text) per method, and the server's overhead.
+
+With --idle-sockets and/or --long-prompt-tokens, a load test follows on the ReDrafter server:
+the same requests timed quiet, then while N silent connections are held open (reopened as
+the server closes them) and a request with a long prompt runs, with /health polled
+throughout:
+
+  python -m demos.server_bench --num-prompts 5 --idle-sockets 1000 --long-prompt-tokens 4000
 """
 
 import argparse
 import json
 import re
+import select
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +63,10 @@ def parse_args(argv=None):
     p.add_argument("--max-tokens", type=int_at_least(1), default=64)
     p.add_argument("--beam", default="1x3")
     p.add_argument("--repeats", type=int_at_least(1), default=1, help="times each prompt is run per method")
+    p.add_argument("--idle-sockets", type=int_at_least(0), default=0,
+                   help="load test: silent connections held open (0: none)")
+    p.add_argument("--long-prompt-tokens", type=int_at_least(0), default=0,
+                   help="load test: a request with a prompt this long runs meanwhile (0: none)")
     p.add_argument("--out", type=Path, help="write the runs and the summary as JSON")
     return p.parse_args(argv)
 
@@ -98,6 +112,7 @@ class Served:
         self.log = log
         self.process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
         self.url = self._port()
+        self.address = self.url[len("http://"):].rsplit(":", 1)
         self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=600)
         self.name = self.client.models.list().data[0].id
 
@@ -154,10 +169,12 @@ def run(args) -> dict:
         servers = {mode: Served(args, mode, Path(logs) / f"{mode}.log") for mode in ("redrafter", "ar")}
         try:
             runs = measure(local, servers, prompts * args.repeats, args.max_tokens)
+            load = under_load(servers["redrafter"], local.tokenizer, prompts, args) \
+                if args.idle_sockets or args.long_prompt_tokens else None
         finally:
             for server in servers.values():
                 server.stop()
-    return report(runs, args)
+    return report(runs, args, load)
 
 
 def measure(local: Local, servers: dict, prompts: list, max_tokens: int) -> dict:
@@ -178,7 +195,113 @@ def measure(local: Local, servers: dict, prompts: list, max_tokens: int) -> dict
     return runs
 
 
-def report(runs: dict, args) -> dict:
+class IdleFlood:
+    """`count` silent connections to a server, reopened as the server closes them."""
+
+    def __init__(self, server: Served, count: int):
+        self.address, self.count = (server.address[0], int(server.address[1])), count
+        self.sockets, self.opened, self.done = [], 0, threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def __enter__(self):
+        self._top_up()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        for sock in self.sockets:
+            sock.close()
+
+    def _top_up(self):
+        while len(self.sockets) < self.count:
+            self.sockets.append(socket.create_connection(self.address))
+            self.opened += 1
+
+    def _hold(self):
+        while not self.done.wait(0.2):
+            readable, _, _ = select.select(self.sockets, [], [], 0)  # closed by the server: readable, empty
+            for sock in readable:
+                self.sockets.remove(sock)
+                sock.close()
+            self._top_up()
+
+
+class LongPrompt:
+    """One completion request whose prompt is `tokens` long (a prompt's tokens repeated), in a
+    thread; records its seconds."""
+
+    def __init__(self, server: Served, tokenizer, prompt: str, tokens: int):
+        ids = tokenizer.encode(prompt)
+        self.prompt = (ids * (tokens // len(ids) + 1))[:tokens]
+        self.server, self.seconds, self.error = server, None, None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        start = time.perf_counter()
+        try:
+            self.server.client.completions.create(model=self.server.name, prompt=self.prompt, max_tokens=1)
+        except Exception as error:  # reported, not raised: the load test goes on
+            self.error = f"{type(error).__name__}: {error}"
+        self.seconds = time.perf_counter() - start
+
+
+def health_poll(http, done: threading.Event, seconds: list, failures: list):
+    """Polls /health every 0.1 s until done: the seconds of each answer, the failures."""
+    while not done.wait(0.1):
+        start = time.perf_counter()
+        try:
+            status = http.get("/health").status_code
+        except Exception as error:  # counted, not raised: the load test goes on
+            failures.append(f"{type(error).__name__}: {error}")
+            continue
+        if status == 200:
+            seconds.append(time.perf_counter() - start)
+        else:
+            failures.append(f"status {status}")
+
+
+def timed(server: Served, prompt: str, max_tokens: int, failures: list):
+    """A request's seconds, or None (its failure added to failures)."""
+    try:
+        return server.run(prompt, max_tokens).seconds
+    except Exception as error:  # counted, not raised: the load test goes on
+        failures.append(f"{type(error).__name__}: {error}")
+        return None
+
+
+def under_load(server: Served, tokenizer, prompts: list, args) -> dict:
+    """The prompts' request times quiet, then under the flood and the long prompt."""
+    import httpx
+
+    quiet = [server.run(p, args.max_tokens).seconds for p in prompts]
+    done, health, failures = threading.Event(), [], []
+    http = httpx.Client(base_url=server.url, timeout=30)
+    poller = threading.Thread(target=health_poll, args=(http, done, health, failures), daemon=True)
+    with IdleFlood(server, args.idle_sockets) as flood, http:
+        poller.start()
+        long = LongPrompt(server, tokenizer, prompts[0], args.long_prompt_tokens) if args.long_prompt_tokens else None
+        if long:
+            long.thread.start()
+            time.sleep(0.2)  # it starts first: the requests below wait behind its prefill
+        loaded = [s for s in (timed(server, p, args.max_tokens, failures) for p in prompts) if s is not None]
+        if long:
+            long.thread.join()
+        done.set()
+        poller.join()
+    return {"idle_sockets": args.idle_sockets, "sockets_opened": flood.opened,
+            "long_prompt_tokens": args.long_prompt_tokens, "long_prompt_s": round(long.seconds, 3) if long else None,
+            "long_prompt_error": long.error if long else None,
+            "quiet_request_s_median": round(statistics.median(quiet), 3), "quiet_request_s_max": round(max(quiet), 3),
+            "loaded_requests": len(loaded), "failures": failures[:10], "failure_count": len(failures),
+            "loaded_request_s_median": round(statistics.median(loaded), 3) if loaded else None,
+            "loaded_request_s_max": round(max(loaded), 3) if loaded else None, "health_polls": len(health),
+            "health_ms_median": round(1e3 * statistics.median(health), 1) if health else None,
+            "health_ms_max": round(1e3 * max(health), 1) if health else None}
+
+
+def report(runs: dict, args, load: dict = None) -> dict:
     table = {name: summary(r) for name, r in runs.items()}
     texts = {name: [r.text for r in rs] for name, rs in runs.items()}
     same = sum(len(set(t)) == 1 for t in zip(*texts.values()))
@@ -200,6 +323,16 @@ def report(runs: dict, args) -> dict:
               f"outside decoding (HTTP, JSON, encoding, the thread hand-off): median {statistics.median(outside):.1%}")
     speedup = table["server redrafter"]["tokens_per_s"] / table["server ar"]["tokens_per_s"]
     print(f"through the server: ReDrafter {speedup:.2f}x auto-regressive")
+    if load:
+        print(f"under load ({load['idle_sockets']} idle sockets held, {load['sockets_opened']} opened; a "
+              f"{load['long_prompt_tokens']}-token prompt: {load['long_prompt_s']} s): requests "
+              f"{load['loaded_request_s_median']} s median, {load['loaded_request_s_max']} s max (quiet: "
+              f"{load['quiet_request_s_median']} s, {load['quiet_request_s_max']} s); /health "
+              f"{load['health_ms_median']} ms median, {load['health_ms_max']} ms max over {load['health_polls']} polls; "
+              f"{load['failure_count']} failed requests or polls"
+              + (f" (first: {load['failures'][0]})" if load["failures"] else "")
+              + (f"; the long request failed: {load['long_prompt_error']}" if load["long_prompt_error"] else ""))
+        table["under load"] = load
     if args.out:
         with atomic_file(args.out) as tmp:
             tmp.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": table,

@@ -26,6 +26,8 @@ class DecodePolicy:
     fuse_projections: bool  # q/k/v and gate/up joined into one product each (fewer kernels; when loaded)
     dense_weights: bool  # a drafter's quantized layers made dense when loaded (slow quantized CPU kernels)
     fixed_single_beam: bool = True  # width-1 trees too (always L tokens: nothing to pad)
+    prefill_chunk: int = None  # prompt tokens run per forward pass (None: decode.PREFILL_CHUNK); a server's
+    # smaller chunks let it stop a prefill sooner (its progress callback runs between chunks)
 
     @classmethod
     def for_device(cls, device=None) -> "DecodePolicy":

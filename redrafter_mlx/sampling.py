@@ -2,6 +2,14 @@
 
 AR sampling and ReDrafter's speculative sampling both read the LLM through
 `target_log_probs`, so both sample from exactly the same distribution.
+
+Settings whose float32 arithmetic would underflow are refused (SamplingError): a temperature
+is 0 (greedy) or at least MIN_TEMP, so that logits / temp stays finite for any logit below
+3.4e35 (float32's largest number times MIN_TEMP; 1e-38 made every logit inf), and it makes
+no difference: at 1e-3 a logit gap of 0.1 is already a factor e^100, greedy in all but ties.
+top_p is at least MIN_TOP_P: the most likely token's probability is at least 1 / vocab, so
+any top_p up to 1e-6 keeps only that token (for vocabularies up to a million words), while
+values below float32's smallest number (1e-46) became 0 and kept no token at all.
 """
 
 import math
@@ -11,6 +19,17 @@ import mlx.core as mx
 
 from .errors import UsageError
 
+MIN_TEMP = 1e-3  # a smaller temperature > 0 is refused (the module's docstring says why)
+MIN_TOP_P = 1e-6
+
+
+class SamplingError(UsageError):
+    """A sampling setting out of range; `param` names it (temp, top_k, top_p)."""
+
+    def __init__(self, param: str, requirement: str, value):
+        super().__init__(f"{param} {requirement}, got {value}")
+        self.param, self.requirement, self.value = param, requirement, value
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -19,12 +38,12 @@ class SamplingParams:
     top_p: float = 1.0  # 1: off
 
     def __post_init__(self):
-        if not math.isfinite(self.temp) or self.temp < 0:
-            raise UsageError(f"--temp must be a finite number >= 0, got {self.temp}")
+        if not (self.temp == 0 or (math.isfinite(self.temp) and self.temp >= MIN_TEMP)):
+            raise SamplingError("temp", f"must be 0 (greedy) or a finite number >= {MIN_TEMP:g}", self.temp)
         if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise UsageError(f"--top-k must be an integer >= 0, got {self.top_k}")
-        if not 0 < self.top_p <= 1:  # False for NaN
-            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+            raise SamplingError("top_k", "must be an integer >= 0", self.top_k)
+        if not MIN_TOP_P <= self.top_p <= 1:  # False for NaN
+            raise SamplingError("top_p", f"must be in [{MIN_TOP_P:g}, 1]", self.top_p)
 
     @property
     def greedy(self) -> bool:

@@ -9,7 +9,9 @@ when full). Loopback only unless an API key is set (--api-key or REDRAFTER_API_K
 import argparse
 import ipaddress
 import os
+import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import models
@@ -17,6 +19,7 @@ from .beam_search import BeamShape
 from .decode import LOOKUP_MIN_MATCH
 from .errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from .load import DTYPES
+from .sampling import SamplingParams
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
 
@@ -32,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int_at_least(0, 65535), default=8080, help="0: any free port")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}); "
                    "needed to bind a non-loopback address")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a site whose web pages may call the API (e.g. http://localhost:3000; repeatable): its "
+                   "requests get CORS headers; other sites' requests get 403")
     p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
     p.add_argument("--beam", help="WxL, e.g. 2x4, or 'auto' (timed once per device, cached); default: the named "
                    "model's fastest shape measured on this kind of device (docs/perf.md), else 1x3")
@@ -39,15 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0: off)")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap chat messages in the tokenizer's chat template (when it has one)")
+    p.add_argument("--content-special-tokens", action="store_true",
+                   help="encode special tokens written in chat messages ('<|im_end|>') as control tokens, not as "
+                   "text (lets a client end its turn and open a system turn)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: as stored)")
     p.add_argument("--max-tokens", type=int_at_least(1), default=512, help="when a request gives none (always capped to the "
                    "context window)")
     p.add_argument("--temp", type=finite_float(0), default=0.0, help="temperature when a request gives none (0: greedy)")
     p.add_argument("--max-queue", type=int_at_least(1), default=16, help="requests waiting behind the running one; more get 429")
+    p.add_argument("--max-prompt-tokens", type=int_at_least(1),
+                   help="longer prompts get 400 (default: the model's context window)")
+    p.add_argument("--prefill-chunk", type=int_at_least(1), default=64,
+                   help="prompt tokens per forward pass: a cancelled or timed-out request stops after the chunk "
+                   "running (larger: fewer passes)")
     p.add_argument("--request-timeout", type=finite_float(0), default=300.0,
-                   help="seconds a request may decode; then it ends with finish_reason 'length' (0: no limit)")
+                   help="seconds a request may run, its prompt included; then it ends with finish_reason "
+                   "'length' (0: no limit)")
     p.add_argument("--max-body-bytes", type=int_at_least(1), default=1 << 20, help="larger request bodies get 413")
-    p.add_argument("--max-connections", type=int_at_least(1), default=256, help="open connections; more get 503")
+    p.add_argument("--max-connections", type=int_at_least(1), default=256,
+                   help="open connections; past it a new one closes the longest-silent idle one, and gets 503 "
+                   "only when all wait for answers")
+    p.add_argument("--read-timeout", type=finite_float(0, open_minimum=True), default=10.0,
+                   help="seconds a request (headers and body) may take to arrive; then its connection is closed")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -56,20 +75,31 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve anywhere
 
 
 def check_args(args) -> str:
     """Refuses unsafe or impossible settings before loading anything; returns the API key
-    (None: no key)."""
+    (None: no key). An IPv6 address in brackets ('[::1]', as URLs write it) is bound without them."""
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if key is not None and key != key.strip():
+        source = "--api-key" if args.api_key else f"${API_KEY_ENV}"
+        raise UsageError(f"{source} starts or ends with white space, which clients' Authorization headers "
+                         "cannot carry: remove it")
+    if args.host.startswith("[") and args.host.endswith("]"):
+        args.host = args.host[1:-1]
     if not is_loopback(args.host) and key is None:
         raise UsageError(f"--host {args.host} is not a loopback address: set an API key (--api-key or "
                          f"${API_KEY_ENV}) to serve it")
+    for origin in args.allow_origin:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise UsageError(f"--allow-origin {origin}: expected an origin such as http://localhost:3000 (a scheme "
+                             "and a host, no path)")
     if args.beam not in (None, "auto"):
         BeamShape.parse(args.beam)
+    SamplingParams(args.temp)
     return key
 
 
@@ -80,11 +110,10 @@ def load_engine(args):
     from .calibrate import auto_beam
     from .load import load_drafter, load_model, load_tokenizer
     from .policy import DecodePolicy
-    from .sampling import SamplingParams
     from .server_worker import Engine
     from .text import encode_prompt
 
-    policy = DecodePolicy.for_device()
+    policy = replace(DecodePolicy.for_device(), prefill_chunk=args.prefill_chunk)
     redrafter = args.mode == "redrafter"
     model_dir, drafter_dir = models.resolve(args.model, args.drafter, need_drafter=redrafter)
     mx.random.seed(0)
@@ -109,6 +138,7 @@ def serve(args):
         import uvicorn
 
         from .server_app import Settings, create_app
+        from .server_http import limited_protocol
     except ImportError as error:
         raise UsageError(f"the server needs its extra dependencies ({error.name} is missing): "
                          f'pip install -e ".[server]" (in the repository)') from None
@@ -118,13 +148,16 @@ def serve(args):
     worker = Worker(engine, max_queue=args.max_queue, time_limit=args.request_timeout)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
                         max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
-                        chat_template=args.chat_template, local_only=key is None)
+                        max_prompt_tokens=args.max_prompt_tokens,
+                        chat_template=args.chat_template, content_as_text=not args.content_special_tokens,
+                        local_only=key is None, allow_origins=tuple(args.allow_origin))
     worker.start()
     mode = f"ReDrafter {engine.beam}" if engine.drafter is not None else "auto-regressive"
     print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",
           file=sys.stderr)
-    uvicorn.run(create_app(worker, settings), host=args.host, port=args.port, log_level=args.log_level,
-                limit_concurrency=args.max_connections, timeout_graceful_shutdown=5)
+    http = limited_protocol(read_timeout=args.read_timeout, max_connections=args.max_connections)
+    uvicorn.run(create_app(worker, settings), host=args.host, port=args.port, log_level=args.log_level, http=http,
+                timeout_graceful_shutdown=5)
 
 
 def main(argv=None):

@@ -1,4 +1,7 @@
-"""The server's HTTP side (Starlette): routes, the API key, body limits, errors as JSON.
+"""The server's HTTP side (Starlette): routes, the API key, body limits, errors as JSON,
+and no requests from other sites' pages: a request whose Origin is not the server's own
+gets 403 unless --allow-origin lists it (those get CORS headers), and request bodies must be
+application/json (415 otherwise: a browser sends text/plain across sites without asking).
 
 Each completion request is checked and encoded here, then queued for the generation thread
 (server_worker.py); its text comes back step by step, streamed as server-sent events or
@@ -11,17 +14,19 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .openai_api import (ApiError, GenerationRequest, completion, chunk, error_body, final_chunks, new_id,
                          parse_json, parse_request, sse)
-from .sampling import SamplingParams
+from .sampling import SamplingError, SamplingParams
 from .server_worker import Job, QueueFull, Worker
 from .text import encode_messages
 
@@ -36,9 +41,12 @@ class Settings:
     max_tokens: int = 512  # when a request gives none
     temp: float = 0.0  # when a request gives none
     max_body: int = 1 << 20  # bytes
+    max_prompt_tokens: Optional[int] = None  # None: the context window
     api_key: Optional[str] = None
     chat_template: bool = True
+    content_as_text: bool = True  # special tokens' text in chat messages encoded as text (text.encode_messages)
     local_only: bool = True  # no API key and a loopback address: only local Host headers (DNS rebinding)
+    allow_origins: Tuple[str, ...] = ()  # other sites whose pages may call the API (CORS)
 
 
 class Api:
@@ -81,6 +89,7 @@ class Api:
 
     async def generate(self, request: Request, chat: bool):
         self.authorize(request)
+        check_json(request)
         body = parse_json(await read_body(request, self.settings.max_body))
         req = parse_request(body, chat=chat, served=self.settings.served)
         job = await self.job(req)
@@ -97,6 +106,10 @@ class Api:
     async def job(self, req: GenerationRequest) -> Job:
         loop = asyncio.get_running_loop()
         prompt = await loop.run_in_executor(self.encoder, self.encode, req)
+        limit = self.settings.max_prompt_tokens
+        if limit is not None and len(prompt) > limit:
+            raise ApiError(400, f"the prompt has {len(prompt)} tokens; this server accepts at most {limit}",
+                           param="messages" if req.chat else "prompt", code="prompt_too_long")
         room = self.settings.context - len(prompt)
         if room < 1:
             raise ApiError(400, f"the prompt has {len(prompt)} tokens; this model's context window is "
@@ -113,7 +126,8 @@ class Api:
             return list(req.prompt)
         try:
             if req.chat:
-                prompt = encode_messages(self.tokenizer, list(req.messages), self.settings.chat_template)
+                prompt = encode_messages(self.tokenizer, list(req.messages), self.settings.chat_template,
+                                         content_as_text=self.settings.content_as_text)
             else:
                 prompt = self.tokenizer.encode(req.prompt)
         except Exception as error:  # the chat template may refuse a conversation (jinja raises)
@@ -127,10 +141,12 @@ class Api:
         if temp == 0:
             return SamplingParams()
         top_p = 1.0 if req.top_p is None else req.top_p
-        if top_p == 0:
-            raise ApiError(400, "'top_p' must be > 0 when sampling (temperature > 0)", param="top_p",
-                           code="invalid_value")
-        return SamplingParams(temp, req.top_k, top_p)
+        try:
+            return SamplingParams(temp, req.top_k, top_p)
+        except SamplingError as error:  # settings that would underflow in float32 (sampling.py)
+            field = {"temp": "temperature"}.get(error.param, error.param)
+            raise ApiError(400, f"'{field}' {error.requirement} when sampling, got {error.value}", param=field,
+                           code="invalid_value") from None
 
     async def stream(self, request_id: str, req: GenerationRequest, job: Job):
         """Server-sent events: chunks as steps are accepted, the finish reason, [DONE]."""
@@ -193,6 +209,34 @@ async def collect(job: Job):
             return "".join(parts), value
         else:
             raise ApiError(500, value, type="server_error", code="generation_failed")
+
+
+def check_json(request: Request):
+    """415 unless the body is declared application/json."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, f"the body must be sent as Content-Type: application/json, got {media_type[:100]!r}",
+                       code="unsupported_media_type")
+
+
+class OriginCheck:
+    """ASGI middleware: 403 for a request whose Origin header is neither the server's own (the
+    scheme and the Host it was sent to) nor listed; requests without Origin pass."""
+
+    def __init__(self, app, allowed: Tuple[str, ...]):
+        self.app, self.allowed = app, {origin.lower() for origin in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            origin = headers.get(b"origin", b"").decode("latin-1").lower()
+            host = headers.get(b"host", b"").decode("latin-1").lower()
+            if origin and origin not in self.allowed and origin not in (f"http://{host}", f"https://{host}"):
+                error = ApiError(403, f"requests from the origin {origin[:100]!r} are not allowed (the server's "
+                                 "--allow-origin lists the sites whose pages may call it)", code="origin_not_allowed")
+                response = JSONResponse(error.body(), status_code=403)
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 async def disconnected(request: Request):
@@ -259,4 +303,9 @@ def create_app(worker: Worker, settings: Settings) -> Starlette:
               Route("/health", api.health, methods=["GET"])]
     handlers = {ApiError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_gone,
                 Exception: _server_error}
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    middleware = [Middleware(OriginCheck, allowed=settings.allow_origins)]
+    if settings.allow_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.allow_origins),
+                                     allow_methods=["*"], allow_headers=["*"], max_age=600))  # its own
+        # refusals would be plain text: every method and header passes its preflight (a wrong method gets 405)
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan, middleware=middleware)

@@ -4,11 +4,13 @@ Requests wait in a bounded FIFO queue (a full queue is refused, the caller answe
 Every MLX call runs on this one thread (MLX arrays and streams are not meant to be shared
 between threads); text goes back to the request's coroutine through its asyncio queue
 (`loop.call_soon_threadsafe`). A request that is cancelled (its client went away) or runs
-past its time limit simply stops being advanced: its generator is not stepped again.
+past its time limit stops being advanced: between prefill chunks (the decode generators'
+progress callback raises) and between decoding steps.
 """
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 import time
@@ -22,13 +24,17 @@ from .decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
 from .policy import DecodePolicy
 from .sampling import SamplingParams
 from .stats import Stats
-from .text import StopStrings
+from .text import StopStrings, keeping_leading_space
 
 log = logging.getLogger("redrafter_mlx.server")
 
 
 class QueueFull(Exception):
     """The queue holds max_queue waiting requests already."""
+
+
+class _Stopped(Exception):
+    """Raised from the prefill's progress callback: the job was cancelled or is past its deadline."""
 
 
 @dataclass
@@ -50,10 +56,12 @@ class Engine:
     def eos_ids(self) -> set:
         return set(self.tokenizer.eos_token_ids)
 
-    def chunks(self, prompt: List[int], *, max_tokens: int, sampling: SamplingParams, stats: Stats):
-        """The decode generator: lists of tokens accepted per step."""
+    def chunks(self, prompt: List[int], *, max_tokens: int, sampling: SamplingParams, stats: Stats,
+               progress=None):
+        """The decode generator: lists of tokens accepted per step; progress(done, total) after
+        each prefill chunk (raising in it stops the prefill)."""
         options = dict(max_tokens=max_tokens, sampling=sampling, eos_ids=self.eos_ids, policy=self.policy,
-                       stats=stats)
+                       stats=stats, progress=progress)
         if self.drafter is None:
             return generate_ar(self.model, prompt, **options)
         return generate_redrafter(self.model, self.drafter, prompt, beam=self.beam, lookup=self.lookup, **options)
@@ -67,6 +75,7 @@ class Result:
     steps: int
     seconds: float  # decoding it, from its first step (prefill) to its last
     timed_out: bool = False
+    prefill_seconds: float = 0.0  # 0: its prefill was stopped
 
     @property
     def tokens_per_step(self) -> float:
@@ -111,7 +120,9 @@ class Worker:
         self.running = None
         self.counts = dict(completed=0, cancelled=0, rejected=0, errors=0, timed_out=0)
         self.peak_queued = 0
-        self.mean_seconds = 1.0  # running mean of a request's time, for Retry-After
+        self.started = None  # when the running request started (time.monotonic)
+        self.prompt_seconds = 0.01  # per prompt token: running means, for the expected work ahead
+        self.token_seconds = 0.05  # per completion token
         self.thread = threading.Thread(target=self._serve, name="redrafter-generation", daemon=True)
 
     def start(self):
@@ -134,13 +145,34 @@ class Worker:
             raise QueueFull from None
         self.peak_queued = max(self.peak_queued, self.jobs.qsize())
 
+    def expected_seconds(self, job: Job) -> float:
+        """A request's expected time: its prompt and max_tokens at the measured rates, at most the
+        time limit."""
+        seconds = len(job.prompt) * self.prompt_seconds + job.max_tokens * self.token_seconds
+        return min(seconds, self.time_limit) if self.time_limit else seconds
+
+    def running_seconds_left(self) -> float:
+        running, started = self.running, self.started
+        if running is None or started is None:
+            return 0.0
+        return max(0.0, self.expected_seconds(running) - (time.monotonic() - started))
+
     def retry_after(self) -> int:
-        """Seconds until a queue slot is likely free."""
-        return max(1, round(self.mean_seconds * (self.jobs.qsize() + 1) / max(1, self.max_queue)))
+        """Seconds until a queue slot is expected to be free: the running request's expected
+        rest (its end starts the first queued request, which frees its slot)."""
+        return max(1, math.ceil(self.running_seconds_left()))
+
+    def work_ahead(self) -> float:
+        """Expected seconds before a request queued now would start."""
+        with self.jobs.mutex:  # the generation thread takes jobs meanwhile
+            queued = list(self.jobs.queue)
+        return self.running_seconds_left() + sum(self.expected_seconds(job) for job in queued
+                                                 if job is not None and not job.cancelled.is_set())
 
     def health(self) -> dict:
         return dict(status="ok", mode=self.engine.mode, running=self.running is not None, queued=self.jobs.qsize(),
-                    max_queue=self.max_queue, peak_queued=self.peak_queued, **self.counts)
+                    max_queue=self.max_queue, peak_queued=self.peak_queued, work_ahead_s=round(self.work_ahead(), 2),
+                    **self.counts)
 
     def _serve(self):
         if self.warmup:
@@ -152,11 +184,9 @@ class Worker:
             if job.cancelled.is_set():  # its client left while it waited
                 self.counts["cancelled"] += 1
                 continue
-            self.running = job
-            start = time.monotonic()
+            self.running, self.started = job, time.monotonic()
             self._run(job)
-            self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * (time.monotonic() - start)
-            self.running = None
+            self.running = self.started = None
 
     def _run(self, job: Job, report: bool = True):
         try:
@@ -169,42 +199,64 @@ class Worker:
             return
         if not report:
             return
+        self._measure(result)
         self.counts["cancelled" if job.cancelled.is_set() else "completed"] += 1
         self.counts["timed_out"] += result.timed_out
         job.emit("done", result)
 
     def _generate(self, job: Job, deadline: Optional[float]) -> Result:
         """Decodes the job step by step, emitting the text of each step; stops at EOS, a stop
-        string, max_tokens, the deadline or a cancellation."""
+        string, max_tokens, the deadline or a cancellation (also between prefill chunks)."""
         if job.seed is not None:
             mx.random.seed(job.seed)
         stats, start = Stats(), time.perf_counter()
         texts = StepTexts(self.engine, job.stop)
-        chunks = self.engine.chunks(job.prompt, max_tokens=job.max_tokens, sampling=job.sampling, stats=stats)
+
+        def past_deadline() -> bool:
+            return deadline is not None and time.monotonic() > deadline
+
+        def progress(done: int, total: int):
+            if job.cancelled.is_set() or past_deadline():
+                raise _Stopped
+
+        chunks = self.engine.chunks(job.prompt, max_tokens=job.max_tokens, sampling=job.sampling, stats=stats,
+                                    progress=progress)
         timed_out = False
-        for chunk in chunks:
-            job.emit("text", texts.add(chunk))
-            if texts.finish_reason or job.cancelled.is_set():
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                timed_out = True
+        try:
+            for chunk in chunks:
+                job.emit("text", texts.add(chunk))
+                if texts.finish_reason or job.cancelled.is_set():
+                    break
+                if past_deadline():
+                    timed_out = True
+                    job.emit("text", texts.finish())
+                    break
+            else:
                 job.emit("text", texts.finish())
-                break
-        else:
-            job.emit("text", texts.finish())
+        except _Stopped:  # during the prefill: no text yet
+            timed_out = not job.cancelled.is_set()
         chunks.close()
         return Result(texts.finish_reason or "length", len(job.prompt), texts.tokens, stats.steps,
-                      time.perf_counter() - start, timed_out)
+                      time.perf_counter() - start, timed_out, stats.prompt_time)
+
+    def _measure(self, result: "Result"):
+        """Updates the running means of the time per prompt token and per completion token."""
+        if result.prefill_seconds:
+            self.prompt_seconds = 0.8 * self.prompt_seconds + 0.2 * result.prefill_seconds / result.prompt_tokens
+        if result.completion_tokens:
+            decoding = result.seconds - result.prefill_seconds
+            self.token_seconds = 0.8 * self.token_seconds + 0.2 * decoding / result.completion_tokens
 
 
 class StepTexts:
-    """Accepted tokens -> text to emit, token by token: the text ends at EOS or before the
+    """Accepted tokens -> text to emit, token by token, every character of it (a text
+    completion's leading space too): the text ends at EOS or before the
     first stop string, and the token count where that token was (as auto-regressive
     decoding would have stopped there, whatever else the step accepted)."""
 
     def __init__(self, engine: Engine, stops):
         self.eos_ids = engine.eos_ids
-        self.detokenizer = engine.tokenizer.detokenizer  # a fresh copy
+        self.detokenizer = keeping_leading_space(engine.tokenizer.detokenizer)  # a fresh copy
         self.stops = StopStrings(stops)
         self.tokens = 0
         self.finish_reason = None

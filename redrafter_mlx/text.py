@@ -4,6 +4,8 @@ from typing import Iterable, Iterator, List
 
 from .errors import UsageError
 
+CONTENT_MARK = "\ue000"  # a private-use character: stands around a message's index in a rendered template
+
 
 def decode_text(data: bytes, source: str) -> str:
     """Bytes of a prompt -> text; UsageError naming `source` unless it is UTF-8 (a BOM is dropped)."""
@@ -26,18 +28,58 @@ def check_text(text: str, source: str) -> str:
     return text
 
 
-def encode_messages(tokenizer, messages: List[dict], use_template: bool = True) -> List[int]:
+def encode_messages(tokenizer, messages: List[dict], use_template: bool = True,
+                    content_as_text: bool = False) -> List[int]:
     """Chat messages ({"role", "content"}) -> prompt tokens through the tokenizer's chat
     template (with the assistant's turn opened), or the last message's plain tokens where
-    there is no template or use_template is off."""
+    there is no template or use_template is off.
+
+    content_as_text: a special token's text inside a message ('<|im_end|>') is encoded as
+    text, as a tokenizer's split_special_tokens does, so that no message can end its turn or
+    open another (a server's clients); only the template's own special tokens are control
+    tokens. Messages holding no special token's text are encoded exactly as without it."""
+    if content_as_text and any(_holds_special(tokenizer, m["content"]) for m in messages):
+        if use_template and getattr(tokenizer, "chat_template", None):
+            return _encode_contents_as_text(tokenizer, messages)
+        return tokenizer.encode(messages[-1]["content"], split_special_tokens=True)
     if use_template and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     return tokenizer.encode(messages[-1]["content"])
 
 
+def _holds_special(tokenizer, text: str) -> bool:
+    return any(token.special and token.content in text for token in tokenizer.added_tokens_decoder.values())
+
+
+def _encode_contents_as_text(tokenizer, messages: List[dict]) -> List[int]:
+    """The chat template rendered around markers in place of the contents (private-use
+    characters), its text between them encoded with special tokens, each content without."""
+    marked = [{**m, "content": f"{CONTENT_MARK}{i}{CONTENT_MARK}"} for i, m in enumerate(messages)]
+    rendered = tokenizer.apply_chat_template(marked, add_generation_prompt=True, tokenize=False)
+    tokens = []
+    for i, piece in enumerate(rendered.split(CONTENT_MARK)):
+        if i % 2 == 0:
+            tokens += tokenizer.encode(piece, add_special_tokens=False) if piece else []
+        else:
+            tokens += tokenizer.encode(messages[int(piece)]["content"], add_special_tokens=False,
+                                       split_special_tokens=True)
+    return tokens
+
+
 def encode_prompt(tokenizer, text: str, use_template: bool = True) -> List[int]:
     """One user message -> prompt tokens (encode_messages)."""
     return encode_messages(tokenizer, [{"role": "user", "content": text}], use_template)
+
+
+def keeping_leading_space(detokenizer):
+    """A streaming detokenizer (mlx-lm's) that keeps every character: its SPM and BPE
+    detokenizers drop the text's leading space (as a chat answer wants), which a text
+    completion must keep (" Paris." after "The capital of France is")."""
+    if hasattr(detokenizer, "trim_space"):  # SPMStreamingDetokenizer
+        detokenizer.trim_space = False
+    if hasattr(detokenizer, "_maybe_trim_space"):  # BPEStreamingDetokenizer
+        detokenizer._maybe_trim_space = lambda text: text
+    return detokenizer
 
 
 def detokenize(chunks: Iterable[List[int]], detokenizer, eos_ids) -> Iterator[List[int]]:

@@ -63,7 +63,7 @@ class Server:
     def _wait_for_port(self, timeout: float = 60) -> str:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", self.log_path.read_text())
+            found = re.search(r"Uvicorn running on (http://\S+:\d+)", self.log_path.read_text())
             if found:
                 return found.group(1)
             if self.process.poll() is not None:

@@ -191,7 +191,12 @@ def test_server_bench_compares_the_server_with_in_process_decoding(dirs):
 
     table = server_bench.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]),
                                "--prompts", str(dirs["prompts"]), "--num-prompts", "2", "--max-tokens", "6",
+                               "--idle-sockets", "300", "--long-prompt-tokens", "2000",
                                "--out", str(dirs["root"] / "server_bench.json")])
+    load = table.pop("under load")
     assert set(table) == {"in-process redrafter", "server redrafter", "in-process ar", "server ar"}
     assert len({row["tokens"] for row in table.values()}) == 1 and all(r["tokens_per_s"] > 0 for r in table.values())
     assert json.loads((dirs["root"] / "server_bench.json").read_text())["identical"] == 2
+    assert load["sockets_opened"] >= 300 and load["long_prompt_error"] is None and load["long_prompt_s"] > 0
+    assert load["health_polls"] >= 1 and load["health_ms_max"] < 1000  # 300 idle sockets lock nobody out
+    assert load["failure_count"] == 0 and load["loaded_requests"] == 2

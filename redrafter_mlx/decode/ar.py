@@ -43,7 +43,8 @@ def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: S
     if policy.compile_ar:
         step = (compiled or CompiledSteps()).get((id(model), "ar", sampling), lambda: ar_step(model, sampling))
     start = time.perf_counter()
-    token = sample(model.logits(prefill(model, cache, prompt, bucket=policy.prefill_bucket, progress=progress)),
+    token = sample(model.logits(prefill(model, cache, prompt, bucket=policy.prefill_bucket, progress=progress,
+                                        chunk_size=policy.prefill_chunk)),
                    sampling)
     mx.eval(token)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start

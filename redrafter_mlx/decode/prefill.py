@@ -11,7 +11,7 @@ PREFILL_CHUNK = 512
 
 
 def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1, taps: tuple = (),
-            progress: Callable[[int, int], None] = None) -> mx.array:
+            progress: Callable[[int, int], None] = None, chunk_size: int = None) -> mx.array:
     """Runs the prompt through the model in chunks; returns the last hidden state (1, dim),
     or with taps the last features (1, dim * (1 + len(taps))), Model.forward.
 
@@ -22,9 +22,12 @@ def prefill(model: Model, cache: KVCache, prompt: List[int], *, bucket: int = 1,
     written over).
 
     progress(done, total): called after each chunk with the prompt tokens processed so far;
-    an exception it raises stops the prefill (a server cancels a request this way)."""
-    for start in range(0, len(prompt), PREFILL_CHUNK):
-        chunk = prompt[start:start + PREFILL_CHUNK]
+    an exception it raises stops the prefill (a server cancels a request this way). chunk_size:
+    prompt tokens per chunk (DecodePolicy.prefill_chunk; None: PREFILL_CHUNK; smaller: progress
+    called more often)."""
+    chunk_size = chunk_size or PREFILL_CHUNK
+    for start in range(0, len(prompt), chunk_size):
+        chunk = prompt[start:start + chunk_size]
         padded = -(-len(chunk) // bucket) * bucket
         positions = mx.arange(cache.length, cache.length + padded)[None]
         hidden = model(mx.array(chunk + [0] * (padded - len(chunk)))[None], positions, cache, taps=taps)

@@ -63,7 +63,8 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     steps = Steps(model, drafter, strategy, options, policy, compiled or CompiledSteps())
     cache = tree_cache(model, steps.tree_size, policy.fixed_tree(beam.width))
     start = time.perf_counter()
-    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps, progress=progress)
+    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps, progress=progress,
+                      chunk_size=policy.prefill_chunk)
     draft = strategy.draft(drafter, model.embed, context, sample(model.logits(context), sampling), beam.width,
                            beam.length)
     mx.eval(draft.beams)
