@@ -12,14 +12,11 @@ import os
 import re
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from . import models
-from .beam_search import BeamShape
-from .decode import LOOKUP_MIN_MATCH
 from .errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
-from .load import DTYPES
-from .sampling import SamplingParams
+from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of
+from .policy import DecodePolicy
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
 
@@ -27,9 +24,7 @@ API_KEY_ENV = "REDRAFTER_API_KEY"
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m redrafter_mlx.server", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory; "
-                   f"default: {models.DEFAULT}")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped drafter)")
+    add_model_flags(p)
     p.add_argument("--served-name", help="the model name clients use (default: the model name or directory name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int_at_least(0, 65535), default=8080, help="0: any free port")
@@ -38,20 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a site whose web pages may call the API (e.g. http://localhost:3000; repeatable): its "
                    "requests get CORS headers; other sites' requests get 403")
-    p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
-    p.add_argument("--beam", help="WxL, e.g. 2x4, or 'auto' (timed once per device, cached); default: the named "
-                   "model's fastest shape measured on this kind of device (docs/perf.md), else 1x3")
-    p.add_argument("--lookup", type=int_at_least(0), default=LOOKUP_MIN_MATCH, help="greedy: the lookup beam's minimum match "
-                   "(0: off)")
+    add_decoding_flags(p, temp_help="temperature when a request gives none (0: greedy)")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap chat messages in the tokenizer's chat template (when it has one)")
     p.add_argument("--content-special-tokens", action="store_true",
                    help="encode special tokens written in chat messages ('<|im_end|>') as control tokens, not as "
                    "text (lets a client end its turn and open a system turn)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: as stored)")
     p.add_argument("--max-tokens", type=int_at_least(1), default=512, help="when a request gives none (always capped to the "
                    "context window)")
-    p.add_argument("--temp", type=finite_float(0), default=0.0, help="temperature when a request gives none (0: greedy)")
     p.add_argument("--max-queue", type=int_at_least(1), default=16, help="requests waiting behind the running one; more get 429")
     p.add_argument("--max-prompt-tokens", type=int_at_least(1),
                    help="longer prompts get 400 (default: the model's context window)")
@@ -97,43 +86,32 @@ def check_args(args) -> str:
         if not re.fullmatch(r"https?://[^/\s]+", origin):
             raise UsageError(f"--allow-origin {origin}: expected an origin such as http://localhost:3000 (a scheme "
                              "and a host, no path)")
-    if args.beam not in (None, "auto"):
-        BeamShape.parse(args.beam)
-    SamplingParams(args.temp)
     return key
 
 
-def load_engine(args):
-    """(Engine, served name): the model, drafter and tokenizer as the command line loads them."""
+def load_engine(args, options):
+    """(Engine, DecodeOptions, served name): the model, drafter and tokenizer as the command
+    line loads them, and the decoding options (--beam auto calibrated)."""
     import mlx.core as mx
 
-    from .calibrate import auto_beam
-    from .load import load_drafter, load_model, load_tokenizer
+    from .calibrate import auto_options
+    from .engine import Engine
     from .policy import DecodePolicy
-    from .server_worker import Engine
-    from .text import encode_prompt
 
     policy = replace(DecodePolicy.for_device(), prefill_chunk=args.prefill_chunk)
-    redrafter = args.mode == "redrafter"
-    model_dir, drafter_dir = models.resolve(args.model, args.drafter, need_drafter=redrafter)
     mx.random.seed(0)
-    dtype = DTYPES[args.dtype] if args.dtype else None
-    model = load_model(model_dir, dtype, policy=policy)
-    drafter = load_drafter(drafter_dir, model, dtype, policy=policy) if redrafter else None
-    tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
-    beam = BeamShape.parse(args.beam) if args.beam not in (None, "auto") else models.default_beam(args.model, policy)
-    if args.beam == "auto" and drafter is not None:
-        beam = auto_beam(model, drafter, lambda text: encode_prompt(tokenizer, text, args.chat_template),
-                         model_dir, drafter_dir, policy=policy, sampling=SamplingParams(args.temp), measured=beam)
-    if drafter is not None:
-        beam.check(drafter.draft_vocab_size)
-    engine = Engine(model=model, tokenizer=tokenizer, drafter=drafter, beam=beam, lookup=args.lookup, policy=policy)
+    engine = Engine.load(args.model, args.drafter, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy,
+                         need_drafter=options.mode == "redrafter")
+    if args.beam == "auto" and engine.drafter is not None:
+        options = auto_options(engine, options, chat_template=args.chat_template)
+    engine.check([0], 1, options)
     name = args.model or models.DEFAULT
-    return engine, args.served_name or (name if name in models.MODELS else Path(model_dir).name)
+    return engine, options, args.served_name or (name if name in models.MODELS else engine.files.model_dir.name)
 
 
 def serve(args):
     key = check_args(args)
+    options = decode_options(args, DecodePolicy.for_device())
     try:
         import uvicorn
 
@@ -144,15 +122,15 @@ def serve(args):
                          f'pip install -e ".[server]" (in the repository)') from None
     from .server_worker import Worker
 
-    engine, served = load_engine(args)
-    worker = Worker(engine, max_queue=args.max_queue, time_limit=args.request_timeout)
+    engine, options, served = load_engine(args, options)
+    worker = Worker(engine, options, max_queue=args.max_queue, time_limit=args.request_timeout)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
                         max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
                         max_prompt_tokens=args.max_prompt_tokens,
                         chat_template=args.chat_template, content_as_text=not args.content_special_tokens,
                         local_only=key is None, allow_origins=tuple(args.allow_origin))
     worker.start()
-    mode = f"ReDrafter {engine.beam}" if engine.drafter is not None else "auto-regressive"
+    mode = f"ReDrafter {options.beam}" if options.mode == "redrafter" else "auto-regressive"
     print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",
           file=sys.stderr)
     http = limited_protocol(read_timeout=args.read_timeout, max_connections=args.max_connections)

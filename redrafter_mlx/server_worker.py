@@ -14,14 +14,13 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional, Tuple
 
 import mlx.core as mx
 
-from .beam_search import BeamShape
-from .decode import LOOKUP_MIN_MATCH, generate_ar, generate_redrafter
-from .policy import DecodePolicy
+from .decode import DecodeOptions
+from .engine import Engine
 from .sampling import SamplingParams
 from .stats import Stats
 from .text import StopStrings, keeping_leading_space
@@ -35,36 +34,6 @@ class QueueFull(Exception):
 
 class _Stopped(Exception):
     """Raised from the prefill's progress callback: the job was cancelled or is past its deadline."""
-
-
-@dataclass
-class Engine:
-    """What decodes: the model (and drafter for ReDrafter), the tokenizer, the decoding mode."""
-
-    model: object
-    tokenizer: object
-    drafter: object = None  # None: auto-regressive
-    beam: BeamShape = BeamShape()
-    lookup: int = LOOKUP_MIN_MATCH
-    policy: DecodePolicy = None
-
-    @property
-    def mode(self) -> str:
-        return "ar" if self.drafter is None else "redrafter"
-
-    @property
-    def eos_ids(self) -> set:
-        return set(self.tokenizer.eos_token_ids)
-
-    def chunks(self, prompt: List[int], *, max_tokens: int, sampling: SamplingParams, stats: Stats,
-               progress=None):
-        """The decode generator: lists of tokens accepted per step; progress(done, total) after
-        each prefill chunk (raising in it stops the prefill)."""
-        options = dict(max_tokens=max_tokens, sampling=sampling, eos_ids=self.eos_ids, policy=self.policy,
-                       stats=stats, progress=progress)
-        if self.drafter is None:
-            return generate_ar(self.model, prompt, **options)
-        return generate_redrafter(self.model, self.drafter, prompt, beam=self.beam, lookup=self.lookup, **options)
 
 
 @dataclass
@@ -111,8 +80,9 @@ class Job:
 class Worker:
     """The generation thread and its queue. submit() is called from the event loop."""
 
-    def __init__(self, engine: Engine, *, max_queue: int, time_limit: float, warmup: bool = True):
-        self.engine = engine
+    def __init__(self, engine: Engine, options: DecodeOptions, *, max_queue: int, time_limit: float,
+                 warmup: bool = True):
+        self.engine, self.options = engine, options  # options: every request's, but for its sampling settings
         self.warmup = warmup  # decode two tokens first (compiled steps, first allocations)
         self.time_limit = time_limit
         self.jobs = queue.Queue(maxsize=max_queue)
@@ -170,7 +140,7 @@ class Worker:
                                                  if job is not None and not job.cancelled.is_set())
 
     def health(self) -> dict:
-        return dict(status="ok", mode=self.engine.mode, running=self.running is not None, queued=self.jobs.qsize(),
+        return dict(status="ok", mode=self.options.mode, running=self.running is not None, queued=self.jobs.qsize(),
                     max_queue=self.max_queue, peak_queued=self.peak_queued, work_ahead_s=round(self.work_ahead(), 2),
                     **self.counts)
 
@@ -210,7 +180,7 @@ class Worker:
         if job.seed is not None:
             mx.random.seed(job.seed)
         stats, start = Stats(), time.perf_counter()
-        texts = StepTexts(self.engine, job.stop)
+        texts = StepTexts(self.engine.tokenizer, job.stop)
 
         def past_deadline() -> bool:
             return deadline is not None and time.monotonic() > deadline
@@ -219,8 +189,8 @@ class Worker:
             if job.cancelled.is_set() or past_deadline():
                 raise _Stopped
 
-        chunks = self.engine.chunks(job.prompt, max_tokens=job.max_tokens, sampling=job.sampling, stats=stats,
-                                    progress=progress)
+        chunks = self.engine.generate(job.prompt, max_tokens=job.max_tokens, stats=stats, progress=progress,
+                                      options=replace(self.options, sampling=job.sampling))
         timed_out = False
         try:
             for chunk in chunks:
@@ -254,9 +224,9 @@ class StepTexts:
     first stop string, and the token count where that token was (as auto-regressive
     decoding would have stopped there, whatever else the step accepted)."""
 
-    def __init__(self, engine: Engine, stops):
-        self.eos_ids = engine.eos_ids
-        self.detokenizer = keeping_leading_space(engine.tokenizer.detokenizer)  # a fresh copy
+    def __init__(self, tokenizer, stops):
+        self.eos_ids = set(tokenizer.eos_token_ids)
+        self.detokenizer = keeping_leading_space(tokenizer.detokenizer)  # a fresh copy
         self.stops = StopStrings(stops)
         self.tokens = 0
         self.finish_reason = None

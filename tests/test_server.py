@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
-from redrafter_mlx.server_worker import Engine, StepTexts
+from redrafter_mlx.server_worker import StepTexts
 from redrafter_mlx.text import StopStrings, encode_messages, encode_prompt
 from server_harness import KEY, Server, run_module, write_dirs
 
@@ -717,11 +717,10 @@ def test_stop_strings_emit_exactly_the_text_before_the_first_stop(text, stops, c
 
 
 def test_step_texts_end_at_eos_and_count_tokens(local):
-    engine = Engine(model=None, tokenizer=local.tokenizer)
-    texts = StepTexts(engine, stops=())
+    texts = StepTexts(local.tokenizer, stops=())
     assert texts.add([3, 4]) + texts.add([5, 0, 6]) == "w3 w4 w5" and texts.finish_reason == "stop"
     assert texts.tokens == 4  # the EOS counts, what followed it in the step does not
-    held = StepTexts(engine, stops=("w5 w9",))
+    held = StepTexts(local.tokenizer, stops=("w5 w9",))
     assert held.add([3, 5]) == "w3 " and held.add([6]) == "w5 w6" and held.finish() == ""
 
 
@@ -768,7 +767,7 @@ def test_step_texts_keep_the_leading_space(tmp_path):
     tokenizer = byte_level_tokenizer(tmp_path / "bpe")
     tokens = tokenizer.encode(" Paris.\n", add_special_tokens=False)
     assert tokenizer.decode(tokens) == " Paris.\n" and len(tokens) >= 2
-    texts = StepTexts(Engine(model=None, tokenizer=tokenizer), stops=())
+    texts = StepTexts(tokenizer, stops=())
     assert texts.add(tokens[:1]) + texts.add(tokens[1:]) + texts.finish() == " Paris.\n"
 
 
