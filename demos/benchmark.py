@@ -24,7 +24,7 @@ import mlx.core as mx
 from redrafter_mlx import models
 from redrafter_mlx.atomic import atomic_file
 from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, generate_ar, generate_redrafter, max_tokens_in_window
+from redrafter_mlx.decode import LOOKUP_MIN_MATCH, CompiledSteps, SAMPLED_DRAFTS, generate_ar, generate_redrafter, max_tokens_in_window
 from redrafter_mlx.device import device_name
 from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from redrafter_mlx.load import DTYPES, load_drafter, load_model, load_tokenizer
@@ -108,7 +108,8 @@ def timed_run(generator):
 def make_runners(args, model, drafter, eos, sampling, policy, suffix: str = ""):
     """name -> (run(prompt, stats) -> generator, width, length); suffix: appended to our
     methods' names (another form of the model), which then come without mlx-lm's."""
-    options = dict(max_tokens=args.max_tokens, sampling=sampling, eos_ids=eos, policy=policy)
+    options = dict(max_tokens=args.max_tokens, sampling=sampling, eos_ids=eos, policy=policy,
+                   compiled=CompiledSteps(size=64))  # each shape traced once for the whole run
     runners = {"ar" + suffix: (lambda p, s: generate_ar(model, p, stats=s, **options), 0, 0)}
     if args.mlx_lm and not suffix:
         lm = mlx_lm_ar(args.model, args.dtype, sampling)
