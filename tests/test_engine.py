@@ -1,0 +1,77 @@
+"""The Engine: one loading and dispatch chain behind every entry point."""
+
+import mlx.core as mx
+import pytest
+
+from redrafter_mlx import CPU, GPU, BeamShape, DecodeOptions, Engine, ModelFiles, SamplingParams, Stats
+from redrafter_mlx.decode import generate_ar
+from redrafter_mlx.errors import UsageError
+from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine")
+    model = tiny_model(3, "llama", vocab=16)
+    return write_model_dir(root / "model", model), write_drafter_dir(root / "drafter", tiny_drafter(model, 4))
+
+
+@pytest.mark.parametrize("policy", [CPU, GPU])
+def test_redrafter_equals_ar_through_the_engine(dirs, policy):
+    engine = Engine.load(str(dirs[0]), str(dirs[1]), policy=policy)
+    prompt = engine.encode("w3 w4 w5", chat_template=False)
+    ar = sum(engine.generate(prompt, max_tokens=24, options=DecodeOptions(mode="ar")), [])
+    stats = Stats()
+    rd = sum(engine.generate(prompt, max_tokens=24, options=DecodeOptions(beam=BeamShape(3, 4)), stats=stats), [])
+    assert rd == ar == sum(generate_ar(engine.model, prompt, max_tokens=24, eos_ids=engine.eos_ids), [])
+    assert stats.steps < len(rd) or stats.tokens_per_step == 1.0
+
+
+def test_compiled_steps_are_kept_between_requests(dirs):
+    engine = Engine.load(str(dirs[0]), str(dirs[1]), policy=GPU)
+    prompt = engine.encode("w3 w4", chat_template=False)
+    options = DecodeOptions(beam=BeamShape(2, 3))
+    for _ in range(3):
+        sum(engine.generate(prompt, max_tokens=8, options=options), [])
+    assert len(engine.compiled.steps) == 1  # traced once, used by all three requests
+    sum(engine.generate(prompt, max_tokens=8, options=DecodeOptions(beam=BeamShape(1, 3))), [])
+    assert len(engine.compiled.steps) == 2
+
+
+def test_one_request_check(dirs):
+    files = ModelFiles.open(str(dirs[0]), str(dirs[1]))
+    window = files.config.max_position_embeddings
+    assert files.check([1, 2], 10 ** 9, DecodeOptions()) == window - 2  # cut to the context window
+    with pytest.raises(UsageError, match="the prompt is empty"):
+        files.check([], 5, DecodeOptions())
+    with pytest.raises(UsageError, match="beam width must be in 1..16"):
+        files.check([1], 5, DecodeOptions(beam=BeamShape(17, 3)))
+    with pytest.raises(UsageError, match="no room to generate"):
+        files.check([1] * window, 5, DecodeOptions())
+    ar_only = Engine.load(str(dirs[0]), need_drafter=False)
+    assert ar_only.drafter is None
+    with pytest.raises(UsageError, match="mode redrafter needs a drafter"):
+        ar_only.check([1], 5, DecodeOptions())
+    assert ar_only.check([1], 5, DecodeOptions(mode="ar")) == 5
+
+
+@pytest.mark.parametrize("bad,message", [(dict(mode="fast"), "mode must be one of"),
+                                         (dict(lookup=-1), "lookup .* must be an integer >= 0"),
+                                         (dict(sampled_drafts="beam"), "sampled_drafts must be one of")])
+def test_options_name_the_parameter(bad, message):
+    with pytest.raises(UsageError, match=message):
+        DecodeOptions(**bad)
+
+
+def test_warm_up_only_where_shapes_are_fixed_and_once_per_shape(dirs):
+    prompt = [3, 4, 5]
+    cpu = Engine.load(str(dirs[0]), str(dirs[1]), policy=CPU)
+    assert cpu.warm_up(prompt, DecodeOptions()) is None
+    gpu = Engine.load(str(dirs[0]), str(dirs[1]), policy=GPU)
+    options = DecodeOptions(sampling=SamplingParams(0.8))
+    assert gpu.warm_up(prompt, options, seed=5) is not None
+    assert gpu.warm_up(prompt, options, seed=5) is None  # the same shape and prompt bucket: done
+    mx.random.seed(5)
+    expected = mx.random.uniform().item()
+    gpu.warm_up(prompt, DecodeOptions(beam=BeamShape(2, 3), sampling=SamplingParams(0.8)), seed=5)
+    assert mx.random.uniform().item() == expected  # seeded again after it
