@@ -6,6 +6,7 @@ import pytest
 
 from redrafter_mlx.acceptance import greedy_accept
 from redrafter_mlx.decode import prefill, tree_inputs, verify
+from redrafter_mlx.decode.trees import tree_layout, tree_tokens
 from redrafter_mlx.tree import build_tree
 from tiny import tiny_model
 
@@ -79,3 +80,22 @@ def test_tree_verify_equals_uncompressed(kind, seed):
     ours = greedy_accept(mx.array(beams), mx.argmax(tree_logits, axis=-1))
     theirs = greedy_accept(mx.array(beams), mx.argmax(reference, axis=-1))
     assert [a.item() for a in ours] == [a.item() for a in theirs]
+
+
+@pytest.mark.parametrize("beams,length", [(1, 2), (1, 5), (3, 4), (6, 3)])
+def test_fixed_layout_rows_see_exactly_their_beam_prefix(beams, length):
+    """The resident step's layout (decode.trees): every beam token's row holds that token, and
+    a row sees exactly the rows of its beam's tokens up to its own depth (row 0, the shared
+    first token, for every beam)."""
+    rng = np.random.default_rng(beams * 10 + length)
+    tokens = rng.integers(0, 50, (beams, length))
+    tokens[:, 0] = 7
+    layout = tree_layout(beams, length)
+    index, block, depths = np.array(layout.index), np.array(layout.block), np.array(layout.depths)
+    rows = np.array(tree_tokens(mx.array(tokens)))
+    assert len(rows) == 1 + beams * (length - 1) == block.shape[0]
+    assert (rows[index] == tokens).all() and (depths[index] == np.arange(length)).all()
+    for w in range(beams):
+        for d in range(length):
+            seen = set(np.flatnonzero(block[index[w, d]]))
+            assert seen == set(index[w, :d + 1].tolist()), (w, d)

@@ -1,0 +1,46 @@
+"""Beam search over the drafter, directly, against exhaustive enumeration on a tiny vocabulary."""
+
+import itertools
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from redrafter_mlx.beam_search import beam_search
+from redrafter_mlx.sampling import log_softmax
+from tiny import tiny_drafter, tiny_model
+
+
+def sequence_log_prob(drafter, model, context, first, tokens) -> float:
+    """log q of drafting `tokens` after `first`, step by step (the drafter's recurrence)."""
+    state = mx.zeros((1, drafter.config.hidden_size))
+    total, previous = 0.0, first
+    for token in tokens:
+        state = drafter.next_state(state, model.embed(mx.array([int(previous)])))
+        total += log_softmax(drafter(context, state))[0, int(token)].item()
+        previous = token
+    return total
+
+
+@pytest.mark.parametrize("width,length", [(1, 3), (3, 3), (4, 4), (5, 3), (6, 3)])
+def test_beams_are_the_most_likely_sequences(width, length):
+    """Beams come distinct, best first, each with its sequence's log q; where W beams can hold
+    every prefix of the last step (W >= V^(L-2)) they are exactly the W most likely
+    sequences of all V^(L-1) (enumerated)."""
+    model = tiny_model(2, "llama", vocab=5)
+    drafter = tiny_drafter(model, 3)
+    context = mx.random.normal((1, drafter.config.context_size))
+    first = mx.array([2])
+    draft = beam_search(drafter, model.embed, context, first, width, length)
+    beams, scores = np.array(draft.beams[0]), np.array(draft.scores[0])
+    assert (beams[:, 0] == 2).all()
+    for beam, score in zip(beams, scores):  # each score is its beam's log q
+        assert score == pytest.approx(sequence_log_prob(drafter, model, context, 2, beam[1:]), abs=1e-4)
+    assert (np.diff(scores) <= 1e-6).all()  # best first
+    assert len({tuple(b) for b in beams}) == width  # distinct
+    everything = {seq: sequence_log_prob(drafter, model, context, 2, seq)
+                  for seq in itertools.product(range(5), repeat=length - 1)}
+    ranked = sorted(everything.values(), reverse=True)
+    assert scores[0] <= ranked[0] + 1e-4
+    if width >= 5 ** (length - 2):  # wide enough to keep every prefix: exact
+        np.testing.assert_allclose(scores, ranked[:width], atol=1e-4)
