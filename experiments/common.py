@@ -39,6 +39,11 @@ def chat_prompts(engine: Engine, prompt_set: str, count: int) -> List[List[int]]
     return [engine.encode(text) for text in load_prompts(prompt_set)[:count]]
 
 
+def context_tokens(engine: Engine, count: int) -> List[int]:
+    """A made-up prompt of `count` tokens inside the model's vocabulary, for a cache to hold."""
+    return [((7 * i) % 1000 + 100) % engine.model.config.vocab_size for i in range(count)]
+
+
 def timed(fn, repeats: int, warmup: int = 5) -> float:
     """Milliseconds per call of fn, each call's result evaluated, after `warmup` calls."""
     for _ in range(warmup):

@@ -13,7 +13,7 @@ Measured (docs/perf.md): Qwen2.5-Coder-1.5B, 4-bit on an H200: T=4 1.64x, 16 1.8
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
-from experiments.common import load, parser, timed
+from experiments.common import context_tokens, load, parser, timed
 from redrafter_mlx.decode import prefill
 
 
@@ -26,7 +26,7 @@ def main():
     engine = load(args, drafter=False)
     model, policy = engine.model, engine.policy
     cache = model.new_cache(fixed_shapes=policy.fixed_shapes)
-    prefill(model, cache, [(7 * i) % 1000 + 100 for i in range(args.context)], bucket=policy.prefill_bucket)
+    prefill(model, cache, context_tokens(engine, args.context), bucket=policy.prefill_bucket)
     one = None
     for rows in [int(r) for r in args.rows.split(",")]:
         tokens = mx.full((1, rows), 200, dtype=mx.int32)
