@@ -1,16 +1,15 @@
 """What the experiments share: their command line's model and drafter (a model name, by
-default the default model, or MLX directories), chat prompts from a prompt set, and a timer
-of a function evaluated alone."""
+default the default model, or MLX directories) loaded as an Engine, chat prompts from a
+prompt set, and a timer of a function evaluated alone."""
 
 import argparse
 import time
+from typing import List
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
 from demos.prompts import load_prompts
-from redrafter_mlx import models
-from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
-from redrafter_mlx.text import encode_prompt
+from redrafter_mlx import Engine
 
 
 def parser(doc: str, drafter: bool = True) -> argparse.ArgumentParser:
@@ -23,19 +22,26 @@ def parser(doc: str, drafter: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def load(args, drafter: bool = True):
-    """(model directory, model, drafter or None) for the parsed --model and --drafter."""
-    model_dir, drafter_dir = models.resolve(args.model, getattr(args, "drafter", None), need_drafter=drafter)
-    model = load_model(model_dir)
-    return model_dir, model, load_drafter(drafter_dir, model) if drafter else None
+def add_prompt_flags(parser: argparse.ArgumentParser, count: int):
+    """--prompts (a prompt set or a .jsonl file) and --num-prompts (default `count`)."""
+    parser.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
+    parser.add_argument("--num-prompts", type=int, default=count)
 
 
-def chat_prompts(model_dir, prompt_set: str, count: int):
+def load(args, drafter: bool = True) -> Engine:
+    """The Engine of the parsed --model and (with drafter) --drafter, under this device's policy."""
+    return Engine.load(args.model, getattr(args, "drafter", None), need_drafter=drafter)
+
+
+def chat_prompts(engine: Engine, prompt_set: str, count: int) -> List[List[int]]:
     """The first `count` prompts of a prompt set (mtbench, humaneval or a .jsonl file) as
-    chat-template tokens, and the model's EOS ids."""
-    tokenizer = load_tokenizer(model_dir)
-    prompts = [encode_prompt(tokenizer, text) for text in load_prompts(prompt_set)[:count]]
-    return prompts, set(tokenizer.eos_token_ids)
+    chat-template tokens."""
+    return [engine.encode(text) for text in load_prompts(prompt_set)[:count]]
+
+
+def context_tokens(engine: Engine, count: int) -> List[int]:
+    """A made-up prompt of `count` tokens inside the model's vocabulary, for a cache to hold."""
+    return [((7 * i) % 1000 + 100) % engine.model.config.vocab_size for i in range(count)]
 
 
 def timed(fn, repeats: int, warmup: int = 5) -> float:

@@ -2,7 +2,8 @@
 tokens, relative to the first of --rows (by default one token; masked, as a tree's forward
 is): the ceiling of any tree step, since a step of T tree tokens that accepts k tokens is at
 most k / cost(T) times as fast as AR. The new tokens see each other causally and are never
-committed, so every call sees the same cache.
+committed, so every call sees the same cache, laid out as the engine's DecodePolicy lays it
+out (on GPUs attention reads the whole capacity under a mask).
 
   python -m experiments.forward_rows [--model NAME|DIR] [--rows 1,2,4,8,16,32,64]
                                      [--context 256] [--repeats 10]
@@ -12,9 +13,8 @@ Measured (docs/perf.md): Qwen2.5-Coder-1.5B, 4-bit on an H200: T=4 1.64x, 16 1.8
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
-from experiments.common import load, parser, timed
+from experiments.common import context_tokens, load, parser, timed
 from redrafter_mlx.decode import prefill
-from redrafter_mlx.policy import DecodePolicy
 
 
 def main():
@@ -23,11 +23,10 @@ def main():
     args_parser.add_argument("--context", type=int, default=256, help="cached prompt tokens")
     args_parser.add_argument("--repeats", type=int, default=10)
     args = args_parser.parse_args()
-    _, model, _ = load(args, drafter=False)
-    mx.eval(model.parameters())
-    policy = DecodePolicy.for_device()
+    engine = load(args, drafter=False)
+    model, policy = engine.model, engine.policy
     cache = model.new_cache(fixed_shapes=policy.fixed_shapes)
-    prefill(model, cache, [(7 * i) % 1000 + 100 for i in range(args.context)], bucket=policy.prefill_bucket)
+    prefill(model, cache, context_tokens(engine, args.context), bucket=policy.prefill_bucket)
     one = None
     for rows in [int(r) for r in args.rows.split(",")]:
         tokens = mx.full((1, rows), 200, dtype=mx.int32)

@@ -3,13 +3,13 @@ and again. On the H100 a new length cost ~68 ms (kernel compilation), a repeated
 which decided prompt chunks padded to multiples of 64 tokens on GPUs
 (docs/bench/h100_prefill_timing_2026-11-24.txt, docs/perf.md).
 
-  python -m experiments.prefill_timing [--model NAME|DIR] [--lengths 57,83,120,151,101]
+  python -m experiments.prefill_timing [--model NAME|DIR] [--lengths 57,83,120,151,101] [--repeats 3]
 
-Each length is prefilled (random tokens, a fresh cache, evaluated) three times, then all of
-them again in a second round; prints milliseconds per call. First padded as this device's
-DecodePolicy pads prompts (prefill_bucket: 64 on GPUs, 1 on CPUs), then unpadded. A new
-length costing much more than a repeated one means per-shape work (kernel compilation,
-attention plans) that every new prompt pays."""
+Each length is prefilled (decode.prefill: random tokens, a fresh cache, evaluated) --repeats
+times, then all of them again in a second round; prints milliseconds per call. First padded
+as the engine's DecodePolicy pads prompts (prefill_bucket: 64 on GPUs, 1 on CPUs), then
+unpadded. A new length costing much more than a repeated one means per-shape work (kernel
+compilation, attention plans) that every new prompt pays."""
 
 import time
 
@@ -17,7 +17,6 @@ import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.c
 import mlx.core as mx
 from experiments.common import load, parser
 from redrafter_mlx.decode import prefill
-from redrafter_mlx.policy import DecodePolicy
 
 
 def timed_prefill(model, length: int, bucket: int) -> float:
@@ -31,14 +30,15 @@ def timed_prefill(model, length: int, bucket: int) -> float:
 def main():
     args_parser = parser(__doc__, drafter=False)
     args_parser.add_argument("--lengths", default="57,83,120,151,101", help="prompt lengths, comma separated")
+    args_parser.add_argument("--repeats", type=int, default=3, help="calls per length and round")
     args = args_parser.parse_args()
-    _, model, _ = load(args, drafter=False)
-    policy_bucket = DecodePolicy.for_device().prefill_bucket
+    engine = load(args, drafter=False)
+    model, policy_bucket = engine.model, engine.policy.prefill_bucket
     timed_prefill(model, 8, policy_bucket)
     for bucket, name in ((policy_bucket, "padded"), (1, "unpadded")):
         for round_number in (1, 2):
             for length in map(int, args.lengths.split(",")):
-                times = [timed_prefill(model, length, bucket) for _ in range(3)]
+                times = [timed_prefill(model, length, bucket) for _ in range(args.repeats)]
                 print(f"{name} round {round_number} length {length:4d}: " + " ".join(f"{t:7.1f}" for t in times)
                       + " ms", flush=True)
 

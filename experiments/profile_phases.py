@@ -4,18 +4,16 @@ measured what decided leaving rejected tree entries in place on GPUs (16x4: acce
 
   python -m experiments.profile_phases [--model NAME|DIR --drafter DIR] [--beam 1x3] [--max-tokens 128]
 
-Runs both twice and reports the second run (the first compiles kernels). Profiling
-(Stats(profile=True)) syncs the device after each phase (tree: packing the beams on the
-host; step: verify, accept and next draft; commit), so ReDrafter's tok/s here is below its
-unprofiled speed."""
+Runs both twice through Engine.generate and reports the second run (the first compiles
+kernels). Profiling (Stats(profile=True)) syncs the device after each phase of a packed
+step (CPUs: tree, packing the beams on the host; step, verify, accept and next draft;
+commit), so ReDrafter's tok/s here is below its unprofiled speed. On fixed-shape policies
+(GPUs) a step is resident: one device function with no host phase and no sync, so only its
+time per step is reported (experiments.step_parts times its parts)."""
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 from experiments.common import load, parser
-from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.load import load_tokenizer
-from redrafter_mlx.stats import Stats
-from redrafter_mlx.text import encode_prompt
+from redrafter_mlx import BeamShape, DecodeOptions, Stats
 
 PROMPT = "Write a short story about a robot who learns to paint."
 
@@ -25,18 +23,18 @@ def main():
     args_parser.add_argument("--beam", type=BeamShape.parse, default=BeamShape(), help="WxL (default 1x3)")
     args_parser.add_argument("--max-tokens", type=int, default=128)
     args = args_parser.parse_args()
-    model_dir, model, drafter = load(args)
-    tokenizer = load_tokenizer(model_dir)
-    prompt, eos = encode_prompt(tokenizer, PROMPT), set(tokenizer.eos_token_ids)
+    engine = load(args)
+    prompt = engine.encode(PROMPT)
     for _ in range(2):
         ar, redrafter = Stats(), Stats(profile=True)
-        sum(generate_ar(model, prompt, max_tokens=args.max_tokens, eos_ids=eos, stats=ar), [])
-        sum(generate_redrafter(model, drafter, prompt, max_tokens=args.max_tokens, beam=args.beam, eos_ids=eos,
-                               stats=redrafter), [])
-    per_step = {phase: round(seconds / redrafter.steps * 1e3, 2) for phase, seconds in redrafter.phase_time.items()}
+        for options, stats in ((DecodeOptions(mode="ar"), ar), (DecodeOptions(beam=args.beam), redrafter)):
+            for _ in engine.generate(prompt, max_tokens=args.max_tokens, options=options, stats=stats):
+                pass
+    per_step = {phase: f"{seconds / redrafter.steps * 1e3:.2f} ms" for phase, seconds in redrafter.phase_time.items()}
     print(f"AR: {ar.generation_tps:.1f} tok/s, {1e3 / ar.generation_tps:.2f} ms per token")
     print(f"ReDrafter {args.beam} (profiled): {redrafter.generation_tps:.1f} tok/s, "
-          f"{redrafter.tokens_per_step:.2f} tokens/step, ms per step: {per_step}")
+          f"{redrafter.tokens_per_step:.2f} tokens/step, {redrafter.generation_time / redrafter.steps * 1e3:.2f} ms "
+          f"per step; per phase: {per_step or 'none (a resident step)'}")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,9 @@ iid 1.603, rsd-c 1.646, rsd-s 1.626 tokens per step; width 2 1.757, 1.741, 1.711
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
-from experiments.common import chat_prompts, load, parser
-from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import generate_redrafter
+from experiments.common import add_prompt_flags, chat_prompts, load, parser
+from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams, Stats
 from redrafter_mlx.sampled_drafts import METHODS
-from redrafter_mlx.sampling import SamplingParams
-from redrafter_mlx.stats import Stats
 
 
 def main():
@@ -26,24 +23,23 @@ def main():
     args_parser.add_argument("--length", type=int, default=3)
     args_parser.add_argument("--temp", type=float, default=1.0)
     args_parser.add_argument("--top-p", type=float, default=1.0)
-    args_parser.add_argument("--prompts", default="mtbench")
+    add_prompt_flags(args_parser, 40)
     args_parser.add_argument("--skip", type=int, default=20, help="prompts skipped first (the benchmarks' own)")
-    args_parser.add_argument("--num-prompts", type=int, default=40)
     args_parser.add_argument("--max-tokens", type=int, default=32)
     args = args_parser.parse_args()
-    model_dir, model, drafter = load(args)
-    prompts, eos = chat_prompts(model_dir, args.prompts, args.skip + args.num_prompts)
+    engine = load(args)
+    prompts = chat_prompts(engine, args.prompts, args.skip + args.num_prompts)[args.skip:]
     sampling = SamplingParams(args.temp, top_p=args.top_p)
     for width in [int(w) for w in args.widths.split(",")]:
         for method in METHODS:
             steps = tokens = 0
             mx.random.seed(1)
-            for prompt in prompts[args.skip:]:
+            options = DecodeOptions(beam=BeamShape(width, args.length), sampling=sampling, sampled_drafts=method)
+            for prompt in prompts:
                 stats = Stats()
-                tokens += len(sum(generate_redrafter(model, drafter, prompt, max_tokens=args.max_tokens,
-                                                     beam=BeamShape(width, args.length), sampling=sampling,
-                                                     sampled_drafts=method, eos_ids=eos, stats=stats), []))
-                steps += stats.steps
+                for _ in engine.generate(prompt, max_tokens=args.max_tokens, options=options, stats=stats):
+                    pass
+                tokens, steps = tokens + stats.generated_tokens, steps + stats.steps
             print(f"{width}x{args.length} {method:6} {tokens / steps:.3f} tokens per step ({steps} steps)", flush=True)
 
 

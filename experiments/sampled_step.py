@@ -1,59 +1,78 @@
-"""Times the sampling-only parts of a ReDrafter step against the greedy ones: drafting the tree
-(beam search vs iid, rsd-c, rsd-s sampled drafts) and judging it (greedy acceptance vs the
-rejection walk, i.i.d. or recursive), each evaluated on its own on the same
-context and target log-probs, at the target's vocabulary size.
+"""Times the sampling-only parts of a ReDrafter step against the greedy ones, each evaluated
+on its own on the same context, through the decode package's strategies (decode/strategy.py,
+what a step calls): drafting the tree (the greedy strategy's beam search vs sampled drafts:
+iid, rsd-c, rsd-s) and judging it (the greedy strategy's head, argmax and match vs the
+rejection walk, i.i.d. for iid or recursive without replacement for rsd-c and rsd-s).
 
   python -m experiments.sampled_step [--model NAME|DIR --drafter DIR] [--beam 4x4] [--temp 1.0]
+                                     [--context 300] [--repeats 30]
 
-A 300-token prompt is prefilled; the target's log-probs after each tree token come from one
-forward over the drafted beams (unpacked: W x L tokens). The walk computes p itself, for
-the rows it visits; "target log-probs of every tree token" is what computing p for every
-tree token would cost."""
+A --context-token prompt is prefilled; the judges read the hidden states of one forward over
+rsd-s drafts laid out as a resident step lays them out (decode/trees.py: T = 1 + W (L - 1)
+rows; CPUs verify the packed tree, at most as many). Each judge includes the target head over
+the T rows ("target head" alone); the walk computes p only for the rows it visits (one per
+depth), and "target log-probs of every tree token" is what computing p for every row costs."""
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
-from experiments.common import load, parser, timed
-from redrafter_mlx.acceptance import greedy_accept, speculative_accept
-from redrafter_mlx.beam_search import BeamShape, beam_search
+from experiments.common import context_tokens, load, parser, timed
+from redrafter_mlx import BeamShape, SamplingParams
+from redrafter_mlx.beam_search import Draft
 from redrafter_mlx.decode import prefill, tree_cache
-from redrafter_mlx.sampled_drafts import METHODS, sample_drafts
-from redrafter_mlx.sampling import SamplingParams, target_log_probs
+from redrafter_mlx.decode.steps import verify
+from redrafter_mlx.decode.strategy import choose_strategy
+from redrafter_mlx.decode.trees import tree_layout, tree_mask, tree_tokens
+from redrafter_mlx.kv_cache import ResidentCache
+from redrafter_mlx.sampled_drafts import METHODS
+from redrafter_mlx.sampling import target_log_probs
 
 
 def main():
     args_parser = parser(__doc__)
     args_parser.add_argument("--beam", type=BeamShape.parse, default=BeamShape(4, 4), help="WxL (default 4x4)")
     args_parser.add_argument("--temp", type=float, default=1.0)
+    args_parser.add_argument("--context", type=int, default=300, help="prompt tokens prefilled")
     args_parser.add_argument("--repeats", type=int, default=30)
     args = args_parser.parse_args()
     beam, sampling = args.beam, SamplingParams(args.temp)
-    _, model, drafter = load(args)
-    cache = tree_cache(model, beam.width * beam.length, fixed_shapes=True)
-    context = prefill(model, cache, list(range(100, 400)))
+    engine = load(args)
+    model, drafter = engine.model, engine.drafter
+    layout = tree_layout(beam.width, beam.length)
+    rows = layout.depths.shape[0]
+    prompt = context_tokens(engine, args.context)
+    cache = tree_cache(model, rows, fixed_shapes=True)
+    context = prefill(model, cache, prompt, taps=drafter.taps)
     token = mx.argmax(model.logits(context), -1)
+    greedy = choose_strategy(SamplingParams(), "rsd-s")
+    sampled = {method: choose_strategy(sampling, method) for method in METHODS}
 
     def report(name: str, fn):
-        print(f"{name:44s} {timed(fn, args.repeats):8.3f} ms", flush=True)
+        print(f"{name:54s} {timed(fn, args.repeats):8.3f} ms", flush=True)
 
-    print(f"vocabulary {model.config.vocab_size}, draft vocabulary {drafter.draft_vocab_size}, beam {beam}")
-    report("draft: beam search (greedy)", lambda: beam_search(drafter, model.embed, context, token, beam.width,
-                                                              beam.length).beams)
-    for method in METHODS:
-        report(f"draft: sampled, {method}", lambda method=method: sample_drafts(
-            drafter, model.embed, context, token, beam.width, beam.length, sampling, method).beams)
-    draft = sample_drafts(drafter, model.embed, context, token, beam.width, beam.length, sampling, "rsd-s")
+    def drafting(strategy):
+        return lambda: strategy.draft(drafter, model.embed, context, token, beam.width, beam.length).beams
+
+    print(f"vocabulary {model.config.vocab_size}, draft vocabulary {drafter.draft_vocab_size}, beam {beam}, "
+          f"tree of {rows} rows")
+    report("draft: beam search (greedy)", drafting(greedy))
+    for method, strategy in sampled.items():
+        report(f"draft: sampled, {method}", drafting(strategy))
+    draft = sampled["rsd-s"].draft(drafter, model.embed, context, token, beam.width, beam.length)
     beams = draft.beams[0]
-    index = mx.arange(beams.size).reshape(beams.shape)  # unpacked: one row per beam token
-    hidden = model(beams.reshape(1, -1), mx.arange(300, 300 + beams.size)[None], model.new_cache())
-    logits = model.logits(hidden[0])  # (W * L, V)
-    mx.eval(logits, draft.log_probs)
-    report("judge: greedy acceptance (argmax, match)", lambda: greedy_accept(beams, mx.argmax(logits, -1)[index]).count)
-    report("judge: target log-probs of every tree token", lambda: target_log_probs(logits, sampling))
-    for without_replacement in (False, True):
-        name = "recursive, without replacement" if without_replacement else "i.i.d."
-        report(f"judge: rejection walk, {name}", lambda w=without_replacement: speculative_accept(
-            beams[None], draft.log_probs, logits[None], index[None], sampling, draft_tokens=drafter.draft_tokens,
-            draft_positions=draft.positions, without_replacement=w).count)
+    resident = ResidentCache(cache, prompt)
+    resident.make_room(rows, beam.length)
+    mask = tree_mask(resident.kept, layout.block, resident.end)
+    hidden, _, _ = verify(model, tree_tokens(beams)[None], (resident.length + layout.depths)[None], mask,
+                          resident.end, resident.keys, resident.values, drafter.taps)
+    drafted = Draft(beams, draft.log_probs[0], draft.positions[0], None)
+    mx.eval(hidden, drafted)
+    report(f"target head, {rows} rows", lambda: model.logits(hidden))
+    report("target log-probs of every tree token", lambda: target_log_probs(model.logits(hidden), sampling))
+    report("judge: greedy (head, argmax, match)",
+           lambda: greedy.judge(model, drafter, hidden, layout.index, beams, drafted).count)
+    for name, method in (("i.i.d.", "iid"), ("recursive, without replacement", "rsd-s")):
+        report(f"judge: rejection walk, {name}",
+               lambda method=method: sampled[method].judge(model, drafter, hidden, layout.index, beams, drafted).count)
 
 
 if __name__ == "__main__":

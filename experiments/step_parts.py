@@ -1,64 +1,123 @@
-"""Times the parts of one ReDrafter step at its fixed shapes against a one-token forward.
-Each part is compiled and evaluated on its own, so GPU times include the host's launch
-cost that a pipelined loop would hide. On the CPU it showed where a 1x3 step went (96.8 ms:
-attention and few-row products), which decided grouped attention and 3-row transposed
-products (84.0 ms after; docs/bench/cpu_step_parts_2026-11-24.txt, docs/perf.md).
+"""Where a ReDrafter step's time goes, in both ways decoding runs one (decode/redrafter.py):
+the resident step of fixed-shape policies (GPUs: the tree laid out, verified, judged and
+committed on the device, decode/steps.resident_step over a kv_cache.ResidentCache) and the
+packed step of CPUs (the host packs the beams' shared prefixes into a tree, tree_inputs,
+then decode/steps.packed_step). Each part is evaluated on its own, greedy, at the given beam
+shape, against a one-token forward; what decoding compiles is compiled here too, so GPU times
+include the host's launch cost that the pipelined loop would hide. On the CPU it showed where
+a 1x3 step went (96.8 ms: attention and few-row products), which decided grouped attention
+and 3-row transposed products (84.0 ms after; docs/bench/cpu_step_parts_2026-11-24.txt,
+docs/perf.md).
 
-  python -m experiments.step_parts [--model NAME|DIR --drafter DIR] [--beam 1x3] [--repeats 50]
+  python -m experiments.step_parts [--model NAME|DIR --drafter DIR] [--beam 1x3] [--lookup 2]
+                                   [--context 300] [--repeats 50]
 
-A 300-token prompt is prefilled; the parts then run on its cache (nothing committed). The
-cache is sized as decoding sizes it (decode.tree_cache)."""
+A --context-token prompt is prefilled; the parts then run on its cache, sized as decoding
+sizes it (decode.tree_cache), and nothing is committed, so every call sees the same cache.
+--lookup is DecodeOptions.lookup (0: no lookup beam): the resident tree then holds W + 1
+beams, T = 1 + (W + 1)(L - 1) rows (1 + W (L - 1) without it), and the packed tree adds the
+lookup beam where the text repeats. Parts: the forward over the resident tree with its mask
+(and without a mask), a one-token forward, the target head, beam search, the whole resident
+step (verify, judge, commit, next draft), and the packed step: the host's tree packing alone,
+the device's step alone (verify, judge, next draft), and both as the loop runs them."""
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
 import numpy as np
-from experiments.common import load, parser, timed
-from redrafter_mlx.beam_search import BeamShape, beam_search
-from redrafter_mlx.decode import prefill, redrafter_step, slot_inputs, tree_cache, tree_inputs, verify
-from redrafter_mlx.kv_cache import Slots
-from redrafter_mlx.sampling import SamplingParams
+from experiments.common import context_tokens, load, parser, timed
+from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams
+from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache, tree_inputs, verify
+from redrafter_mlx.decode.steps import packed_step, resident_step, slot_inputs
+from redrafter_mlx.decode.strategy import choose_strategy
+from redrafter_mlx.decode.trees import tree_mask, tree_tokens
+from redrafter_mlx.kv_cache import ResidentCache, Slots
+from redrafter_mlx.lookup import with_lookup_beam
 from redrafter_mlx.tree import build_tree
 
 
 def main():
     args_parser = parser(__doc__)
     args_parser.add_argument("--beam", type=BeamShape.parse, default=BeamShape(), help="WxL (default 1x3)")
+    args_parser.add_argument("--lookup", type=int, default=DecodeOptions().lookup,
+                             help="the lookup beam's minimum match (0: off)")
+    args_parser.add_argument("--context", type=int, default=300, help="prompt tokens prefilled")
     args_parser.add_argument("--repeats", type=int, default=50)
     args = args_parser.parse_args()
-    beam, repeats = args.beam, args.repeats
-    _, model, drafter = load(args)
+    beam, lookup = args.beam, args.lookup
+    engine = load(args)
+    model, drafter, policy = engine.model, engine.drafter, engine.policy
+    greedy, compiled = choose_strategy(SamplingParams(), DecodeOptions().sampled_drafts), CompiledSteps()
 
     def report(name: str, fn):
-        print(f"{name:40s} {timed(fn, repeats):7.3f} ms", flush=True)
+        print(f"{name:58s} {timed(fn, args.repeats):8.3f} ms", flush=True)
 
-    size = beam.width * beam.length
-    cache = tree_cache(model, size, fixed_shapes=True)
-    context = prefill(model, cache, list(range(100, 400)))
+    # The resident step's tree, cache and inputs.
+    step, layout = resident_step(model, drafter, greedy, beam, lookup, sampled=False)
+    resident_fn = compiled.get("resident", lambda: step)
+    rows = layout.depths.shape[0]
+    prompt = context_tokens(engine, args.context)
+    cache = tree_cache(model, rows, fixed_shapes=True)
+    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
+    resident = ResidentCache(cache, prompt)
+    resident.make_room(rows, beam.length)
     token = mx.argmax(model.logits(context), -1)
-    draft = beam_search(drafter, model.embed, context, token, beam.width, beam.length)
-    beams = np.array(draft.beams[0])
-    tree = build_tree(beams)
-    inputs = tree_inputs(cache, tree, size)
-    one = slot_inputs(cache, np.ones((1, 1), dtype=bool), np.zeros(1, dtype=np.int32))
-    keys, values = cache.keys, cache.values
-    print(f"tree: {len(tree.tokens)} distinct tokens of {size}; attention over {inputs[2].shape[-1]} slots")
+    draft = greedy.draft(drafter, model.embed, context, token, beam.width, beam.length)
+    beams = draft.beams[0]
+    if lookup:
+        beams = mx.concatenate([beams, beams[:1]])  # the lookup beam's place (a copy where nothing matches)
+    tree = (tree_tokens(beams)[None], (resident.length + layout.depths)[None],
+            tree_mask(resident.kept, layout.block, resident.end), resident.end)
+    print(f"resident tree: {rows} rows ({beams.shape[0]} beams), attention over {resident.capacity} slots")
 
-    forward = mx.compile(lambda *arrays: verify(model, *arrays)[0])
-    unmasked = mx.compile(lambda tokens, positions, offset, k, v: model.forward(
-        tokens, positions, None, Slots(k, v, offset), inputs[2].shape[-1]))
-    report(f"forward of {size} tokens, tree mask", lambda: forward(*inputs, keys, values))
-    report(f"forward of {size} tokens, no mask", lambda: unmasked(inputs[0], inputs[1], inputs[3], keys, values))
-    report("forward of 1 token, mask", lambda: forward(token[None], *one, keys, values))
-    hidden = forward(*inputs, keys, values)
-    report(f"target head + argmax, {size} rows", lambda: mx.argmax(model.logits(hidden), -1))
+    # The packed step's cache and inputs, sized as decode.redrafter.Steps sizes them.
+    fixed = policy.fixed_tree(beam.width)
+    packed_size = (beam.width + (lookup > 0 and policy.pad_lookup)) * beam.length if fixed else 0
+    packed_cache = tree_cache(model, packed_size, fixed)
+    prefill(model, packed_cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
+    make_packed = lambda: packed_step(model, drafter, greedy, beam)  # noqa: E731
+    packed_fn = compiled.get("packed", make_packed) if fixed else make_packed()
+
+    def pack():
+        """The host's part of a packed step: read the beams, add the lookup beam, pack the tree."""
+        host_beams = np.array(draft.beams[0])
+        if lookup:
+            host_beams = with_lookup_beam(host_beams, prompt, lookup)
+        packed = build_tree(host_beams)
+        inputs = tree_inputs(packed_cache, packed, max(packed_size, len(packed.tokens)))
+        return inputs, mx.array(packed.index), mx.array(host_beams)
+
+    def packed_call(inputs, index, host_beams):
+        accepted, following, keys, values = packed_fn(*inputs, index, host_beams, draft.log_probs[0],
+                                                      draft.positions[0], *packed_cache.arrays())
+        packed_cache.adopt(keys, values)  # the same slots are written again by the next call
+        return [accepted.beam, accepted.count, following.beams, *packed_cache.state()]
+
+    packed = pack()
+    print(f"packed tree: {packed[0][0].shape[1]} rows, attention over {packed[0][2].shape[-1]} slots")
+
+    forward = mx.compile(lambda *arrays: verify(model, *arrays, drafter.taps)[0])
+    unmasked = mx.compile(lambda tokens, positions, offset, keys, values: model.forward(
+        tokens, positions, None, Slots(keys, values, offset), resident.capacity, drafter.taps))
+    report(f"resident: forward of {rows} rows, tree mask", lambda: forward(*tree, resident.keys, resident.values))
+    report(f"resident: forward of {rows} rows, no mask",
+           lambda: unmasked(tree[0], tree[1], tree[3], resident.keys, resident.values))
+    one = slot_inputs(packed_cache, np.ones((1, 1), dtype=bool), np.zeros(1, dtype=np.int32))
+    report("forward of 1 token, mask", lambda: forward(token[None], *one, *packed_cache.arrays()))
+    hidden = forward(*tree, resident.keys, resident.values)
+    report(f"target head + argmax, {rows} rows", lambda: mx.argmax(model.logits(hidden), -1))
     report("target head + argmax, 1 row", lambda: mx.argmax(model.logits(hidden[:1]), -1))
-    search = mx.compile(lambda c, t: beam_search(drafter, model.embed, c, t, beam.width, beam.length).beams)
+    search = mx.compile(lambda c, t: greedy.draft(drafter, model.embed, c, t, beam.width, beam.length).beams)
     report(f"beam search {beam}", lambda: search(context, token))
-    step = redrafter_step(model, drafter, beam, SamplingParams(), compiled=True)
-    index, beam_tokens = mx.array(tree.index), mx.array(beams)
-    report(f"whole step {beam} (verify, accept, draft)",
-           lambda: step(*inputs, index, beam_tokens, draft.log_probs[0], keys, values)[1].beams)
-    report("host: tree packing and inputs", lambda: tree_inputs(cache, build_tree(np.array(draft.beams[0])), size)[0])
+
+    def resident_call():
+        out, following, keys, values, *_ = resident_fn(draft.beams, *resident.state())
+        resident.keys, resident.values = keys, values  # nothing committed: the same slots are written again
+        return [out, following, *keys, *values]
+
+    report(f"resident: whole step {beam} (verify, judge, commit, draft)", resident_call)
+    report("packed: host tree packing and inputs", lambda: pack()[0])
+    report(f"packed: step {beam} alone (verify, judge, draft)", lambda: packed_call(*packed))
+    report(f"packed: whole step {beam} (host packing, then the step)", lambda: packed_call(*pack()))
 
 
 if __name__ == "__main__":

@@ -8,51 +8,47 @@ compiling (docs/perf.md).
   python -m experiments.step_timing [--model NAME|DIR --drafter DIR] [--beam 16x4]
                                     [--prompts mtbench] [--num-prompts 10] [--max-tokens 64]
 
-Nothing is synchronised beyond what the decode loops do themselves; experiments.profile_phases
-splits a step into its phases (with a sync after each)."""
+Each request decodes through Engine.generate (resident steps on GPUs, packed on CPUs), with
+no warm-up: pass 1 is the cold start. Nothing is synchronised beyond what the decode loops
+do themselves; experiments.profile_phases splits a packed step into its phases (with a sync
+after each) and experiments.step_parts times a step's parts."""
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
-from experiments.common import chat_prompts, load, parser
-from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.stats import Stats
+from experiments.common import add_prompt_flags, chat_prompts, load, parser
+from redrafter_mlx import BeamShape, DecodeOptions, Stats
 
 
-def run_pass(model, drafter, prompts, args, eos):
-    """{method: [generation seconds, tokens, steps, prompt seconds]} over the prompts."""
-    totals = {"ar": [0.0, 0, 0, 0.0], "redrafter": [0.0, 0, 0, 0.0]}
+def run_pass(engine, prompts, options: dict, max_tokens: int) -> dict:
+    """{method: Stats summed over the prompts (times, tokens, steps)}."""
+    totals = {name: Stats() for name in options}
     for prompt in prompts:
         for name, total in totals.items():
             stats = Stats()
-            if name == "ar":
-                chunks = generate_ar(model, prompt, max_tokens=args.max_tokens, eos_ids=eos, stats=stats)
-            else:
-                chunks = generate_redrafter(model, drafter, prompt, max_tokens=args.max_tokens, beam=args.beam,
-                                            eos_ids=eos, stats=stats)
-            tokens = sum(chunks, [])
-            total[0] += stats.generation_time
-            total[1] += len(tokens)
-            total[2] += stats.steps
-            total[3] += stats.prompt_time
+            for _ in engine.generate(prompt, max_tokens=max_tokens, options=options[name], stats=stats):
+                pass
+            total.generation_time += stats.generation_time
+            total.generated_tokens += stats.generated_tokens
+            total.steps += stats.steps
+            total.prompt_time += stats.prompt_time
     return totals
 
 
 def main():
     args_parser = parser(__doc__)
     args_parser.add_argument("--beam", type=BeamShape.parse, default=BeamShape(16, 4), help="WxL (default 16x4)")
-    args_parser.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
-    args_parser.add_argument("--num-prompts", type=int, default=10)
+    add_prompt_flags(args_parser, 10)
     args_parser.add_argument("--max-tokens", type=int, default=64)
     args = args_parser.parse_args()
-    model_dir, model, drafter = load(args)
-    prompts, eos = chat_prompts(model_dir, args.prompts, args.num_prompts)
+    engine = load(args)
+    prompts = chat_prompts(engine, args.prompts, args.num_prompts)
+    options = {"ar": DecodeOptions(mode="ar"), "redrafter": DecodeOptions(beam=args.beam)}
     for number in (1, 2):
-        totals = run_pass(model, drafter, prompts, args, eos)
-        (ar_s, ar_n, _, ar_p), (rd_s, rd_n, rd_steps, rd_p) = totals["ar"], totals["redrafter"]
-        print(f"pass {number}: AR {ar_n / ar_s:.1f} tok/s ({ar_s / ar_n * 1e3:.2f} ms/token, prefill "
-              f"{ar_p / len(prompts) * 1e3:.1f} ms/prompt); ReDrafter {args.beam} {rd_n / rd_s:.1f} tok/s, "
-              f"{rd_n / rd_steps:.2f} tokens/step, {rd_s / rd_steps * 1e3:.2f} ms/step "
-              f"(prefill + first draft {rd_p / len(prompts) * 1e3:.1f} ms/prompt)", flush=True)
+        totals = run_pass(engine, prompts, options, args.max_tokens)
+        ar, rd = totals["ar"], totals["redrafter"]
+        print(f"pass {number}: AR {ar.generation_tps:.1f} tok/s ({1e3 / ar.generation_tps:.2f} ms/token, prefill "
+              f"{ar.prompt_time / len(prompts) * 1e3:.1f} ms/prompt); ReDrafter {args.beam} {rd.generation_tps:.1f} "
+              f"tok/s, {rd.generated_tokens / rd.steps:.2f} tokens/step, {rd.generation_time / rd.steps * 1e3:.2f} "
+              f"ms/step (prefill + first draft {rd.prompt_time / len(prompts) * 1e3:.1f} ms/prompt)", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""Every experiment runs: each experiments/*.py module on the tiny model at small sizes (CPU),
+exits 0 and prints the lines it promises, so that none can rot unnoticed."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = {"__init__", "common"}  # experiments/ modules that are not experiments
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem not in SHARED)
+N = r"\d+\.\d+"  # a measured number
+
+# name: (arguments after --model, each with {model}, {drafter}, {prompts} filled in; lines the output promises)
+RUNS = {
+    "forward_rows": (["--rows", "1,4", "--context", "8", "--repeats", "2"],
+                     [rf"T=\s+1\s+{N} ms\s+1\.00x the first", rf"T=\s+4\s+{N} ms\s+{N}x the first"]),
+    "kernel_rows": (["--rows", "4,8", "--keys", "16", "--repeats", "2"],
+                    [r"4/2 heads of 8, product 32 x 48"]
+                    + [rf"keys 16 T {t}: sdpa {N} ms, q4 32x48 {N} ms" for t in (4, 8)]),
+    "prefill_timing": (["--lengths", "5,9", "--repeats", "2"],
+                       [rf"{kind} round {r} length\s+{n}:\s+{N}\s+{N} ms" for kind in ("padded", "unpadded")
+                        for r in (1, 2) for n in (5, 9)]),
+    "profile_phases": (["--drafter", "{drafter}", "--beam", "2x3", "--max-tokens", "6"],
+                       [rf"AR: {N} tok/s, {N} ms per token",
+                        rf"ReDrafter 2x3 \(profiled\): {N} tok/s, {N} tokens/step, {N} ms per step; per phase: "
+                        rf"(\{{'tree': '{N} ms', 'step': '{N} ms', 'commit': '{N} ms'\}}|none \(a resident step\))"]),
+    "sampled_acceptance": (["--drafter", "{drafter}", "--prompts", "{prompts}", "--skip", "1", "--num-prompts", "2",
+                            "--widths", "1,2", "--length", "2", "--max-tokens", "4"],
+                           [rf"{w}x2 {m}\s+{N} tokens per step \(\d+ steps\)" for w in (1, 2)
+                            for m in ("iid", "rsd-c", "rsd-s")]),
+    "sampled_step": (["--drafter", "{drafter}", "--beam", "2x3", "--context", "8", "--repeats", "2"],
+                     [r"vocabulary 16, draft vocabulary 16, beam 2x3, tree of 5 rows"]
+                     + [rf"{part}\s+{N} ms" for part in (
+                         "draft: beam search \\(greedy\\)", "draft: sampled, iid", "draft: sampled, rsd-c",
+                         "draft: sampled, rsd-s", "target head, 5 rows", "target log-probs of every tree token",
+                         "judge: greedy \\(head, argmax, match\\)", "judge: rejection walk, i.i.d.",
+                         "judge: rejection walk, recursive, without replacement")]),
+    "step_parts": (["--drafter", "{drafter}", "--beam", "2x3", "--context", "8", "--repeats", "2"],
+                   [r"resident tree: 7 rows \(3 beams\), attention over 256 slots",
+                    r"packed tree: \d+ rows, attention over \d+ slots"]
+                   + [rf"{part}\s+{N} ms" for part in (
+                       "resident: forward of 7 rows, tree mask", "resident: forward of 7 rows, no mask",
+                       "forward of 1 token, mask", "target head \\+ argmax, 7 rows", "target head \\+ argmax, 1 row",
+                       "beam search 2x3", "resident: whole step 2x3 \\(verify, judge, commit, draft\\)",
+                       "packed: host tree packing and inputs", "packed: step 2x3 alone \\(verify, judge, draft\\)",
+                       "packed: whole step 2x3 \\(host packing, then the step\\)")]),
+    "step_timing": (["--drafter", "{drafter}", "--beam", "2x3", "--prompts", "{prompts}", "--num-prompts", "2",
+                     "--max-tokens", "6"],
+                    [rf"pass {p}: AR {N} tok/s \({N} ms/token, prefill {N} ms/prompt\); ReDrafter 2x3 {N} tok/s, "
+                     rf"{N} tokens/step, {N} ms/step \(prefill \+ first draft {N} ms/prompt\)" for p in (1, 2)]),
+}
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    model = tiny_model(2, vocab=16)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"turns": [f"w{3 + i} w{4 + i}"]}) for i in range(3)) + "\n")
+    return {"model": write_model_dir(root / "model", model),
+            "drafter": write_drafter_dir(root / "drafter", tiny_drafter(model, 3)), "prompts": prompts}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_runs_and_prints_its_lines(dirs, name):
+    if name not in RUNS:
+        pytest.fail(f"experiments/{name}.py: give it small sizes and the lines it prints in RUNS")
+    arguments, promised = RUNS[name]
+    command = [sys.executable, "-m", f"experiments.{name}", "--model", str(dirs["model"]),
+               *(a.format(**dirs) for a in arguments)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for pattern in promised:
+        assert any(re.fullmatch(pattern, line.strip()) for line in lines), f"no line {pattern!r} in:\n{out.stdout}"
