@@ -33,6 +33,7 @@ from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_l
 from .load import (DTYPES, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config,
                    save_module)
 from .sampling import SamplingParams
+from .text_data import add_parser as add_text_parser, text_data
 from .text import encode_prompt
 
 
@@ -356,6 +357,7 @@ def build_parser():
     data.add_argument("--max-seconds", type=finite_float(0), default=0, help="stop starting new batches after this")
     data.add_argument("--temp", type=finite_float(0), default=0.0, help="0: greedy answers; > 0: sampled at this temperature")
     data.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="for sampled answers")
+    add_text_parser(sub)
     f = sub.add_parser("fit", help="train a drafter")
     f.add_argument("--model", required=True)
     f.add_argument("--data", required=True, nargs="+", help="one or more data directories")
@@ -404,7 +406,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    run_cli(lambda: generate_data(args) if args.command == "data" else fit(args))
+    commands = {"data": generate_data, "text": text_data, "fit": fit}
+    run_cli(lambda: commands[args.command](args))
 
 
 if __name__ == "__main__":
