@@ -341,6 +341,10 @@ def rows():
         ("train_text_no_source", "train", "text {M} --out {root}/text_out", None, "give --sharegpt FILE, --stdlib"),
         ("train_text_out_file", "train", "text {M} --stdlib {root}/cwd --out {root}/out_file", None,
          "--out {root}/out_file: exists and is not a directory"),
+        ("train_eval_missing_data", "train", "eval {M} {D} --data {root}/nope", None,
+         "--data {root}/nope: no such directory"),
+        ("train_fit_missing_eval_data", "train", "fit {M} --data {root}/data --out {root}/fit_out --eval-data "
+         "{root}/nope", None, "{root}/nope: no such directory"),
         ("train_fit_missing_data", "train", "fit {M} --data {root}/nope --out {root}/fit_out", None,
          "--data {root}/nope: no such directory"),
         ("train_fit_empty_data", "train", "fit {M} --data {root}/data_empty --out {root}/fit_out", None,

@@ -1,8 +1,8 @@
-"""`train text`: ShareGPT replies and standard-library source as answers to chat prompts."""
+"""`train text`: ShareGPT replies and standard-library source as answers to chat prompts;
+`train eval` and `fit --eval-data` on such data."""
 
 import json
 
-import numpy as np
 import pytest
 
 from redrafter_mlx import text_data
@@ -143,3 +143,35 @@ def test_max_answer_tokens_stops_starting_shards(model_dir, sources, tmp_path, m
     sharegpt, stdlib = sources
     sequences = run_text(model_dir, tmp_path / "data", sharegpt, stdlib, "--max-answer-tokens", "34")
     assert len(sequences) == 4  # 33 answer tokens after the first shard (a), 44 after the second (c): no stdlib
+
+
+@pytest.fixture
+def trained(model_dir, sources, tmp_path):
+    sharegpt, stdlib = sources
+    train_data, eval_data = tmp_path / "train", tmp_path / "eval"
+    run_text(model_dir, train_data, sharegpt, stdlib)
+    eval_data.mkdir()
+    from redrafter_mlx.data import save_sequences
+    save_sequences(eval_data / "shard-00000.npz", [[2, 8, 9, 3, 2, 5, *REPLY, 3]], [5])
+    drafter = tmp_path / "drafter"
+    train_main(["fit", "--model", str(model_dir), "--data", str(train_data), "--eval-data", str(eval_data),
+                "--out", str(drafter), "--epochs", "2", "--draft-steps", "2", "--save-dtype", "float32"])
+    return drafter, train_data, eval_data
+
+
+def test_fit_evaluates_on_eval_data_and_eval_reports_it(model_dir, trained, capsys):
+    drafter, train_data, eval_data = trained
+    log = json.loads((drafter / "training.json").read_text())["log"]
+    epochs = [entry for entry in log if "epoch" in entry]
+    assert [entry["epoch"] for entry in epochs] == [1, 2]
+    capsys.readouterr()
+    train_main(["eval", "--model", str(model_dir), "--drafter", str(drafter), "--data", str(eval_data),
+                "--draft-steps", "2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["sequences"] == 1 and result["answer_tokens"] == 12
+    assert result["top1_per_step"] == epochs[-1]["held_out_top1_per_step"]  # the same sequences as fit's last epoch
+    train_main(["eval", "--model", str(model_dir), "--drafter", str(drafter), "--data", str(train_data),
+                str(eval_data), "--draft-steps", "2"])
+    both = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert both["sequences"] == 1 + len(list(load_sequences(train_data)))
+    assert all(0 <= a <= 1 for a in both["top1_per_step"]) and len(both["top1_per_step"]) == 2
