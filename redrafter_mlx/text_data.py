@@ -20,6 +20,7 @@ from .load import load_tokenizer, read_model_config
 
 MAX_PROMPT_TOKENS = 512
 MIN_ANSWER_TOKENS = 8  # shorter replies ("Thanks!", "Continue") are skipped
+MIN_PROMPT_CHARS = 20  # a held-out prompt's length at least
 CHUNK_TOKENS = 900  # a standard-library file is cut at line ends into answers of about this many tokens
 HELD_OUT_EVERY = 50  # every 50th standard-library file is held out
 CONVERSATIONS_PER_SHARD = 256
@@ -148,14 +149,17 @@ def joined_conversations(path) -> List[tuple]:
 
 
 def read_sharegpt(path, hold_out: int):
-    """-> (training conversations, held-out first user turns): the last `hold_out`
-    conversations are held out, and so is any other one with a user turn that is one of
-    their first user turns (ShareGPT repeats some), or another piece of one of them."""
+    """-> (training conversations, held-out prompts): the last `hold_out` conversations are
+    held out, their first user turns of at least MIN_PROMPT_CHARS characters ("hi" and
+    "continue" make no evaluation prompt) are the prompts, and any other conversation with a
+    user turn that is one of them (ShareGPT repeats some) or another piece of a held-out
+    conversation is held out too."""
     conversations = joined_conversations(path)
     if not conversations:
         raise UsageError(f"--sharegpt {path}: no conversation with a human turn")
     split = len(conversations) - min(hold_out, len(conversations))
-    held_prompts = list(dict.fromkeys(first_user_text(messages) for _, messages in conversations[split:]))
+    held_prompts = list(dict.fromkeys(text for text in (first_user_text(m) for _, m in conversations[split:])
+                                      if len(text) >= MIN_PROMPT_CHARS))
     held_ids = {base for base, _ in conversations[split:] if base}
     taken = set(held_prompts)
 

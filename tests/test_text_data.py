@@ -32,13 +32,14 @@ def model_dir(tmp_path_factory):
 
 
 REPLY = [4, 5, 6, 7, 8, 9, 4, 5, 6, 7]  # ten tokens: long enough (MIN_ANSWER_TOKENS)
+HELD = [8, 9] * 4  # the held-out prompt: long enough (MIN_PROMPT_CHARS)
 CONVERSATIONS = [
     {"id": "a_0", "conversations": [turn("human", 4, 5), turn("gpt", *REPLY), turn("human", 6),
                                     turn("gpt", 7, 8)]},  # a too-short reply: skipped
     {"id": "a_4", "conversations": [turn("gpt", *REPLY[::-1]), turn("human", 9), turn("gpt", *REPLY)]},  # a_0's rest
-    {"id": "b_0", "conversations": [turn("human", 8, 9), turn("gpt", *REPLY)]},  # starts like the held-out one
+    {"id": "b_0", "conversations": [turn("human", *HELD), turn("gpt", *REPLY)]},  # starts like the held-out one
     {"id": "c_0", "conversations": [turn("human", 6, 7), turn("gpt", *REPLY)]},
-    {"id": "d_0", "conversations": [turn("human", 8, 9), turn("gpt", 5, *REPLY)]},  # held out (--hold-out 1)
+    {"id": "d_0", "conversations": [turn("human", *HELD), turn("gpt", 5, *REPLY)]},  # held out (--hold-out 1)
 ]
 
 
@@ -86,7 +87,7 @@ def test_replies_and_sources_become_answers_to_chat_prompts(model_dir, sources, 
     assert [s[p:] for s, p in sequences[4:]] == [[fence, *source_words(i), fence, eot] for i in (0, 1)]
     assert all(s[:1] == [2] and s[p - 2:p] == [3, 2] for s, p in sequences[4:])
     held = [json.loads(line)["prompt"] for line in (out / "heldout_prompts.jsonl").read_text().splitlines()]
-    assert held == [words(8, 9), "Show the source of the Python module `os`."]
+    assert held == [words(*HELD), "Show the source of the Python module `os`."]
     info = json.loads((out / "info.json").read_text())
     assert info["sources"]["sharegpt"] == {"sequences": 4, "answer_tokens": 44, "prompt_tokens": 73}
     assert info["sources"]["stdlib"]["sequences"] == 2
@@ -96,7 +97,7 @@ def test_held_out_prompts_never_appear_in_the_shards(model_dir, sources, tmp_pat
     monkeypatch.setattr(text_data, "HELD_OUT_EVERY", 2)  # json.decoder held out
     sharegpt, stdlib = sources
     sequences = run_text(model_dir, tmp_path / "data", sharegpt, stdlib)
-    held = [(2, 8, 9, 3), tuple(source_words(1))]  # the held-out conversation's first turn, json.decoder's source
+    held = [(2, *HELD, 3), tuple(source_words(1))]  # the held-out conversation's first turn, json.decoder's source
     for sequence, _ in sequences:
         for tokens in held:
             assert tokens not in {tuple(sequence[i:i + len(tokens)]) for i in range(len(sequence))}
@@ -152,7 +153,7 @@ def trained(model_dir, sources, tmp_path):
     run_text(model_dir, train_data, sharegpt, stdlib)
     eval_data.mkdir()
     from redrafter_mlx.data import save_sequences
-    save_sequences(eval_data / "shard-00000.npz", [[2, 8, 9, 3, 2, 5, *REPLY, 3]], [5])
+    save_sequences(eval_data / "shard-00000.npz", [[2, *HELD, 3, 2, 5, *REPLY, 3]], [len(HELD) + 3])
     drafter = tmp_path / "drafter"
     train_main(["fit", "--model", str(model_dir), "--data", str(train_data), "--eval-data", str(eval_data),
                 "--out", str(drafter), "--epochs", "2", "--draft-steps", "2", "--save-dtype", "float32"])
