@@ -28,6 +28,7 @@ FILES_PER_SHARD = 16
 EXCLUDED_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "__pycache__"}
 ROLES = {"human": "user", "gpt": "assistant"}
 HELD_OUT_FILE = "heldout_prompts.jsonl"
+SETTINGS_FILE = "settings.json"
 
 
 # ---------------------------------------------------------------- tokens
@@ -251,9 +252,31 @@ def plan(args):
     return groups, held
 
 
+def settings_of(args, vocab_size: int) -> dict:
+    """What decides the shards' contents (a resumed run must have the same)."""
+    return {"sharegpt": args.sharegpt and Path(args.sharegpt).name, "stdlib": args.stdlib,
+            "max_length": args.max_length, "overlap": args.overlap, "hold_out": args.hold_out,
+            "vocab_size": vocab_size}
+
+
+def check_settings(out: Path, settings: dict):
+    """UsageError when out holds shards of other settings (its SETTINGS_FILE)."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--out {out}: cannot read {SETTINGS_FILE} ({error})") from None
+    changed = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in settings.items() if before.get(key) != value]
+    if changed:
+        raise UsageError(f"--out {out}: holds shards made with other settings ({', '.join(changed)}); "
+                         "give another --out")
+
+
 def text_data(args):
-    """Writes the shards of --sharegpt and --stdlib (resumable: existing shards are kept),
-    the held-out prompts and info.json with the counts per source."""
+    """Writes the shards of --sharegpt and --stdlib (resumable: existing shards of the same
+    settings are kept), the held-out prompts and info.json with the counts per source."""
     if not args.sharegpt and not args.stdlib:
         raise UsageError("give --sharegpt FILE, --stdlib or both")
     out = Path(args.out)
@@ -263,10 +286,13 @@ def text_data(args):
     tokenizer = load_tokenizer(args.model, config.eos_ids)
     start = time.perf_counter()
     groups, held = plan(args)
+    settings = settings_of(args, config.vocab_size)
+    check_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale(out, "shard-*.npz")
-    remove_stale(out, "info.json")
-    remove_stale(out, HELD_OUT_FILE)
+    for name in ("shard-*.npz", "info.json", HELD_OUT_FILE, SETTINGS_FILE):
+        remove_stale(out, name)
+    with atomic_file(out / SETTINGS_FILE) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2))
     with atomic_file(out / HELD_OUT_FILE) as tmp:
         tmp.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in held), encoding="utf-8")
     eot = end_of_turn(tokenizer)

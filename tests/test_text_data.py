@@ -123,7 +123,7 @@ def test_a_long_last_turn_keeps_its_end(model_dir):
     assert len(prompt) <= text_data.MAX_PROMPT_TOKENS and prompt[-5:] == [4, 5, 6, 3, 2]
 
 
-def test_text_data_resumes_from_its_shards(model_dir, sources, tmp_path, monkeypatch):
+def test_text_data_resumes_from_its_shards(model_dir, sources, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(text_data, "CONVERSATIONS_PER_SHARD", 1)
     sharegpt, stdlib = sources
     out = tmp_path / "data"
@@ -137,6 +137,10 @@ def test_text_data_resumes_from_its_shards(model_dir, sources, tmp_path, monkeyp
     monkeypatch.setattr(text_data, "sharegpt_sequences", lambda *a: built.append(a[1]) or original(*a))
     assert run_text(model_dir, out, sharegpt, stdlib) == first
     assert len(built) == 1 and {s: s.stat().st_mtime_ns for s in stamps} == stamps  # only the missing one
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_text(model_dir, out, sharegpt, stdlib, "--overlap", "0")  # would mix shards of two settings
+    assert "holds shards made with other settings (overlap 256 -> 0)" in capsys.readouterr().err
 
 
 def test_max_answer_tokens_stops_starting_shards(model_dir, sources, tmp_path, monkeypatch):
