@@ -5,11 +5,11 @@
       sampled); token shards saved.
   python -m redrafter_mlx.train text --model DIR --out DATA --sharegpt FILE --stdlib
       real text as answers to chat prompts, no generation (text_data.py); token shards saved.
+  python -m redrafter_mlx.train eval --model DIR --drafter DRAFTER --data DATA [DATA ...]
+      a drafter's teacher-forced top-1 per drafting step over all of the data.
   python -m redrafter_mlx.train fit --model DIR --data DATA [DATA ...] --out DRAFTER
       trains a drafter on those shards (target frozen), with held-out per-step accuracy,
       checkpoints (resumable with --resume) and an atomic final save.
-  python -m redrafter_mlx.train eval --model DIR --drafter DRAFTER --data DATA [DATA ...]
-      a drafter's teacher-forced top-1 per drafting step over all of the data.
 """
 
 import argparse
