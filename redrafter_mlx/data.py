@@ -22,29 +22,36 @@ def check_file(path, flag: str) -> Path:
     return path
 
 
-def sharegpt_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
-    """Human turns of ShareGPT conversations, each as a standalone prompt: the first turns,
-    then (all_turns) the later ones; duplicates dropped, at most `limit`. The packaged JSON
-    is truncated, so the list is streamed object by object and the incomplete tail dropped
-    (its bytes too: a character cut in two is replaced)."""
+def sharegpt_conversations(path) -> Iterator[tuple]:
+    """Yields (id or None, turns [{"from": ..., "value": text}, ...]) of each ShareGPT
+    conversation (a long one is split into pieces "ID_N" that begin at its turn N). The
+    packaged JSON is truncated, so the list is streamed object by object and the incomplete
+    tail dropped (its bytes too: a character cut in two is replaced)."""
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     decoder = json.JSONDecoder()
     if not text.lstrip("\ufeff \r\n\t").startswith("["):
         raise UsageError(f"{path}: not a ShareGPT JSON list (nor a .jsonl file of {{\"prompt\": text}} lines)")
     position = text.index("[") + 1
-    first, later = [], []
     for number in itertools.count():
         while position < len(text) and text[position] in " \r\n\t,":
             position += 1
         try:
             item, position = decoder.raw_decode(text, position)
         except (json.JSONDecodeError, RecursionError):
-            break  # truncated tail
+            return  # truncated tail
         turns = item.get("conversations") if isinstance(item, dict) else None
         if not isinstance(turns, list) or not all(isinstance(t, dict) and isinstance(t.get("value", ""), str)
                                                   for t in turns):
             raise UsageError(f"{path}: item {number} is not a ShareGPT conversation "
                              "({\"conversations\": [{\"from\": ..., \"value\": text}, ...]})")
+        yield item.get("id"), turns
+
+
+def sharegpt_prompts(path, limit: int, all_turns: bool = False) -> List[str]:
+    """Human turns of ShareGPT conversations (sharegpt_conversations), each as a standalone
+    prompt: the first turns, then (all_turns) the later ones; duplicates dropped, at most `limit`."""
+    first, later = [], []
+    for _, turns in sharegpt_conversations(path):
         human = [t["value"].strip() for t in turns if t.get("from") == "human" and t.get("value", "").strip()]
         if turns and turns[0].get("from") == "human" and turns[0].get("value", "").strip():
             first.append(human[0])

@@ -3,6 +3,10 @@
   python -m redrafter_mlx.train data --model DIR --prompts sharegpt.json --out DATA
       self-distillation: the target answers ShareGPT prompts greedily (or, with --temp,
       sampled); token shards saved.
+  python -m redrafter_mlx.train text --model DIR --out DATA --sharegpt FILE --stdlib
+      real text as answers to chat prompts, no generation (text_data.py); token shards saved.
+  python -m redrafter_mlx.train eval --model DIR --drafter DRAFTER --data DATA [DATA ...]
+      a drafter's teacher-forced top-1 per drafting step over all of the data.
   python -m redrafter_mlx.train fit --model DIR --data DATA [DATA ...] --out DRAFTER
       trains a drafter on those shards (target frozen), with held-out per-step accuracy,
       checkpoints (resumable with --resume) and an atomic final save.
@@ -38,6 +42,7 @@ from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_l
 from .load import (DTYPES, dequantize_layers, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config,
                    save_module)
 from .sampling import SamplingParams
+from .text_data import add_parser as add_text_parser, text_data
 from .text import encode_prompt
 
 
@@ -266,6 +271,30 @@ class Trainee:
             print(json.dumps({"out": self.args.out, **entry}), file=sys.stderr)
 
 
+def read_data(directories, vocab_size: int, flag: str) -> list:
+    """(sequence, prompt length) pairs of the shards in directories; UsageError naming `flag`
+    when a token id is outside the model's vocabulary."""
+    sequences = list(load_sequences(*directories))
+    largest = max((int(seq.max()) for seq, _ in sequences if len(seq)), default=0)
+    if largest >= vocab_size:
+        raise UsageError(f"{flag} {' '.join(directories)}: token id {largest} is outside the model's vocabulary "
+                         f"({vocab_size}): data of another model?")
+    return sequences
+
+
+def evaluate_drafter(args):
+    """Prints the drafter's teacher-forced top-1 per drafting step over all of --data."""
+    config = read_model_config(args.model)
+    sequences = read_data(args.data, config.vocab_size, "--data")
+    model = load_model(args.model, DTYPES[args.dtype])
+    model.freeze()
+    drafter = load_drafter(args.drafter, model, dtype=mx.float32)
+    batches = make_batches(sequences, args.batch_tokens, args.max_length, np.random.default_rng(0))
+    accuracy = evaluate(model, drafter, batches, args.draft_steps)
+    answer_tokens = sum(min(len(seq), args.max_length) - min(p, args.max_length) for seq, p in sequences)
+    print(json.dumps({"sequences": len(sequences), "answer_tokens": answer_tokens, "top1_per_step": accuracy}))
+
+
 def fit(args):
     """Fits the drafter of --out and those of each --also on the same batches: the frozen
     target's features (its costly part) are computed once per batch for all of them."""
@@ -281,18 +310,15 @@ def fit(args):
             read_drafter_config(args.init).check_matches(config)
         except ConfigError as error:
             raise UsageError(f"--init {args.init}: does not fit the model: {error}") from None
-    sequences = list(load_sequences(*args.data))
-    largest = max((int(seq.max()) for seq, _ in sequences if len(seq)), default=0)
-    if largest >= config.vocab_size:
-        raise UsageError(f"--data {' '.join(args.data)}: token id {largest} is outside the model's vocabulary "
-                         f"({config.vocab_size}): data of another model?")
+    sequences = read_data(args.data, config.vocab_size, "--data")
+    valid = read_data(args.eval_data, config.vocab_size, "--eval-data") if args.eval_data else None
     model = load_model(args.model, DTYPES[args.dtype])
     model.freeze()
     group = world()
     writer = group.rank() == 0  # the one process that logs and saves
     rng = np.random.default_rng(args.seed)
     rng.shuffle(sequences)
-    train, valid = split_by_prompt(sequences, args.eval_fraction)
+    train, valid = (sequences, valid) if valid else split_by_prompt(sequences, args.eval_fraction)
     steps_per_epoch = sum(1 for _ in make_batches(train, args.batch_tokens, args.max_length, rng))
     total_steps = min(steps_per_epoch * args.epochs, args.max_steps or math.inf)
     if writer:
@@ -393,6 +419,7 @@ def build_parser():
     data.add_argument("--max-seconds", type=finite_float(0), default=0, help="stop starting new batches after this")
     data.add_argument("--temp", type=finite_float(0), default=0.0, help="0: greedy answers; > 0: sampled at this temperature")
     data.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="for sampled answers")
+    add_text_parser(sub)
     f = sub.add_parser("fit", help="train a drafter")
     f.add_argument("--model", required=True)
     f.add_argument("--data", required=True, nargs="+", help="one or more data directories")
@@ -425,6 +452,8 @@ def build_parser():
     f.add_argument("--lr", type=finite_float(0, open_minimum=True), default=1e-3)
     f.add_argument("--batch-tokens", type=int_at_least(1), default=8192)
     f.add_argument("--max-length", type=int_at_least(2), default=512)
+    f.add_argument("--eval-data", nargs="+", help="data directories for the per-epoch held-out evaluation "
+                   "(default: a share of --data, --eval-fraction)")
     f.add_argument("--eval-fraction", type=finite_float(0, 0.5), default=0.02,
                    help="share of the distinct prompts whose answers are held out")
     f.add_argument("--log-every", type=int_at_least(1), default=20)
@@ -438,12 +467,21 @@ def build_parser():
                    help="fit one more drafter on the same batches (the target's features computed once for "
                         f"all), with these settings changed: {', '.join(VARIANT_KEYS)}; e.g. "
                         "out=d2,head=target,draft_vocab=16384 (repeatable)")
+    e = sub.add_parser("eval", help="a drafter's teacher-forced top-1 per drafting step on data")
+    e.add_argument("--model", required=True)
+    e.add_argument("--drafter", required=True)
+    e.add_argument("--data", required=True, nargs="+", help="one or more data directories (all of it is used)")
+    e.add_argument("--draft-steps", type=int_at_least(1, 15), default=4)
+    e.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="the target's dtype")
+    e.add_argument("--batch-tokens", type=int_at_least(1), default=8192)
+    e.add_argument("--max-length", type=int_at_least(2), default=512)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    run_cli(lambda: generate_data(args) if args.command == "data" else fit(args))
+    commands = {"data": generate_data, "text": text_data, "fit": fit, "eval": evaluate_drafter}
+    run_cli(lambda: commands[args.command](args))
 
 
 if __name__ == "__main__":

@@ -333,6 +333,21 @@ def rows():
          "--out {root}/out_file: exists and is not a directory"),
         ("train_data_window", "train", "data --model {root}/small_window --prompts {root}/prompts.jsonl --out "
          "{root}/data_out", None, "exceed the model's context window of 8"),
+        ("train_text_missing_sharegpt", "train", "text {M} --sharegpt {root}/nope.json --out {root}/text_out", None,
+         "--sharegpt {root}/nope.json: no such file"),
+        ("train_text_sharegpt_binary", "train", "text {M} --sharegpt {root}/prompts_sharegpt_binary.json --out "
+         "{root}/text_out", None, "prompts_sharegpt_binary.json: not a ShareGPT JSON list"),
+        ("train_text_sharegpt_items", "train", "text {M} --sharegpt {root}/prompts_sharegpt_items.json --out "
+         "{root}/text_out", None, "prompts_sharegpt_items.json: item 0 is not a ShareGPT conversation"),
+        ("train_text_missing_stdlib", "train", "text {M} --stdlib {root}/nope --out {root}/text_out", None,
+         "--stdlib {root}/nope: no such directory"),
+        ("train_text_no_source", "train", "text {M} --out {root}/text_out", None, "give --sharegpt FILE, --stdlib"),
+        ("train_text_out_file", "train", "text {M} --stdlib {root}/cwd --out {root}/out_file", None,
+         "--out {root}/out_file: exists and is not a directory"),
+        ("train_eval_missing_data", "train", "eval {M} {D} --data {root}/nope", None,
+         "--data {root}/nope: no such directory"),
+        ("train_fit_missing_eval_data", "train", "fit {M} --data {root}/data --out {root}/fit_out --eval-data "
+         "{root}/nope", None, "{root}/nope: no such directory"),
         ("train_fit_missing_data", "train", "fit {M} --data {root}/nope --out {root}/fit_out", None,
          "--data {root}/nope: no such directory"),
         ("train_fit_empty_data", "train", "fit {M} --data {root}/data_empty --out {root}/fit_out", None,
