@@ -36,6 +36,11 @@ def run_cli(main: Callable[[], object]):
         sys.exit(130)
 
 
+def log(message: str):
+    """A line on stderr for the user, apart from the output."""
+    print(f"[redrafter_mlx] {message}", file=sys.stderr)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line, 'error: argument --flag: ...', exit status 2 (the
     usage stays in --help). Subparsers are of the same class."""

@@ -12,8 +12,11 @@ there than its two halves). docs/perf.md has the measurements behind each choice
 """
 
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import mlx.core as mx
+
+SLOW_BF16, SLOW_F16 = 0.0, 0.0  # decoding slowdown of bfloat16 and float16 weights vs float32 on CPUs (docs/perf.md)
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,9 @@ class DecodePolicy:
     pad_lookup: bool  # the lookup beam verified at every step (padding the tree), not only where it differs
     cpu_kernels: bool  # few-row products and grouped attention for CPUs (chosen when a model is loaded)
     fuse_projections: bool  # q/k/v and gate/up joined into one product each (fewer kernels; when loaded)
-    dense_weights: bool  # a drafter's quantized layers made dense when loaded (slow quantized CPU kernels)
+    dense_weights: bool  # quantized layers made dense when loaded (slow quantized CPU kernels)
+    float_dtype: Optional[str] = None  # what quantized and half-precision weights become when loaded (no --dtype)
+    slow_dtypes: Tuple[Tuple[str, float], ...] = ()  # (dtype, measured decoding slowdown vs float_dtype)
     fixed_single_beam: bool = True  # width-1 trees too (always L tokens: nothing to pad)
 
     @classmethod
@@ -45,4 +50,5 @@ class DecodePolicy:
 GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, pad_lookup=True, cpu_kernels=False,
                    fuse_projections=True, dense_weights=False)
 CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, pad_lookup=False, cpu_kernels=True,
-                   fuse_projections=False, dense_weights=True)
+                   fuse_projections=False, dense_weights=True, float_dtype="float32",
+                   slow_dtypes=(("bfloat16", SLOW_BF16), ("float16", SLOW_F16)))
