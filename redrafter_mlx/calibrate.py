@@ -19,7 +19,7 @@ from .config import is_int
 from .decode import generate_redrafter
 from .device import device_name
 from .errors import UsageError
-from .models import cache_dir
+from .models import writable_cache_dir
 from .policy import DecodePolicy
 from .sampling import SamplingParams
 
@@ -72,7 +72,7 @@ def auto_beam(model, drafter, encode_prompt, model_dir, drafter_dir, *, policy: 
     """The cached best shape for this device + model + drafter + sampling settings, calibrated on
     first use; measured (a named model's shape measured fastest on this kind of device,
     models.default_beam) is timed with the device's candidates."""
-    cache_file = cache_file or cache_dir() / "beam_auto.json"
+    cache_file = cache_file or writable_cache_dir() / "beam_auto.json"
     key = (f"{device_name()} | {weights_identity(model_dir)} | {weights_identity(drafter_dir)} "
            f"(draft vocab {drafter.draft_vocab_size}) | {sampling_key(sampling)} | mlx {mx.__version__}")
     known = read_cache(cache_file)
