@@ -8,7 +8,10 @@ to a few lengths, and projections that read the same input are joined (fewer ker
 CPUs pay for every verified token and build graphs cheaply: there trees are verified
 exactly as packed, few-row products of small layers use kernels of their own (linear.py,
 llm.attention), and projections stay apart (a joined 17,920 x 1,536 product is slower
-there than its two halves). docs/perf.md has the measurements behind each choice.
+there than its two halves), and weights are dense float32 (MLX's CPU kernels for quantized
+and half-precision weights are slow: a quantized directory gets a dense copy, models.dense_copy,
+and what is loaded otherwise is made dense in memory). docs/perf.md has the measurements
+behind each choice.
 """
 
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
-SLOW_BF16, SLOW_F16 = 0.0, 0.0  # decoding slowdown of bfloat16 and float16 weights vs float32 on CPUs (docs/perf.md)
+SLOW_BF16, SLOW_F16 = 2.1, 4.4  # decoding slowdown of bfloat16 and float16 weights vs float32 on CPUs (docs/perf.md)
 
 
 @dataclass(frozen=True)
