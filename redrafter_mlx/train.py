@@ -254,7 +254,9 @@ def fit(args):
     outs = [variant.out for variant in variants]
     if len(set(outs)) < len(outs):
         raise UsageError(f"--out and --also name the same output twice: {', '.join(outs)}")
-    args.model = model_directory(args.model)
+    model_dir = model_directory(args.model)
+    for variant in variants:  # each writes the model's fingerprint beside its drafter
+        variant.model = model_dir
     config = read_model_config(args.model)  # checked before the data and the model load
     if args.init:
         try:
