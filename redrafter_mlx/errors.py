@@ -50,6 +50,17 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help that keeps the description's line breaks and shows each flag's default, where
+    it has one and its help does not already say it."""
+
+    def _get_help_string(self, action):
+        no_default = any(action.default is value for value in (None, False, argparse.SUPPRESS))
+        if no_default or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 MAX_SEED = 2 ** 32 - 1
 
 
