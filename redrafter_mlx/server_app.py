@@ -8,9 +8,10 @@ gathered into one response. A client that goes away cancels its request.
 import asyncio
 import hmac
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional
 
 from starlette.applications import Starlette
@@ -39,6 +40,7 @@ class Settings:
     api_key: Optional[str] = None
     chat_template: bool = True
     local_only: bool = True  # no API key and a loopback address: only local Host headers (DNS rebinding)
+    created: int = field(default_factory=lambda: int(time.time()))  # /v1/models: when the model was made (unix s)
 
 
 class Api:
@@ -70,7 +72,8 @@ class Api:
 
     async def models(self, request: Request):
         self.authorize(request)
-        entry = {"id": self.settings.served, "object": "model", "created": 0, "owned_by": "redrafter_mlx"}
+        entry = {"id": self.settings.served, "object": "model", "created": self.settings.created,
+                 "owned_by": "redrafter_mlx"}
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def chat(self, request: Request):
