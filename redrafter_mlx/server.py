@@ -15,31 +15,34 @@ from pathlib import Path
 from . import models
 from .beam_search import BeamShape
 from .decode import LOOKUP_MIN_MATCH
-from .errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
+from .errors import ArgumentParser, HelpFormatter, UsageError, finite_float, int_at_least, log, run_cli
 from .load import DTYPES
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m redrafter_mlx.server", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory; "
-                   f"default: {models.DEFAULT}")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped drafter)")
+    p = ArgumentParser(prog="python -m redrafter_mlx.server", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}), an MLX model directory, a .gguf "
+                   f"file or a Hugging Face repo id (ORG/NAME); default: {models.DEFAULT}")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped drafter trained for the model, "
+                   "found by its sizes and vocabulary)")
     p.add_argument("--served-name", help="the model name clients use (default: the model name or directory name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int_at_least(0, 65535), default=8080, help="0: any free port")
+    p.add_argument("--port", type=int_at_least(0, 65535), default=8080, help="port to bind (0: any free port)")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}); "
                    "needed to bind a non-loopback address")
-    p.add_argument("--mode", choices=("redrafter", "ar"), default="redrafter")
+    p.add_argument("--mode", choices=("auto", "redrafter", "ar"), default="auto",
+                   help="auto: ReDrafter when a drafter fits the model, else auto-regressive with a line saying so; "
+                        "redrafter: fail without one; ar: no drafter")
     p.add_argument("--beam", help="WxL, e.g. 2x4, or 'auto' (timed once per device, cached); default: the named "
                    "model's fastest shape measured on this kind of device (docs/perf.md), else 1x3")
-    p.add_argument("--lookup", type=int_at_least(0), default=LOOKUP_MIN_MATCH, help="greedy: the lookup beam's minimum match "
-                   "(0: off)")
+    p.add_argument("--lookup", type=int_at_least(0), help="greedy: the lookup beam's minimum match (0: off; "
+                   f"default: {LOOKUP_MIN_MATCH})")
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap chat messages in the tokenizer's chat template (when it has one)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: as stored)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: the form that decodes "
+                   "fastest on this device: float32 on CPUs, as stored on GPUs)")
     p.add_argument("--max-tokens", type=int_at_least(1), default=512, help="when a request gives none (always capped to the "
                    "context window)")
     p.add_argument("--temp", type=finite_float(0), default=0.0, help="temperature when a request gives none (0: greedy)")
@@ -48,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a request may decode; then it ends with finish_reason 'length' (0: no limit)")
     p.add_argument("--max-body-bytes", type=int_at_least(1), default=1 << 20, help="larger request bodies get 413")
     p.add_argument("--max-connections", type=int_at_least(1), default=256, help="open connections; more get 503")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="uvicorn's")
     return p
 
 
@@ -70,11 +73,16 @@ def check_args(args) -> str:
                          f"${API_KEY_ENV}) to serve it")
     if args.beam not in (None, "auto"):
         BeamShape.parse(args.beam)
+    given = [flag for flag, value in (("--beam", args.beam), ("--lookup", args.lookup)) if value is not None]
+    if args.mode == "ar" and (given or args.drafter):
+        raise UsageError(f"{(given or ['--drafter'])[0]} is for ReDrafter decoding (--mode ar drafts nothing)")
+    args.lookup = LOOKUP_MIN_MATCH if args.lookup is None else args.lookup
     return key
 
 
 def load_engine(args):
-    """(Engine, served name): the model, drafter and tokenizer as the command line loads them."""
+    """(Engine, served name, created): the model, drafter and tokenizer as the command line loads
+    them; created: the time its config.json was written (unix seconds, for /v1/models)."""
     import mlx.core as mx
 
     from .calibrate import auto_beam
@@ -85,8 +93,12 @@ def load_engine(args):
     from .text import encode_prompt
 
     policy = DecodePolicy.for_device()
-    redrafter = args.mode == "redrafter"
-    model_dir, drafter_dir = models.resolve(args.model, args.drafter, need_drafter=redrafter)
+    model_dir, drafter_dir = models.resolve(args.model, args.drafter, need_drafter=args.mode == "redrafter",
+                                            policy=policy)
+    redrafter = args.mode != "ar" and drafter_dir is not None
+    if args.mode == "auto" and not redrafter:
+        log(f"no shipped drafter fits {model_dir} (by its sizes and vocabulary): serving it auto-regressively "
+            "(--drafter DIR for ReDrafter)")
     mx.random.seed(0)
     dtype = DTYPES[args.dtype] if args.dtype else None
     model = load_model(model_dir, dtype, policy=policy)
@@ -100,7 +112,8 @@ def load_engine(args):
         beam.check(drafter.draft_vocab_size)
     engine = Engine(model=model, tokenizer=tokenizer, drafter=drafter, beam=beam, lookup=args.lookup, policy=policy)
     name = args.model or models.DEFAULT
-    return engine, args.served_name or (name if name in models.MODELS else Path(model_dir).name)
+    served = args.served_name or (Path(name).name if Path(name).exists() else name)  # a path: its last part
+    return engine, served, int((Path(model_dir) / "config.json").stat().st_mtime)
 
 
 def serve(args):
@@ -114,11 +127,11 @@ def serve(args):
                          f'pip install -e ".[server]" (in the repository)') from None
     from .server_worker import Worker
 
-    engine, served = load_engine(args)
+    engine, served, created = load_engine(args)
     worker = Worker(engine, max_queue=args.max_queue, time_limit=args.request_timeout)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
                         max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
-                        chat_template=args.chat_template, local_only=key is None)
+                        chat_template=args.chat_template, local_only=key is None, created=created)
     worker.start()
     mode = f"ReDrafter {engine.beam}" if engine.drafter is not None else "auto-regressive"
     print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",
