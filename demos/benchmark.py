@@ -46,9 +46,9 @@ COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "sp
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m demos.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory "
-                   f"(default: {models.DEFAULT})")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped one)")
+    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}), an MLX model directory, a .gguf "
+                   f"file or a Hugging Face repo id (default: {models.DEFAULT})")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped one trained for the model)")
     p.add_argument("--prompts", default="mtbench", help="mtbench, humaneval or a .jsonl file")
     p.add_argument("--num-prompts", type=int_at_least(1), default=80)
     p.add_argument("--max-tokens", type=int_at_least(1), default=128)

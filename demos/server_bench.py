@@ -105,8 +105,9 @@ class Served:
     def __init__(self, args, mode: str, log: Path):
         import openai
 
-        command = [sys.executable, "-m", "redrafter_mlx.server", "--port", "0", "--mode", mode, "--beam", args.beam]
-        for flag in ("model", "drafter"):
+        command = [sys.executable, "-m", "redrafter_mlx.server", "--port", "0", "--mode", mode]
+        flags = ("model",) if mode == "ar" else ("model", "drafter", "beam")  # --mode ar refuses the others
+        for flag in flags:
             if getattr(args, flag):
                 command += [f"--{flag}", getattr(args, flag)]
         self.log = log

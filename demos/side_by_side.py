@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m demos.side_by_side", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", default="Explain in a few sentences why the sky is blue.")
-    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}) or an MLX model directory "
-                   f"(default: {models.DEFAULT})")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped one)")
+    p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}), an MLX model directory, a .gguf "
+                   f"file or a Hugging Face repo id (default: {models.DEFAULT})")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped one trained for the model)")
     p.add_argument("--max-tokens", type=int_at_least(1), default=160)
     p.add_argument("--beam-width", type=int, help="beams (default: the named model's fastest shape measured on "
                    "this kind of device, docs/perf.md; else 1)")

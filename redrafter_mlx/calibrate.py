@@ -22,7 +22,7 @@ from .config import is_int
 from .decode import DecodeOptions
 from .device import device_name
 from .errors import UsageError
-from .models import cache_dir
+from .models import writable_cache_dir
 from .sampling import SamplingParams
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
@@ -74,7 +74,7 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
     """options with the cached best beam shape for this device + model + drafter + sampling
     settings (calibrated on first use; options.beam, a named model's measured shape, is
     timed with the device's candidates), or mode "ar" where AR was fastest (said on stderr)."""
-    cache_file = cache_file or cache_dir() / "beam_auto.json"
+    cache_file = cache_file or writable_cache_dir() / "beam_auto.json"
     files = engine.files
     key = (f"{device_name()} | {weights_identity(files.model_dir)} | {weights_identity(files.drafter_dir)} "
            f"(draft vocab {engine.drafter.draft_vocab_size}) | {sampling_key(options.sampling)} | "

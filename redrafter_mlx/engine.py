@@ -49,11 +49,13 @@ class ModelFiles:
         return load_tokenizer(self.model_dir, self.config.eos_ids)
 
     @classmethod
-    def open(cls, model: Optional[str] = None, drafter: Optional[str] = None, *,
-             need_drafter: bool = True) -> "ModelFiles":
-        """model: a name (models.MODELS, fetched on first use; default models.DEFAULT) or an
-        MLX directory; drafter: a directory (default: a named model's shipped drafter)."""
-        model_dir, drafter_dir = models.resolve(model, drafter, need_drafter=need_drafter)
+    def open(cls, model: Optional[str] = None, drafter: Optional[str] = None, *, need_drafter: bool = True,
+             policy: DecodePolicy = None) -> "ModelFiles":
+        """model: a name (models.MODELS, fetched on first use; default models.DEFAULT), an MLX
+        directory, a .gguf file or a Hugging Face repo id (models.resolve); drafter: a
+        directory (default: the shipped drafter whose target fingerprint is the model's, or
+        none where need_drafter is off)."""
+        model_dir, drafter_dir = models.resolve(model, drafter, need_drafter=need_drafter, policy=policy)
         config = read_model_config(model_dir)
         drafter_config = None
         if drafter_dir is not None:
@@ -63,6 +65,10 @@ class ModelFiles:
             except ConfigError as error:
                 raise LoadError(f"{drafter_dir}: does not fit the model: {error}") from None
         return cls(Path(model_dir), drafter_dir and Path(drafter_dir), config, drafter_config)
+
+    def drop_drafter(self):
+        """Decoding auto-regressively: the drafter found is not loaded."""
+        self.drafter_dir, self.drafter_config = None, None
 
     def encode(self, text: str, chat_template: bool = True) -> List[int]:
         """One user message -> prompt tokens (through the chat template where there is one)."""
@@ -99,7 +105,7 @@ class Engine:
     def load(cls, model: Optional[str] = None, drafter: Optional[str] = None, *, dtype=None,
              draft_vocab: Optional[int] = None, policy: DecodePolicy = None, need_drafter: bool = True) -> "Engine":
         """Resolves, checks and loads a model and (need_drafter, or a drafter given) its drafter."""
-        files = ModelFiles.open(model, drafter, need_drafter=need_drafter)
+        files = ModelFiles.open(model, drafter, need_drafter=need_drafter, policy=policy)
         return cls.from_files(files, dtype=dtype, draft_vocab=draft_vocab, policy=policy)
 
     @classmethod

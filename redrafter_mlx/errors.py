@@ -36,6 +36,11 @@ def run_cli(main: Callable[[], object]):
         sys.exit(130)
 
 
+def log(message: str):
+    """A line on stderr for the user, apart from the output."""
+    print(f"[redrafter_mlx] {message}", file=sys.stderr)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line, 'error: argument --flag: ...', exit status 2 (the
     usage stays in --help). Subparsers are of the same class."""
@@ -43,6 +48,17 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         print(f"error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help that keeps the description's line breaks and shows each flag's default, where
+    it has one and its help does not already say it."""
+
+    def _get_help_string(self, action):
+        no_default = any(action.default is value for value in (None, False, argparse.SUPPRESS))
+        if no_default or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 MAX_SEED = 2 ** 32 - 1

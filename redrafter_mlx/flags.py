@@ -2,48 +2,60 @@
 once, into frozen settings: library errors name parameters; these name flags."""
 
 import argparse
-from typing import Optional
+from dataclasses import replace
+from typing import List, Optional
 
 from . import models
 from .beam_search import BeamShape
-from .decode import LOOKUP_MIN_MATCH, MODES, SAMPLED_DRAFTS, DecodeOptions
-from .errors import UsageError, finite_float, int_at_least
+from .decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, DecodeOptions
+from .errors import UsageError, finite_float, int_at_least, log
 from .load import DTYPES
 from .policy import DecodePolicy
 from .sampled_drafts import METHODS
 from .sampling import SamplingParams
 
+REDRAFTER_FLAGS = ("beam", "beam_width", "beam_length", "lookup", "sampled_drafts", "draft_vocab")
+
 
 def add_model_flags(p: argparse.ArgumentParser):
     """--model, --drafter, --dtype, --draft-vocab."""
     p.add_argument("--model", help=f"a model name ({', '.join(models.MODELS)}: fetched and converted on first "
-                   f"use, with its shipped drafter) or an MLX model directory (see `python -m convert`); "
-                   f"default: {models.DEFAULT}")
-    p.add_argument("--drafter", help="MLX drafter directory (default: the named model's shipped drafter)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: as stored)")
+                   "use), an MLX model directory, a .gguf file (converted once) or a Hugging Face repo id "
+                   f"(ORG/NAME, from the local Hugging Face cache); default: {models.DEFAULT}")
+    p.add_argument("--drafter", help="MLX drafter directory (default: the shipped drafter trained for the model, "
+                   "found by its sizes and vocabulary whatever its form)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: the form that decodes "
+                   "fastest on this device: float32 on CPUs, as stored on GPUs)")
     p.add_argument("--draft-vocab", type=int_at_least(0), help="draft only the N most frequent tokens (0: all; "
                    "default: the drafter's config)")
 
 
 def add_decoding_flags(p: argparse.ArgumentParser, *, temp_help: str = "sampling temperature (0: greedy)"):
     """--mode, --beam, --beam-width, --beam-length, --lookup, --sampled-drafts, --temp, --top-p, --top-k."""
-    p.add_argument("--mode", choices=MODES, default="redrafter")
-    p.add_argument("--beam", help="'auto': time a few beam shapes on this device once (cached) and use the "
-                   "fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
+    p.add_argument("--mode", choices=("auto", "redrafter", "ar"), default="auto",
+                   help="auto: ReDrafter when a drafter fits the model (--drafter, or a shipped one), else "
+                        "auto-regressive with a line saying so; redrafter: fail without one; ar: no drafter")
+    p.add_argument("--beam", help="'auto': time AR and a few beam shapes on this device once (cached) and use "
+                   "the fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length)")
     p.add_argument("--beam-width", type=int, help="beams (default: the named model's fastest shape measured on "
                    "this kind of device, docs/perf.md; else 1)")
     p.add_argument("--beam-length", type=int, help="tokens per beam: the LLM's own + L-1 drafts (default: "
                    "likewise; else 3)")
-    p.add_argument("--lookup", type=int_at_least(0), default=LOOKUP_MIN_MATCH,
+    p.add_argument("--lookup", type=int_at_least(0),
                    help="greedy only: also verify a beam copied from earlier in the text where its last N or more "
                         f"tokens occur before (0: off; default: {LOOKUP_MIN_MATCH})")
-    p.add_argument("--sampled-drafts", choices=METHODS, default=SAMPLED_DRAFTS,
+    p.add_argument("--sampled-drafts", choices=METHODS,
                    help="sampling only: how the draft tree is drawn from the drafter: iid (independent beams), "
                         "rsd-c (distinct first tokens), rsd-s (stochastic beam search; without replacement, "
                         f"verified by recursive rejection sampling); default: {SAMPLED_DRAFTS}")
     p.add_argument("--temp", type=finite_float(0), default=0.0, help=temp_help)
-    p.add_argument("--top-p", type=finite_float(0, 1, open_minimum=True), default=1.0)
-    p.add_argument("--top-k", type=int_at_least(0), default=0)
+    p.add_argument("--top-p", type=finite_float(0, 1, open_minimum=True), default=1.0, help="nucleus sampling")
+    p.add_argument("--top-k", type=int_at_least(0), default=0, help="sample among the k likeliest tokens (0: all)")
+
+
+def redrafter_flags(args) -> List[str]:
+    """The flags of ReDrafter decoding given on the command line."""
+    return [f"--{name.replace('_', '-')}" for name in REDRAFTER_FLAGS if getattr(args, name, None) is not None]
 
 
 def beam_of(args, policy: DecodePolicy) -> BeamShape:
@@ -55,13 +67,36 @@ def beam_of(args, policy: DecodePolicy) -> BeamShape:
 
 
 def decode_options(args, policy: DecodePolicy) -> DecodeOptions:
-    """The decoding flags as DecodeOptions, checked before anything loads."""
+    """The decoding flags as DecodeOptions, checked before anything loads: flags that do not
+    apply to the chosen mode or sampling are refused, not ignored. --mode auto stays
+    "redrafter" here; resolve_mode decides once the drafter is known."""
+    given = redrafter_flags(args)
+    if args.mode == "ar" and getattr(args, "drafter", None):
+        raise UsageError("--drafter is for --mode redrafter (AR decoding uses no drafter)")
+    if args.mode == "ar" and given:
+        raise UsageError(f"{given[0]} is for ReDrafter decoding (--mode ar drafts nothing)")
+    if args.lookup is not None and args.temp > 0:
+        raise UsageError("--lookup is for greedy decoding (--temp 0): sampling verifies no lookup beam")
+    if args.sampled_drafts is not None and args.temp == 0:
+        raise UsageError("--sampled-drafts is for sampling (--temp > 0): greedy decoding drafts the likeliest beams")
     try:
-        return DecodeOptions(mode=args.mode, beam=beam_of(args, policy),
-                             sampling=SamplingParams(args.temp, args.top_k, args.top_p), lookup=args.lookup,
-                             sampled_drafts=args.sampled_drafts)
+        return DecodeOptions(mode="ar" if args.mode == "ar" else "redrafter", beam=beam_of(args, policy),
+                             sampling=SamplingParams(args.temp, args.top_k, args.top_p),
+                             lookup=LOOKUP_MIN_MATCH if args.lookup is None else args.lookup,
+                             sampled_drafts=args.sampled_drafts or SAMPLED_DRAFTS)
     except UsageError as error:
         raise UsageError(flag_words(str(error))) from None
+
+
+def resolve_mode(args, options: DecodeOptions, model_dir, drafter_dir) -> DecodeOptions:
+    """--mode auto: ReDrafter with the drafter found, else AR, saying so in one line."""
+    if args.mode != "auto" or drafter_dir is not None:
+        return options
+    given = redrafter_flags(args)
+    note = f"; {', '.join(given)} unused" if given else ""
+    log(f"no shipped drafter fits {model_dir} (by its sizes and vocabulary): decoding auto-regressively "
+        f"(--drafter DIR for ReDrafter){note}")
+    return replace(options, mode="ar")
 
 
 FLAGS = {"temp": "--temp", "top_k": "--top-k", "top_p": "--top-p", "lookup": "--lookup",

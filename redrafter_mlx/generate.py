@@ -10,15 +10,15 @@ from . import models
 from .calibrate import auto_options
 from .decode import DecodeOptions
 from .engine import Engine, ModelFiles
-from .errors import MAX_SEED, ArgumentParser, UsageError, int_at_least, run_cli
-from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of
+from .errors import MAX_SEED, ArgumentParser, HelpFormatter, UsageError, int_at_least, log, run_cli
+from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of, resolve_mode
 from .policy import DecodePolicy
 from .stats import Stats
 from .text import check_text, decode_text, detokenize
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m redrafter_mlx.generate", description=__doc__)
+    p = ArgumentParser(prog="python -m redrafter_mlx.generate", description=__doc__, formatter_class=HelpFormatter)
     add_model_flags(p)
     p.add_argument("--prompt", help="prompt text; '-' reads stdin; omitted: stdin if piped, else chat")
     p.add_argument("--max-tokens", type=int_at_least(1), default=256,
@@ -26,11 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_flags(p)
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=True,
                    help="wrap the prompt in the tokenizer's chat template (default on when it has one)")
-    p.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0)
+    p.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="random seed of sampling")
     p.add_argument("--profile", action="store_true",
                    help="time tree packing, the step (verify, accept, draft) and the commit (adds device syncs)")
     p.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=True, help="print statistics")
     return p
+
+
+PROGRESS_MIN_TOKENS = 1000  # longer prompts show the prefill's progress on a terminal
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,29 @@ def read_prompt(args):
     return None if args.prompt is None else check_text(args.prompt, "--prompt")
 
 
+class PrefillBar:
+    """progress(done, total) for the decode loops: a tqdm bar on a terminal's stderr for long
+    prompts (closed once the prefill is done); nothing otherwise (no carriage returns in logs)."""
+
+    def __init__(self, prompt_length: int):
+        self.bar = None
+        if sys.stderr.isatty() and prompt_length > PROGRESS_MIN_TOKENS:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=prompt_length, desc="prefill", unit="tok", file=sys.stderr, leave=False)
+
+    def __call__(self, done: int, total: int):
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            if done >= total:
+                self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def stream(engine: Engine, settings: Settings, prompt_tokens, interruptible: bool = False) -> str:
     """Generates, printing text as it is accepted; returns the text. interruptible: Ctrl-C
     stops this reply (returning its text so far) instead of the program."""
@@ -66,9 +92,11 @@ def stream(engine: Engine, settings: Settings, prompt_tokens, interruptible: boo
     stats = Stats(profile=settings.profile)
     detokenizer = engine.tokenizer.detokenizer
     eos = engine.eos_ids
+    progress = PrefillBar(len(prompt_tokens))
     try:
         last = [None]
-        chunks = engine.generate(prompt_tokens, max_tokens=max_tokens, options=settings.options, stats=stats)
+        chunks = engine.generate(prompt_tokens, max_tokens=max_tokens, options=settings.options, stats=stats,
+                                 progress=progress)
         for last in detokenize(chunks, detokenizer, eos):
             print(detokenizer.last_segment, end="", flush=True)
         print(detokenizer.last_segment, flush=True)
@@ -78,10 +106,14 @@ def stream(engine: Engine, settings: Settings, prompt_tokens, interruptible: boo
         print(flush=True)
         print("[stopped]", file=sys.stderr)
     else:
-        if max_tokens < settings.max_tokens and stats.generated_tokens == max_tokens and last[-1] not in eos:
-            print(f"[redrafter_mlx] stopped after {max_tokens} tokens: the prompt's {len(prompt_tokens)} tokens "
-                  f"left no more room in the model's context window of {window} "
-                  f"(--max-tokens {settings.max_tokens})", file=sys.stderr)
+        if stats.generated_tokens == max_tokens and last[-1] not in eos:
+            if max_tokens < settings.max_tokens:
+                log(f"stopped after {max_tokens} tokens: the prompt's {len(prompt_tokens)} tokens left no more room "
+                    f"in the model's context window of {window} (--max-tokens {settings.max_tokens})")
+            else:
+                log(f"stopped at --max-tokens {max_tokens}: the reply may be cut short")
+    finally:
+        progress.close()
     if settings.verbose:
         print("=" * 10, file=sys.stderr)
         print(stats.summary(), file=sys.stderr)
@@ -123,18 +155,20 @@ def chat(engine: Engine, settings: Settings):
 def run(args):
     policy = DecodePolicy.for_device()
     options = decode_options(args, policy)  # the flags, before anything loads
-    redrafter = options.mode == "redrafter"
-    if not redrafter and args.drafter:
-        raise UsageError("--drafter is for --mode redrafter (AR decoding uses no drafter)")
-    models.check_paths(args.model, args.drafter, need_drafter=redrafter)
+    models.check_paths(args.model, args.drafter, need_drafter=args.mode == "redrafter")
     prompt = read_prompt(args)  # before a named model is fetched
-    files = ModelFiles.open(args.model, args.drafter, need_drafter=redrafter)
+    files = ModelFiles.open(args.model, None if args.mode == "ar" else args.drafter,
+                            need_drafter=args.mode == "redrafter", policy=policy)
+    options = resolve_mode(args, options, files.model_dir, files.drafter_dir)
+    redrafter = options.mode == "redrafter"
     if redrafter:  # checked against the configs and the tokenizer before any weights load
         options.beam.check(files.draft_vocab_size(args.draft_vocab))
     prompt_tokens = None
     if prompt is not None:
         prompt_tokens = files.encode(prompt, args.chat_template)
         files.check(prompt_tokens, args.max_tokens, options, args.draft_vocab)
+    if not redrafter:
+        files.drop_drafter()
     engine = Engine.from_files(files, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy)
     if args.beam == "auto" and engine.drafter is not None:
         options = auto_options(engine, options, chat_template=args.chat_template)

@@ -10,7 +10,7 @@ from mlx.utils import tree_map_with_path
 from .config import ConfigError, DrafterConfig, ModelConfig
 from .draft_vocab import read_token_ids
 from .drafter import Drafter
-from .errors import UserError, read_json
+from .errors import UserError, log, read_json
 from .linear import Linear, use_cpu_kernels
 from .llm import Model
 from .policy import DecodePolicy
@@ -106,31 +106,62 @@ def _fill(module: nn.Module, weights: dict, config: dict, path: Path, dtype):
 
 def load_model(path, dtype=None, *, policy: DecodePolicy = None) -> Model:
     """Loads a target LLM directory; dtype (an mx float type) casts its float weights; policy
-    (default: this device's) picks its kernels and whether its projections are joined
-    (Model.fuse_projections)."""
+    (default: this device's) picks its kernels, whether its projections are joined
+    (Model.fuse_projections) and whether its weights are made dense (fastest_form)."""
     policy = policy or DecodePolicy.for_device()
     raw = read_config(path)
     config = read_model_config(path)
     model = _fill(Model(config), read_weights(path), raw, Path(path), dtype)
+    fastest_form(model, dtype, policy, path)
     if policy.fuse_projections:
         mx.eval(model.fuse_projections().parameters())
     use_cpu_kernels(model, policy.cpu_kernels)
     return model
 
 
-def dequantize_layers(module: nn.Module):
-    """Replaces every quantized Linear of module by a dense Linear of the same values (MLX's
-    CPU kernels for quantized products are slow: DecodePolicy.dense_weights)."""
+def dequantize_layers(module: nn.Module, dtype=None) -> set:
+    """Replaces every quantized Linear and Embedding of module by a dense one of the same values
+    in dtype (default: their scales' dtype); returns the bit widths it found (MLX's CPU
+    kernels for quantized products are slow: DecodePolicy.dense_weights)."""
+    bits = set()
+
     def dense(_, layer):
-        if not isinstance(layer, nn.QuantizedLinear):
+        if not isinstance(layer, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
             return layer
+        bits.add(layer.bits)
         weight = mx.dequantize(layer.weight, layer.scales, layer.biases, group_size=layer.group_size,
-                               bits=layer.bits, mode=layer.mode).astype(layer.scales.dtype)
-        out = Linear(weight.shape[1], weight.shape[0], bias="bias" in layer)
-        out.update({"weight": weight, **({"bias": layer.bias} if "bias" in layer else {})})
+                               bits=layer.bits, mode=layer.mode).astype(dtype or layer.scales.dtype)
+        if isinstance(layer, nn.QuantizedEmbedding):
+            out = nn.Embedding(*weight.shape)
+        else:
+            out = Linear(weight.shape[1], weight.shape[0], bias="bias" in layer)
+        out.update({"weight": weight, **({"bias": layer.bias.astype(weight.dtype)} if "bias" in layer else {})})
         return out
 
     module.update_modules(tree_map_with_path(dense, module.leaf_modules(), is_leaf=nn.Module.is_module))
+    return bits
+
+
+def fastest_form(model: Model, dtype, policy: DecodePolicy, source):
+    """On policies with dense weights (CPUs), the form that decodes fastest there: quantized
+    layers made dense and half-precision weights cast, in policy.float_dtype (or dtype when
+    given); one line on stderr says what changed, and one that a given dtype is slow there."""
+    names = {value: name for name, value in DTYPES.items()}
+    slow = dict(policy.slow_dtypes).get(names.get(dtype))
+    if slow:
+        log(f"--dtype {names[dtype]} decodes about {slow:g}x slower than {policy.float_dtype} on this device "
+            "(docs/perf.md)")
+    if not policy.dense_weights:
+        return
+    stored, target = model.dtype, dtype or DTYPES[policy.float_dtype]
+    bits = dequantize_layers(model, target)
+    if dtype is None and stored != target:
+        model.set_dtype(target)
+    mx.eval(model.parameters())
+    if bits or dtype is None and stored != target:
+        was = f"{'/'.join(map(str, sorted(bits)))}-bit" if bits else names.get(stored, str(stored))
+        log(f"{source}: {was} weights made dense {names[target]} on this device (the form that decodes fastest "
+            "here; docs/perf.md)")
 
 
 def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None, *, policy: DecodePolicy = None) -> Drafter:

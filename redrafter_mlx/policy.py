@@ -8,12 +8,18 @@ to a few lengths, and projections that read the same input are joined (fewer ker
 CPUs pay for every verified token and build graphs cheaply: there trees are verified
 exactly as packed, few-row products of small layers use kernels of their own (linear.py,
 llm.attention), and projections stay apart (a joined 17,920 x 1,536 product is slower
-there than its two halves). docs/perf.md has the measurements behind each choice.
+there than its two halves), and weights are dense float32 (MLX's CPU kernels for quantized
+and half-precision weights are slow: a quantized directory gets a dense copy, models.dense_copy,
+and what is loaded otherwise is made dense in memory). docs/perf.md has the measurements
+behind each choice.
 """
 
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import mlx.core as mx
+
+SLOW_BF16, SLOW_F16 = 2.1, 4.4  # decoding slowdown of bfloat16 and float16 weights vs float32 on CPUs (docs/perf.md)
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,9 @@ class DecodePolicy:
     pad_lookup: bool  # the lookup beam verified at every step (padding the tree), not only where it differs
     cpu_kernels: bool  # few-row products and grouped attention for CPUs (chosen when a model is loaded)
     fuse_projections: bool  # q/k/v and gate/up joined into one product each (fewer kernels; when loaded)
-    dense_weights: bool  # a drafter's quantized layers made dense when loaded (slow quantized CPU kernels)
+    dense_weights: bool  # quantized layers made dense when loaded (slow quantized CPU kernels)
+    float_dtype: Optional[str] = None  # what quantized and half-precision weights become when loaded (no --dtype)
+    slow_dtypes: Tuple[Tuple[str, float], ...] = ()  # (dtype, measured decoding slowdown vs float_dtype)
     fixed_single_beam: bool = True  # width-1 trees too (always L tokens: nothing to pad)
     prefill_chunk: int = None  # prompt tokens run per forward pass (None: decode.PREFILL_CHUNK); a server's
     # smaller chunks let it stop a prefill sooner (its progress callback runs between chunks)
@@ -47,4 +55,5 @@ class DecodePolicy:
 GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, pad_lookup=True, cpu_kernels=False,
                    fuse_projections=True, dense_weights=False)
 CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, pad_lookup=False, cpu_kernels=True,
-                   fuse_projections=False, dense_weights=True)
+                   fuse_projections=False, dense_weights=True, float_dtype="float32",
+                   slow_dtypes=(("bfloat16", SLOW_BF16), ("float16", SLOW_F16)))

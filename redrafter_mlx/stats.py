@@ -60,7 +60,7 @@ class Stats:
 
     def summary(self) -> str:
         lines = [
-            f"Prompt: {self.prompt_tokens} tokens, {self.prompt_tps:.1f} tokens/s",
+            f"Prefill: {self.prompt_tokens} prompt tokens in {self.prompt_time:.2f} s, {self.prompt_tps:.1f} tokens/s",
             f"Generation: {self.generated_tokens} tokens, {self.generation_tps:.1f} tokens/s",
         ]
         if self.draft_length:

@@ -30,6 +30,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from . import fingerprint, models
 from .atomic import atomic_directory, atomic_file, remove_stale
 from .batch_generate import generate_batch
 from .config import ConfigError, DrafterConfig
@@ -59,10 +60,17 @@ def progress(iterable, total, desc, shown=True):
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
+def model_directory(model: str) -> str:
+    """--model as every command takes it (models.resolve): a model name, an MLX directory, a
+    .gguf file or a Hugging Face repo id."""
+    return str(models.resolve(model, None, need_drafter=False)[0])
+
+
 # ---------------------------------------------------------------- data generation
 def generate_data(args):
     out = Path(args.out)
     check_output_dir(out, "--out")
+    args.model = model_directory(args.model)
     config = read_model_config(args.model)  # the files are checked before anything is loaded or written
     prompts = read_prompts(args.prompts, args.num_prompts, args.all_turns)
     tokenizer = load_tokenizer(args.model, config.eos_ids)
@@ -304,6 +312,9 @@ def fit(args):
     outs = [variant.out for variant in variants]
     if len(set(outs)) < len(outs):
         raise UsageError(f"--out and --also name the same output twice: {', '.join(outs)}")
+    model_dir = model_directory(args.model)
+    for variant in variants:  # each writes the model's fingerprint beside its drafter
+        variant.model = model_dir
     config = read_model_config(args.model)  # checked before the data and the model load
     if args.init:
         try:
@@ -392,6 +403,7 @@ def save_drafter(drafter, out: Path, args, log, seconds, ranked: list):
         (tmp / DRAFT_VOCAB_FILE).write_text(json.dumps({"source": source, "token_ids": ranked}))
         (tmp / "training.json").write_text(
             json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log}, indent=2))
+        fingerprint.write(tmp, args.model)  # target.json: the model it fits, in any form
 
 
 def layer_list(text: str) -> list:
@@ -402,12 +414,15 @@ def layer_list(text: str) -> list:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}")
 
 
+MODEL_HELP = "the target: a model name, an MLX model directory, a .gguf file or a Hugging Face repo id (ORG/NAME)"
+
+
 def build_parser():
     p = ArgumentParser(prog="python -m redrafter_mlx.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="generate self-distillation data")
-    data.add_argument("--model", required=True)
+    data.add_argument("--model", required=True, help=MODEL_HELP)
     data.add_argument("--prompts", required=True, help="ShareGPT JSON file, or .jsonl lines of {\"prompt\": text}")
     data.add_argument("--out", required=True)
     data.add_argument("--num-prompts", type=int_at_least(1), default=10000)
@@ -421,7 +436,7 @@ def build_parser():
     data.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="for sampled answers")
     add_text_parser(sub)
     f = sub.add_parser("fit", help="train a drafter")
-    f.add_argument("--model", required=True)
+    f.add_argument("--model", required=True, help=MODEL_HELP)
     f.add_argument("--data", required=True, nargs="+", help="one or more data directories")
     f.add_argument("--out", required=True)
     f.add_argument("--head", choices=("own", "target"), default="own",

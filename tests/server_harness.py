@@ -52,8 +52,9 @@ class Server:
         self.key = key
         self.log_path = dirs["root"] / f"{name}.log"
         self.log = open(self.log_path, "w")
-        command = [sys.executable, "-m", "redrafter_mlx.server", "--model", dirs["model"], "--drafter",
-                   dirs["drafter"], "--port", "0", *args]
+        drafter = [] if "ar" in args else ["--drafter", dirs["drafter"]]  # --mode ar refuses a drafter
+        command = [sys.executable, "-m", "redrafter_mlx.server", "--model", dirs["model"], *drafter, "--port", "0",
+                   *args]
         environ = {k: v for k, v in os.environ.items() if k != "REDRAFTER_API_KEY"}
         self.process = subprocess.Popen(list(map(str, command)), stdout=self.log, stderr=subprocess.STDOUT,
                                         cwd=ROOT, env={**environ, **(env or {})})

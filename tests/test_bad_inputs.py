@@ -204,12 +204,18 @@ def rows():
         # generate: paths and file kinds
         ("gen_missing_model", "generate", "--model {root}/nope {D} --prompt w3", None, "--model {root}/nope: no such directory"),
         ("gen_missing_model_first", "generate", "--model {root}/nope --prompt w3", None, "--model {root}/nope"),
-        ("gen_model_is_file", "generate", "--model {root}/a_file.gguf {D} --prompt w3", None, "convert it first"),
+        ("gen_model_is_file", "generate", "--model {root}/notes.txt {D} --prompt w3", None, "a file, not a model directory"),
+        ("gen_model_bad_gguf", "generate", "--model {root}/a_file.gguf {D} --prompt w3", None, "a_file.gguf"),
         ("gen_model_empty_dir", "generate", "--model {root}/empty_dir {D} --prompt w3", None, "empty_dir: no config.json"),
         ("gen_missing_drafter", "generate", "{M} --drafter {root}/nope --prompt w3", None, "--drafter {root}/nope: no such drafter directory"),
         ("gen_drafter_is_model", "generate", "{M} --drafter {root}/model --prompt w3", None, "model/config.json: lacks exit_dim"),
         ("gen_model_is_drafter", "generate", "--model {root}/drafter {D} --prompt w3", None, "drafter/config.json: is a drafter's config, not a model's"),
-        ("gen_no_drafter", "generate", "{M} --prompt w3", None, "--model DIR needs --drafter"),
+        ("gen_no_drafter", "generate", "{M} --mode redrafter --prompt w3", None, "no shipped drafter fits it"),
+        ("gen_ar_beam", "generate", "{M} --mode ar --beam 2x3 --prompt w3", None, "--beam is for ReDrafter decoding"),
+        ("gen_lookup_sampling", "generate", "{M} {D} --temp 1 --lookup 2 --prompt w3", None,
+         "--lookup is for greedy decoding"),
+        ("gen_sampled_drafts_greedy", "generate", "{M} {D} --sampled-drafts iid --prompt w3", None,
+         "--sampled-drafts is for sampling"),
         # model configs
         *[(f"gen_{name}", "generate", f"--model {{root}}/{name} {D} --prompt w3", None, fragment) for name, fragment in [
             ("cfg_list", "cfg_list/config.json: must hold a JSON object, got list"),
@@ -324,7 +330,7 @@ def rows():
         ("train_data_sharegpt_items", "train", "data {M} --prompts {root}/prompts_sharegpt_items.json --out "
          "{root}/data_out", None, "prompts_sharegpt_items.json: item 0 is not a ShareGPT conversation"),
         ("train_data_missing_model", "train", "data --model {root}/nope --prompts {root}/prompts.jsonl --out "
-         "{root}/data_out", None, "nope: no such model directory"),
+         "{root}/data_out", None, "nope: no such directory"),
         ("train_data_bad_config", "train", "data --model {root}/cfg_string_size --prompts {root}/prompts.jsonl --out "
          "{root}/data_out", None, "cfg_string_size/config.json: hidden_size"),
         ("train_data_num_prompts", "train", "data {M} --prompts {root}/prompts.jsonl --out {root}/data_out "

@@ -91,10 +91,9 @@ def test_prompt_longer_than_the_window_fails_before_anything_loads(dirs, monkeyp
 
 @pytest.mark.parametrize("mode", ["ar", "redrafter"])
 def test_generation_stops_at_the_window_and_says_so(dirs, monkeypatch, capfd, mode):
-    drafter = ["--drafter", dirs / "drafter"] if mode == "redrafter" else []
+    drafter = ["--drafter", dirs / "drafter", "--beam", "2x4"] if mode == "redrafter" else []
     code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / "small_window", *drafter, "--mode", mode,
-                                  "--no-chat-template", "--prompt", "w7 w8 w9", "--max-tokens", "50",
-                                  "--beam", "2x4" if mode == "redrafter" else "1x3")
+                                  "--no-chat-template", "--prompt", "w7 w8 w9", "--max-tokens", "50")
     assert code == 0, err
     assert len(out.split()) == 5  # 8 - 3 (the tiny model's answer holds no EOS here)
     assert "stopped after 5 tokens: the prompt's 3 tokens left no more room in the model's context window of 8 " \
@@ -238,13 +237,13 @@ def test_chat_ctrl_c_stops_the_reply_keeps_the_conversation_and_quits_at_the_pro
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         first = read_until(pty_fd, ">> ", output)
-        assert "[stopped]" in first and "Prompt: 1 tokens" in first
+        assert "[stopped]" in first and "Prefill: 1 prompt tokens" in first
         os.write(pty_fd, b"w5\n")
         read_until(pty_fd, "w", output)
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         second = read_until(pty_fd, ">> ", output)
-        prompt_tokens = int(second.split("Prompt: ")[1].split(" tokens")[0])
+        prompt_tokens = int(second.split("Prefill: ")[1].split(" prompt tokens")[0])
         assert prompt_tokens > 3  # both messages and the stopped reply: the conversation was kept
         assert wait_after_interrupt(process) == 0  # Ctrl-C at the prompt quits
         tail = read_rest(pty_fd)
@@ -352,9 +351,9 @@ def test_gpu_policy_warms_up_apart_from_the_timed_generation(dirs, monkeypatch, 
     first generation is preceded by a warm-up timed apart; the text is as without it (the
     random state is seeded again), and CPU policies do none."""
     common = ["--model", dirs / "model", "--mode", mode, "--prompt", "w3 w4", "--max-tokens", "12", "--temp", temp,
-              "--top-p", "0.9", "--seed", "3", "--no-chat-template", "--beam", "2x3"]
+              "--top-p", "0.9", "--seed", "3", "--no-chat-template"]
     if mode == "redrafter":
-        common += ["--drafter", dirs / "drafter"]
+        common += ["--drafter", dirs / "drafter", "--beam", "2x3"]
     code, cpu_out, cpu_err = run_generate(monkeypatch, capfd, *common)
     assert code == 0 and "Warm-up" not in cpu_err
     monkeypatch.setattr(generate.DecodePolicy, "for_device", classmethod(lambda cls, device=None: policy_module.GPU))

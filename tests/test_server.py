@@ -773,3 +773,8 @@ def test_step_texts_keep_the_leading_space(tmp_path):
 
 def test_encoding_matches_the_command_line(local):
     assert encode_prompt(local.tokenizer, "w3 w4 w5") == [2, 3, 4, 5, 1]
+
+
+def test_models_reports_when_the_model_was_made(server, dirs):
+    entry = httpx.get(server.url + "/v1/models").json()["data"][0]
+    assert entry["created"] == int((dirs["model"] / "config.json").stat().st_mtime) > 0

@@ -6,6 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from redrafter_mlx import fingerprint
 from redrafter_mlx.batch_generate import generate_batch
 from redrafter_mlx.beam_search import BeamShape
 from redrafter_mlx.data import load_sequences, make_batches, read_prompts, save_sequences, sharegpt_prompts, split_by_prompt
@@ -219,6 +220,7 @@ def test_own_head_trained_on_a_draft_vocabulary_holds_its_rows_only(tmp_path):
                 "--epochs", "1", "--batch-tokens", "512", "--head", "own", "--draft-vocab", "8",
                 "--save-dtype", "float32"])
     assert json.loads((out / "training.json").read_text())["args"]["data"] == [str(data), str(sampled)]
+    assert fingerprint.trained_for(out) == fingerprint.fingerprint(model_dir)  # it finds its model in any form
     config = json.loads((out / "config.json").read_text())
     assert config["draft_vocab_size"] == 8 and config["head_rows"] == 8
     head = mx.load(str(out / "model.safetensors"))["lm_head.2.weight"]
