@@ -21,18 +21,14 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from redrafter_mlx import models
+from redrafter_mlx import BeamShape, DecodeOptions, DecodePolicy, Engine, SamplingParams, Stats, models
 from redrafter_mlx.atomic import atomic_file
-from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import LOOKUP_MIN_MATCH, CompiledSteps, SAMPLED_DRAFTS, generate_ar, generate_redrafter, max_tokens_in_window
+from redrafter_mlx.decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS
 from redrafter_mlx.device import device_name
 from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
-from redrafter_mlx.load import DTYPES, load_drafter, load_model, load_tokenizer
-from redrafter_mlx.policy import DecodePolicy
+from redrafter_mlx.flags import dtype_of
+from redrafter_mlx.load import DTYPES
 from redrafter_mlx.sampled_drafts import METHODS
-from redrafter_mlx.sampling import SamplingParams
-from redrafter_mlx.stats import Stats
-from redrafter_mlx.text import encode_prompt
 
 from .mlx_lm_runners import mlx_lm_ar, mlx_lm_speculative
 from .plots import plot_all
@@ -105,12 +101,15 @@ def timed_run(generator):
     return tokens, seconds, mx.get_peak_memory() / 2**20
 
 
-def make_runners(args, model, drafter, eos, sampling, policy, suffix: str = ""):
+def make_runners(args, engine: Engine, sampling, suffix: str = ""):
     """name -> (run(prompt, stats) -> generator, width, length); suffix: appended to our
     methods' names (another form of the model), which then come without mlx-lm's."""
-    options = dict(max_tokens=args.max_tokens, sampling=sampling, eos_ids=eos, policy=policy,
-                   compiled=CompiledSteps(size=64))  # each shape traced once for the whole run
-    runners = {"ar" + suffix: (lambda p, s: generate_ar(model, p, stats=s, **options), 0, 0)}
+    eos = engine.eos_ids
+
+    def runner(options: DecodeOptions):
+        return lambda p, s: engine.generate(p, max_tokens=args.max_tokens, options=options, stats=s)
+
+    runners = {"ar" + suffix: (runner(DecodeOptions(mode="ar", sampling=sampling)), 0, 0)}
     if args.mlx_lm and not suffix:
         lm = mlx_lm_ar(args.model, args.dtype, sampling)
         runners["mlx_lm_ar"] = (lambda p, s: lm(p, args.max_tokens, eos), 0, 0)
@@ -123,10 +122,10 @@ def make_runners(args, model, drafter, eos, sampling, policy, suffix: str = ""):
                 for method in args.sampled_drafts:
                     name = (f"redrafter_{w}x{n}" + ("" if k is None else f"_lookup{k}")
                             + ("" if method is None else f"_{method}") + suffix)
-                    beam, lookup = BeamShape(w, n), LOOKUP_MIN_MATCH if k is None else k
-                    runners[name] = (lambda p, s, beam=beam, lookup=lookup, method=method: generate_redrafter(
-                        model, drafter, p, beam=beam, lookup=lookup, sampled_drafts=method or SAMPLED_DRAFTS,
-                        stats=s, **options), w, n)
+                    options = DecodeOptions(beam=BeamShape(w, n), sampling=sampling,
+                                            lookup=LOOKUP_MIN_MATCH if k is None else k,
+                                            sampled_drafts=method or SAMPLED_DRAFTS)
+                    runners[name] = (runner(options), w, n)
     return runners
 
 
@@ -221,31 +220,25 @@ def run(args):
     if args.draft_model:
         models.check_paths(args.draft_model, None, need_drafter=False)
     questions = load_prompts(args.prompts)[:args.num_prompts]
-    model_dir, drafter_dir = models.resolve(args.model, args.drafter)
-    args.model = str(model_dir)
+    engine = Engine.load(args.model, args.drafter, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy)
+    args.model = str(engine.files.model_dir)  # mlx-lm's runners read the same directory
     if args.draft_model:
-        args.draft_model = str(models.resolve(args.draft_model, None, need_drafter=False)[0])
-    dtype = DTYPES[args.dtype] if args.dtype else None
-    model = load_model(model_dir, dtype, policy=policy)
-    drafter = load_drafter(drafter_dir, model, dtype, args.draft_vocab, policy=policy)
-    for width in args.widths:
-        BeamShape(width, args.lengths[0]).check(drafter.draft_vocab_size)
-    tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
-    eos = set(tokenizer.eos_token_ids)
-    prompts = [encode_prompt(tokenizer, q) for q in questions]
+        args.draft_model = str(models.resolve(args.draft_model, None, need_drafter=False, policy=policy)[0])
+    prompts = [engine.encode(q) for q in questions]
     for number, prompt in enumerate(prompts, 1):
-        try:
-            max_tokens_in_window(len(prompt), args.max_tokens, model.config.max_position_embeddings)
-        except UsageError as error:
-            raise UsageError(f"--prompts {args.prompts}: prompt {number}: {error}") from None
-    meta = dict(device=device_name(), dtype=args.dtype or str(model.dtype).split(".")[-1],
+        for width in args.widths:
+            try:
+                engine.check(prompt, args.max_tokens, DecodeOptions(beam=BeamShape(width, args.lengths[0])))
+            except UsageError as error:
+                raise UsageError(f"--prompts {args.prompts}: prompt {number}: {error}") from None
+    meta = dict(device=device_name(), dtype=args.dtype or str(engine.model.dtype).split(".")[-1],
                 model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
                 temp=args.temp, top_p=args.top_p)
-    runners = make_runners(args, model, drafter, eos, sampling, policy)
+    runners = make_runners(args, engine, sampling)
     if args.also_model:
-        other = load_model(args.also_model, dtype, policy=policy)
-        other_drafter = load_drafter(drafter_dir, other, dtype, args.draft_vocab, policy=policy)
-        runners.update(make_runners(args, other, other_drafter, eos, sampling, policy, suffix="_also"))
+        other = Engine.load(args.also_model, str(engine.files.drafter_dir), dtype=dtype_of(args),
+                            draft_vocab=args.draft_vocab, policy=policy)
+        runners.update(make_runners(args, other, sampling, suffix="_also"))
 
     def save_partial(totals, done):
         write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)

@@ -18,14 +18,11 @@ import argparse
 import mlx.core as mx
 import numpy as np
 
-from redrafter_mlx import models
-from redrafter_mlx.decode import generate_ar
+from redrafter_mlx import DecodeOptions, Engine, models
 from redrafter_mlx.draft_vocab import read_ranked
 from redrafter_mlx.drafter_loss import step_logits, target_features
 from redrafter_mlx.errors import ArgumentParser, int_at_least, run_cli
-from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.lookup import MAX_MATCH, lookup_beam
-from redrafter_mlx.text import encode_prompt
 
 from .prompts import load_prompts
 
@@ -95,15 +92,12 @@ def main(argv=None):
 
 
 def report(args):
-    model_dir, drafter_dir = models.resolve(args.model, args.drafter)
-    model = load_model(model_dir)
-    drafter = load_drafter(drafter_dir, model)
-    tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
-    eos = set(tokenizer.eos_token_ids)
+    engine = Engine.load(args.model, args.drafter)
+    model, drafter = engine.model, engine.drafter
     found, outside, lookups = [], [], {m: [] for m in range(1, MAX_MATCH + 1)}
     for question in load_prompts(args.prompts)[:args.num_prompts]:
-        prompt = encode_prompt(tokenizer, question)
-        answer = sum(generate_ar(model, prompt, max_tokens=args.max_tokens, eos_ids=eos), [])
+        prompt = engine.encode(question)
+        answer = sum(engine.generate(prompt, max_tokens=args.max_tokens, options=DecodeOptions(mode="ar")), [])
         found.append(chains(model, drafter, prompt + answer, len(prompt), args.steps))
         outside.append(answer)
         for min_match in lookups if args.lookup else ():
@@ -111,7 +105,7 @@ def report(args):
     runs = np.concatenate(found)
     at_least = [f"{(runs >= k).mean():.3f}" for k in range(1, args.steps + 1)]
     print(f"{len(runs)} positions; P(chain >= 1..{args.steps}): {' '.join(at_least)}")
-    report_outside(np.concatenate(outside), drafter, read_ranked(drafter_dir))
+    report_outside(np.concatenate(outside), drafter, read_ranked(engine.files.drafter_dir))
     for length in range(2, args.steps + 2):
         print(f"predicted tokens/step at 1x{length}: {1 + np.minimum(runs, length - 1).mean():.3f}")
     if args.lookup:

@@ -30,15 +30,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redrafter_mlx  # noqa: F401  (before mlx: OpenBLAS on Linux)
-from redrafter_mlx import models
+from redrafter_mlx import BeamShape, DecodeOptions, Engine, models
 from redrafter_mlx.atomic import atomic_file
-from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.errors import ArgumentParser, int_at_least, run_cli
-from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
-from redrafter_mlx.policy import DecodePolicy
-from redrafter_mlx.text import detokenize, encode_prompt
+from redrafter_mlx.text import detokenize
 
 from .prompts import load_prompts
 from .side_by_side import check_output
@@ -75,22 +70,16 @@ class Local:
     """In-process decoding, as `python -m redrafter_mlx.generate` runs it."""
 
     def __init__(self, args):
-        self.policy = DecodePolicy.for_device()
-        model_dir, drafter_dir = models.resolve(args.model, args.drafter)
-        self.model = load_model(model_dir, policy=self.policy)
-        self.drafter = load_drafter(drafter_dir, self.model, policy=self.policy)
-        self.tokenizer = load_tokenizer(model_dir, self.model.config.eos_ids)
+        self.engine = Engine.load(args.model, args.drafter)
         self.beam = BeamShape.parse(args.beam)
 
     def run(self, prompt: str, max_tokens: int, mode: str) -> Run:
         start = time.perf_counter()
-        tokens = encode_prompt(self.tokenizer, prompt)
-        eos = set(self.tokenizer.eos_token_ids)
-        options = dict(max_tokens=max_tokens, eos_ids=eos, policy=self.policy)
-        chunks = generate_ar(self.model, tokens, **options) if mode == "ar" else \
-            generate_redrafter(self.model, self.drafter, tokens, beam=self.beam, **options)
-        detokenizer, texts, count, first = self.tokenizer.detokenizer, [], 0, None
-        for chunk in detokenize(chunks, detokenizer, eos):
+        tokens = self.engine.encode(prompt)
+        options = DecodeOptions(mode=mode, beam=self.beam)
+        chunks = self.engine.generate(tokens, max_tokens=max_tokens, options=options)
+        detokenizer, texts, count, first = self.engine.tokenizer.detokenizer, [], 0, None
+        for chunk in detokenize(chunks, detokenizer, self.engine.eos_ids):
             count += len(chunk)
             texts.append(detokenizer.last_segment)
             if first is None and texts[-1]:
@@ -170,7 +159,7 @@ def run(args) -> dict:
         servers = {mode: Served(args, mode, Path(logs) / f"{mode}.log") for mode in ("redrafter", "ar")}
         try:
             runs = measure(local, servers, prompts * args.repeats, args.max_tokens)
-            load = under_load(servers["redrafter"], local.tokenizer, prompts, args) \
+            load = under_load(servers["redrafter"], local.engine.tokenizer, prompts, args) \
                 if args.idle_sockets or args.long_prompt_tokens else None
         finally:
             for server in servers.values():

@@ -12,15 +12,12 @@ import argparse
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from redrafter_mlx import models
-from redrafter_mlx.decode import generate_ar, generate_redrafter, max_tokens_in_window
+from redrafter_mlx import DecodeOptions, DecodePolicy, Engine, SamplingParams, models
 from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
-from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
-from redrafter_mlx.policy import DecodePolicy
-from redrafter_mlx.sampling import SamplingParams
-from redrafter_mlx.text import check_text, encode_prompt
+from redrafter_mlx.text import check_text
 
 from .recordings import write_cast, write_gif, write_html
 from .render import frame, result_line, to_ansi
@@ -49,22 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def generators(args, model, drafter, prompt, eos):
+def generators(args, engine: Engine, prompt):
     """(name, decode generator) of AR and of ReDrafter for the race."""
-    options = dict(max_tokens=args.max_tokens, sampling=args.sampling, eos_ids=eos, policy=args.policy)
-    beam = args.beam
-    return [("Auto-regressive", generate_ar(model, prompt, **options)),
-            (f"ReDrafter {beam}", generate_redrafter(model, drafter, prompt, beam=beam, **options))]
+    options = DecodeOptions(beam=args.beam, sampling=args.sampling)
+    return [("Auto-regressive", engine.generate(prompt, max_tokens=args.max_tokens, options=replace(options, mode="ar"))),
+            (f"ReDrafter {args.beam}", engine.generate(prompt, max_tokens=args.max_tokens, options=options))]
 
 
-def run_alone(args, model, drafter, prompt, tokenizer, eos):
-    return [record(name, chunks, tokenizer, eos) for name, chunks in generators(args, model, drafter, prompt, eos)]
+def run_alone(args, engine: Engine, prompt):
+    return [record(name, chunks, engine.tokenizer, engine.eos_ids) for name, chunks in generators(args, engine, prompt)]
 
 
-def run_concurrent(args, model, drafter, prompt, tokenizer, eos):
+def run_concurrent(args, engine: Engine, prompt):
     """Alternates one step of each on the shared device; timestamps share one clock."""
     start = time.perf_counter()
-    names, generators_ = zip(*generators(args, model, drafter, prompt, eos))
+    names, generators_ = zip(*generators(args, engine, prompt))
     traces, buffers, live = [], [[], []], [True, True]
     while any(live):
         for i, gen in enumerate(generators_):
@@ -75,7 +71,7 @@ def run_concurrent(args, model, drafter, prompt, tokenizer, eos):
                 else:
                     buffers[i].append((time.perf_counter() - start, chunk))
     for name, chunks in zip(names, buffers):
-        trace = record(name, (c for _, c in chunks), tokenizer, eos)
+        trace = record(name, (c for _, c in chunks), engine.tokenizer, engine.eos_ids)
         for event, (seconds, _) in zip(trace.events, chunks):
             event.seconds = seconds
         traces.append(trace)
@@ -129,18 +125,14 @@ def run(args):
         except ImportError:
             raise UsageError("--gif needs Pillow (pip install pillow)") from None
     models.check_paths(args.model, args.drafter)
-    model_dir, drafter_dir = models.resolve(args.model, args.drafter)
-    args.model = str(model_dir)
-    model = load_model(model_dir, policy=args.policy)
-    drafter = load_drafter(drafter_dir, model, policy=args.policy)
-    tokenizer = load_tokenizer(model_dir, model.config.eos_ids)
-    eos = set(tokenizer.eos_token_ids)
-    prompt = encode_prompt(tokenizer, args.prompt)
-    args.max_tokens = max_tokens_in_window(len(prompt), args.max_tokens, model.config.max_position_embeddings)
+    engine = Engine.load(args.model, args.drafter, policy=args.policy)
+    args.model = str(engine.files.model_dir)
+    prompt = engine.encode(args.prompt)
+    args.max_tokens = engine.check(prompt, args.max_tokens, DecodeOptions(beam=args.beam, sampling=args.sampling))
     print("warming up...", file=sys.stderr)
-    run_alone(argparse.Namespace(**{**vars(args), "max_tokens": 8}), model, drafter, prompt, tokenizer, eos)
+    run_alone(argparse.Namespace(**{**vars(args), "max_tokens": 8}), engine, prompt)
     runner = run_concurrent if args.concurrent else run_alone
-    left, right = runner(args, model, drafter, prompt, tokenizer, eos)
+    left, right = runner(args, engine, prompt)
     title = f"ReDrafter vs auto-regressive: {Path(args.model).name}, up to {args.max_tokens} tokens, temp {args.temp}"
     note = ("both live, alternating steps on one device" if args.concurrent else
             "each generated alone, then replayed side by side at its measured speed")
