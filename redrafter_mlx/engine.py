@@ -26,7 +26,7 @@ from .decode import CompiledSteps, DecodeOptions, check_request, generate_ar, ge
 from .drafter import Drafter
 from .errors import UsageError
 from .llm import Model
-from .load import LoadError, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config
+from .load import LoadError, dequantize_layers, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config
 from .policy import DecodePolicy
 from .stats import Stats
 from .text import encode_messages, encode_prompt
@@ -116,6 +116,8 @@ class Engine:
         files.tokenizer  # noqa: B018  (loaded now, not inside the first request)
         model = load_model(files.model_dir, dtype, policy=policy)
         drafter = None
+        if files.drafter_dir is not None and policy.dense_verify and dequantize_layers(model, model.dtype):
+            mx.eval(model.parameters())  # ReDrafter verifies trees of rows: dense products are cheaper there
         if files.drafter_dir is not None:
             drafter = load_drafter(files.drafter_dir, model, dtype, draft_vocab, policy=policy)
         return cls(files, model, drafter, policy)

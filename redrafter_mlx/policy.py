@@ -14,7 +14,7 @@ and what is loaded otherwise is made dense in memory). docs/perf.md has the meas
 behind each choice.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import mlx.core as mx
@@ -33,14 +33,19 @@ class DecodePolicy:
     dense_weights: bool  # quantized layers made dense when loaded (slow quantized CPU kernels)
     float_dtype: Optional[str] = None  # what quantized and half-precision weights become when loaded (no --dtype)
     slow_dtypes: Tuple[Tuple[str, float], ...] = ()  # (dtype, measured decoding slowdown vs float_dtype)
+    dense_verify: bool = False  # a quantized target made dense (float16) where a drafter verifies on it:
+    # CUDA's few-row quantized products cost nearly a product per row (docs/perf.md)
     fixed_single_beam: bool = True  # width-1 trees too (always L tokens: nothing to pad)
     prefill_chunk: int = None  # prompt tokens run per forward pass (None: decode.PREFILL_CHUNK); a server's
     # smaller chunks let it stop a prefill sooner (its progress callback runs between chunks)
 
     @classmethod
     def for_device(cls, device=None) -> "DecodePolicy":
-        """The policy for `device` (default: MLX's default device)."""
-        return GPU if (device or mx.default_device()) == mx.gpu else CPU
+        """The policy for `device` (default: MLX's default device): CUDA's GPU policy verifies
+        on dense weights, Apple GPUs (Metal) keep them quantized."""
+        if (device or mx.default_device()) != mx.gpu:
+            return CPU
+        return CUDA if mx.cuda.is_available() else GPU
 
     def fixed_tree(self, width: int) -> bool:
         """Whether trees of beams this wide are verified at a fixed size in a compiled step:
@@ -54,6 +59,7 @@ class DecodePolicy:
 
 GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, pad_lookup=True, cpu_kernels=False,
                    fuse_projections=True, dense_weights=False)
+CUDA = replace(GPU, dense_verify=True)  # H100, 2026-12-06: 4-bit 2x5 1.20x -> float16 1.46x over the 4-bit AR
 CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, pad_lookup=False, cpu_kernels=True,
                    fuse_projections=False, dense_weights=True, float_dtype="float32",
                    slow_dtypes=(("bfloat16", SLOW_BF16), ("float16", SLOW_F16)))

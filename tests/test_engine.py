@@ -1,12 +1,16 @@
 """The Engine: one loading and dispatch chain behind every entry point."""
 
+from dataclasses import replace
+
 import mlx.core as mx
+import mlx.nn as nn
 import pytest
 
 from redrafter_mlx import CPU, GPU, BeamShape, DecodeOptions, Engine, ModelFiles, SamplingParams, Stats
 from redrafter_mlx.decode import generate_ar
 from redrafter_mlx.errors import UsageError
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from redrafter_mlx.load import save_module
+from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir, write_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +79,24 @@ def test_warm_up_only_where_shapes_are_fixed_and_once_per_shape(dirs):
     expected = mx.random.uniform().item()
     gpu.warm_up(prompt, DecodeOptions(beam=BeamShape(2, 3), sampling=SamplingParams(0.8)), seed=5)
     assert mx.random.uniform().item() == expected  # seeded again after it
+
+
+def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_path):
+    """DecodePolicy.dense_verify (CUDA): an engine with a drafter makes a quantized target
+    dense, one decoding AR keeps it quantized; ReDrafter's output still equals AR's."""
+    model = tiny_model(5, "llama", vocab=16, hidden_size=64, intermediate_size=128)
+    drafter = tiny_drafter(model, 6)
+    nn.quantize(model, group_size=32, bits=8)
+    path = tmp_path / "q8"
+    path.mkdir()
+    save_module(model, {**model.config.to_dict(), "quantization": {"group_size": 32, "bits": 8}}, path)
+    write_tokenizer(path, 16)
+    write_drafter_dir(tmp_path / "drafter", drafter)
+    policy = replace(GPU, dense_verify=True)
+    dense = Engine.load(str(path), str(tmp_path / "drafter"), policy=policy)
+    quantized = Engine.load(str(path), need_drafter=False, policy=policy)
+    kinds = [{type(m).__name__ for _, m in e.model.named_modules()} for e in (dense, quantized)]
+    assert "QuantizedLinear" not in kinds[0] and "QuantizedLinear" in kinds[1]
+    prompt = [3, 4, 5]
+    ar = sum(quantized.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), [])
+    assert sum(dense.generate(prompt, max_tokens=16, options=DecodeOptions(beam=BeamShape(2, 3))), []) == ar
