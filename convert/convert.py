@@ -9,10 +9,10 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from redrafter_mlx.atomic import OutputExistsError, atomic_directory, recover
-from redrafter_mlx.config import ConfigError, DrafterConfig, ModelConfig
-from redrafter_mlx.drafter import Drafter
-from redrafter_mlx.llm import Model
-from redrafter_mlx.load import DTYPES, LoadError, fill, layer_quantization, read_config
+from redrafter_mlx.model.config import ConfigError, DrafterConfig, ModelConfig
+from redrafter_mlx.model.drafter import Drafter
+from redrafter_mlx.model.llm import Model
+from redrafter_mlx.model.load import DTYPES, LoadError, fill, layer_quantization, read_config
 
 from . import gguf_reader, gguf_tokenizer
 from .hf_reader import CheckpointError, check_finite, read_json, read_weights

@@ -27,8 +27,8 @@ from redrafter_mlx.decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS
 from redrafter_mlx.device import device_name
 from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from redrafter_mlx.flags import dtype_of
-from redrafter_mlx.load import DTYPES
-from redrafter_mlx.sampled_drafts import METHODS
+from redrafter_mlx.model.load import DTYPES
+from redrafter_mlx.decode.sampled_drafts import METHODS
 
 from .mlx_lm_runners import mlx_lm_ar, mlx_lm_speculative
 from .plots import plot_all

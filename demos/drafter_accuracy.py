@@ -19,10 +19,10 @@ import mlx.core as mx
 import numpy as np
 
 from redrafter_mlx import DecodeOptions, Engine, models
-from redrafter_mlx.draft_vocab import read_ranked
-from redrafter_mlx.drafter_loss import step_logits, target_features
+from redrafter_mlx.model.draft_vocab import read_ranked
+from redrafter_mlx.training.loss import step_logits, target_features
 from redrafter_mlx.errors import ArgumentParser, int_at_least, run_cli
-from redrafter_mlx.lookup import MAX_MATCH, lookup_beam
+from redrafter_mlx.decode.lookup import MAX_MATCH, lookup_beam
 
 from .prompts import load_prompts
 

@@ -5,8 +5,8 @@ import importlib
 
 import mlx.core as mx
 
-from redrafter_mlx.load import DTYPES
-from redrafter_mlx.sampling import SamplingParams
+from redrafter_mlx.model.load import DTYPES
+from redrafter_mlx.decode.sampling import SamplingParams
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,7 +4,7 @@ import gzip
 from pathlib import Path
 from typing import List
 
-from redrafter_mlx.data import check_file, jsonl_text, read_jsonl
+from redrafter_mlx.training.data import check_file, jsonl_text, read_jsonl
 from redrafter_mlx.errors import UsageError
 from redrafter_mlx.models import cache_dir
 from redrafter_mlx.pypi_file import cached_file

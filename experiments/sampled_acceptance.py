@@ -14,7 +14,7 @@ import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.c
 import mlx.core as mx
 from experiments.common import add_prompt_flags, chat_prompts, load, parser
 from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams, Stats
-from redrafter_mlx.sampled_drafts import METHODS
+from redrafter_mlx.decode.sampled_drafts import METHODS
 
 
 def main():

@@ -17,14 +17,14 @@ import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.c
 import mlx.core as mx
 from experiments.common import context_tokens, load, parser, timed
 from redrafter_mlx import BeamShape, SamplingParams
-from redrafter_mlx.beam_search import Draft
+from redrafter_mlx.decode.beam_search import Draft
 from redrafter_mlx.decode import prefill, tree_cache
 from redrafter_mlx.decode.steps import verify
 from redrafter_mlx.decode.strategy import choose_strategy
 from redrafter_mlx.decode.trees import tree_layout, tree_mask, tree_tokens
-from redrafter_mlx.kv_cache import ResidentCache
-from redrafter_mlx.sampled_drafts import METHODS
-from redrafter_mlx.sampling import target_log_probs
+from redrafter_mlx.model.kv_cache import ResidentCache
+from redrafter_mlx.decode.sampled_drafts import METHODS
+from redrafter_mlx.decode.sampling import target_log_probs
 
 
 def main():

@@ -30,9 +30,9 @@ from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache, tree_inputs
 from redrafter_mlx.decode.steps import packed_step, resident_step, slot_inputs
 from redrafter_mlx.decode.strategy import choose_strategy
 from redrafter_mlx.decode.trees import tree_mask, tree_tokens
-from redrafter_mlx.kv_cache import ResidentCache, Slots
-from redrafter_mlx.lookup import with_lookup_beam
-from redrafter_mlx.tree import build_tree
+from redrafter_mlx.model.kv_cache import ResidentCache, Slots
+from redrafter_mlx.decode.lookup import with_lookup_beam
+from redrafter_mlx.decode.tree import build_tree
 
 
 def main():

@@ -10,12 +10,12 @@ The public API, used by the demos and experiments:
 """
 
 from . import _blas  # noqa: F401  (must run before mlx.core is imported)
-from .beam_search import BeamShape
+from .decode.beam_search import BeamShape
 from .decode import DecodeOptions
 from .engine import Engine, ModelFiles
 from .policy import CPU, GPU, DecodePolicy
-from .sampling import SamplingParams
-from .stats import Stats
+from .decode.sampling import SamplingParams
+from .decode.stats import Stats
 
 __version__ = "0.1.0"
 __all__ = ["BeamShape", "CPU", "DecodeOptions", "DecodePolicy", "Engine", "GPU", "ModelFiles", "SamplingParams",

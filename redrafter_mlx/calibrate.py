@@ -17,13 +17,13 @@ from pathlib import Path
 import mlx.core as mx
 
 from .atomic import atomic_file
-from .beam_search import BeamShape
-from .config import is_int
+from .decode.beam_search import BeamShape
+from .model.config import is_int
 from .decode import DecodeOptions
 from .device import device_name
 from .errors import UsageError
 from .models import writable_cache_dir
-from .sampling import SamplingParams
+from .decode.sampling import SamplingParams
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
 CANDIDATES = {"cpu": [BeamShape(1, 2), BeamShape(1, 3), BeamShape(1, 4), BeamShape(2, 3)],

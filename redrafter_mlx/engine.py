@@ -21,14 +21,14 @@ from typing import Callable, Iterator, List, Optional
 import mlx.core as mx
 
 from . import models
-from .config import ConfigError, DrafterConfig, ModelConfig
+from .model.config import ConfigError, DrafterConfig, ModelConfig
 from .decode import CompiledSteps, DecodeOptions, check_request, generate_ar, generate_redrafter
-from .drafter import Drafter
+from .model.drafter import Drafter
 from .errors import UsageError
-from .llm import Model
-from .load import LoadError, dequantize_layers, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config
+from .model.llm import Model
+from .model.load import LoadError, dequantize_layers, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config
 from .policy import DecodePolicy
-from .stats import Stats
+from .decode.stats import Stats
 from .text import encode_messages, encode_prompt
 
 WARM_UP_TOKENS = 4  # decoded once before the first timed request on fixed-shape policies (GPUs)

@@ -6,13 +6,13 @@ from dataclasses import replace
 from typing import List, Optional
 
 from . import models
-from .beam_search import BeamShape
+from .decode.beam_search import BeamShape
 from .decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, DecodeOptions
 from .errors import UsageError, finite_float, int_at_least, log
-from .load import DTYPES
+from .model.load import DTYPES
 from .policy import DecodePolicy
-from .sampled_drafts import METHODS
-from .sampling import SamplingParams
+from .decode.sampled_drafts import METHODS
+from .decode.sampling import SamplingParams
 
 REDRAFTER_FLAGS = ("beam", "beam_width", "beam_length", "lookup", "sampled_drafts", "draft_vocab")
 

@@ -13,7 +13,7 @@ from .engine import Engine, ModelFiles
 from .errors import MAX_SEED, ArgumentParser, HelpFormatter, UsageError, int_at_least, log, run_cli
 from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of, resolve_mode
 from .policy import DecodePolicy
-from .stats import Stats
+from .decode.stats import Stats
 from .text import check_text, decode_text, detokenize
 
 

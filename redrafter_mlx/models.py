@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from . import fingerprint
+from .model import fingerprint
 from .atomic import recover, remove_stale, temporary_directory
-from .beam_search import BeamShape
+from .decode.beam_search import BeamShape
 from .errors import ArgumentParser, UsageError, log, run_cli
-from .fingerprint import FILE as FINGERPRINT_FILE
-from .load import read_config, read_model_config
+from .model.fingerprint import FILE as FINGERPRINT_FILE
+from .model.load import read_config, read_model_config
 from .policy import DecodePolicy
 from .pypi_file import fetch_parts
 

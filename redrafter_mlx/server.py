@@ -120,12 +120,12 @@ def serve(args):
     try:
         import uvicorn
 
-        from .server_app import Settings, create_app
-        from .server_http import limited_protocol
+        from .serving.app import Settings, create_app
+        from .serving.connections import limited_protocol
     except ImportError as error:
         raise UsageError(f"the server needs its extra dependencies ({error.name} is missing): "
                          f'pip install -e ".[server]" (in the repository)') from None
-    from .server_worker import Worker
+    from .serving.worker import Worker
 
     engine, options, served, created = load_engine(args, options)
     worker = Worker(engine, options, max_queue=args.max_queue, time_limit=args.request_timeout)

@@ -30,20 +30,21 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from . import fingerprint, models
+from .model import fingerprint
+from . import models
 from .atomic import atomic_directory, atomic_file, remove_stale
-from .batch_generate import generate_batch
-from .config import ConfigError, DrafterConfig
-from .data import load_sequences, make_batches, read_prompts, save_sequences, shard_name, split_by_prompt
-from .distributed import gather, rows_of, total, wait_for_all, world
-from .drafter import Drafter
-from .draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
-from .drafter_loss import drafter_loss, target_features, target_next_log_probs
+from .training.batch_generate import generate_batch
+from .model.config import ConfigError, DrafterConfig
+from .training.data import load_sequences, make_batches, read_prompts, save_sequences, shard_name, split_by_prompt
+from .training.distributed import gather, rows_of, total, wait_for_all, world
+from .model.drafter import Drafter
+from .model.draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
+from .training.loss import drafter_loss, target_features, target_next_log_probs
 from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_least, run_cli
-from .load import (DTYPES, dequantize_layers, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config,
+from .model.load import (DTYPES, dequantize_layers, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config,
                    save_module)
-from .sampling import SamplingParams
-from .text_data import add_parser as add_text_parser, text_data
+from .decode.sampling import SamplingParams
+from .training.text_data import add_parser as add_text_parser, text_data
 from .text import encode_prompt
 
 

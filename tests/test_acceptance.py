@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from redrafter_mlx.acceptance import greedy_accept
+from redrafter_mlx.decode.acceptance import greedy_accept
 
 
 def test_longest_run_wins_and_the_bonus_follows_it():

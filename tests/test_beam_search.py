@@ -6,8 +6,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.beam_search import beam_search
-from redrafter_mlx.sampling import log_softmax
+from redrafter_mlx.decode.beam_search import beam_search
+from redrafter_mlx.decode.sampling import log_softmax
 from tiny import tiny_drafter, tiny_model
 
 

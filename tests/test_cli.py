@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from redrafter_mlx.load import load_drafter, load_model
+from redrafter_mlx.model.load import load_drafter, load_model
 from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
 
@@ -126,7 +126,7 @@ def test_bad_input_gives_one_error_line(dirs, case, fragment):
 
 def test_default_beam_is_the_named_models_measured_shape(tmp_path):
     from redrafter_mlx import models
-    from redrafter_mlx.beam_search import BeamShape
+    from redrafter_mlx.decode.beam_search import BeamShape
     from redrafter_mlx.policy import CPU, GPU
 
     assert models.default_beam(None, CPU) == BeamShape(1, 3)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from convert.__main__ import main as convert_main
-from redrafter_mlx.beam_search import beam_search
-from redrafter_mlx.load import load_drafter, load_model
+from redrafter_mlx.decode.beam_search import beam_search
+from redrafter_mlx.model.load import load_drafter, load_model
 from redrafter_mlx.policy import GPU
 
 

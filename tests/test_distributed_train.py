@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.data import read_shard, save_sequences
+from redrafter_mlx.training.data import read_shard, save_sequences
 from redrafter_mlx.train import main as train_main
 from tiny import tiny_model, write_model_dir
 

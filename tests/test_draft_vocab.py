@@ -6,9 +6,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
-from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.load import LoadError, load_drafter
+from redrafter_mlx.model.load import LoadError, load_drafter
 from tiny import tiny_drafter, tiny_model, write_drafter_dir
 
 KEPT = mx.array([1, 4, 5, 9, 11, 17, 23])

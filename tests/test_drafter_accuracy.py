@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from demos import drafter_accuracy
 from tiny import tiny_drafter, tiny_model

@@ -209,7 +209,7 @@ def test_killed_first_run_fetches_leave_nothing_behind(gguf_file, tmp_path):
 def test_train_data_removes_what_killed_runs_left_and_resumes(tmp_path):
     """Shards are written as .shard-N.npz.tmp-PID-*: those of killed runs go at the next start
     (a live run's stay), and are never read as shards."""
-    from redrafter_mlx.data import load_sequences
+    from redrafter_mlx.training.data import load_sequences
     from redrafter_mlx.train import main as train_main
     from tiny import write_model_dir
 

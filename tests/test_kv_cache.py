@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.decode import prefill, tree_inputs, verify
-from redrafter_mlx.kv_cache import KVCache
-from redrafter_mlx.tree import build_tree
+from redrafter_mlx.model.kv_cache import KVCache
+from redrafter_mlx.decode.tree import build_tree
 from tiny import tiny_model
 
 
@@ -71,10 +71,9 @@ def test_growth_keeps_contents():
 
 @pytest.mark.parametrize("fixed_shapes", [False, True])
 @pytest.mark.parametrize("length", [5, 8, 13])
-def test_padded_prefill_equals_unpadded(monkeypatch, length, fixed_shapes):
+def test_padded_prefill_equals_unpadded(length, fixed_shapes):
     """Prompt chunks padded to a bucket (as on GPUs) leave the last state, the cache and the
     following steps as without padding; also across chunks."""
-    monkeypatch.setattr("redrafter_mlx.decode.PREFILL_CHUNK", 6)
     model = tiny_model(0, "llama", vocab=11)
     prompt = np.random.default_rng(length).integers(0, 11, size=length).tolist()
     caches, states = [], []
@@ -82,7 +81,7 @@ def test_padded_prefill_equals_unpadded(monkeypatch, length, fixed_shapes):
         cache = model.new_cache()
         cache.fixed_shapes = fixed_shapes
         cache.step = 8
-        states.append(np.array(prefill(model, cache, prompt, bucket=bucket)))
+        states.append(np.array(prefill(model, cache, prompt, bucket=bucket, chunk_size=6)))  # across chunks
         caches.append(cache)
     np.testing.assert_allclose(states[1], states[0], atol=1e-5)
     assert caches[1].length == caches[0].length == caches[1].end == length

@@ -5,8 +5,8 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from redrafter_mlx.linear import FEW_ROWS, FEW_ROWS_MAX_WEIGHTS, Linear, fused, use_cpu_kernels
-from redrafter_mlx.load import load_model
+from redrafter_mlx.model.linear import FEW_ROWS, FEW_ROWS_MAX_WEIGHTS, Linear, fused, use_cpu_kernels
+from redrafter_mlx.model.load import load_model
 from redrafter_mlx.policy import CPU, GPU
 from tiny import tiny_model, write_model_dir
 

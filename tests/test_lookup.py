@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.decode.trees import lookup_beam as device_lookup_beam
-from redrafter_mlx.lookup import lookup_beam, with_lookup_beam
+from redrafter_mlx.decode.lookup import lookup_beam, with_lookup_beam
 from redrafter_mlx.policy import GPU
-from redrafter_mlx.sampling import SamplingParams
-from redrafter_mlx.stats import Stats
+from redrafter_mlx.decode.sampling import SamplingParams
+from redrafter_mlx.decode.stats import Stats
 from tiny import cpu_policy, tiny_drafter, tiny_model
 
 

@@ -14,12 +14,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
-from redrafter_mlx import fingerprint, generate, models, server
+from redrafter_mlx import generate, models, server
+from redrafter_mlx.model import fingerprint
 from redrafter_mlx.decode import generate_ar
 from redrafter_mlx.errors import UsageError
-from redrafter_mlx.load import load_model, save_module
+from redrafter_mlx.model.load import load_model, save_module
 from redrafter_mlx.policy import CPU, GPU
-from redrafter_mlx.stats import Stats
+from redrafter_mlx.decode.stats import Stats
 from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir, write_tokenizer
 
 REPO, REVISION = "org/tiny", "0123abcd"

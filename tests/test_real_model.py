@@ -7,10 +7,10 @@ Each is skipped unless the model is cached: `python -m redrafter_mlx.models NAME
 import pytest
 
 from redrafter_mlx import models
-from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
-from redrafter_mlx.stats import Stats
+from redrafter_mlx.model.load import load_drafter, load_model, load_tokenizer
+from redrafter_mlx.decode.stats import Stats
 
 def cached(name: str):
     path = models.cache_dir() / f"{name}-float32"

@@ -4,10 +4,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.beam_search import beam_search
+from redrafter_mlx.decode.beam_search import beam_search
 from redrafter_mlx.decode import prefill
-from redrafter_mlx.llm import attention
-from redrafter_mlx.rope import inverse_frequencies
+from redrafter_mlx.model.llm import attention
+from redrafter_mlx.model.rope import inverse_frequencies
 import reference
 from tiny import tiny_drafter, tiny_model
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from redrafter_mlx import engine, generate, models, policy as policy_module, train
-from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.config import ConfigError, DrafterConfig, ModelConfig
+from redrafter_mlx.decode.beam_search import BeamShape
+from redrafter_mlx.model.config import ConfigError, DrafterConfig, ModelConfig
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.draft_vocab import read_ranked
+from redrafter_mlx.model.draft_vocab import read_ranked
 from redrafter_mlx.errors import UsageError
-from redrafter_mlx.load import load_drafter, load_model
+from redrafter_mlx.model.load import load_drafter, load_model
 from redrafter_mlx.pypi_file import pip_failure
 from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 

@@ -9,11 +9,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.beam_search import BeamShape
+from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.sampled_drafts import conditioned_gumbels, sample_drafts
-from redrafter_mlx.sampling import SamplingParams, target_log_probs
-from redrafter_mlx.stats import Stats
+from redrafter_mlx.decode.sampled_drafts import conditioned_gumbels, sample_drafts
+from redrafter_mlx.decode.sampling import SamplingParams, target_log_probs
+from redrafter_mlx.decode.stats import Stats
 from stats_check import chi2_goodness_of_fit, chi2_two_sample, total_variation
 from test_sampling import (VOCAB, exact_joint, exact_two_tokens, outcomes, ours, random_tables, two_token_counts,
                            with_log_probs)

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.load import load_drafter, load_model, load_tokenizer
-from redrafter_mlx.server_worker import StepTexts
+from redrafter_mlx.model.load import load_drafter, load_model, load_tokenizer
+from redrafter_mlx.serving.worker import StepTexts
 from redrafter_mlx.text import StopStrings, encode_messages, encode_prompt
 from server_harness import KEY, Server, run_module, write_dirs
 

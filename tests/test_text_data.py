@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from redrafter_mlx import text_data
-from redrafter_mlx.data import load_sequences
+from redrafter_mlx.training import text_data
+from redrafter_mlx.training.data import load_sequences
 from redrafter_mlx.train import main as train_main
 from tiny import tiny_model, write_model_dir
 
@@ -115,7 +115,7 @@ def test_a_long_answer_goes_on_in_windows_after_its_context():
 
 
 def test_a_long_last_turn_keeps_its_end(model_dir):
-    from redrafter_mlx.load import load_tokenizer
+    from redrafter_mlx.model.load import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     long = [{"role": "user", "content": words(*([4] * 600 + [5, 6]))}]
@@ -156,7 +156,7 @@ def trained(model_dir, sources, tmp_path):
     train_data, eval_data = tmp_path / "train", tmp_path / "eval"
     run_text(model_dir, train_data, sharegpt, stdlib)
     eval_data.mkdir()
-    from redrafter_mlx.data import save_sequences
+    from redrafter_mlx.training.data import save_sequences
     save_sequences(eval_data / "shard-00000.npz", [[2, *HELD, 3, 2, 5, *REPLY, 3]], [len(HELD) + 3])
     drafter = tmp_path / "drafter"
     train_main(["fit", "--model", str(model_dir), "--data", str(train_data), "--eval-data", str(eval_data),

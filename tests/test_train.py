@@ -6,16 +6,16 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx import fingerprint
-from redrafter_mlx.batch_generate import generate_batch
-from redrafter_mlx.beam_search import BeamShape
-from redrafter_mlx.data import load_sequences, make_batches, read_prompts, save_sequences, sharegpt_prompts, split_by_prompt
+from redrafter_mlx.model import fingerprint
+from redrafter_mlx.training.batch_generate import generate_batch
+from redrafter_mlx.decode.beam_search import BeamShape
+from redrafter_mlx.training.data import load_sequences, make_batches, read_prompts, save_sequences, sharegpt_prompts, split_by_prompt
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.drafter_loss import drafter_loss, step_logits, target_features, target_next_probs
+from redrafter_mlx.training.loss import drafter_loss, step_logits, target_features, target_next_probs
 from redrafter_mlx.errors import UsageError
-from redrafter_mlx.load import LoadError, load_drafter, load_model
+from redrafter_mlx.model.load import LoadError, load_drafter, load_model
 from redrafter_mlx.policy import CPU, GPU, DecodePolicy
-from redrafter_mlx.sampling import SamplingParams
+from redrafter_mlx.decode.sampling import SamplingParams
 from redrafter_mlx.train import main as train_main, ranked_answer_tokens
 from stats_check import chi2_goodness_of_fit
 from tiny import tiny_drafter, tiny_model, write_model_dir
@@ -48,7 +48,7 @@ def test_sharegpt_prompts_first_turns_then_later_turns(tmp_path):
 
 
 def test_prompts_from_jsonl_and_from_the_standard_library(tmp_path):
-    from redrafter_mlx.code_prompts import stdlib_code_prompts
+    from redrafter_mlx.training.code_prompts import stdlib_code_prompts
 
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n{"prompt": "a"}\n{"prompt": "c"}\n')

@@ -4,10 +4,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.acceptance import greedy_accept
+from redrafter_mlx.decode.acceptance import greedy_accept
 from redrafter_mlx.decode import prefill, tree_inputs, verify
 from redrafter_mlx.decode.trees import tree_layout, tree_tokens
-from redrafter_mlx.tree import build_tree
+from redrafter_mlx.decode.tree import build_tree
 from tiny import tiny_model
 
 

@@ -6,9 +6,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
 
-from redrafter_mlx.config import DrafterConfig, ModelConfig
-from redrafter_mlx.drafter import Drafter
-from redrafter_mlx.llm import Model
+from redrafter_mlx.model.config import DrafterConfig, ModelConfig
+from redrafter_mlx.model.drafter import Drafter
+from redrafter_mlx.model.llm import Model
 from redrafter_mlx.policy import CPU, DecodePolicy
 
 
@@ -69,7 +69,7 @@ def write_tokenizer(path, vocab_size: int):
 
 
 def write_model_dir(path, model: Model):
-    from redrafter_mlx.load import save_module
+    from redrafter_mlx.model.load import save_module
 
     path.mkdir(parents=True, exist_ok=True)
     save_module(model, model.config.to_dict(), path)
@@ -78,7 +78,7 @@ def write_model_dir(path, model: Model):
 
 
 def write_drafter_dir(path, drafter: Drafter):
-    from redrafter_mlx.load import save_module
+    from redrafter_mlx.model.load import save_module
 
     path.mkdir(parents=True, exist_ok=True)
     save_module(drafter, drafter.config.to_dict(), path)

@@ -6,10 +6,10 @@ from typing import Callable, Iterator, List
 import mlx.core as mx
 import numpy as np
 
-from ..llm import Model
+from ..model.llm import Model
 from ..policy import DecodePolicy
-from ..sampling import SamplingParams, sample
-from ..stats import Stats
+from .sampling import SamplingParams, sample
+from .stats import Stats
 from .options import check_request
 from .prefill import prefill
 from .steps import CompiledSteps, ar_step, slot_inputs

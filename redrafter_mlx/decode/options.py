@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 from typing import List
 
-from ..beam_search import BeamShape
+from .beam_search import BeamShape
 from ..errors import UsageError
-from ..sampled_drafts import METHODS
-from ..sampling import SamplingParams
+from .sampled_drafts import METHODS
+from .sampling import SamplingParams
 
 MODES = ("redrafter", "ar")
 LOOKUP_MIN_MATCH = 2  # lookup.py; best measured on CPUs and GPUs (docs/perf.md)

@@ -4,8 +4,8 @@ from typing import Callable, List
 
 import mlx.core as mx
 
-from ..kv_cache import KVCache
-from ..llm import Model
+from ..model.kv_cache import KVCache
+from ..model.llm import Model
 
 PREFILL_CHUNK = 512
 

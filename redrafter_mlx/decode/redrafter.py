@@ -16,15 +16,15 @@ from typing import Callable, Iterator, List
 import mlx.core as mx
 import numpy as np
 
-from ..beam_search import BeamShape
-from ..drafter import Drafter
-from ..kv_cache import KVCache, ResidentCache
-from ..llm import Model
-from ..lookup import with_lookup_beam
+from .beam_search import BeamShape
+from ..model.drafter import Drafter
+from ..model.kv_cache import KVCache, ResidentCache
+from ..model.llm import Model
+from .lookup import with_lookup_beam
 from ..policy import DecodePolicy
-from ..sampling import SamplingParams, sample
-from ..stats import Stats
-from ..tree import build_tree
+from .sampling import SamplingParams, sample
+from .stats import Stats
+from .tree import build_tree
 from .ar import finish
 from .options import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, DecodeOptions, check_request
 from .prefill import prefill
@@ -120,6 +120,7 @@ class Steps:
         while True:
             following = queue(queued[1]) if stats.generated_tokens + 1 < max_tokens else None
             count, best, *path = queued[0].tolist()
+            resident.read(count + 1)
             yield path[:count + 1], count, best
             queued = following
 

@@ -11,11 +11,11 @@ from collections import OrderedDict
 import mlx.core as mx
 import numpy as np
 
-from ..beam_search import BeamShape, Draft
-from ..drafter import Drafter
-from ..kv_cache import KVCache, Slots
-from ..llm import Model
-from ..sampling import SamplingParams, sample
+from .beam_search import BeamShape, Draft
+from ..model.drafter import Drafter
+from ..model.kv_cache import KVCache, Slots
+from ..model.llm import Model
+from .sampling import SamplingParams, sample
 from .strategy import Strategy
 from .trees import lookup_beam, tree_layout, tree_mask, tree_tokens
 

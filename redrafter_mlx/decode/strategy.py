@@ -10,12 +10,12 @@ from typing import Callable, NamedTuple
 
 import mlx.core as mx
 
-from ..acceptance import Accepted, greedy_accept, speculative_accept
-from ..beam_search import Draft, beam_search
-from ..drafter import Drafter
-from ..llm import Model
-from ..sampled_drafts import sample_drafts
-from ..sampling import SamplingParams
+from .acceptance import Accepted, greedy_accept, speculative_accept
+from .beam_search import Draft, beam_search
+from ..model.drafter import Drafter
+from ..model.llm import Model
+from .sampled_drafts import sample_drafts
+from .sampling import SamplingParams
 
 
 class Strategy(NamedTuple):

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import mlx.core as mx
 import numpy as np
 
-from ..lookup import MAX_MATCH
+from .lookup import MAX_MATCH
 
 
 class TreeLayout(NamedTuple):

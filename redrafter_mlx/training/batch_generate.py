@@ -5,9 +5,9 @@ from typing import List
 
 import mlx.core as mx
 
-from .llm import Model
-from .policy import DecodePolicy
-from .sampling import SamplingParams, sample
+from ..model.llm import Model
+from ..policy import DecodePolicy
+from ..decode.sampling import SamplingParams, sample
 
 
 def left_pad(prompts: List[List[int]], width: int = 0):

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
-from .errors import UserError
+from ..errors import UserError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3")

@@ -10,9 +10,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .distributed import total
-from .drafter import Drafter
-from .llm import Model
-from .sampling import log_softmax
+from ..model.drafter import Drafter
+from ..model.llm import Model
+from ..decode.sampling import log_softmax
 
 
 def target_features(model: Model, tokens: mx.array, taps: tuple = ()):

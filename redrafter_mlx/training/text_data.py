@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .atomic import atomic_file, remove_stale
+from ..atomic import atomic_file, remove_stale
 from .data import check_file, read_shard, save_sequences, shard_name, sharegpt_conversations
-from .errors import UsageError, int_at_least
-from .load import load_tokenizer, read_model_config
+from ..errors import UsageError, int_at_least
+from ..model.load import load_tokenizer, read_model_config
 
 MAX_PROMPT_TOKENS = 512
 MIN_ANSWER_TOKENS = 8  # shorter replies ("Thanks!", "Continue") are skipped

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ConfigError, is_int
-from .errors import UsageError, read_json
+from ..errors import UsageError, read_json
 
 FILE = "draft_vocab.json"
 

@@ -10,10 +10,10 @@ from mlx.utils import tree_map_with_path
 from .config import ConfigError, DrafterConfig, ModelConfig
 from .draft_vocab import read_token_ids
 from .drafter import Drafter
-from .errors import UserError, log, read_json
+from ..errors import UserError, log, read_json
 from .linear import Linear, use_cpu_kernels
 from .llm import Model
-from .policy import DecodePolicy
+from ..policy import DecodePolicy
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 

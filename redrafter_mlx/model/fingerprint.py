@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .errors import read_json
+from ..errors import read_json
 from .load import LoadError, read_model_config
 
 FILE = "target.json"  # in a drafter directory: the fingerprint of the model it was trained for

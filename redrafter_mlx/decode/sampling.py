@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from .errors import UsageError
+from ..errors import UsageError
 
 MIN_TEMP = 1e-3  # a smaller temperature > 0 is refused (the module's docstring says why)
 MIN_TOP_P = 1e-6

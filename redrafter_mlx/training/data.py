@@ -8,8 +8,8 @@ from typing import Iterator, List
 
 import numpy as np
 
-from .atomic import atomic_file
-from .errors import UsageError
+from ..atomic import atomic_file
+from ..errors import UsageError
 
 
 def check_file(path, flag: str) -> Path:

@@ -27,9 +27,9 @@ from starlette.routing import Route
 
 from .openai_api import (ApiError, GenerationRequest, completion, chunk, error_body, final_chunks, new_id,
                          parse_json, parse_request, sse)
-from .sampling import SamplingError, SamplingParams
-from .server_worker import Job, QueueFull, Worker
-from .text import encode_messages
+from ..decode.sampling import SamplingError, SamplingParams
+from .worker import Job, QueueFull, Worker
+from ..text import encode_messages
 
 log = logging.getLogger("redrafter_mlx.server")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")

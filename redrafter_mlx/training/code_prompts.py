@@ -6,7 +6,7 @@ modules becomes one prompt, in one of three forms picked by a hash of its name: 
 instruction ("Write a Python function ..."), a stub to complete (signature and docstring, as
 HumanEval's prompts look) or a request to explain its source.
 
-  python -m redrafter_mlx.code_prompts --out code_prompts.jsonl
+  python -m redrafter_mlx.training.code_prompts --out code_prompts.jsonl
 """
 
 import argparse
@@ -85,7 +85,7 @@ def stdlib_code_prompts(limit: int = 1_000_000) -> List[str]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m redrafter_mlx.code_prompts", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m redrafter_mlx.training.code_prompts", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help=".jsonl file to write ({\"prompt\": text} per line)")
     p.add_argument("--limit", type=int, default=1_000_000)

@@ -176,7 +176,9 @@ class ResidentCache:
     (length (1,)) and its tokens (text (capacity,), for the lookup beam). A step reads and
     writes all of them (decode.steps.resident_step); the host keeps only upper bounds of end
     and length, enough to compact or grow the cache before a step needs the room, so it
-    never waits for a step to finish."""
+    never waits for a step to finish. The bounds are tight: the length is known up to the steps
+    queued and not yet read (one, in the pipelined loop), so the cache grows only as the
+    accepted text does (each new capacity compiles kernels on GPUs)."""
 
     def __init__(self, cache: KVCache, prompt: List[int]):
         """From a cache holding the prompt (prefilled)."""
@@ -184,26 +186,34 @@ class ResidentCache:
         self.kept = mx.arange(self.capacity) < cache.length
         self.end, self.length = mx.array([cache.end]), mx.array([cache.length])
         self.text = mx.array(list(prompt) + [0] * (self.capacity - len(prompt)), dtype=mx.int32)
-        self.end_bound = self.length_bound = cache.end
+        self.end_bound = cache.end  # >= end
+        self.length_read, self.unread = cache.length, 0  # the length as of the steps read; steps queued since
 
     def make_room(self, tree_size: int, beam_length: int):
-        """Before a step that writes tree_size slots and adds at most beam_length tokens:
-        compacts the kept slots to the front when the step would not fit, then grows."""
+        """Before a step that writes tree_size slots (after steps that add at most beam_length
+        tokens each and have not been read): compacts the kept slots to the front when the
+        step would not fit, then grows."""
         if self.end_bound + tree_size > self.capacity:
-            self._compact()
+            self._compact(self.length_read + beam_length * self.unread)
         if self.end_bound + tree_size > self.capacity:
             self._grow(self.end_bound + tree_size)
         self.end_bound += tree_size
-        self.length_bound += beam_length
+        self.unread += 1
 
-    def _compact(self):
+    def read(self, tokens: int):
+        """The host read a step's result: it added `tokens` to the sequence."""
+        self.length_read += tokens
+        self.unread -= 1
+
+    def _compact(self, length_bound: int):
+        """Moves the kept slots to the front; the sequence's length is at most length_bound."""
         slots = mx.arange(self.capacity)
         order = mx.argsort(mx.where(self.kept, slots, slots + self.capacity))  # kept slots first, in order
         self.keys = [k[:, :, order] for k in self.keys]
         self.values = [v[:, :, order] for v in self.values]
         self.kept = slots < self.length
         self.end = self.length
-        self.end_bound = self.length_bound
+        self.end_bound = length_bound
 
     def _grow(self, needed: int):
         extra = -(-needed // self.step) * self.step - self.capacity

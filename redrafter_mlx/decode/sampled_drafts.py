@@ -26,7 +26,7 @@ tree packs away and the acceptance skips.
 import mlx.core as mx
 
 from .beam_search import Draft
-from .drafter import Drafter
+from ..model.drafter import Drafter
 from .sampling import SamplingParams, target_log_probs
 
 METHODS = ("iid", "rsd-c", "rsd-s")

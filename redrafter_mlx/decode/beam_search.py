@@ -5,8 +5,8 @@ from typing import NamedTuple
 
 import mlx.core as mx
 
-from .drafter import Drafter
-from .errors import UsageError
+from ..model.drafter import Drafter
+from ..errors import UsageError
 from .sampling import log_softmax
 
 DEAD_BEAM = -1e30  # log-prob of beams 1..W-1 before the first drafted step

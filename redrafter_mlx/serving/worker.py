@@ -19,11 +19,11 @@ from typing import List, Optional, Tuple
 
 import mlx.core as mx
 
-from .decode import DecodeOptions
-from .engine import Engine
-from .sampling import SamplingParams
-from .stats import Stats
-from .text import StopStrings, keeping_leading_space
+from ..decode import DecodeOptions
+from ..engine import Engine
+from ..decode.sampling import SamplingParams
+from ..decode.stats import Stats
+from ..text import StopStrings, keeping_leading_space
 
 log = logging.getLogger("redrafter_mlx.server")
 

@@ -1,0 +1,1 @@
+"""Drafter training's parts (the command line is redrafter_mlx.train)."""
