@@ -80,12 +80,17 @@ def decode_options(args, policy: DecodePolicy) -> DecodeOptions:
     if args.sampled_drafts is not None and args.temp == 0:
         raise UsageError("--sampled-drafts is for sampling (--temp > 0): greedy decoding drafts the likeliest beams")
     try:
-        return DecodeOptions(mode="ar" if args.mode == "ar" else "redrafter", beam=beam_of(args, policy),
-                             sampling=SamplingParams(args.temp, args.top_k, args.top_p),
-                             lookup=LOOKUP_MIN_MATCH if args.lookup is None else args.lookup,
-                             sampled_drafts=args.sampled_drafts or SAMPLED_DRAFTS)
+        options = DecodeOptions(mode="ar" if args.mode == "ar" else "redrafter", beam=beam_of(args, policy),
+                                sampling=SamplingParams(args.temp, args.top_k, args.top_p),
+                                lookup=LOOKUP_MIN_MATCH if args.lookup is None else args.lookup,
+                                sampled_drafts=args.sampled_drafts or SAMPLED_DRAFTS)
     except UsageError as error:
         raise UsageError(flag_words(str(error))) from None
+    if args.mode == "auto" and not given and not options.sampling.greedy and models.sampling_prefers_ar(policy):
+        log("sampling on this kind of device: ReDrafter was measured slower than auto-regressive decoding "
+            "(docs/perf.md), so decoding auto-regressively (--mode redrafter or --beam to draft anyway)")
+        return replace(options, mode="ar")
+    return options
 
 
 def resolve_mode(args, options: DecodeOptions, model_dir, drafter_dir) -> DecodeOptions:

@@ -81,6 +81,15 @@ def form(policy: DecodePolicy) -> str:
     return "q4-float16" if policy.fixed_shapes else "float32"
 
 
+AR_WHEN_SAMPLING = ("gpu",)  # device kinds where sampled ReDrafter was measured slower than AR (H100,
+# Qwen2.5-Coder-1.5B, temperature 1.0, 24 HumanEval prompts: 0.47-0.66x at 2x5 and 8x5; docs/perf.md)
+
+
+def sampling_prefers_ar(policy: DecodePolicy) -> bool:
+    """Whether, on this kind of device, sampled decoding is faster without the drafter (as measured)."""
+    return policy.device_kind in AR_WHEN_SAMPLING
+
+
 def default_beam(model: Optional[str], policy: DecodePolicy) -> BeamShape:
     """The beam shape a named model decodes fastest with on this kind of device, as measured
     (docs/perf.md); DEFAULT_BEAM for directories and unmeasured devices."""

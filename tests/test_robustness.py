@@ -367,3 +367,15 @@ def test_gpu_policy_warms_up_apart_from_the_timed_generation(dirs, monkeypatch, 
     assert code == 0 and gpu_out == cold_out  # the warm-up changes nothing but the statistics
     if temp == "0":
         assert gpu_out == cpu_out  # greedy: the same text on every policy
+
+
+def test_sampling_on_a_gpu_decodes_auto_regressively_unless_asked(dirs, monkeypatch, capfd):
+    """Sampled ReDrafter was measured slower than AR on GPUs: --mode auto (the default) samples
+    auto-regressively there and says so in one line; --mode redrafter drafts anyway."""
+    monkeypatch.setattr(generate.DecodePolicy, "for_device", classmethod(lambda cls, device=None: policy_module.GPU))
+    common = ["--model", dirs / "model", "--drafter", dirs / "drafter", "--prompt", "w3 w4", "--max-tokens", "6",
+              "--temp", "0.7", "--no-chat-template"]
+    code, _, err = run_generate(monkeypatch, capfd, *common)
+    assert code == 0 and "decoding auto-regressively" in err and "tokens/step" not in err
+    code, _, err = run_generate(monkeypatch, capfd, *common, "--mode", "redrafter")
+    assert code == 0 and "decoding auto-regressively" not in err and "tokens/step" in err
