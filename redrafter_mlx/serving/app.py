@@ -4,7 +4,7 @@ gets 403 unless --allow-origin lists it (those get CORS headers), and request bo
 application/json (415 otherwise: a browser sends text/plain across sites without asking).
 
 Each completion request is checked and encoded here, then queued for the generation thread
-(server_worker.py); its text comes back step by step, streamed as server-sent events or
+(worker.py); its text comes back step by step, streamed as server-sent events or
 gathered into one response. A client that goes away cancels its request.
 """
 
