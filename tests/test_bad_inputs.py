@@ -21,7 +21,7 @@ from convert.gguf_header import _Cursor
 from demos import benchmark, server_bench, side_by_side
 from redrafter_mlx import generate, server, train
 from redrafter_mlx.training.data import save_sequences
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
 gguf = pytest.importorskip("gguf")
 from test_gguf import VOCAB, Q, write_gguf  # noqa: E402  (needs gguf)

@@ -8,7 +8,7 @@ import pytest
 
 from redrafter_mlx.decode.beam_search import beam_search
 from redrafter_mlx.decode.sampling import log_softmax
-from tiny import tiny_drafter, tiny_model
+from helpers.tiny import tiny_drafter, tiny_model
 
 
 def sequence_log_prob(drafter, model, context, first, tokens) -> float:

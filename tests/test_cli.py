@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from redrafter_mlx.model.load import load_drafter, load_model
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from demos import benchmark
 from demos.render import frame
 from demos.trace import Event, Trace
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ import pytest
 
 from redrafter_mlx.training.data import read_shard, save_sequences
 from redrafter_mlx.train import main as train_main
-from tiny import tiny_model, write_model_dir
+from helpers.tiny import tiny_model, write_model_dir
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 

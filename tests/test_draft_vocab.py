@@ -9,7 +9,7 @@ import pytest
 from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.model.load import LoadError, load_drafter
-from tiny import tiny_drafter, tiny_model, write_drafter_dir
+from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir
 
 KEPT = mx.array([1, 4, 5, 9, 11, 17, 23])
 
@@ -61,7 +61,7 @@ def test_drafter_computes_in_the_model_dtype(tmp_path):
     """A float16 drafter loaded for a float32 model is cast once at load, not at every draft step."""
     from mlx.utils import tree_flatten
 
-    from tiny import cast
+    from helpers.tiny import cast
 
     model = tiny_model(6, vocab=24)
     path = write_drafter_dir(tmp_path / "drafter", cast(tiny_drafter(model, 7, head="own"), mx.float16))

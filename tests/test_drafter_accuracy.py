@@ -6,7 +6,7 @@ import pytest
 from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from demos import drafter_accuracy
-from tiny import tiny_drafter, tiny_model
+from helpers.tiny import tiny_drafter, tiny_model
 
 
 @pytest.mark.parametrize("context_layers", [(), (0,), (0, 1)])

@@ -10,7 +10,7 @@ from redrafter_mlx import CPU, GPU, BeamShape, DecodeOptions, Engine, ModelFiles
 from redrafter_mlx.decode import generate_ar
 from redrafter_mlx.errors import UsageError
 from redrafter_mlx.model.load import save_module
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir, write_tokenizer
+from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir, write_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = {"__init__", "common"}  # experiments/ modules that are not experiments

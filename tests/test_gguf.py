@@ -9,7 +9,7 @@ from convert.__main__ import main as convert_main
 from convert.gguf_header import tensor_types
 from convert.gguf_reader import LAYER_NAMES, TOP_NAMES
 from redrafter_mlx.model.load import load_model, load_tokenizer
-from tiny import tiny_model
+from helpers.tiny import tiny_model
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType

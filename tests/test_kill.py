@@ -21,13 +21,15 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.atomic import atomic_directory, remove_stale
-from tiny import tiny_model
+from helpers.tiny import tiny_model
 
 gguf = pytest.importorskip("gguf")
 from test_gguf import VOCAB, Q, write_gguf  # noqa: E402  (needs gguf)
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
-HELPER = Path(__file__).with_name("kill_helper.py")
+HELPER = Path(__file__).parent / "helpers" / "kill_helper.py"
 
 
 def start(args, env=None):
@@ -211,7 +213,7 @@ def test_train_data_removes_what_killed_runs_left_and_resumes(tmp_path):
     (a live run's stay), and are never read as shards."""
     from redrafter_mlx.training.data import load_sequences
     from redrafter_mlx.train import main as train_main
-    from tiny import write_model_dir
+    from helpers.tiny import write_model_dir
 
     model_dir = write_model_dir(tmp_path / "model", tiny_model(0, "llama", vocab=16))
     prompts = tmp_path / "prompts.jsonl"

@@ -7,7 +7,7 @@ import pytest
 from redrafter_mlx.decode import prefill, tree_inputs, verify
 from redrafter_mlx.model.kv_cache import KVCache
 from redrafter_mlx.decode.tree import build_tree
-from tiny import tiny_model
+from helpers.tiny import tiny_model
 
 
 @pytest.mark.parametrize("fixed_shapes", [False, True])

@@ -8,7 +8,7 @@ import pytest
 from redrafter_mlx.model.linear import FEW_ROWS, FEW_ROWS_MAX_WEIGHTS, Linear, fused, use_cpu_kernels
 from redrafter_mlx.model.load import load_model
 from redrafter_mlx.policy import CPU, GPU
-from tiny import tiny_model, write_model_dir
+from helpers.tiny import tiny_model, write_model_dir
 
 
 @pytest.mark.parametrize("cpu_kernels", [True, False])

@@ -12,7 +12,7 @@ from redrafter_mlx.decode.lookup import lookup_beam, with_lookup_beam
 from redrafter_mlx.policy import GPU
 from redrafter_mlx.decode.sampling import SamplingParams
 from redrafter_mlx.decode.stats import Stats
-from tiny import cpu_policy, tiny_drafter, tiny_model
+from helpers.tiny import cpu_policy, tiny_drafter, tiny_model
 
 
 def test_lookup_copies_what_followed_the_latest_occurrence():

@@ -21,7 +21,7 @@ from redrafter_mlx.errors import UsageError
 from redrafter_mlx.model.load import load_model, save_module
 from redrafter_mlx.policy import CPU, GPU
 from redrafter_mlx.decode.stats import Stats
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir, write_tokenizer
+from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir, write_tokenizer
 
 REPO, REVISION = "org/tiny", "0123abcd"
 

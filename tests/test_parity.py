@@ -13,7 +13,7 @@ from redrafter_mlx.model.kv_cache import KVCache, ResidentCache
 from redrafter_mlx.model.llm import Model
 from redrafter_mlx.policy import CPU, GPU
 from redrafter_mlx.decode.stats import Stats
-from tiny import cpu_policy, tiny_drafter, tiny_model
+from helpers.tiny import cpu_policy, tiny_drafter, tiny_model
 
 
 def run_both(model, drafter, prompt, max_tokens, width, length, eos=(), stats=None):

@@ -12,6 +12,8 @@ from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.model.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.decode.stats import Stats
 
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+
 def cached(name: str):
     path = models.cache_dir() / f"{name}-float32"
     return pytest.mark.skipif(not (path / "config.json").is_file(),

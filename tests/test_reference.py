@@ -8,8 +8,8 @@ from redrafter_mlx.decode.beam_search import beam_search
 from redrafter_mlx.decode import prefill
 from redrafter_mlx.model.llm import attention
 from redrafter_mlx.model.rope import inverse_frequencies
-import reference
-from tiny import tiny_drafter, tiny_model
+from helpers import reference
+from helpers.tiny import tiny_drafter, tiny_model
 
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                   "original_max_position_embeddings": 64}

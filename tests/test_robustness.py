@@ -24,7 +24,7 @@ from redrafter_mlx.model.draft_vocab import read_ranked
 from redrafter_mlx.errors import UsageError
 from redrafter_mlx.model.load import load_drafter, load_model
 from redrafter_mlx.pypi_file import pip_failure
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"

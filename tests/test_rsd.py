@@ -14,10 +14,10 @@ from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.decode.sampled_drafts import conditioned_gumbels, sample_drafts
 from redrafter_mlx.decode.sampling import SamplingParams, target_log_probs
 from redrafter_mlx.decode.stats import Stats
-from stats_check import chi2_goodness_of_fit, chi2_two_sample, total_variation
+from helpers.stats_check import chi2_goodness_of_fit, chi2_two_sample, total_variation
 from test_sampling import (VOCAB, exact_joint, exact_two_tokens, outcomes, ours, random_tables, two_token_counts,
                            with_log_probs)
-from tiny import cpu_policy, tiny_drafter, tiny_model
+from helpers.tiny import cpu_policy, tiny_drafter, tiny_model
 
 
 def gumbel_trees(count: int, width: int, length: int, q, rng, method: str) -> np.ndarray:

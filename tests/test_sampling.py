@@ -16,8 +16,8 @@ from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.decode.sampling import SamplingParams, target_log_probs
 from redrafter_mlx.decode.stats import Stats
-from stats_check import chi2_goodness_of_fit, chi2_two_sample, total_variation
-from tiny import cpu_policy, tiny_drafter, tiny_model
+from helpers.stats_check import chi2_goodness_of_fit, chi2_two_sample, total_variation
+from helpers.tiny import cpu_policy, tiny_drafter, tiny_model
 
 VOCAB = 6
 

@@ -20,7 +20,7 @@ from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.model.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.serving.worker import StepTexts
 from redrafter_mlx.text import StopStrings, encode_messages, encode_prompt
-from server_harness import KEY, Server, run_module, write_dirs
+from helpers.server_harness import KEY, Server, run_module, write_dirs
 
 LONG = 3000  # tokens: seconds of decoding, far longer than any wait below
 CHAT = [{"role": "user", "content": "w3 w4 w5"}]

@@ -8,7 +8,7 @@ import pytest
 from redrafter_mlx.training import text_data
 from redrafter_mlx.training.data import load_sequences
 from redrafter_mlx.train import main as train_main
-from tiny import tiny_model, write_model_dir
+from helpers.tiny import tiny_model, write_model_dir
 
 # Words w0..w9 of the tiny tokenizer (it reads w10 as w1 0): w0 EOS, w2 opens a turn, w3 closes one.
 TEMPLATE = ("{% for m in messages %}w2 {{ m['content'] }} w3 {% endfor %}"

@@ -17,8 +17,8 @@ from redrafter_mlx.model.load import LoadError, load_drafter, load_model
 from redrafter_mlx.policy import CPU, GPU, DecodePolicy
 from redrafter_mlx.decode.sampling import SamplingParams
 from redrafter_mlx.train import main as train_main, ranked_answer_tokens
-from stats_check import chi2_goodness_of_fit
-from tiny import tiny_drafter, tiny_model, write_model_dir
+from helpers.stats_check import chi2_goodness_of_fit
+from helpers.tiny import tiny_drafter, tiny_model, write_model_dir
 
 
 def test_make_batches_pads_and_masks_answers():

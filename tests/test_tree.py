@@ -8,7 +8,7 @@ from redrafter_mlx.decode.acceptance import greedy_accept
 from redrafter_mlx.decode import prefill, tree_inputs, verify
 from redrafter_mlx.decode.trees import tree_layout, tree_tokens
 from redrafter_mlx.decode.tree import build_tree
-from tiny import tiny_model
+from helpers.tiny import tiny_model
 
 
 def test_hand_made_beams():

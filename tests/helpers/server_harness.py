@@ -14,7 +14,7 @@ import httpx
 import mlx.core as mx
 import openai
 
-from tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from .tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "{% for m in messages %}w2 {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}w1{% endif %}"

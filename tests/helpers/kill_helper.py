@@ -1,8 +1,8 @@
 """A run to be killed (tests/test_kill.py): a conversion or a first-run fetch that, at a
 named point, prints "POINT name pid" on stderr and waits to be killed.
 
-  python tests/kill_helper.py convert POINT ARGS...   # python -m convert ARGS, paused at POINT
-  python tests/kill_helper.py fetch POINT             # models.main(["fake"]), the fake model in $FAKE_MODEL
+  python tests/helpers/kill_helper.py convert POINT ARGS...   # python -m convert ARGS, paused at POINT
+  python tests/helpers/kill_helper.py fetch POINT             # models.main(["fake"]), the fake model in $FAKE_MODEL
 
 Points: convert: weights (the new directory holds its weights), config (and its config),
 replace (the old output moved aside, the new one not yet in place); fetch: pip (pip is

@@ -1,0 +1,34 @@
+"""Configs, directly: what loads, what is refused and why (the files' errors are tests/test_robustness.py)."""
+
+import pytest
+
+from redrafter_mlx.model.config import ConfigError, DrafterConfig, ModelConfig
+from helpers.tiny import model_config
+
+LLAMA = dict(model_type="llama", hidden_size=32, num_hidden_layers=2, intermediate_size=48, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=24, rms_norm_eps=1e-5, rope_theta=10000.0)
+
+
+def test_a_llama_config_and_its_defaults():
+    config = ModelConfig.from_dict(LLAMA)
+    assert config.head_dim == 8 and config.num_key_value_heads == 2 and config.vocab_size == 24
+    assert ModelConfig.from_dict({k: v for k, v in LLAMA.items() if k != "num_key_value_heads"}).num_key_value_heads == 4
+
+
+@pytest.mark.parametrize("change,fragment", [
+    ({"hidden_size": "32"}, "hidden_size"), ({"hidden_size": -1}, "hidden_size"),
+    ({"num_hidden_layers": True}, "num_hidden_layers"), ({"rope_theta": float("nan")}, "rope_theta"),
+    ({"num_attention_heads": 5}, "num_attention_heads"), ({"model_type": "gpt2"}, "model_type"),
+])
+def test_bad_model_configs_name_the_key(change, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        ModelConfig.from_dict({**LLAMA, **change})
+
+
+def test_a_drafter_must_fit_its_model():
+    model = model_config("llama", vocab=24)
+    drafter = DrafterConfig.from_dict(dict(hidden_size=32, vocab_size=24, exit_dim=64, num_draft_layers=2, rnn=True))
+    drafter.check_matches(model)
+    wide = DrafterConfig.from_dict(dict(hidden_size=48, vocab_size=24, exit_dim=96, num_draft_layers=2, rnn=True))
+    with pytest.raises(ConfigError, match="hidden_size 48 != model hidden_size 32"):
+        wide.check_matches(model)
