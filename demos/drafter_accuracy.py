@@ -10,7 +10,7 @@ when a decoding step starts at t, so 1 + E[min(chain, L-1)] predicts tokens per 
 beam width 1 and length L (docs/perf.md compares it with decoding).
 
 --lookup also counts, for each minimum match m = 1..4, the chain of the lookup beam
-(redrafter_mlx/lookup.py) at every position and predicts tokens per step at 1xL with it
+(redrafter_mlx/decode/lookup.py) at every position and predicts tokens per step at 1xL with it
 (the longer of the two chains)."""
 
 import argparse

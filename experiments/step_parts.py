@@ -29,7 +29,8 @@ from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams
 from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache, tree_inputs, verify
 from redrafter_mlx.decode.steps import packed_step, resident_step, slot_inputs
 from redrafter_mlx.decode.strategy import choose_strategy
-from redrafter_mlx.decode.trees import tree_mask, tree_tokens
+from redrafter_mlx.decode.redrafter import packed_tree_size
+from redrafter_mlx.decode.trees import tree_layout, tree_mask, tree_rows, tree_tokens
 from redrafter_mlx.model.kv_cache import ResidentCache, Slots
 from redrafter_mlx.decode.lookup import with_lookup_beam
 from redrafter_mlx.decode.tree import build_tree
@@ -52,9 +53,9 @@ def main():
         print(f"{name:58s} {timed(fn, args.repeats):8.3f} ms", flush=True)
 
     # The resident step's tree, cache and inputs.
-    step, layout = resident_step(model, drafter, greedy, beam, lookup, sampled=False)
-    resident_fn = compiled.get("resident", lambda: step)
-    rows = layout.depths.shape[0]
+    layout = tree_layout(beam.width + (lookup > 0), beam.length)
+    resident_fn = compiled.get("resident", lambda: resident_step(model, drafter, greedy, beam, lookup, sampled=False))
+    rows = tree_rows(layout)
     prompt = context_tokens(engine, args.context)
     cache = tree_cache(model, rows, fixed_shapes=True)
     context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
@@ -71,7 +72,7 @@ def main():
 
     # The packed step's cache and inputs, sized as decode.redrafter.Steps sizes them.
     fixed = policy.fixed_tree(beam.width)
-    packed_size = (beam.width + (lookup > 0 and policy.pad_lookup)) * beam.length if fixed else 0
+    packed_size = packed_tree_size(beam, policy)
     packed_cache = tree_cache(model, packed_size, fixed)
     prefill(model, packed_cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
     make_packed = lambda: packed_step(model, drafter, greedy, beam)  # noqa: E731
@@ -110,9 +111,9 @@ def main():
     report(f"beam search {beam}", lambda: search(context, token))
 
     def resident_call():
-        out, following, keys, values, *_ = resident_fn(draft.beams, *resident.state())
-        resident.keys, resident.values = keys, values  # nothing committed: the same slots are written again
-        return [out, following, *keys, *values]
+        out, following, state = resident_fn((draft.beams,), resident.state())
+        resident.keys, resident.values = state[0], state[1]  # nothing committed: the same slots are written again
+        return [out, following, *state[0], *state[1]]
 
     report(f"resident: whole step {beam} (verify, judge, commit, draft)", resident_call)
     report("packed: host tree packing and inputs", lambda: pack()[0])

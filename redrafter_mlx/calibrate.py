@@ -78,7 +78,7 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
     files = engine.files
     key = (f"{device_name()} | {weights_identity(files.model_dir)} | {weights_identity(files.drafter_dir)} "
            f"(draft vocab {engine.drafter.draft_vocab_size}) | {sampling_key(options.sampling)} | "
-           f"{options.sampled_drafts} | mlx {mx.__version__}")
+           f"{options.sampled_drafts} | lookup {options.lookup_match} | mlx {mx.__version__}")
     known = read_cache(cache_file)
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)

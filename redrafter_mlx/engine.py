@@ -98,6 +98,7 @@ class Engine:
     model: Model
     drafter: Optional[Drafter]
     policy: DecodePolicy
+    ar_model: Optional[Model] = None  # AR decodes on this form where it differs (CUDA: 4-bit), else on model
     compiled: CompiledSteps = field(default_factory=CompiledSteps)
     warmed: set = field(default_factory=set)  # (prompt-length bucket, options) warmed up
 
@@ -114,13 +115,13 @@ class Engine:
         """Loads the weights of opened files under `policy` (default: this device's), once."""
         policy = policy or DecodePolicy.for_device()
         files.tokenizer  # noqa: B018  (loaded now, not inside the first request)
-        model = load_model(files.model_dir, dtype, policy=policy)
-        drafter = None
+        model, ar_model, drafter = load_model(files.model_dir, dtype, policy=policy), None, None
         if files.drafter_dir is not None and policy.dense_verify and dequantize_layers(model, model.dtype):
-            mx.eval(model.parameters())  # ReDrafter verifies trees of rows: dense products are cheaper there
+            mx.eval(model.parameters())  # ReDrafter verifies trees of rows: dense products are cheaper there,
+            ar_model = load_model(files.model_dir, dtype, policy=policy)  # AR keeps the quantized form
         if files.drafter_dir is not None:
             drafter = load_drafter(files.drafter_dir, model, dtype, draft_vocab, policy=policy)
-        return cls(files, model, drafter, policy)
+        return cls(files, model, drafter, policy, ar_model)
 
     @property
     def tokenizer(self):
@@ -137,12 +138,9 @@ class Engine:
         return self.files.encode_messages(messages, chat_template)
 
     def check(self, prompt: List[int], max_tokens: int, options: DecodeOptions) -> int:
-        """The one check of a request; returns max_tokens cut to the context window."""
-        if options.mode == "redrafter":
-            if self.drafter is None:
-                raise UsageError("mode redrafter needs a drafter (or use mode ar)")
-            options.beam.check(self.drafter.draft_vocab_size)
-        return check_request(prompt, max_tokens, self.model.config.max_position_embeddings)
+        """The one check of a request (ModelFiles.check, against the loaded drafter's draft
+        vocabulary); returns max_tokens cut to the context window."""
+        return self.files.check(prompt, max_tokens, options, self.drafter and self.drafter.draft_vocab_size)
 
     def generate(self, prompt: List[int], *, max_tokens: int, options: DecodeOptions = DecodeOptions(),
                  stats: Stats = None, progress: Callable[[int, int], None] = None) -> Iterator[List[int]]:
@@ -153,7 +151,7 @@ class Engine:
         common = dict(max_tokens=max_tokens, sampling=options.sampling, eos_ids=self.eos_ids, policy=self.policy,
                       stats=stats, progress=progress, compiled=self.compiled)
         if options.mode == "ar":
-            return generate_ar(self.model, prompt, **common)
+            return generate_ar(self.ar_model or self.model, prompt, **common)
         return generate_redrafter(self.model, self.drafter, prompt, beam=options.beam, lookup=options.lookup,
                                   sampled_drafts=options.sampled_drafts, **common)
 

@@ -66,10 +66,12 @@ def beam_of(args, policy: DecodePolicy) -> BeamShape:
     return models.beam_from_flags(args.model, args.beam_width, args.beam_length, policy)
 
 
-def decode_options(args, policy: DecodePolicy) -> DecodeOptions:
+def decode_options(args, policy: DecodePolicy, *, per_request: bool = False) -> DecodeOptions:
     """The decoding flags as DecodeOptions, checked before anything loads: flags that do not
-    apply to the chosen mode or sampling are refused, not ignored. --mode auto stays
-    "redrafter" here; resolve_mode decides once the drafter is known."""
+    apply to the chosen mode or sampling are refused, not ignored. --mode auto: AR where
+    sampling on this kind of device was measured faster without the drafter (unless a
+    ReDrafter flag or --drafter asks for it; per_request: a server decides per request,
+    ar_when_sampling), else "redrafter" until resolve_mode knows whether a drafter fits."""
     given = redrafter_flags(args)
     if args.mode == "ar" and getattr(args, "drafter", None):
         raise UsageError("--drafter is for --mode redrafter (AR decoding uses no drafter)")
@@ -86,11 +88,18 @@ def decode_options(args, policy: DecodePolicy) -> DecodeOptions:
                                 sampled_drafts=args.sampled_drafts or SAMPLED_DRAFTS)
     except UsageError as error:
         raise UsageError(flag_words(str(error))) from None
-    if args.mode == "auto" and not given and not options.sampling.greedy and models.sampling_prefers_ar(policy):
+    if not per_request and ar_when_sampling(args, policy) and not options.sampling.greedy:
         log("sampling on this kind of device: ReDrafter was measured slower than auto-regressive decoding "
             "(docs/perf.md), so decoding auto-regressively (--mode redrafter or --beam to draft anyway)")
         return replace(options, mode="ar")
     return options
+
+
+def ar_when_sampling(args, policy: DecodePolicy) -> bool:
+    """--mode auto without ReDrafter flags on a kind of device where sampled ReDrafter was
+    measured slower than AR: sampled requests decode auto-regressively."""
+    wants_drafter = redrafter_flags(args) or getattr(args, "drafter", None)
+    return args.mode == "auto" and not wants_drafter and models.sampling_prefers_ar(policy)
 
 
 def resolve_mode(args, options: DecodeOptions, model_dir, drafter_dir) -> DecodeOptions:

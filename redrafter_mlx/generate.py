@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wrap the prompt in the tokenizer's chat template (default on when it has one)")
     p.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="random seed of sampling")
     p.add_argument("--profile", action="store_true",
-                   help="time tree packing, the step (verify, accept, draft) and the commit (adds device syncs)")
+                   help="CPUs (packed steps): time tree packing, the step (verify, accept, draft) and the commit (adds "
+                        "syncs); GPU steps are one device function and have no phases")
     p.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=True, help="print statistics")
     return p
 

@@ -24,10 +24,9 @@ SLOW_BF16, SLOW_F16 = 2.1, 4.4  # decoding slowdown of bfloat16 and float16 weig
 
 @dataclass(frozen=True)
 class DecodePolicy:
-    fixed_shapes: bool  # trees padded to W x L over the whole cache capacity, in one compiled step
+    fixed_shapes: bool  # resident steps: fixed trees over the whole cache capacity, built on the device
     compile_ar: bool  # each AR step one compiled function over the cache's capacity
     prefill_bucket: int  # prompt chunks padded to a multiple of this many tokens
-    pad_lookup: bool  # the lookup beam verified at every step (padding the tree), not only where it differs
     cpu_kernels: bool  # few-row products and grouped attention for CPUs (chosen when a model is loaded)
     fuse_projections: bool  # q/k/v and gate/up joined into one product each (fewer kernels; when loaded)
     dense_weights: bool  # quantized layers made dense when loaded (slow quantized CPU kernels)
@@ -57,9 +56,9 @@ class DecodePolicy:
         return "gpu" if self.fixed_shapes else "cpu"
 
 
-GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, pad_lookup=True, cpu_kernels=False,
+GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, cpu_kernels=False,
                    fuse_projections=True, dense_weights=False)
 CUDA = replace(GPU, dense_verify=True)  # H100, 2026-12-06: 4-bit 2x5 1.20x -> float16 1.46x over the 4-bit AR
-CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, pad_lookup=False, cpu_kernels=True,
+CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, cpu_kernels=True,
                    fuse_projections=False, dense_weights=True, float_dtype="float32",
                    slow_dtypes=(("bfloat16", SLOW_BF16), ("float16", SLOW_F16)))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import models
 from .errors import ArgumentParser, HelpFormatter, UsageError, finite_float, int_at_least, run_cli
-from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of, resolve_mode
+from .flags import add_decoding_flags, add_model_flags, ar_when_sampling, decode_options, dtype_of, resolve_mode
 from .policy import DecodePolicy
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
@@ -76,7 +76,7 @@ def check_args(args) -> str:
     if key is not None and key != key.strip():
         source = "--api-key" if args.api_key else f"${API_KEY_ENV}"
         raise UsageError(f"{source} starts or ends with white space, which clients' Authorization headers "
-                         "cannot carry: remove it")
+                         "cannot hold: remove it")
     if args.host.startswith("[") and args.host.endswith("]"):
         args.host = args.host[1:-1]
     if not is_loopback(args.host) and key is None:
@@ -116,7 +116,7 @@ def load_engine(args, options):
 
 def serve(args):
     key = check_args(args)
-    options = decode_options(args, DecodePolicy.for_device())
+    options = decode_options(args, DecodePolicy.for_device(), per_request=True)
     try:
         import uvicorn
 
@@ -128,7 +128,8 @@ def serve(args):
     from .serving.worker import Worker
 
     engine, options, served, created = load_engine(args, options)
-    worker = Worker(engine, options, max_queue=args.max_queue, time_limit=args.request_timeout)
+    worker = Worker(engine, options, max_queue=args.max_queue, time_limit=args.request_timeout,
+                    ar_when_sampling=ar_when_sampling(args, engine.policy))
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
                         max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
                         max_prompt_tokens=args.max_prompt_tokens,

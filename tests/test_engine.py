@@ -82,8 +82,9 @@ def test_warm_up_only_where_shapes_are_fixed_and_once_per_shape(dirs):
 
 
 def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_path):
-    """DecodePolicy.dense_verify (CUDA): an engine with a drafter makes a quantized target
-    dense, one decoding AR keeps it quantized; ReDrafter's output still equals AR's."""
+    """DecodePolicy.dense_verify (CUDA): an engine with a drafter verifies on a dense copy of a
+    quantized target and decodes AR on the quantized one; an engine without a drafter keeps
+    only the quantized one; ReDrafter's output still equals AR's."""
     model = tiny_model(5, "llama", vocab=16, hidden_size=64, intermediate_size=128)
     drafter = tiny_drafter(model, 6)
     nn.quantize(model, group_size=32, bits=8)
@@ -95,8 +96,11 @@ def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_p
     policy = replace(GPU, dense_verify=True)
     dense = Engine.load(str(path), str(tmp_path / "drafter"), policy=policy)
     quantized = Engine.load(str(path), need_drafter=False, policy=policy)
-    kinds = [{type(m).__name__ for _, m in e.model.named_modules()} for e in (dense, quantized)]
-    assert "QuantizedLinear" not in kinds[0] and "QuantizedLinear" in kinds[1]
+    kinds = [{type(m).__name__ for _, m in model.named_modules()} for model in (dense.model, dense.ar_model,
+                                                                                  quantized.model)]
+    assert "QuantizedLinear" not in kinds[0] and "QuantizedLinear" in kinds[1] and "QuantizedLinear" in kinds[2]
+    assert quantized.ar_model is None
     prompt = [3, 4, 5]
     ar = sum(quantized.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), [])
+    assert sum(dense.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), []) == ar
     assert sum(dense.generate(prompt, max_tokens=16, options=DecodeOptions(beam=BeamShape(2, 3))), []) == ar

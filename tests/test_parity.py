@@ -9,7 +9,7 @@ import pytest
 from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import redrafter
 from redrafter_mlx.decode import generate_ar, generate_redrafter
-from redrafter_mlx.model.kv_cache import KVCache, ResidentCache
+from redrafter_mlx.model.kv_cache import ResidentCache
 from redrafter_mlx.model.llm import Model
 from redrafter_mlx.policy import CPU, GPU
 from redrafter_mlx.decode.stats import Stats

@@ -778,3 +778,23 @@ def test_encoding_matches_the_command_line(local):
 def test_models_reports_when_the_model_was_made(server, dirs):
     entry = httpx.get(server.url + "/v1/models").json()["data"][0]
     assert entry["created"] == int((dirs["model"] / "config.json").stat().st_mtime) > 0
+
+
+def test_on_gpus_sampled_requests_decode_auto_regressively_and_greedy_ones_draft():
+    """--mode auto on a kind of device where sampled ReDrafter was measured slower than AR: the
+    server decides per request (a greedy server still samples without the drafter, a sampling
+    one still drafts greedy requests); a ReDrafter flag keeps the drafter for all."""
+    from argparse import Namespace
+
+    from redrafter_mlx import CPU, GPU, BeamShape, DecodeOptions, SamplingParams
+    from redrafter_mlx.flags import ar_when_sampling
+    from redrafter_mlx.serving.worker import Worker
+
+    auto = Namespace(mode="auto", drafter=None, beam=None, beam_width=None, beam_length=None, lookup=None,
+                     sampled_drafts=None, draft_vocab=None)
+    assert ar_when_sampling(auto, GPU) and not ar_when_sampling(auto, CPU)
+    assert not ar_when_sampling(Namespace(**{**vars(auto), "beam": "2x3"}), GPU)
+    worker = Worker(None, DecodeOptions(beam=BeamShape(2, 3)), max_queue=1, time_limit=0, ar_when_sampling=True)
+    assert worker.options_for(SamplingParams()).mode == "redrafter"
+    assert worker.options_for(SamplingParams(0.7)).mode == "ar"
+    assert worker.options_for(SamplingParams(0.7)).sampling == SamplingParams(0.7)

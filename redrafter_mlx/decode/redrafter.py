@@ -28,7 +28,8 @@ from .tree import build_tree
 from .ar import finish
 from .options import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, DecodeOptions, check_request
 from .prefill import prefill
-from .steps import CompiledSteps, packed_step, resident_step, tree_inputs
+from .steps import CompiledSteps, draft_arrays, packed_step, resident_step, tree_inputs
+from .trees import tree_layout, tree_rows
 from .strategy import choose_strategy
 
 CACHE_STEP = 256  # the cache grows by multiples of this: on GPUs each capacity compiles its own kernels
@@ -83,6 +84,13 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
             return
 
 
+def packed_tree_size(beam: BeamShape, policy: DecodePolicy) -> int:
+    """Rows a packed tree is padded to: the drafter's W x L where its step is compiled at a
+    fixed size (DecodePolicy.fixed_tree; a lookup beam adds rows only where it differs),
+    else 0: verified as packed."""
+    return beam.width * beam.length if policy.fixed_tree(beam.width) else 0
+
+
 class Steps:
     """The steps of one generation; resident() and packed() yield, per step, the accepted
     tokens, the number of accepted drafts and the winning beam."""
@@ -93,31 +101,31 @@ class Steps:
         self.compiled, self.beam, self.lookup = compiled, options.beam, options.lookup_match
         self.sampled = not options.sampling.greedy
         if policy.fixed_shapes:  # resident: the lookup beam always in the tree
-            self.tree_size = 1 + (self.beam.width + (self.lookup > 0)) * (self.beam.length - 1)
-        else:  # packed: padded only where the policy says so, and only if its shape is fixed
-            padded = self.beam.width + (self.lookup > 0 and policy.pad_lookup)
-            self.tree_size = padded * self.beam.length if policy.fixed_tree(self.beam.width) else 0
+            self.tree_size = tree_rows(tree_layout(self.beam.width + (self.lookup > 0), self.beam.length))
+        else:
+            self.tree_size = packed_tree_size(self.beam, policy)
 
     def _key(self, kind: str):
         o = self.options
         return (kind, id(self.model), id(self.drafter), o.beam, o.sampling, o.sampled_drafts, self.lookup)
 
     def resident(self, cache: KVCache, draft, prompt: List[int], max_tokens: int, stats: Stats):
+        """Resident steps, step n + 1 queued before step n is read; the last one queued is
+        the step after which max_tokens must have been reached."""
         beam = self.beam
         step = self.compiled.get(self._key("resident"), lambda: resident_step(
-            self.model, self.drafter, self.strategy, beam, self.lookup, self.sampled)[0])
+            self.model, self.drafter, self.strategy, beam, self.lookup, self.sampled))
         resident = ResidentCache(cache, prompt)
 
-        def queue(carry):
+        def queue(drafts):
             resident.make_room(self.tree_size, beam.length)
-            out, *rest = step(*carry, *resident.state())
-            resident.adopt(*rest[-6:])
-            mx.async_eval(out, *rest[:-6], *resident.keys, *resident.values, resident.kept, resident.end,
-                          resident.length, resident.text)
-            return out, rest[:-6]
+            out, drafts, state = step(drafts, resident.state())
+            resident.adopt(*state)
+            mx.async_eval(out, drafts, state)
+            return out, drafts
 
-        queued = queue((draft.beams, draft.log_probs, draft.positions) if self.sampled else (draft.beams,))
-        while True:
+        queued = queue(draft_arrays(draft, self.sampled))
+        while queued is not None:
             following = queue(queued[1]) if stats.generated_tokens + 1 < max_tokens else None
             count, best, *path = queued[0].tolist()
             resident.read(count + 1)
@@ -125,6 +133,7 @@ class Steps:
             queued = following
 
     def packed(self, cache: KVCache, draft, prompt: List[int], max_tokens: int, stats: Stats):
+        """Steps over trees packed on the host, each read before the next is built."""
         fixed = self.policy.fixed_tree(self.beam.width)
         make = lambda: packed_step(self.model, self.drafter, self.strategy, self.beam)  # noqa: E731
         step = self.compiled.get(self._key("packed"), make) if fixed else make()

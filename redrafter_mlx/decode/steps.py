@@ -17,7 +17,7 @@ from ..model.kv_cache import KVCache, Slots
 from ..model.llm import Model
 from .sampling import SamplingParams, sample
 from .strategy import Strategy
-from .trees import lookup_beam, tree_layout, tree_mask, tree_tokens
+from .trees import lookup_beam, tree_layout, tree_mask, tree_rows, tree_tokens
 
 
 class CompiledSteps:
@@ -94,35 +94,40 @@ def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: Beam
     lookup beam, lookup > 0) as a fixed tree, verify it, judge it, commit the accepted path
     in the cache's device state, append it to the text and draft the next beams.
 
-    step(*carry, keys, values, kept, end, length, text) -> (out, *next carry, keys, values,
-    kept, end, length, text): carry is the drafts' beams (1, W, L), and when sampled also
-    their log q (1, W, L-1, V') and positions (1, W, L-1); the rest is ResidentCache.state();
-    out (L + 2,) int32 holds the accepted count, the winning beam and its L tokens (the
-    first count + 1 of them accepted), read by the host while the next step runs."""
+    step(drafts, state) -> (out, next drafts, next state): drafts holds the beams (1, W, L)
+    and, when sampled, their log q (1, W, L-1, V') and positions (1, W, L-1); state is
+    ResidentCache.state(); out (L + 2,) int32 holds the accepted count, the winning beam and
+    its L tokens (the first count + 1 of them accepted), read by the host while the next step
+    runs."""
     layout = tree_layout(beam.width + (lookup > 0), beam.length)
-    tree_size, beam_rows = layout.depths.shape[0], mx.arange(beam.length)
+    beam_rows = mx.arange(beam.length)
 
-    def step(*args):
-        carry, (keys, values, kept, end, length, text) = args[:-6], args[-6:]
-        beams = carry[0][0]
+    def step(drafts, state):
+        keys, values, kept, end, length, text = state
+        beams = drafts[0][0]
         if lookup:
             found, extra = lookup_beam(text, length, beams[0, :1], beam.length, lookup)
             beams = mx.concatenate([beams, mx.where(found, extra, beams[0])[None]])
         mask = tree_mask(kept, layout.block, end)
         hidden, keys, values = verify(model, tree_tokens(beams)[None], (length + layout.depths)[None], mask, end,
                                       keys, values, drafter.taps)
-        drafted = Draft(beams, carry[1][0], carry[2][0], None) if sampled else Draft(beams, None, None, None)
+        drafted = Draft(beams, drafts[1][0], drafts[2][0], None) if sampled else Draft(beams, None, None, None)
         accepted = strategy.judge(model, drafter, hidden, layout.index, beams, drafted)
         path = beams[accepted.beam]
-        slots = end + layout.index[accepted.beam]
-        kept = mx.put_along_axis(kept, slots, kept[slots] | (beam_rows <= accepted.count), axis=0)
+        kept = mx.put_along_axis(kept, end + layout.index[accepted.beam], beam_rows <= accepted.count, axis=0)
         text = mx.slice_update(text, path, length, axes=(0,))
         draft = _next_draft(model, drafter, strategy, hidden, layout.index, accepted, beam)
         out = mx.concatenate([a.astype(mx.int32).reshape(-1) for a in (accepted.count, accepted.beam, path)])
-        carry = (draft.beams, draft.log_probs, draft.positions) if sampled else (draft.beams,)
-        return out, *carry, keys, values, kept, end + tree_size, length + accepted.count + 1, text
+        next_state = (keys, values, kept, end + tree_rows(layout), length + accepted.count + 1, text)
+        return out, draft_arrays(draft, sampled), next_state
 
-    return step, layout
+    return step
+
+
+def draft_arrays(draft: Draft, sampled: bool) -> tuple:
+    """What a resident step needs of the drafts: the beams, and when sampled their log q and
+    positions in the draft vocabulary."""
+    return (draft.beams, draft.log_probs, draft.positions) if sampled else (draft.beams,)
 
 
 def ar_step(model: Model, sampling: SamplingParams):

@@ -34,6 +34,11 @@ def tree_layout(beams: int, length: int) -> TreeLayout:
     return TreeLayout(mx.array(depths, dtype=mx.int32), mx.array(index, dtype=mx.int32), mx.array(block))
 
 
+def tree_rows(layout: TreeLayout) -> int:
+    """T, the rows of a layout: 1 + B (L - 1)."""
+    return layout.depths.shape[0]
+
+
 def tree_tokens(beams: mx.array) -> mx.array:
     """beams (B, L) -> the rows' tokens (T,) in tree_layout's order."""
     return mx.concatenate([beams[0, :1], beams[:, 1:].reshape(-1)])

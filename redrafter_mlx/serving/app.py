@@ -160,7 +160,7 @@ class Api:
             if kind == "text":
                 yield sse(chunk(request_id, req, text=value))
             elif kind == "done":
-                for last in final_chunks(request_id, req, value, self.worker.options.mode):
+                for last in final_chunks(request_id, req, value, value.mode):
                     yield sse(last)
                 break
             else:
@@ -182,7 +182,7 @@ class Api:
         if answer not in done:
             return Response(status_code=499)  # the client has gone: nobody reads it
         text, result = answer.result()
-        return JSONResponse(completion(request_id, req, text, result, self.worker.options.mode))
+        return JSONResponse(completion(request_id, req, text, result, result.mode))
 
 
 class JobStream(StreamingResponse):

@@ -45,6 +45,7 @@ class Result:
     seconds: float  # decoding it, from its first step (prefill) to its last
     timed_out: bool = False
     prefill_seconds: float = 0.0  # 0: its prefill was stopped
+    mode: str = "redrafter"  # how it was decoded ("ar": without the drafter)
 
     @property
     def tokens_per_step(self) -> float:
@@ -81,8 +82,9 @@ class Worker:
     """The generation thread and its queue. submit() is called from the event loop."""
 
     def __init__(self, engine: Engine, options: DecodeOptions, *, max_queue: int, time_limit: float,
-                 warmup: bool = True):
+                 warmup: bool = True, ar_when_sampling: bool = False):
         self.engine, self.options = engine, options  # options: every request's, but for its sampling settings
+        self.ar_when_sampling = ar_when_sampling  # sampled requests decode auto-regressively (flags.ar_when_sampling)
         self.warmup = warmup  # decode two tokens first (compiled steps, first allocations)
         self.time_limit = time_limit
         self.jobs = queue.Queue(maxsize=max_queue)
@@ -189,8 +191,9 @@ class Worker:
             if job.cancelled.is_set() or past_deadline():
                 raise _Stopped
 
+        options = self.options_for(job.sampling)
         chunks = self.engine.generate(job.prompt, max_tokens=job.max_tokens, stats=stats, progress=progress,
-                                      options=replace(self.options, sampling=job.sampling))
+                                      options=options)
         timed_out = False
         try:
             for chunk in chunks:
@@ -207,7 +210,12 @@ class Worker:
             timed_out = not job.cancelled.is_set()
         chunks.close()
         return Result(texts.finish_reason or "length", len(job.prompt), texts.tokens, stats.steps,
-                      time.perf_counter() - start, timed_out, stats.prompt_time)
+                      time.perf_counter() - start, timed_out, stats.prompt_time, options.mode)
+
+    def options_for(self, sampling: SamplingParams) -> DecodeOptions:
+        """A request's options: the server's, with its sampling settings."""
+        options = replace(self.options, sampling=sampling)
+        return replace(options, mode="ar") if self.ar_when_sampling and not sampling.greedy else options
 
     def _measure(self, result: "Result"):
         """Updates the running means of the time per prompt token and per completion token."""
