@@ -371,11 +371,12 @@ def test_gpu_policy_warms_up_apart_from_the_timed_generation(dirs, monkeypatch, 
 
 def test_sampling_on_a_gpu_decodes_auto_regressively_unless_asked(dirs, monkeypatch, capfd):
     """Sampled ReDrafter was measured slower than AR on GPUs: --mode auto (the default) samples
-    auto-regressively there and says so in one line; --mode redrafter drafts anyway."""
+    auto-regressively there and says so in one line; --mode redrafter or a --drafter drafts anyway."""
     monkeypatch.setattr(generate.DecodePolicy, "for_device", classmethod(lambda cls, device=None: policy_module.GPU))
-    common = ["--model", dirs / "model", "--drafter", dirs / "drafter", "--prompt", "w3 w4", "--max-tokens", "6",
-              "--temp", "0.7", "--no-chat-template"]
+    common = ["--model", dirs / "model", "--prompt", "w3 w4", "--max-tokens", "6", "--temp", "0.7",
+              "--no-chat-template"]
     code, _, err = run_generate(monkeypatch, capfd, *common)
-    assert code == 0 and "decoding auto-regressively" in err and "tokens/step" not in err
-    code, _, err = run_generate(monkeypatch, capfd, *common, "--mode", "redrafter")
-    assert code == 0 and "decoding auto-regressively" not in err and "tokens/step" in err
+    assert code == 0 and "sampling on this kind of device" in err and "tokens/step" not in err
+    for asked in (["--mode", "redrafter", "--drafter", dirs / "drafter"], ["--drafter", dirs / "drafter"]):
+        code, _, err = run_generate(monkeypatch, capfd, *common, *asked)
+        assert code == 0 and "sampling on this kind of device" not in err and "tokens/step" in err

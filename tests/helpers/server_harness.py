@@ -16,7 +16,7 @@ import openai
 
 from .tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 TEMPLATE = "{% for m in messages %}w2 {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}w1{% endif %}"
 KEY = "test-key-0123456789"
 
