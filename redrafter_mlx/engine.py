@@ -20,7 +20,6 @@ from typing import Callable, Iterator, List, Optional
 
 import mlx.core as mx
 
-from . import models
 from .model.config import ConfigError, DrafterConfig, ModelConfig
 from .decode import CompiledSteps, DecodeOptions, check_request, generate_ar, generate_redrafter
 from .model.drafter import Drafter
@@ -55,6 +54,8 @@ class ModelFiles:
         directory, a .gguf file or a Hugging Face repo id (models.resolve); drafter: a
         directory (default: the shipped drafter whose target fingerprint is the model's, or
         none where need_drafter is off)."""
+        from . import models  # here, not at the top: `python -m redrafter_mlx.models` runs that module as __main__
+
         model_dir, drafter_dir = models.resolve(model, drafter, need_drafter=need_drafter, policy=policy)
         config = read_model_config(model_dir)
         drafter_config = None
