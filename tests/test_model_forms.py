@@ -21,22 +21,10 @@ from redrafter_mlx.errors import UsageError
 from redrafter_mlx.model.load import load_model, save_module
 from redrafter_mlx.policy import CPU, GPU
 from redrafter_mlx.decode.stats import Stats
+from helpers.commands import run_generate
 from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir, write_tokenizer
 
 REPO, REVISION = "org/tiny", "0123abcd"
-
-
-def run_generate(monkeypatch, capfd, *args):
-    """generate.main in-process -> (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-    capfd.readouterr()
-    code = 0
-    try:
-        generate.main([str(a) for a in args])
-    except SystemExit as exit_info:
-        code = exit_info.code
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def notes(err: str) -> list:

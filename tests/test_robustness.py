@@ -3,7 +3,6 @@ configs of the wrong shape, an offline first run, the chat's Ctrl-C, flag and pa
 before anything loads, the warm-up on fixed-shape policies. (The table of bad inputs is
 tests/test_bad_inputs.py; killed runs are tests/test_kill.py.)"""
 
-import io
 import json
 import os
 import select
@@ -24,6 +23,7 @@ from redrafter_mlx.model.draft_vocab import read_ranked
 from redrafter_mlx.errors import UsageError
 from redrafter_mlx.model.load import load_drafter, load_model
 from redrafter_mlx.pypi_file import pip_failure
+from helpers.commands import run_generate
 from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,24 +44,6 @@ def dirs(tmp_path_factory):
     (root / "chat" / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config,
                                                                     "chat_template": CHAT_TEMPLATE}))
     return root
-
-
-class Stdin(io.TextIOWrapper):
-    def __init__(self, data: bytes):
-        super().__init__(io.BytesIO(data), encoding="utf-8")
-
-
-def run_generate(monkeypatch, capfd, *args, stdin: bytes = None):
-    """generate.main in-process -> (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "stdin", Stdin(stdin or b""))
-    capfd.readouterr()
-    code = 0
-    try:
-        generate.main([str(a) for a in args])
-    except SystemExit as exit_info:
-        code = exit_info.code
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def error_line(err: str) -> str:
