@@ -3,9 +3,10 @@ once, into frozen settings: library errors name parameters; these name flags."""
 
 import argparse
 from dataclasses import replace
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from . import models
+from .calibrate import auto_options
 from .decode.beam_search import BeamShape
 from .decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, DecodeOptions
 from .errors import UsageError, finite_float, int_at_least, log
@@ -13,6 +14,7 @@ from .model.load import DTYPES
 from .policy import DecodePolicy
 from .decode.sampled_drafts import METHODS
 from .decode.sampling import SamplingParams
+from .engine import Engine, ModelFiles
 
 REDRAFTER_FLAGS = ("beam", "beam_width", "beam_length", "lookup", "sampled_drafts", "draft_vocab")
 
@@ -111,6 +113,25 @@ def resolve_mode(args, options: DecodeOptions, model_dir, drafter_dir) -> Decode
     log(f"no shipped drafter fits {model_dir} (by its sizes and vocabulary): decoding auto-regressively "
         f"(--drafter DIR for ReDrafter){note}")
     return replace(options, mode="ar")
+
+
+def open_files(args, options: DecodeOptions, policy: DecodePolicy) -> Tuple[ModelFiles, DecodeOptions]:
+    """--model and --drafter opened (a named model fetched on first use), --mode auto resolved;
+    decoding auto-regressively, the drafter found is dropped. Nothing is loaded yet."""
+    files = ModelFiles.open(args.model, None if args.mode == "ar" else args.drafter,
+                            need_drafter=args.mode == "redrafter", policy=policy)
+    options = resolve_mode(args, options, files.model_dir, files.drafter_dir)
+    if options.mode == "ar":
+        files.drop_drafter()
+    return files, options
+
+
+def load_engine(args, files: ModelFiles, options: DecodeOptions, policy: DecodePolicy) -> Tuple[Engine, DecodeOptions]:
+    """The weights of opened files loaded (--dtype, --draft-vocab), --beam auto calibrated."""
+    engine = Engine.from_files(files, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy)
+    if args.beam == "auto" and engine.drafter is not None:
+        options = auto_options(engine, options, chat_template=args.chat_template)
+    return engine, options
 
 
 FLAGS = {"temp": "--temp", "top_k": "--top-k", "top_p": "--top-p", "lookup": "--lookup",

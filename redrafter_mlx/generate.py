@@ -7,11 +7,10 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from . import models
-from .calibrate import auto_options
 from .decode import DecodeOptions
-from .engine import Engine, ModelFiles
+from .engine import Engine
 from .errors import MAX_SEED, ArgumentParser, HelpFormatter, UsageError, int_at_least, log, run_cli
-from .flags import add_decoding_flags, add_model_flags, decode_options, dtype_of, resolve_mode
+from .flags import add_decoding_flags, add_model_flags, decode_options, load_engine, open_files
 from .policy import DecodePolicy
 from .decode.stats import Stats
 from .text import check_text, decode_text, detokenize
@@ -158,21 +157,14 @@ def run(args):
     options = decode_options(args, policy)  # the flags, before anything loads
     models.check_paths(args.model, args.drafter, need_drafter=args.mode == "redrafter")
     prompt = read_prompt(args)  # before a named model is fetched
-    files = ModelFiles.open(args.model, None if args.mode == "ar" else args.drafter,
-                            need_drafter=args.mode == "redrafter", policy=policy)
-    options = resolve_mode(args, options, files.model_dir, files.drafter_dir)
-    redrafter = options.mode == "redrafter"
-    if redrafter:  # checked against the configs and the tokenizer before any weights load
+    files, options = open_files(args, options, policy)
+    if options.mode == "redrafter":  # checked against the configs and the tokenizer before any weights load
         options.beam.check(files.draft_vocab_size(args.draft_vocab))
     prompt_tokens = None
     if prompt is not None:
         prompt_tokens = files.encode(prompt, args.chat_template)
         files.check(prompt_tokens, args.max_tokens, options, args.draft_vocab)
-    if not redrafter:
-        files.drop_drafter()
-    engine = Engine.from_files(files, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy)
-    if args.beam == "auto" and engine.drafter is not None:
-        options = auto_options(engine, options, chat_template=args.chat_template)
+    engine, options = load_engine(args, files, options, policy)
     settings = Settings(options, args.max_tokens, args.chat_template, args.seed, args.profile, args.verbose)
     mx.random.seed(args.seed)
     if prompt_tokens is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import models
 from .errors import ArgumentParser, HelpFormatter, UsageError, finite_float, int_at_least, run_cli
-from .flags import add_decoding_flags, add_model_flags, ar_when_sampling, decode_options, dtype_of, resolve_mode
+from .flags import add_decoding_flags, add_model_flags, ar_when_sampling, decode_options, load_engine, open_files
 from .policy import DecodePolicy
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
@@ -89,25 +89,16 @@ def check_args(args) -> str:
     return key
 
 
-def load_engine(args, options):
+def load_served(args, options):
     """(Engine, DecodeOptions, served name, created): the model, drafter and tokenizer as the
     command line loads them, the decoding options (--mode auto resolved, --beam auto
     calibrated), and when the model's config.json was written (unix seconds, /v1/models)."""
     import mlx.core as mx
 
-    from .calibrate import auto_options
-    from .engine import Engine, ModelFiles
-
     policy = replace(DecodePolicy.for_device(), prefill_chunk=args.prefill_chunk)
-    files = ModelFiles.open(args.model, None if args.mode == "ar" else args.drafter,
-                            need_drafter=args.mode == "redrafter", policy=policy)
-    options = resolve_mode(args, options, files.model_dir, files.drafter_dir)
-    if options.mode == "ar":
-        files.drop_drafter()
+    files, options = open_files(args, options, policy)
     mx.random.seed(0)
-    engine = Engine.from_files(files, dtype=dtype_of(args), draft_vocab=args.draft_vocab, policy=policy)
-    if args.beam == "auto" and engine.drafter is not None:
-        options = auto_options(engine, options, chat_template=args.chat_template)
+    engine, options = load_engine(args, files, options, policy)
     engine.check([0], 1, options)
     name = args.model or models.DEFAULT
     served = args.served_name or (Path(name).name if Path(name).exists() else name)  # a path: its last part
@@ -127,7 +118,7 @@ def serve(args):
                          f'pip install -e ".[server]" (in the repository)') from None
     from .serving.worker import Worker
 
-    engine, options, served, created = load_engine(args, options)
+    engine, options, served, created = load_served(args, options)
     worker = Worker(engine, options, max_queue=args.max_queue, time_limit=args.request_timeout,
                     ar_when_sampling=ar_when_sampling(args, engine.policy))
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
