@@ -14,20 +14,14 @@ import pytest
 from demos import benchmark
 from demos.render import frame
 from demos.trace import Event, Trace
-from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from helpers.tiny import write_tiny_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demos")
-    model = tiny_model(2, vocab=16)
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("\n".join(json.dumps({"turns": [f"w{3 + i} w{4 + i}"]}) for i in range(3)) + "\n")
-    return {"model": write_model_dir(root / "model", model),
-            "drafter": write_drafter_dir(root / "drafter", tiny_drafter(model, 3)), "prompts": prompts,
-            "root": root}
+    return write_tiny_setup(tmp_path_factory.mktemp("demos"))
 
 
 def test_benchmark_quick_writes_csv_json_and_plots(dirs):

@@ -1,7 +1,6 @@
 """Every experiment runs: each experiments/*.py module on the tiny model at small sizes (CPU),
 exits 0 and prints the lines it promises, so that none can rot unnoticed."""
 
-import json
 import re
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+from helpers.tiny import write_tiny_setup
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +60,7 @@ RUNS = {
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("experiments")
-    model = tiny_model(2, vocab=16)
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("\n".join(json.dumps({"turns": [f"w{3 + i} w{4 + i}"]}) for i in range(3)) + "\n")
-    return {"model": write_model_dir(root / "model", model),
-            "drafter": write_drafter_dir(root / "drafter", tiny_drafter(model, 3)), "prompts": prompts}
+    return write_tiny_setup(tmp_path_factory.mktemp("experiments"))
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -91,3 +91,15 @@ def cpu_policy(fixed_shapes: bool = None) -> DecodePolicy:
     if fixed_shapes is None:
         return CPU
     return replace(CPU, fixed_shapes=True) if fixed_shapes else replace(CPU, fixed_single_beam=False)
+
+
+def write_tiny_setup(root) -> dict:
+    """A tiny model directory, a drafter for it and three chat prompts (.jsonl) under root,
+    for the command lines that take --model, --drafter and --prompts."""
+    import json
+
+    model = tiny_model(2, vocab=16)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"turns": [f"w{3 + i} w{4 + i}"]}) for i in range(3)) + "\n")
+    return {"model": write_model_dir(root / "model", model),
+            "drafter": write_drafter_dir(root / "drafter", tiny_drafter(model, 3)), "prompts": prompts, "root": root}
