@@ -393,15 +393,19 @@ def quantize_head(drafter: Drafter, bits: int, group_size: int = 64):
 
 def save_drafter(drafter, out: Path, args, log, seconds, ranked: list):
     """Atomic save of the final drafter (float16 unless --save-dtype), its training log and
-    its draft vocabulary (`ranked`: token ids, most frequent first)."""
+    its draft vocabulary (`ranked`: token ids, most frequent first; with --init, that
+    drafter's file as it is, whatever data it was ranked on)."""
     def cast(p):  # float weights only: a quantized head's packed weights stay integers
         return p.astype(DTYPES[args.save_dtype]) if mx.issubdtype(p.dtype, mx.floating) else p
 
     drafter.update(tree_map(cast, drafter.parameters()))
     with atomic_directory(out, force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
-        source = f"answer tokens of the training data ({', '.join(args.data)}), most frequent first"
-        (tmp / DRAFT_VOCAB_FILE).write_text(json.dumps({"source": source, "token_ids": ranked}))
+        if args.init:  # its draft vocabulary, kept as it was written
+            shutil.copyfile(Path(args.init) / DRAFT_VOCAB_FILE, tmp / DRAFT_VOCAB_FILE)
+        else:
+            source = f"answer tokens of the training data ({', '.join(args.data)}), most frequent first"
+            (tmp / DRAFT_VOCAB_FILE).write_text(json.dumps({"source": source, "token_ids": ranked}))
         (tmp / "training.json").write_text(
             json.dumps({"args": vars(args), "seconds": round(seconds, 1), "log": log}, indent=2))
         fingerprint.write(tmp, args.model)  # target.json: the model it fits, in any form

@@ -1,6 +1,7 @@
 """Drafter training: target alignment of the K-step loss, batching/masking, a tiny run."""
 
 import json
+import shutil
 
 import mlx.core as mx
 import numpy as np
@@ -315,7 +316,9 @@ def test_fit_goes_on_from_a_trained_drafter(tmp_path):
         return [entry["loss"] for entry in log if "loss" in entry]
 
     first = fit(tmp_path / "first", "--head", "own", "--layers", "2", "--draft-vocab", "8")
-    further = fit(tmp_path / "further", "--init", str(tmp_path / "first"), "--layers", "1", "--draft-vocab", "0")
+    shutil.copytree(data, tmp_path / "other_data")  # the vocabulary's source names the first run's data
+    further = fit(tmp_path / "further", "--init", str(tmp_path / "first"), "--layers", "1", "--draft-vocab", "0",
+                  "--data", str(tmp_path / "other_data"))
     assert further[0] < 0.8 * first[0], (first, further)  # starts near where the first run ended
     for name in ("config.json", "draft_vocab.json"):  # the init's architecture and draft vocabulary
         assert (tmp_path / "further" / name).read_text() == (tmp_path / "first" / name).read_text(), name
