@@ -17,7 +17,8 @@ from redrafter_mlx.errors import UsageError
 from redrafter_mlx.model.load import LoadError, load_drafter, load_model
 from redrafter_mlx.policy import CPU, GPU, DecodePolicy
 from redrafter_mlx.decode.sampling import SamplingParams
-from redrafter_mlx.train import main as train_main, ranked_answer_tokens
+from redrafter_mlx.train import main as train_main
+from redrafter_mlx.training.fit import ranked_answer_tokens
 from helpers.stats_check import chi2_goodness_of_fit
 from helpers.tiny import tiny_drafter, tiny_model, write_model_dir
 
@@ -261,7 +262,7 @@ def test_checkpoint_round_trip(tmp_path):
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten
 
-    from redrafter_mlx.train import load_checkpoint, save_checkpoint
+    from redrafter_mlx.training.fit import load_checkpoint, save_checkpoint
 
     model = tiny_model(0, vocab=16)
     drafter, fresh = tiny_drafter(model, 1, head="target"), tiny_drafter(model, 2, head="target")
@@ -276,7 +277,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_interrupted_fit_resumes_to_the_same_drafter(tmp_path, monkeypatch):
-    import redrafter_mlx.train as train
+    import redrafter_mlx.training.fit as train
 
     model_dir, data, _, _ = self_distilled_data(tmp_path, seed=3, num_prompts=64, new_tokens=12)
 
