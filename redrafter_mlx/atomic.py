@@ -20,6 +20,12 @@ class OutputExistsError(UserError, ValueError):
     """An output path that exists, without --force."""
 
 
+def check_output_dir(path: Path, flag: str):
+    """UserError when path exists and is not a directory (checked before any work)."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: exists and is not a directory")
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

@@ -27,7 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import models
-from .atomic import atomic_file, remove_stale
+from .atomic import atomic_file, check_output_dir, remove_stale
 from .decode.sampling import SamplingParams
 from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from .model.load import DTYPES, load_drafter, load_model, load_tokenizer, read_model_config
@@ -35,7 +35,7 @@ from .text import encode_prompt
 from .training.batch_generate import generate_batch
 from .training.data import make_batches, read_prompts, save_sequences, shard_name
 from .training.distributed import total, wait_for_all, world
-from .training.fit import VARIANT_KEYS, DrafterSpec, FitPlan, check_output_dir, check_specs, evaluate, read_data
+from .training.fit import VARIANT_KEYS, DrafterSpec, FitPlan, check_specs, evaluate, read_data
 from .training.fit import fit as fit_drafters
 from .training.progress import progress
 from .training.text_data import add_parser as add_text_parser, text_data
@@ -111,18 +111,18 @@ def evaluate_drafter(args):
     print(json.dumps({"sequences": len(sequences), "answer_tokens": answer_tokens, "top1_per_step": accuracy}))
 
 
+# the FitPlan fields that fit's flags give as they are
+PLAN_FLAGS = tuple(f.name for f in fields(FitPlan) if f.name not in ("model", "data", "eval_data", "context_layers"))
+
+
 def fit(args):
     """Fits the drafter of --out and those of each --also on the same batches (training/fit.py)."""
     spec = DrafterSpec(**{key: getattr(args, key) for key in VARIANT_KEYS})
     specs = [spec] + [spec.varied(text) for text in args.also]
-    check_specs(specs)  # before the model is resolved (a download, a conversion)
+    check_specs(specs)  # now, before the model is resolved (a download, a conversion); fit checks all again
     plan = FitPlan(model=model_directory(args.model), data=tuple(args.data), eval_data=tuple(args.eval_data or ()),
                    context_layers=tuple(args.context_layers), **{key: getattr(args, key) for key in PLAN_FLAGS})
     fit_drafters(plan, specs)
-
-
-# the FitPlan fields that fit's flags give as they are
-PLAN_FLAGS = tuple(f.name for f in fields(FitPlan) if f.name not in ("model", "data", "eval_data", "context_layers"))
 
 
 def layer_list(text: str) -> list:
@@ -158,44 +158,44 @@ def build_parser():
     f.add_argument("--model", required=True, help=MODEL_HELP)
     f.add_argument("--data", required=True, nargs="+", help="one or more data directories")
     f.add_argument("--out", required=True)
-    f.add_argument("--head", choices=("own", "target"), default="own",
+    f.add_argument("--head", choices=("own", "target"), default=DrafterSpec.head,
                    help="own: Apple's layout, its own vocab head (default: more accurate, docs/training.md); "
                         "target: compact, on the target's frozen LM head")
-    f.add_argument("--layers", type=int_at_least(0), default=2, help="ResBlocks")
-    f.add_argument("--exit-dim", type=int_at_least(0), default=0,
+    f.add_argument("--layers", type=int_at_least(0), default=DrafterSpec.layers, help="ResBlocks")
+    f.add_argument("--exit-dim", type=int_at_least(0), default=DrafterSpec.exit_dim,
                    help="own head: width of the ResBlocks and the head's input (default: 2 x hidden, Apple's "
                         "layout; another width adds input_proj)")
-    f.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=0,
+    f.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=DrafterSpec.head_bits,
                    help="own head: quantize the vocab projection to this many bits after training (0: off)")
-    f.add_argument("--draft-vocab", type=int_at_least(0), default=4096,
+    f.add_argument("--draft-vocab", type=int_at_least(0), default=DrafterSpec.draft_vocab,
                    help="draft vocabulary: this many of the most frequent answer tokens (0, or at least the "
                         "model's vocabulary: all); trained with a softmax over them, the saved default, and "
                         "an own head holds only their rows")
     f.add_argument("--context-layers", type=layer_list, default=[],
                    help="comma-separated target layers (0-based) whose outputs the drafter reads besides the "
                         "last hidden state (default: none, Apple's layout)")
-    f.add_argument("--draft-steps", type=int_at_least(1, 15), default=4, help="K = beam length - 1")
-    f.add_argument("--distill", type=finite_float(0, 1), default=0.0,
+    f.add_argument("--draft-steps", type=int_at_least(1, 15), default=FitPlan.draft_steps, help="K = beam length - 1")
+    f.add_argument("--distill", type=finite_float(0, 1), default=DrafterSpec.distill,
                    help="weight in [0, 1] of the soft loss against the target's next-token distribution "
                         "(the rest: against the data's tokens)")
-    f.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+    f.add_argument("--dtype", choices=tuple(DTYPES), default=FitPlan.dtype,
                    help="the frozen target's dtype while computing its features (the drafter trains in float32)")
-    f.add_argument("--epochs", type=int_at_least(1), default=2)
-    f.add_argument("--max-steps", type=int_at_least(0), default=0,
+    f.add_argument("--epochs", type=int_at_least(1), default=FitPlan.epochs)
+    f.add_argument("--max-steps", type=int_at_least(0), default=FitPlan.max_steps,
                    help="stop after this many steps, the learning-rate schedule fitted to them (0: all epochs)")
-    f.add_argument("--lr", type=finite_float(0, open_minimum=True), default=1e-3)
-    f.add_argument("--batch-tokens", type=int_at_least(1), default=8192)
-    f.add_argument("--max-length", type=int_at_least(2), default=512)
+    f.add_argument("--lr", type=finite_float(0, open_minimum=True), default=DrafterSpec.lr)
+    f.add_argument("--batch-tokens", type=int_at_least(1), default=FitPlan.batch_tokens)
+    f.add_argument("--max-length", type=int_at_least(2), default=FitPlan.max_length)
     f.add_argument("--eval-data", nargs="+", help="data directories for the per-epoch held-out evaluation "
                    "(default: a share of --data, --eval-fraction)")
-    f.add_argument("--eval-fraction", type=finite_float(0, 0.5), default=0.02,
+    f.add_argument("--eval-fraction", type=finite_float(0, 0.5), default=FitPlan.eval_fraction,
                    help="share of the distinct prompts whose answers are held out")
-    f.add_argument("--log-every", type=int_at_least(1), default=20)
-    f.add_argument("--checkpoint-every", type=int_at_least(1), default=200)
-    f.add_argument("--save-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
-    f.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0)
+    f.add_argument("--log-every", type=int_at_least(1), default=FitPlan.log_every)
+    f.add_argument("--checkpoint-every", type=int_at_least(1), default=FitPlan.checkpoint_every)
+    f.add_argument("--save-dtype", choices=("float16", "bfloat16", "float32"), default=FitPlan.save_dtype)
+    f.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=FitPlan.seed)
     f.add_argument("--init", help="a trained drafter directory to go on training; its architecture and draft "
-                   "vocabulary replace --head, --layers and --draft-vocab")
+                   "vocabulary replace --head, --layers, --exit-dim, --draft-vocab and --context-layers")
     f.add_argument("--resume", action="store_true")
     f.add_argument("--also", action="append", default=[], metavar="KEY=VALUE,...",
                    help="fit one more drafter on the same batches (the target's features computed once for "

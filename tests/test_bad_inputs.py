@@ -353,7 +353,7 @@ def rows():
         ("train_eval_missing_data", "train", "eval {M} {D} --data {root}/nope", None,
          "--data {root}/nope: no such directory"),
         ("train_fit_missing_eval_data", "train", "fit {M} --data {root}/data --out {root}/fit_out --eval-data "
-         "{root}/nope", None, "{root}/nope: no such directory"),
+         "{root}/nope", None, "--eval-data {root}/nope: no such directory"),
         ("train_fit_missing_data", "train", "fit {M} --data {root}/nope --out {root}/fit_out", None,
          "--data {root}/nope: no such directory"),
         ("train_fit_empty_data", "train", "fit {M} --data {root}/data_empty --out {root}/fit_out", None,
@@ -378,6 +378,8 @@ def rows():
          "{root}/wide_drafter", None, "hidden_size 48 != model hidden_size 32"),
         ("train_fit_head_bits", "train", "fit {M} --data {root}/data --out {root}/fit_out --head target "
          "--head-bits 4", None, "--head-bits"),
+        ("train_fit_head_bits_width", "train", "fit {M} --data {root}/data --out {root}/fit_out --exit-dim 24 "
+         "--head-bits 4", None, "the head's input width 24 is not a multiple of 64"),
         ("train_fit_out_file", "train", "fit {M} --data {root}/data --out {root}/out_file", None,
          "--out {root}/out_file: exists and is not a directory"),
         ("train_fit_same_out", "train", "fit {M} --data {root}/data --out {root}/fit_out --also out={root}/fit_out",

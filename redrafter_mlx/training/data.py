@@ -118,11 +118,12 @@ def save_sequences(path, sequences: List[List[int]], prompt_lengths: List[int]):
             np.savez(f, tokens=tokens, offsets=offsets, prompt_lengths=np.array(prompt_lengths, dtype=np.int32))
 
 
-def load_sequences(*directories) -> Iterator[tuple]:
-    """Yields (sequence, prompt_length) from every shard-*.npz in each directory."""
+def load_sequences(*directories, flag: str = "--data") -> Iterator[tuple]:
+    """Yields (sequence, prompt_length) from every shard-*.npz in each directory (errors name
+    `flag`, the option that gave them)."""
     for directory in directories:
         if not Path(directory).is_dir():
-            raise UsageError(f"--data {directory}: no such directory")
+            raise UsageError(f"{flag} {directory}: no such directory")
     shards = [sorted(Path(d).glob("shard-[0-9]*.npz")) for d in directories]
     for directory, found in zip(directories, shards):
         if not found:

@@ -22,7 +22,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, check_output_dir
 from ..errors import UsageError
 from ..model import fingerprint
 from ..model.config import ConfigError, DrafterConfig
@@ -35,6 +35,7 @@ from .loss import drafter_loss, target_features, target_next_log_probs
 from .progress import progress
 
 RANKED_KEPT = 16384  # token ids listed in draft_vocab.json
+QUANT_GROUP = 64  # --head-bits quantizes the head in groups of this many inputs
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class DrafterSpec:
 
     def varied(self, text: str) -> "DrafterSpec":
         """This spec with --also's overrides, e.g. "out=d2,head=target,draft_vocab=16384"."""
-        kinds = {f.name: f.type for f in fields(self)}  # str, int or float
+        kinds = {f.name: type(getattr(self, f.name)) for f in fields(self)}  # str, int or float
         changes = {}
         for item in text.split(","):
             key, _, value = item.partition("=")
@@ -109,21 +110,29 @@ class FitPlan:
     init: Optional[str] = None  # a trained drafter to go on from (its architecture and draft vocabulary)
     resume: bool = False
 
+    def check(self):
+        """UsageError naming the flag of the first setting out of range (the command line's
+        parser enforces the same limits)."""
+        for name in ("draft_steps", "epochs", "batch_tokens", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps < 0 or self.max_length < 2:
+            raise UsageError(f"--max-steps must be >= 0 and --max-length >= 2, got {self.max_steps} and {self.max_length}")
+        if not 0 <= self.eval_fraction <= 0.5:
+            raise UsageError(f"--eval-fraction must be in [0, 0.5], got {self.eval_fraction}")
+        for flag, dtype in (("--dtype", self.dtype), ("--save-dtype", self.save_dtype)):
+            if dtype not in DTYPES:
+                raise UsageError(f"{flag} must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
     def record(self, spec: DrafterSpec) -> dict:
         """The settings a drafter's training.json records."""
         return {"command": "fit", **asdict(self), **asdict(spec)}
 
 
-def check_output_dir(path: Path, flag: str):
-    """UsageError when path exists and is not a directory (checked before any work)."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path}: exists and is not a directory")
-
-
 def read_data(directories: Sequence[str], vocab_size: int, flag: str) -> list:
     """(sequence, prompt length) pairs of the shards in directories; UsageError naming `flag`
     when a token id is outside the model's vocabulary."""
-    sequences = list(load_sequences(*directories))
+    sequences = list(load_sequences(*directories, flag=flag))
     largest = max((int(seq.max()) for seq, _ in sequences if len(seq)), default=0)
     if largest >= vocab_size:
         raise UsageError(f"{flag} {' '.join(directories)}: token id {largest} is outside the model's vocabulary "
@@ -159,14 +168,14 @@ def new_drafter(model, spec: DrafterSpec, token_ids, context_layers: Sequence[in
 def initial_drafter(model, spec: DrafterSpec, plan: FitPlan, train) -> Tuple[Drafter, list]:
     """-> (drafter, ranked token ids): a fresh drafter whose draft vocabulary is the most
     frequent answer tokens of `train`, or (plan.init) a trained one to go on from, with its
-    own architecture and draft vocabulary (head, layers, draft_vocab and context layers do
-    not apply); a quantized head is made dense to be trained (head_bits quantizes it again
+    own architecture and draft vocabulary (head, layers, exit_dim, draft_vocab and context
+    layers do not apply); a quantized head is made dense to be trained (head_bits quantizes it again
     when saved)."""
     if plan.init:
         drafter = load_drafter(plan.init, model, dtype=mx.float32)
         dequantize_layers(drafter)
         drafter.config.extra.pop("quantization", None)
-        return drafter, read_ranked(plan.init, model.config.vocab_size)
+        return drafter, read_ranked(plan.init, model.config.vocab_size)  # checked now; saved as it is
     vocab = model.config.vocab_size
     ranked = ranked_answer_tokens(train, vocab)
     reduced = 0 < spec.draft_vocab < vocab
@@ -262,12 +271,31 @@ def check_specs(specs: Sequence[DrafterSpec]):
 
 def check_fit(plan: FitPlan, specs: Sequence[DrafterSpec]):
     """UsageError for settings that cannot fit, before any data or weights load."""
+    plan.check()
     check_specs(specs)
+    model_config = read_model_config(plan.model)
+    init = None
     if plan.init:
         try:
-            read_drafter_config(plan.init).check_matches(read_model_config(plan.model))
+            init = read_drafter_config(plan.init)
+            init.check_matches(model_config)
         except ConfigError as error:
             raise UsageError(f"--init {plan.init}: does not fit the model: {error}") from None
+    for spec in specs:
+        check_head_bits(spec, init, model_config.hidden_size)
+
+
+def check_head_bits(spec: DrafterSpec, init: Optional[DrafterConfig], hidden_size: int):
+    """head_bits quantizes an own head whose input width is a multiple of the quantization
+    group: the head of --init where given, else the spec's."""
+    if not spec.head_bits:
+        return
+    head, width = (init.head, init.exit_dim) if init else (spec.head, spec.exit_dim or 2 * hidden_size)
+    if head != "own":  # (a spec's own head is checked by DrafterSpec.check)
+        raise UsageError(f"--head-bits {spec.head_bits}: the --init drafter uses the target's head, nothing to quantize")
+    if width % QUANT_GROUP:
+        raise UsageError(f"--head-bits {spec.head_bits}: the head's input width {width} is not a multiple of "
+                         f"{QUANT_GROUP} (--exit-dim)")
 
 
 def fit(plan: FitPlan, specs: Sequence[DrafterSpec]):
@@ -349,7 +377,7 @@ def finish(model, trainee: Trainee, plan: FitPlan, valid_batches, seconds: float
         shutil.rmtree(trainee.checkpoint, ignore_errors=True)
 
 
-def quantize_head(drafter: Drafter, bits: int, group_size: int = 64):
+def quantize_head(drafter: Drafter, bits: int, group_size: int = QUANT_GROUP):
     """Quantizes an own head's vocab projection in place (the config records it, so that
     load_drafter quantizes that layer again before loading the weights)."""
     drafter.lm_head[-1] = drafter.lm_head[-1].to_quantized(group_size=group_size, bits=bits)
