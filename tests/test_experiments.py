@@ -51,6 +51,11 @@ RUNS = {
                        "beam search 2x3", "resident: whole step 2x3 \\(verify, judge, commit, draft\\)",
                        "packed: host tree packing and inputs", "packed: step 2x3 alone \\(verify, judge, draft\\)",
                        "packed: whole step 2x3 \\(host packing, then the step\\)")]),
+    "step_ops": (["--drafter", "{drafter}", "--beam", "2x3", "--context", "8", "--top", "3"],
+                 [r"AR step, uncompiled \(as GPUs run it\): \d+ operations \(\w+ \d+, \w+ \d+, \w+ \d+\)",
+                  r"AR step, compiled: \d+ operations \(.+\)",
+                  r"resident step 2x3, compiled \(7 tree rows\): \d+ operations \(.+\)",
+                  r"of which beam search 2x3, compiled: \d+ operations \(.+\)"]),
     "step_timing": (["--drafter", "{drafter}", "--beam", "2x3", "--prompts", "{prompts}", "--num-prompts", "2",
                      "--max-tokens", "6"],
                     [rf"pass {p}: AR {N} tok/s \({N} ms/token, prefill {N} ms/prompt\); ReDrafter 2x3 {N} tok/s, "

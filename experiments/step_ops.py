@@ -1,0 +1,86 @@
+"""How many operations one decoding step hands to `mx.eval`, as GPUs build it: the AR step
+(uncompiled, as GPUs run it, and compiled) and the resident ReDrafter step (compiled:
+verify, judge, commit, draft) with its beam search alone. Counted from the graph of each
+step's outputs (mx.export_to_dot), fused elementwise kernels counted once, views (reshape,
+transpose, broadcast, slice) included: each is a node the device's dispatch walks. The model
+is loaded under the GPU policy's graph (fixed shapes, joined projections) with dense weights,
+so this runs on any device.
+
+  python -m experiments.step_ops [--model NAME|DIR --drafter DIR] [--beam 2x4] [--lookup 2]
+                                 [--context 64] [--top 12]
+
+On the 2-core CPU (SmolLM2-135M, 2x4 with the lookup beam, 2026-12-06) the resident step held
+2,779 operations (its beam search 168), the compiled AR step 2,274 and the uncompiled one that
+GPUs run 3,987: a ReDrafter step dispatches no more operations than an AR step, so on a GPU
+its cost of ~2 AR steps (docs/perf.md) lies in how long its kernels take, not how many there
+are."""
+
+import collections
+import io
+import re
+from dataclasses import replace
+
+import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
+import mlx.core as mx
+import numpy as np
+from experiments.common import context_tokens, parser
+from redrafter_mlx import BeamShape, DecodeOptions, Engine, SamplingParams
+from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache
+from redrafter_mlx.decode.steps import ar_step, resident_step, slot_inputs
+from redrafter_mlx.decode.strategy import choose_strategy
+from redrafter_mlx.decode.trees import tree_layout, tree_rows
+from redrafter_mlx.model.kv_cache import ResidentCache
+from redrafter_mlx.policy import GPU
+
+
+def operations(*arrays) -> collections.Counter:
+    """Operations (graph nodes) by primitive name in the graph that computes `arrays`."""
+    dot = io.StringIO()
+    mx.export_to_dot(dot, *arrays)
+    return collections.Counter(re.findall(r'label\s*=\s*"?([A-Za-z]+)', dot.getvalue()))
+
+
+def main():
+    args_parser = parser(__doc__)
+    args_parser.add_argument("--beam", type=BeamShape.parse, default=BeamShape(2, 4), help="WxL (default 2x4)")
+    args_parser.add_argument("--lookup", type=int, default=DecodeOptions().lookup,
+                             help="the lookup beam's minimum match (0: off)")
+    args_parser.add_argument("--context", type=int, default=64, help="prompt tokens prefilled")
+    args_parser.add_argument("--top", type=int, default=12, help="operation kinds listed per step")
+    args = args_parser.parse_args()
+    beam = args.beam
+    engine = Engine.load(args.model, args.drafter, policy=replace(GPU, dense_weights=True, float_dtype="float32"))
+    model, drafter = engine.model, engine.drafter
+    greedy = choose_strategy(SamplingParams(), DecodeOptions().sampled_drafts)
+    prompt = context_tokens(engine, args.context)
+
+    def report(name: str, counted: collections.Counter):
+        top = ", ".join(f"{kind} {n}" for kind, n in counted.most_common(args.top))
+        print(f"{name}: {sum(counted.values())} operations ({top})", flush=True)
+
+    cache = model.new_cache(fixed_shapes=True)
+    prefill(model, cache, prompt, bucket=GPU.prefill_bucket)
+    one = slot_inputs(cache, np.ones((1, 1), dtype=bool), np.zeros(1, dtype=np.int32))
+    inputs = (mx.array([[prompt[-1]]]), *one, *cache.arrays())
+    for name, step in (("AR step, uncompiled (as GPUs run it)", ar_step(model, SamplingParams())),
+                       ("AR step, compiled", mx.compile(ar_step(model, SamplingParams())))):
+        token, keys, values = step(*inputs)
+        report(name, operations(token, *keys, *values))
+
+    rows = tree_rows(tree_layout(beam.width + (args.lookup > 0), beam.length))
+    cache = tree_cache(model, rows, fixed_shapes=True)
+    context = prefill(model, cache, prompt, bucket=GPU.prefill_bucket, taps=drafter.taps)
+    resident = ResidentCache(cache, prompt)
+    resident.make_room(rows, beam.length)
+    token = mx.argmax(model.logits(context), -1)
+    draft = greedy.draft(drafter, model.embed, context, token, beam.width, beam.length)
+    step = CompiledSteps().get("resident", lambda: resident_step(model, drafter, greedy, beam, args.lookup, False))
+    out, drafts, state = step((draft.beams,), resident.state())
+    report(f"resident step {beam}, compiled ({rows} tree rows)", operations(out, *drafts, *state[0], *state[1],
+                                                                          *state[2:]))
+    search = mx.compile(lambda c, t: greedy.draft(drafter, model.embed, c, t, beam.width, beam.length).beams)
+    report(f"of which beam search {beam}, compiled", operations(search(context, token)))
+
+
+if __name__ == "__main__":
+    main()
