@@ -11,9 +11,9 @@ so this runs on any device.
 
 On the 2-core CPU (SmolLM2-135M, 2x4 with the lookup beam, 2026-12-06) the resident step held
 2,779 operations (its beam search 168), the compiled AR step 2,274 and the uncompiled one that
-GPUs run 3,987: a ReDrafter step dispatches no more operations than an AR step, so on a GPU
-its cost of ~2 AR steps (docs/perf.md) lies in how long its kernels take, not how many there
-are."""
+GPUs run 3,987: a ReDrafter step dispatches no more operations than an AR step, which points
+at how long some of its kernels take on a GPU (~2 AR steps, docs/perf.md) rather than at how
+many there are."""
 
 import collections
 import io
