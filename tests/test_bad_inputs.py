@@ -94,6 +94,7 @@ def root(tmp_path_factory):
     write_model_dir(root / "model", model)
     write_drafter_dir(root / "drafter", tiny_drafter(model))
     write_drafter_dir(root / "wide_drafter", tiny_drafter(tiny_model(0, vocab=16, hidden_size=48)))
+    write_drafter_dir(root / "target_head_drafter", tiny_drafter(model, head="target"))
     write_drafter_dir(root / "vocab_drafter", tiny_drafter(tiny_model(0, vocab=20)))
     variant(root, "small_window", "model", edit=setter(max_position_embeddings=8))
     variant(root, "vocab_drafter_json", "drafter", files={"draft_vocab.json": json.dumps(
@@ -378,6 +379,8 @@ def rows():
          "{root}/wide_drafter", None, "hidden_size 48 != model hidden_size 32"),
         ("train_fit_head_bits", "train", "fit {M} --data {root}/data --out {root}/fit_out --head target "
          "--head-bits 4", None, "--head-bits"),
+        ("train_fit_init_head_bits", "train", "fit {M} --data {root}/data --out {root}/fit_out --init "
+         "{root}/target_head_drafter --head-bits 4", None, "the --init drafter uses the target's head"),
         ("train_fit_head_bits_width", "train", "fit {M} --data {root}/data --out {root}/fit_out --exit-dim 24 "
          "--head-bits 4", None, "the head's input width 24 is not a multiple of 64"),
         ("train_fit_out_file", "train", "fit {M} --data {root}/data --out {root}/out_file", None,
