@@ -10,6 +10,8 @@ import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.c
 import mlx.core as mx
 from demos.prompts import load_prompts
 from redrafter_mlx import Engine
+from redrafter_mlx.decode import prefill, tree_cache
+from redrafter_mlx.model.kv_cache import ResidentCache
 
 
 def parser(doc: str, drafter: bool = True) -> argparse.ArgumentParser:
@@ -42,6 +44,18 @@ def chat_prompts(engine: Engine, prompt_set: str, count: int) -> List[List[int]]
 def context_tokens(engine: Engine, count: int) -> List[int]:
     """A made-up prompt of `count` tokens inside the model's vocabulary, for a cache to hold."""
     return [((7 * i) % 1000 + 100) % engine.model.config.vocab_size for i in range(count)]
+
+
+def resident_context(engine: Engine, prompt: List[int], rows: int, length: int, bucket: int = 1):
+    """The prompt prefilled into a fixed-shape cache sized for trees of `rows` rows, kept as
+    a ResidentCache with room for one tree of beams `length` long; -> (resident, the
+    drafter's context after the prompt (1, context_size), the target's greedy next token (1,))."""
+    model, drafter = engine.model, engine.drafter
+    cache = tree_cache(model, rows, fixed_shapes=True)
+    context = prefill(model, cache, prompt, bucket=bucket, taps=drafter.taps)
+    resident = ResidentCache(cache, prompt)
+    resident.make_room(rows, length)
+    return resident, context, mx.argmax(model.logits(context), -1)
 
 
 def timed(fn, repeats: int, warmup: int = 5) -> float:

@@ -15,14 +15,12 @@ depth), and "target log-probs of every tree token" is what computing p for every
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
-from experiments.common import context_tokens, load, parser, timed
+from experiments.common import context_tokens, load, parser, resident_context, timed
 from redrafter_mlx import BeamShape, SamplingParams
 from redrafter_mlx.decode.beam_search import Draft
-from redrafter_mlx.decode import prefill, tree_cache
 from redrafter_mlx.decode.steps import verify
 from redrafter_mlx.decode.strategy import choose_strategy
 from redrafter_mlx.decode.trees import tree_layout, tree_mask, tree_tokens
-from redrafter_mlx.model.kv_cache import ResidentCache
 from redrafter_mlx.decode.sampled_drafts import METHODS
 from redrafter_mlx.decode.sampling import target_log_probs
 
@@ -40,9 +38,7 @@ def main():
     layout = tree_layout(beam.width, beam.length)
     rows = layout.depths.shape[0]
     prompt = context_tokens(engine, args.context)
-    cache = tree_cache(model, rows, fixed_shapes=True)
-    context = prefill(model, cache, prompt, taps=drafter.taps)
-    token = mx.argmax(model.logits(context), -1)
+    resident, context, token = resident_context(engine, prompt, rows, beam.length)
     greedy = choose_strategy(SamplingParams(), "rsd-s")
     sampled = {method: choose_strategy(sampling, method) for method in METHODS}
 
@@ -59,8 +55,6 @@ def main():
         report(f"draft: sampled, {method}", drafting(strategy))
     draft = sampled["rsd-s"].draft(drafter, model.embed, context, token, beam.width, beam.length)
     beams = draft.beams[0]
-    resident = ResidentCache(cache, prompt)
-    resident.make_room(rows, beam.length)
     mask = tree_mask(resident.kept, layout.block, resident.end)
     hidden, _, _ = verify(model, tree_tokens(beams)[None], (resident.length + layout.depths)[None], mask,
                           resident.end, resident.keys, resident.values, drafter.taps)

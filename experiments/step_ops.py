@@ -23,13 +23,12 @@ from dataclasses import replace
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
 import numpy as np
-from experiments.common import context_tokens, parser
+from experiments.common import context_tokens, parser, resident_context
 from redrafter_mlx import BeamShape, DecodeOptions, Engine, SamplingParams
-from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache
+from redrafter_mlx.decode import CompiledSteps, prefill
 from redrafter_mlx.decode.steps import ar_step, resident_step, slot_inputs
 from redrafter_mlx.decode.strategy import choose_strategy
 from redrafter_mlx.decode.trees import tree_layout, tree_rows
-from redrafter_mlx.model.kv_cache import ResidentCache
 from redrafter_mlx.policy import GPU
 
 
@@ -68,11 +67,7 @@ def main():
         report(name, operations(token, *keys, *values))
 
     rows = tree_rows(tree_layout(beam.width + (args.lookup > 0), beam.length))
-    cache = tree_cache(model, rows, fixed_shapes=True)
-    context = prefill(model, cache, prompt, bucket=GPU.prefill_bucket, taps=drafter.taps)
-    resident = ResidentCache(cache, prompt)
-    resident.make_room(rows, beam.length)
-    token = mx.argmax(model.logits(context), -1)
+    resident, context, token = resident_context(engine, prompt, rows, beam.length, bucket=GPU.prefill_bucket)
     draft = greedy.draft(drafter, model.embed, context, token, beam.width, beam.length)
     step = CompiledSteps().get("resident", lambda: resident_step(model, drafter, greedy, beam, args.lookup, False))
     out, drafts, state = step((draft.beams,), resident.state())

@@ -24,14 +24,14 @@ the device's step alone (verify, judge, next draft), and both as the loop runs t
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
 import numpy as np
-from experiments.common import context_tokens, load, parser, timed
+from experiments.common import context_tokens, load, parser, resident_context, timed
 from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams
 from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache, tree_inputs, verify
 from redrafter_mlx.decode.steps import packed_step, resident_step, slot_inputs
 from redrafter_mlx.decode.strategy import choose_strategy
 from redrafter_mlx.decode.redrafter import packed_tree_size
 from redrafter_mlx.decode.trees import tree_layout, tree_mask, tree_rows, tree_tokens
-from redrafter_mlx.model.kv_cache import ResidentCache, Slots
+from redrafter_mlx.model.kv_cache import Slots
 from redrafter_mlx.decode.lookup import with_lookup_beam
 from redrafter_mlx.decode.tree import build_tree
 
@@ -57,11 +57,7 @@ def main():
     resident_fn = compiled.get("resident", lambda: resident_step(model, drafter, greedy, beam, lookup, sampled=False))
     rows = tree_rows(layout)
     prompt = context_tokens(engine, args.context)
-    cache = tree_cache(model, rows, fixed_shapes=True)
-    context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
-    resident = ResidentCache(cache, prompt)
-    resident.make_room(rows, beam.length)
-    token = mx.argmax(model.logits(context), -1)
+    resident, context, token = resident_context(engine, prompt, rows, beam.length, bucket=policy.prefill_bucket)
     draft = greedy.draft(drafter, model.embed, context, token, beam.width, beam.length)
     beams = draft.beams[0]
     if lookup:
