@@ -25,7 +25,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from ..atomic import atomic_directory, check_output_dir
 from ..errors import UsageError
 from ..model import fingerprint
-from ..model.config import ConfigError, DrafterConfig
+from ..model.config import ConfigError, DrafterConfig, ModelConfig
 from ..model.draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
 from ..model.drafter import Drafter
 from ..model.load import DTYPES, dequantize_layers, load_drafter, load_model, read_drafter_config, read_model_config, save_module
@@ -269,8 +269,9 @@ def check_specs(specs: Sequence[DrafterSpec]):
         raise UsageError(f"--out and --also name the same output twice: {', '.join(outs)}")
 
 
-def check_fit(plan: FitPlan, specs: Sequence[DrafterSpec]):
-    """UsageError for settings that cannot fit, before any data or weights load."""
+def check_fit(plan: FitPlan, specs: Sequence[DrafterSpec]) -> ModelConfig:
+    """UsageError for settings that cannot fit, before any data or weights load; -> the
+    target's config."""
     plan.check()
     check_specs(specs)
     model_config = read_model_config(plan.model)
@@ -283,6 +284,7 @@ def check_fit(plan: FitPlan, specs: Sequence[DrafterSpec]):
             raise UsageError(f"--init {plan.init}: does not fit the model: {error}") from None
     for spec in specs:
         check_head_bits(spec, init, model_config.hidden_size)
+    return model_config
 
 
 def check_head_bits(spec: DrafterSpec, init: Optional[DrafterConfig], hidden_size: int):
@@ -300,8 +302,7 @@ def check_head_bits(spec: DrafterSpec, init: Optional[DrafterConfig], hidden_siz
 
 def fit(plan: FitPlan, specs: Sequence[DrafterSpec]):
     """Fits every spec's drafter on the same batches and saves each to its `out`."""
-    check_fit(plan, specs)
-    vocab_size = read_model_config(plan.model).vocab_size
+    vocab_size = check_fit(plan, specs).vocab_size
     sequences = read_data(plan.data, vocab_size, "--data")
     valid = read_data(plan.eval_data, vocab_size, "--eval-data") if plan.eval_data else None
     model = load_model(plan.model, DTYPES[plan.dtype])
