@@ -4,7 +4,7 @@ prompt set, and a timer of a function evaluated alone."""
 
 import argparse
 import time
-from typing import List
+from typing import List, Tuple
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
@@ -56,6 +56,24 @@ def resident_context(engine: Engine, prompt: List[int], rows: int, length: int, 
     resident = ResidentCache(cache, prompt)
     resident.make_room(rows, length)
     return resident, context, mx.argmax(model.logits(context), -1)
+
+
+def timed_split(fn, repeats: int, warmup: int = 5) -> Tuple[float, float]:
+    """(host, total) milliseconds per call of fn after `warmup` calls: host is the time to
+    build the call's graph and hand it to the device (fn() and mx.async_eval), total the time
+    until its result is evaluated. Where host is close to total, the part is bound by the
+    host's per-operation cost; where it is far below, by the device's kernels."""
+    for _ in range(warmup):
+        mx.eval(fn())
+    host = total = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        mx.async_eval(out)
+        queued = time.perf_counter()
+        mx.eval(out)
+        host, total = host + queued - start, total + time.perf_counter() - start
+    return host / repeats * 1e3, total / repeats * 1e3
 
 
 def timed(fn, repeats: int, warmup: int = 5) -> float:

@@ -24,7 +24,9 @@ the device's step alone (verify, judge, next draft), and both as the loop runs t
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
 import numpy as np
-from experiments.common import context_tokens, load, parser, resident_context, timed
+import time
+
+from experiments.common import context_tokens, load, parser, resident_context, timed_split
 from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams
 from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache, tree_inputs, verify
 from redrafter_mlx.decode.steps import packed_step, resident_step, slot_inputs
@@ -34,6 +36,23 @@ from redrafter_mlx.decode.trees import tree_layout, tree_mask, tree_rows, tree_t
 from redrafter_mlx.model.kv_cache import Slots
 from redrafter_mlx.decode.lookup import with_lookup_beam
 from redrafter_mlx.decode.tree import build_tree
+
+
+def pipelined(step, repeats: int, warmup: int = 5) -> float:
+    """Milliseconds per step of chained steps (step(previous outputs or None) -> outputs),
+    each queued before the previous one's first output is read, as the decoding loops run
+    them: the host builds step n + 1 while the device runs step n."""
+    outputs = step(None)
+    mx.async_eval(outputs)
+    for count in (warmup, repeats):
+        start = time.perf_counter()
+        for _ in range(count):
+            following = step(outputs)
+            mx.async_eval(following)
+            outputs[0].tolist()
+            outputs = following
+        mx.eval(outputs)
+    return (time.perf_counter() - start) / repeats * 1e3
 
 
 def main():
@@ -50,7 +69,8 @@ def main():
     greedy, compiled = choose_strategy(SamplingParams(), DecodeOptions().sampled_drafts), CompiledSteps()
 
     def report(name: str, fn):
-        print(f"{name:58s} {timed(fn, args.repeats):8.3f} ms", flush=True)
+        host, total = timed_split(fn, args.repeats)
+        print(f"{name:58s} {total:8.3f} ms (host {host:7.3f} ms)", flush=True)
 
     # The resident step's tree, cache and inputs.
     layout = tree_layout(beam.width + (lookup > 0), beam.length)
@@ -96,6 +116,10 @@ def main():
     unmasked = mx.compile(lambda tokens, positions, offset, keys, values: model.forward(
         tokens, positions, None, Slots(keys, values, offset), resident.capacity, drafter.taps))
     report(f"resident: forward of {rows} rows, tree mask", lambda: forward(*tree, resident.keys, resident.values))
+    additive = mx.where(tree[2], 0.0, -mx.inf).astype(model.dtype)  # made once, as a step could make it
+    mx.eval(additive)
+    report(f"resident: forward of {rows} rows, additive mask",
+           lambda: forward(tree[0], tree[1], additive, tree[3], resident.keys, resident.values))
     report(f"resident: forward of {rows} rows, no mask",
            lambda: unmasked(tree[0], tree[1], tree[3], resident.keys, resident.values))
     one = slot_inputs(packed_cache, np.ones((1, 1), dtype=bool), np.zeros(1, dtype=np.int32))
@@ -112,6 +136,27 @@ def main():
         return [out, following, *state[0], *state[1]]
 
     report(f"resident: whole step {beam} (verify, judge, commit, draft)", resident_call)
+
+    def resident_chained(previous):
+        out, following, state = resident_fn(following_drafts(previous), resident.state())
+        resident.keys, resident.values = state[0], state[1]
+        return [out, following]
+
+    following_drafts = lambda previous: previous[1] if previous else (draft.beams,)  # noqa: E731
+    ar_model = engine.ar_model or model
+    ar_cache = ar_model.new_cache(fixed_shapes=True)
+    prefill(ar_model, ar_cache, prompt, bucket=policy.prefill_bucket)
+
+    def ar_chained(previous):
+        """generate_ar's step on GPUs: a plain forward of the last token, written at the same slot."""
+        last = previous[0] if previous else token
+        hidden = ar_model(last[None], mx.array([[ar_cache.length]]), ar_cache)
+        return [mx.argmax(ar_model.logits(hidden[:, -1]), -1), *ar_cache.state()]
+
+    form = "4-bit" if engine.ar_model is not None else "as verified"
+    for name, step in ((f"pipelined: AR token ({form})", ar_chained),
+                       (f"pipelined: resident step {beam}", resident_chained)):
+        print(f"{name:58s} {pipelined(step, args.repeats):8.3f} ms", flush=True)
     report("packed: host tree packing and inputs", lambda: pack()[0])
     report(f"packed: step {beam} alone (verify, judge, draft)", lambda: packed_call(*packed))
     report(f"packed: whole step {beam} (host packing, then the step)", lambda: packed_call(*pack()))

@@ -45,12 +45,14 @@ RUNS = {
     "step_parts": (["--drafter", "{drafter}", "--beam", "2x3", "--context", "8", "--repeats", "2"],
                    [r"resident tree: 7 rows \(3 beams\), attention over 256 slots",
                     r"packed tree: \d+ rows, attention over \d+ slots"]
-                   + [rf"{part}\s+{N} ms" for part in (
-                       "resident: forward of 7 rows, tree mask", "resident: forward of 7 rows, no mask",
+                   + [rf"{part}\s+{N} ms \(host\s+{N} ms\)" for part in (
+                       "resident: forward of 7 rows, tree mask", "resident: forward of 7 rows, additive mask",
+                       "resident: forward of 7 rows, no mask",
                        "forward of 1 token, mask", "target head \\+ argmax, 7 rows", "target head \\+ argmax, 1 row",
                        "beam search 2x3", "resident: whole step 2x3 \\(verify, judge, commit, draft\\)",
                        "packed: host tree packing and inputs", "packed: step 2x3 alone \\(verify, judge, draft\\)",
-                       "packed: whole step 2x3 \\(host packing, then the step\\)")]),
+                       "packed: whole step 2x3 \\(host packing, then the step\\)")]
+                   + [rf"pipelined: {part}\s+{N} ms" for part in ("AR token \\(as verified\\)", "resident step 2x3")]),
     "step_ops": (["--drafter", "{drafter}", "--beam", "2x3", "--context", "8", "--top", "3"],
                  [r"AR step, uncompiled \(as GPUs run it\): \d+ operations \(\w+ \d+, \w+ \d+, \w+ \d+\)",
                   r"AR step, compiled: \d+ operations \(.+\)",
