@@ -9,11 +9,12 @@ so this runs on any device.
   python -m experiments.step_ops [--model NAME|DIR --drafter DIR] [--beam 2x4] [--lookup 2]
                                  [--context 64] [--top 12]
 
-On the 2-core CPU (SmolLM2-135M, 2x4 with the lookup beam, 2026-12-06) the resident step held
-2,779 operations (its beam search 168), the compiled AR step 2,274 and the uncompiled one that
-GPUs run 3,987: a ReDrafter step dispatches no more operations than an AR step, which points
-at how long some of its kernels take on a GPU (~2 AR steps, docs/perf.md) rather than at how
-many there are."""
+The count depends on the device: on CPUs MLX builds its fused operations (attention, RMS
+norm, rotary embedding) from their parts. On the H100 (Qwen2.5-Coder-1.5B, 2x5 with the lookup
+beam, 2026-12-06) the AR step held 1,781 operations uncompiled and 1,477 compiled, the resident
+step 2,090 (its beam search 214); there a step's time goes with the operations the host
+dispatches (experiments.step_parts), so the ~600 a step adds to a forward are what it pays
+over an AR token (docs/perf.md)."""
 
 import collections
 import io

@@ -7,7 +7,10 @@ shape, against a one-token forward; what decoding compiles is compiled here too,
 include the host's launch cost that the pipelined loop would hide. On the CPU it showed where
 a 1x3 step went (96.8 ms: attention and few-row products), which decided grouped attention
 and 3-row transposed products (84.0 ms after; docs/bench/cpu_step_parts_2026-11-24.txt,
-docs/perf.md).
+docs/perf.md). Each part's host time (building its graph and handing it to the device,
+mx.async_eval) is printed beside its total: on the H100 (Qwen2.5-Coder-1.5B, 2x5) host time
+was 90-97% of every part but the target head, so a GPU step costs the operations it
+dispatches (docs/bench/h100_qwen15_step_parts_2026-12-06.txt).
 
   python -m experiments.step_parts [--model NAME|DIR --drafter DIR] [--beam 1x3] [--lookup 2]
                                    [--context 300] [--repeats 50]
@@ -17,9 +20,11 @@ sizes it (decode.tree_cache), and nothing is committed, so every call sees the s
 --lookup is DecodeOptions.lookup (0: no lookup beam): the resident tree then holds W + 1
 beams, T = 1 + (W + 1)(L - 1) rows (1 + W (L - 1) without it), and the packed tree adds the
 lookup beam where the text repeats. Parts: the forward over the resident tree with its mask
-(and without a mask), a one-token forward, the target head, beam search, the whole resident
-step (verify, judge, commit, next draft), and the packed step: the host's tree packing alone,
-the device's step alone (verify, judge, next draft), and both as the loop runs them."""
+(with an additive mask made once, and without a mask), a one-token forward, the target head,
+beam search, the whole resident step (verify, judge, commit, next draft), AR tokens (on the
+engine's AR form) and resident steps pipelined as the decoding loops run them, and the packed
+step: the host's tree packing alone, the device's step alone (verify, judge, next draft), and
+both as the loop runs them."""
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
