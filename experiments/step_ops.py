@@ -12,9 +12,9 @@ so this runs on any device.
 The count depends on the device: on CPUs MLX builds its fused operations (attention, RMS
 norm, rotary embedding) from their parts. On the H100 (Qwen2.5-Coder-1.5B, 2x5 with the lookup
 beam, 2026-12-06) the AR step held 1,781 operations uncompiled and 1,477 compiled, the resident
-step 2,090 (its beam search 214); there a step's time goes with the operations the host
-dispatches (experiments.step_parts), so the ~600 a step adds to a forward are what it pays
-over an AR token (docs/perf.md)."""
+step 2,090 (its beam search 214), a count that then included the first draft's graph (the
+step's inputs are now evaluated first: on the CPU, SmolLM2 2x4, 2,779 -> 2,555). There a step's
+time goes with the host's work per operation dispatched (experiments.step_parts, docs/perf.md)."""
 
 import collections
 import io
@@ -60,6 +60,7 @@ def main():
 
     cache = model.new_cache(fixed_shapes=True)
     prefill(model, cache, prompt, bucket=GPU.prefill_bucket)
+    mx.eval(cache.state())  # the prefill's graph is not the step's
     one = slot_inputs(cache, np.ones((1, 1), dtype=bool), np.zeros(1, dtype=np.int32))
     inputs = (mx.array([[prompt[-1]]]), *one, *cache.arrays())
     for name, step in (("AR step, uncompiled (as GPUs run it)", ar_step(model, SamplingParams())),
@@ -70,6 +71,7 @@ def main():
     rows = tree_rows(tree_layout(beam.width + (args.lookup > 0), beam.length))
     resident, context, token = resident_context(engine, prompt, rows, beam.length, bucket=GPU.prefill_bucket)
     draft = greedy.draft(drafter, model.embed, context, token, beam.width, beam.length)
+    mx.eval(draft.beams, context, token, resident.state())  # the step's inputs: not counted
     step = CompiledSteps().get("resident", lambda: resident_step(model, drafter, greedy, beam, args.lookup, False))
     out, drafts, state = step((draft.beams,), resident.state())
     report(f"resident step {beam}, compiled ({rows} tree rows)", operations(out, *drafts, *state[0], *state[1],

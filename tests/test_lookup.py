@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.decode.trees import lookup_beam as device_lookup_beam
-from redrafter_mlx.decode.lookup import lookup_beam, with_lookup_beam
+from redrafter_mlx.decode.lookup import MAX_MATCH, lookup_beam, with_lookup_beam
 from redrafter_mlx.policy import GPU
 from redrafter_mlx.decode.sampling import SamplingParams
 from redrafter_mlx.decode.stats import Stats
@@ -114,3 +114,11 @@ def test_device_lookup_equals_the_host_rule(text, spare, length, min_match):
     assert bool(found) == (expected is not None)
     if expected is not None:
         assert beam.tolist() == expected.tolist()
+
+
+def test_device_lookup_finds_nothing_when_min_match_exceeds_the_longest_suffix_searched():
+    text = mx.array([5, 6, 7, 5, 6, 7, 5, 6, 7, 0, 0, 0, 0, 0, 0], dtype=mx.int32)
+    found, beam = device_lookup_beam(text, mx.array([9]), mx.array([5]), 3, MAX_MATCH + 1)
+    assert not bool(found) and beam.shape == (3,)
+    found, beam = device_lookup_beam(text, mx.array([9]), mx.array([5]), 3, MAX_MATCH)  # [5, 6, 7, 5] at 3
+    assert bool(found) and beam.tolist() == [5, 6, 7]

@@ -56,19 +56,23 @@ def lookup_beam(text: mx.array, length: mx.array, first: mx.array, beam_length: 
     sequence's `length` (1,) tokens first; first (1,): the LLM's next token. Returns
     (found () bool, beam (beam_length,)): that token and the beam_length - 1 tokens that
     followed the latest earlier occurrence of the text's longest suffix of
-    min_match..MAX_MATCH tokens."""
+    min_match..MAX_MATCH tokens.
+
+    All suffix lengths and start positions are compared at once, (M, N, MAX_MATCH): a few
+    operations whatever MAX_MATCH, as a GPU step pays per operation (docs/perf.md)."""
     size, follow = text.shape[0], beam_length - 1
     full = mx.slice_update(text, first, length, axes=(0,))
+    if min_match > MAX_MATCH:  # no suffix that long is searched
+        return mx.array(False), mx.concatenate([first, full[:follow]])
     total = length + 1  # (1,)
-    starts = mx.arange(size)
-    best, matched = mx.array(-1), mx.array(0)
-    for n in range(MAX_MATCH, min_match - 1, -1):
-        suffix = full[mx.maximum(total - n + mx.arange(n), 0)]  # (n,)
-        match = starts + n <= total - follow  # the occurrence leaves `follow` tokens after it
-        for k in range(n):
-            match = match & (full[mx.minimum(starts + k, size - 1)] == suffix[k])
-        latest = mx.max(mx.where(match, starts, -1))
-        take = (best < 0) & (latest >= 0)
-        best, matched = mx.where(take, latest, best), mx.where(take, n, matched)
-    after = mx.clip(best + matched + mx.arange(follow), 0, size - 1)
+    sizes = mx.arange(MAX_MATCH, min_match - 1, -1)[:, None]  # (M, 1): suffix lengths, longest first
+    offsets, starts = mx.arange(MAX_MATCH), mx.arange(size)
+    windows = full[mx.minimum(starts[:, None] + offsets, size - 1)]  # (N, MAX_MATCH): the text from each start
+    suffixes = full[mx.maximum(total - sizes + offsets, 0)]  # (M, MAX_MATCH): each suffix, then padding
+    equal = (windows[None] == suffixes[:, None]) | (offsets >= sizes[:, :, None])
+    match = equal.all(axis=-1) & (starts + sizes <= total - follow)  # (M, N): leaves `follow` tokens after it
+    latest = mx.max(mx.where(match, starts, -1), axis=-1)  # (M,)
+    longest = mx.argmax(latest >= 0)  # the longest suffix that occurs (0 where none does)
+    best = latest[longest]
+    after = mx.clip(best + sizes[longest, 0] + mx.arange(follow), 0, size - 1)
     return best >= 0, mx.concatenate([first, full[after]])
