@@ -26,6 +26,15 @@ class Cache(Protocol):
         use; returns its first `view` slots of keys and values (B, kv_heads, view, head_dim)."""
 
 
+def grown(arrays: list, extra: int, shape: tuple, dtype) -> list:
+    """Per-layer arrays (B, kv_heads, capacity, head_dim), or None before the first slots, with
+    `extra` zero slots appended; shape (B, kv_heads, _, head_dim) and dtype make the slots. A
+    new array for each: keys and values must not alias."""
+    batch, heads, _, dim = shape
+    pad = lambda: mx.zeros((batch, heads, extra, dim), dtype)  # noqa: E731
+    return [pad() if old is None else mx.concatenate([old, pad()], axis=2) for old in arrays]
+
+
 class KVCache:
     """Per-layer keys/values (B, kv_heads, capacity, head_dim) in slots; the sequence's
     `length` tokens sit in the first `end` slots (end > length only with fixed_shapes,
@@ -66,14 +75,8 @@ class KVCache:
         if needed <= self.capacity:
             return
         new_capacity = ((needed + self.step - 1) // self.step) * self.step
-        batch, heads, _, dim = self.shape
-
-        def grown(old):  # a new array each time: keys and values must not alias
-            pad = mx.zeros((batch, heads, new_capacity - self.capacity, dim), self.dtype)
-            return pad if old is None else mx.concatenate([old, pad], axis=2)
-
-        self.keys = [grown(k) for k in self.keys]
-        self.values = [grown(v) for v in self.values]
+        self.keys = grown(self.keys, new_capacity - self.capacity, self.shape, self.dtype)
+        self.values = grown(self.values, new_capacity - self.capacity, self.shape, self.dtype)
         self.kept = np.concatenate([self.kept, np.zeros(new_capacity - self.capacity, dtype=bool)])
         self.capacity = new_capacity
 
@@ -183,6 +186,7 @@ class ResidentCache:
     def __init__(self, cache: KVCache, prompt: List[int]):
         """From a cache holding the prompt (prefilled)."""
         self.keys, self.values, self.capacity, self.step = list(cache.keys), list(cache.values), cache.capacity, cache.step
+        self.shape, self.dtype = cache.shape, cache.dtype
         self.kept = mx.arange(self.capacity) < cache.length
         self.end, self.length = mx.array([cache.end]), mx.array([cache.length])
         self.text = mx.array(list(prompt) + [0] * (self.capacity - len(prompt)), dtype=mx.int32)
@@ -217,12 +221,8 @@ class ResidentCache:
 
     def _grow(self, needed: int):
         extra = -(-needed // self.step) * self.step - self.capacity
-
-        def grown(old):
-            batch, heads, _, dim = old.shape
-            return mx.concatenate([old, mx.zeros((batch, heads, extra, dim), old.dtype)], axis=2)
-
-        self.keys, self.values = [grown(k) for k in self.keys], [grown(v) for v in self.values]
+        self.keys, self.values = grown(self.keys, extra, self.shape, self.dtype), grown(self.values, extra, self.shape,
+                                                                                       self.dtype)
         self.kept = mx.concatenate([self.kept, mx.zeros((extra,), mx.bool_)])
         self.text = mx.concatenate([self.text, mx.zeros((extra,), mx.int32)])
         self.capacity += extra
