@@ -24,6 +24,11 @@ RUNS = {
     "kernel_rows": (["--rows", "4,8", "--keys", "16", "--repeats", "2"],
                     [r"4/2 heads of 8, product 32 x 48"]
                     + [rf"keys 16 T {t}: sdpa {N} ms, q4 32x48 {N} ms" for t in (4, 8)]),
+    "op_costs": (["--rows", "4", "--chain", "3", "--repeats", "1"],
+                 [r"32 wide, 4/2 heads of 8, 4 rows; per operation:"]
+                 + [rf"{kind}.*host\s+{N} us, total\s+{N} us" for kind in (
+                     "add", "reshape", "matmul", "quantized matmul", "rms_norm", "take_along_axis", "rope",
+                     "attention", "slice_update", "log-softmax", "sort of 32768", "sort of 4096 in 8 rows")]),
     "prefill_timing": (["--lengths", "5,9", "--repeats", "2"],
                        [rf"{kind} round {r} length\s+{n}:\s+{N}\s+{N} ms" for kind in ("padded", "unpadded")
                         for r in (1, 2) for n in (5, 9)]),

@@ -1,0 +1,87 @@
+"""What one operation of each kind a decoding step uses costs the host and the device: on GPUs
+a step is bound by the host's work per operation dispatched (H100, 2026-12-06: host time
+90-97% of every part of a step, beam search ~7 us per operation against ~3-4 in a forward;
+docs/perf.md), so the kinds that cost most are the ones to remove first.
+
+  python -m experiments.op_costs [--model NAME|DIR] [--rows 13] [--chain 200] [--repeats 20]
+
+Each kind runs as a chain of --chain operations, each reading the previous one's result (so
+none is pruned and none overlaps another), at the model's shapes (only its config is read:
+hidden size, heads, head size; random float16 inputs, the draft vocabulary at 4,096 tokens).
+Reported per operation: host time (building the chain and handing it to the device,
+experiments.common.timed_split) and total. Views (reshape, transpose) are operations too:
+they launch no kernel but are dispatched like one."""
+
+import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
+import mlx.core as mx
+from experiments.common import parser, timed_split
+from redrafter_mlx import ModelFiles
+
+DRAFT_VOCAB = 4096
+
+
+def kinds(config, rows: int) -> dict:
+    """{name: (start array, one link: array -> array of the same shape, operations per link)}."""
+    dim, heads, kv_heads, head_dim = (config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
+                                      config.head_dim)
+    x = mx.random.normal((rows, dim)).astype(mx.float16)
+    weight = (mx.random.normal((dim, dim)) * dim ** -0.5).astype(mx.float16)
+    group = 64 if dim % 64 == 0 else 32
+    packed, scales, biases = mx.quantize(weight, group_size=group, bits=4)
+    norm = mx.ones((dim,), dtype=mx.float16)
+    q = mx.random.normal((1, heads, rows, head_dim)).astype(mx.float16)
+    keys = mx.random.normal((1, kv_heads, 512, head_dim)).astype(mx.float16)
+    mask = mx.random.uniform(shape=(1, 1, rows, 512)) > 0.3
+    positions = mx.arange(rows) + 300
+    cache = mx.zeros((1, kv_heads, 512, head_dim), dtype=mx.float16)
+    offset = mx.array([300])
+    update = keys[:, :, :rows]
+    scores = mx.random.normal((1, 8 * DRAFT_VOCAB))
+    index = mx.random.randint(0, dim, (rows, dim))
+    return {
+        "add (elementwise)": (x, lambda a: a + 1, 1),
+        "reshape there and back (views)": (x, lambda a: a.reshape(dim, rows).reshape(rows, dim), 2),
+        f"matmul {rows}x{dim} @ {dim}x{dim}, float16": (x, lambda a: a @ weight, 1),
+        f"quantized matmul {rows}x{dim} @ {dim}x{dim}, 4-bit": (
+            x, lambda a: mx.quantized_matmul(a, packed, scales, biases, group_size=group, bits=4), 1),
+        "rms_norm (fused)": (x, lambda a: mx.fast.rms_norm(a, norm, 1e-6), 1),
+        "take_along_axis (gather)": (x, lambda a: mx.take_along_axis(a, index, axis=1), 1),
+        f"rope (fused), {rows} tokens at their own positions": (
+            q.reshape(rows, heads, 1, head_dim),
+            lambda a: mx.fast.rope(a, head_dim, traditional=False, base=1e6, scale=1.0, offset=positions), 1),
+        f"attention (fused), {rows} queries over 512 keys, boolean mask": (
+            q, lambda a: mx.fast.scaled_dot_product_attention(a, keys, keys, scale=head_dim ** -0.5, mask=mask), 1),
+        "slice_update at a device offset": (cache, lambda c: mx.slice_update(c, update, offset, axes=(2,)), 1),
+        "log-softmax (logsumexp, subtract)": (scores, lambda s: s - mx.logsumexp(s, axis=-1, keepdims=True), 2),
+        f"sort of {8 * DRAFT_VOCAB} (negate, sort)": (scores, lambda s: mx.sort(-s, axis=-1), 2),
+        f"sort of {DRAFT_VOCAB} in 8 rows (negate, sort)": (
+            scores.reshape(8, DRAFT_VOCAB), lambda s: mx.sort(-s, axis=-1), 2),
+    }
+
+
+def main():
+    args_parser = parser(__doc__, drafter=False)
+    args_parser.add_argument("--rows", type=int, default=13, help="tokens per forward (default: a 2x5 tree)")
+    args_parser.add_argument("--chain", type=int, default=200, help="operations per timed chain")
+    args_parser.add_argument("--repeats", type=int, default=20)
+    args = args_parser.parse_args()
+    config = ModelFiles.open(args.model, need_drafter=False).config
+    print(f"{config.hidden_size} wide, {config.num_attention_heads}/{config.num_key_value_heads} heads of "
+          f"{config.head_dim}, {args.rows} rows; per operation:")
+    for name, (start, link, per_link) in kinds(config, args.rows).items():
+        mx.eval(start)
+
+        def chain(start=start, link=link):
+            out = start
+            for _ in range(args.chain):
+                out = link(out)
+            return out
+
+        host, total = timed_split(chain, args.repeats, warmup=2)
+        operations = args.chain * per_link
+        print(f"{name:58s} host {host / operations * 1e3:7.2f} us, total {total / operations * 1e3:7.2f} us",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
