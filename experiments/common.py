@@ -1,6 +1,7 @@
 """What the experiments share: their command line's model and drafter (a model name, by
 default the default model, or MLX directories) loaded as an Engine, chat prompts from a
-prompt set, and a timer of a function evaluated alone."""
+prompt set, and timers of a function evaluated alone (its total time; its host time beside
+it)."""
 
 import argparse
 import time

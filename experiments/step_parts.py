@@ -8,9 +8,10 @@ include the host's launch cost that the pipelined loop would hide. On the CPU it
 a 1x3 step went (96.8 ms: attention and few-row products), which decided grouped attention
 and 3-row transposed products (84.0 ms after; docs/bench/cpu_step_parts_2026-11-24.txt,
 docs/perf.md). Each part's host time (building its graph and handing it to the device,
-mx.async_eval) is printed beside its total: on the H100 (Qwen2.5-Coder-1.5B, 2x5) host time
-was 90-97% of every part but the target head, so a GPU step costs the operations it
-dispatches (docs/bench/h100_qwen15_step_parts_2026-12-06.txt).
+mx.async_eval) is printed beside its total: on the H100 (Qwen2.5-Coder-1.5B, 2x5 and 8x5) host
+time was 81-97% of every part but the target head, and a 37-token forward cost about what a
+13-token one did: a GPU step is bound by the host's work per operation dispatched
+(docs/bench/h100_qwen15_step_parts_2026-12-06.txt, docs/perf.md).
 
   python -m experiments.step_parts [--model NAME|DIR --drafter DIR] [--beam 1x3] [--lookup 2]
                                    [--context 300] [--repeats 50]
@@ -22,15 +23,17 @@ beams, T = 1 + (W + 1)(L - 1) rows (1 + W (L - 1) without it), and the packed tr
 lookup beam where the text repeats. Parts: the forward over the resident tree with its mask
 (with an additive mask made once, and without a mask), a one-token forward, the target head,
 beam search, the whole resident step (verify, judge, commit, next draft), AR tokens (on the
-engine's AR form) and resident steps pipelined as the decoding loops run them, and the packed
+engine's AR form) and resident steps chained, each queued before the previous one's first
+output is read (on the H100 this AR chain ran 6.2-7.1 ms per token where generate_ar ran
+5.0-5.5: compare chained steps in milliseconds, not as AR tokens), and the packed
 step: the host's tree packing alone, the device's step alone (verify, judge, next draft), and
 both as the loop runs them."""
+
+import time
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 import mlx.core as mx
 import numpy as np
-import time
-
 from experiments.common import context_tokens, load, parser, resident_context, timed_split
 from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams
 from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache, tree_inputs, verify
@@ -43,9 +46,9 @@ from redrafter_mlx.decode.lookup import with_lookup_beam
 from redrafter_mlx.decode.tree import build_tree
 
 
-def pipelined(step, repeats: int, warmup: int = 5) -> float:
+def chained(step, repeats: int, warmup: int = 5) -> float:
     """Milliseconds per step of chained steps (step(previous outputs or None) -> outputs),
-    each queued before the previous one's first output is read, as the decoding loops run
+    each queued before the previous one's first output is read, as the decoding loops queue
     them: the host builds step n + 1 while the device runs step n."""
     outputs = step(None)
     mx.async_eval(outputs)
@@ -143,11 +146,11 @@ def main():
     report(f"resident: whole step {beam} (verify, judge, commit, draft)", resident_call)
 
     def resident_chained(previous):
-        out, following, state = resident_fn(following_drafts(previous), resident.state())
+        """A resident step on the drafts of the one before (the first: on draft's)."""
+        out, following, state = resident_fn(previous[1] if previous else (draft.beams,), resident.state())
         resident.keys, resident.values = state[0], state[1]
         return [out, following]
 
-    following_drafts = lambda previous: previous[1] if previous else (draft.beams,)  # noqa: E731
     ar_model = engine.ar_model or model
     ar_cache = ar_model.new_cache(fixed_shapes=True)
     prefill(ar_model, ar_cache, prompt, bucket=policy.prefill_bucket)
@@ -159,9 +162,9 @@ def main():
         return [mx.argmax(ar_model.logits(hidden[:, -1]), -1), *ar_cache.state()]
 
     form = "4-bit" if engine.ar_model is not None else "as verified"
-    for name, step in ((f"pipelined: AR token ({form})", ar_chained),
-                       (f"pipelined: resident step {beam}", resident_chained)):
-        print(f"{name:58s} {pipelined(step, args.repeats):8.3f} ms", flush=True)
+    for name, step in ((f"chained: AR token ({form})", ar_chained),
+                       (f"chained: resident step {beam}", resident_chained)):
+        print(f"{name:58s} {chained(step, args.repeats):8.3f} ms", flush=True)
     report("packed: host tree packing and inputs", lambda: pack()[0])
     report(f"packed: step {beam} alone (verify, judge, draft)", lambda: packed_call(*packed))
     report(f"packed: whole step {beam} (host packing, then the step)", lambda: packed_call(*pack()))

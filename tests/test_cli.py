@@ -127,10 +127,13 @@ def test_bad_input_gives_one_error_line(dirs, case, fragment):
 def test_default_beam_is_the_named_models_measured_shape(tmp_path):
     from redrafter_mlx import models
     from redrafter_mlx.decode.beam_search import BeamShape
-    from redrafter_mlx.policy import CPU, GPU
+    from redrafter_mlx.policy import CPU, CUDA, GPU
 
     assert models.default_beam(None, CPU) == BeamShape(1, 3)
     assert models.default_beam("smollm2-135m-instruct", GPU) == BeamShape(24, 4)
+    assert models.default_beam("smollm2-135m-instruct", CUDA) == BeamShape(24, 4)  # no CUDA shape: the GPU one
+    assert models.default_beam("qwen2.5-coder-1.5b", GPU) == BeamShape(2, 5)  # 4-bit trees (Apple GPUs)
+    assert models.default_beam("qwen2.5-coder-1.5b", CUDA) == BeamShape(8, 5)  # dense float16 trees
     assert models.default_beam(str(tmp_path), GPU) == models.DEFAULT_BEAM  # a directory: no measurement
     assert models.beam_from_flags("qwen2.5-coder-1.5b", 4, None, GPU) == BeamShape(4, 5)  # the rest: measured
     assert models.beam_from_flags(str(tmp_path), None, 4, CPU) == BeamShape(models.DEFAULT_BEAM.width, 4)

@@ -57,7 +57,7 @@ RUNS = {
                        "beam search 2x3", "resident: whole step 2x3 \\(verify, judge, commit, draft\\)",
                        "packed: host tree packing and inputs", "packed: step 2x3 alone \\(verify, judge, draft\\)",
                        "packed: whole step 2x3 \\(host packing, then the step\\)")]
-                   + [rf"pipelined: {part}\s+{N} ms" for part in ("AR token \\(as verified\\)", "resident step 2x3")]),
+                   + [rf"chained: {part}\s+{N} ms" for part in ("AR token \\(as verified\\)", "resident step 2x3")]),
     "step_ops": (["--drafter", "{drafter}", "--beam", "2x3", "--context", "8", "--top", "3"],
                  [r"AR step, uncompiled \(as GPUs run it\): \d+ operations \(\w+ \d+, \w+ \d+, \w+ \d+\)",
                   r"AR step, compiled: \d+ operations \(.+\)",

@@ -108,7 +108,7 @@ def test_device_lookup_equals_the_host_rule(text, spare, length, min_match):
     """The resident step's search (decode.trees.lookup_beam, over a text buffer with room
     after it) proposes exactly what lookup.lookup_beam does, or nothing where it finds none."""
     *sequence, first = text
-    buffer = mx.array(sequence + [3] * (len(sequence) + length + spare), dtype=mx.int32)  # junk after the text
+    buffer = mx.array(sequence + [3] * (1 + spare), dtype=mx.int32)  # room for `first`, then junk (none: tight)
     found, beam = device_lookup_beam(buffer, mx.array([len(sequence)]), mx.array([first]), length, min_match)
     expected = lookup_beam(np.array(text), length, min_match)
     assert bool(found) == (expected is not None)

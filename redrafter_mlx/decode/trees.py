@@ -68,7 +68,7 @@ def lookup_beam(text: mx.array, length: mx.array, first: mx.array, beam_length: 
     sizes = mx.arange(MAX_MATCH, min_match - 1, -1)[:, None]  # (M, 1): suffix lengths, longest first
     offsets, starts = mx.arange(MAX_MATCH), mx.arange(size)
     windows = full[mx.minimum(starts[:, None] + offsets, size - 1)]  # (N, MAX_MATCH): the text from each start
-    suffixes = full[mx.maximum(total - sizes + offsets, 0)]  # (M, MAX_MATCH): each suffix, then padding
+    suffixes = full[mx.clip(total - sizes + offsets, 0, size - 1)]  # (M, MAX_MATCH): each suffix, then padding
     equal = (windows[None] == suffixes[:, None]) | (offsets >= sizes[:, :, None])
     match = equal.all(axis=-1) & (starts + sizes <= total - follow)  # (M, N): leaves `follow` tokens after it
     latest = mx.max(mx.where(match, starts, -1), axis=-1)  # (M,)

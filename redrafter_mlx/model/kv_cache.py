@@ -30,9 +30,9 @@ def grown(arrays: list, extra: int, shape: tuple, dtype) -> list:
     """Per-layer arrays (B, kv_heads, capacity, head_dim), or None before the first slots, with
     `extra` zero slots appended; shape (B, kv_heads, _, head_dim) and dtype make the slots. A
     new array for each: keys and values must not alias."""
-    batch, heads, _, dim = shape
-    pad = lambda: mx.zeros((batch, heads, extra, dim), dtype)  # noqa: E731
-    return [pad() if old is None else mx.concatenate([old, pad()], axis=2) for old in arrays]
+    slots = (shape[0], shape[1], extra, shape[3])
+    return [mx.zeros(slots, dtype) if old is None else mx.concatenate([old, mx.zeros(slots, dtype)], axis=2)
+            for old in arrays]
 
 
 class KVCache:
@@ -221,8 +221,8 @@ class ResidentCache:
 
     def _grow(self, needed: int):
         extra = -(-needed // self.step) * self.step - self.capacity
-        self.keys, self.values = grown(self.keys, extra, self.shape, self.dtype), grown(self.values, extra, self.shape,
-                                                                                       self.dtype)
+        self.keys = grown(self.keys, extra, self.shape, self.dtype)
+        self.values = grown(self.values, extra, self.shape, self.dtype)
         self.kept = mx.concatenate([self.kept, mx.zeros((extra,), mx.bool_)])
         self.text = mx.concatenate([self.text, mx.zeros((extra,), mx.int32)])
         self.capacity += extra
