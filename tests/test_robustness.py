@@ -215,13 +215,14 @@ def test_chat_ctrl_c_stops_the_reply_keeps_the_conversation_and_quits_at_the_pro
     try:
         read_until(pty_fd, ">> ", output)
         os.write(pty_fd, b"w5\n")
-        read_until(pty_fd, "w", output)  # the reply streams (3000 tokens would take seconds)
+        read_until(pty_fd, "w5 w5", output)  # the reply streams (3000 tokens would take seconds); the
+        # terminal's echo of the message ("w5" then a line end) does not match, so Ctrl-C comes mid-reply
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         first = read_until(pty_fd, ">> ", output)
         assert "[stopped]" in first and "Prefill: 1 prompt tokens" in first
         os.write(pty_fd, b"w5\n")
-        read_until(pty_fd, "w", output)
+        read_until(pty_fd, "w5 w5", output)
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         second = read_until(pty_fd, ">> ", output)
