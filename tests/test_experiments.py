@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers.tiny import write_tiny_setup
+import numpy as np
+
+from helpers.tiny import cpu_policy, tiny_drafter, tiny_model, write_tiny_setup
+from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.decode.beam_search import BeamShape
+from redrafter_mlx.decode.stats import Stats
+from redrafter_mlx.training.data import save_sequences
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +30,9 @@ RUNS = {
     "kernel_rows": (["--rows", "4,8", "--keys", "16", "--repeats", "2"],
                     [r"4/2 heads of 8, product 32 x 48"]
                     + [rf"keys 16 T {t}: sdpa {N} ms, q4 32x48 {N} ms" for t in (4, 8)]),
+    "tree_acceptance": (["--drafter", "{drafter}", "--data", "{answers}", "--shapes", "1x3,2x4"],
+                        [r"1 answers, 8 tokens, lookup 2:", rf"1x3\s+{N} tokens per step \(\d+ steps\)",
+                         rf"2x4\s+{N} tokens per step \(\d+ steps\)"]),
     "op_costs": (["--rows", "4", "--chain", "3", "--repeats", "1"],
                  [r"32 wide, 4/2 heads of 8, 4 rows; per operation:"]
                  + [rf"{kind}.*host\s+{N} us, total\s+{N} us" for kind in (
@@ -72,7 +81,30 @@ RUNS = {
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    return write_tiny_setup(tmp_path_factory.mktemp("experiments"))
+    setup = write_tiny_setup(tmp_path_factory.mktemp("experiments"))
+    (setup["root"] / "answers").mkdir()
+    save_sequences(setup["root"] / "answers" / "shard-00000.npz", [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], [4])
+    return {**setup, "answers": setup["root"] / "answers"}
+
+
+@pytest.mark.parametrize("fixed_shapes", [None, True])
+def test_tree_acceptance_replays_greedy_decoding_step_for_step(fixed_shapes):
+    """On the target's greedy answer the replay takes as many steps as decoding does, at
+    several shapes, with and without the lookup beam, packed (CPU) and resident (GPU) steps."""
+    from experiments.tree_acceptance import accepted_drafts, replay_steps
+
+    model = tiny_model(4, vocab=12)
+    drafter = tiny_drafter(model, 5)
+    prompt = [1, 2, 3, 1, 2]
+    answer = sum(generate_ar(model, prompt, max_tokens=60), [])
+    for beam in (BeamShape(1, 3), BeamShape(3, 4)):
+        for lookup in (0, 2):
+            stats = Stats()
+            decoded = sum(generate_redrafter(model, drafter, prompt, max_tokens=60, beam=beam, lookup=lookup,
+                                             policy=cpu_policy(fixed_shapes), stats=stats), [])
+            assert decoded == answer
+            counts = accepted_drafts(model, drafter, np.array(prompt + answer), len(prompt), beam, lookup)
+            assert replay_steps(counts) == stats.steps, (beam, lookup)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
