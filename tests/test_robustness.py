@@ -204,7 +204,9 @@ def spawn_chat(dirs):
     leader, follower = pty.openpty()
     process = subprocess.Popen([sys.executable, "-m", "redrafter_mlx.generate", "--model", str(dirs / "chat"),
                                 "--mode", "ar", "--max-tokens", "3000"], stdin=follower, stdout=follower,
-                               stderr=follower, cwd=ROOT, close_fds=True)
+                               stderr=follower, cwd=ROOT, close_fds=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # (a test run started in the background of a shell ignores SIGINT, and its children would inherit that)
     os.close(follower)
     return process, leader
 
