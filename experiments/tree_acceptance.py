@@ -31,11 +31,11 @@ from redrafter_mlx.training.loss import target_features
 CHUNK = 64  # answer positions drafted from per batch
 
 
-def accepted_drafts(model, drafter, sequence: np.ndarray, prompt_length: int, beam: BeamShape,
+def accepted_drafts(model, drafter, hidden: mx.array, sequence: np.ndarray, prompt_length: int, beam: BeamShape,
                     lookup: int) -> np.ndarray:
     """The drafts a step accepts when it starts after each answer position t (from the last
-    prompt token to the second-last token), (N - prompt_length,)."""
-    hidden, _ = target_features(model, mx.array(sequence)[None], drafter.taps)
+    prompt token to the second-last token), (N - prompt_length,); hidden (1, N, C): the
+    target's features over the sequence (training.loss.target_features)."""
     starts = np.arange(prompt_length - 1, len(sequence) - 1)
     follow = beam.length - 1
     padded = np.concatenate([sequence, np.full(follow + 1, -1)])
@@ -77,11 +77,13 @@ def main():
     shapes = [BeamShape.parse(s) for s in args.shapes.split(",")]
     answers = list(itertools.islice(load_sequences(args.data), args.num_sequences))
     tokens, steps = 0, {shape: 0 for shape in shapes}
+    model, drafter = engine.model, engine.drafter
     for sequence, prompt_length in answers:
         tokens += len(sequence) - prompt_length
+        hidden, _ = target_features(model, mx.array(sequence)[None], drafter.taps)  # once for every shape
         for shape in shapes:
-            steps[shape] += replay_steps(accepted_drafts(engine.model, engine.drafter, np.asarray(sequence),
-                                                         prompt_length, shape, args.lookup))
+            counts = accepted_drafts(model, drafter, hidden, np.asarray(sequence), prompt_length, shape, args.lookup)
+            steps[shape] += replay_steps(counts)
     print(f"{len(answers)} answers, {tokens} tokens, lookup {args.lookup}:")
     for shape in shapes:
         print(f"{str(shape):6s} {tokens / steps[shape]:.3f} tokens per step ({steps[shape]} steps)", flush=True)

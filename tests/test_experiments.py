@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import mlx.core as mx
 import numpy as np
 
 from helpers.tiny import cpu_policy, tiny_drafter, tiny_model, write_tiny_setup
@@ -92,18 +93,20 @@ def test_tree_acceptance_replays_greedy_decoding_step_for_step(fixed_shapes):
     """On the target's greedy answer the replay takes as many steps as decoding does, at
     several shapes, with and without the lookup beam, packed (CPU) and resident (GPU) steps."""
     from experiments.tree_acceptance import accepted_drafts, replay_steps
+    from redrafter_mlx.training.loss import target_features
 
     model = tiny_model(4, vocab=12)
     drafter = tiny_drafter(model, 5)
     prompt = [1, 2, 3, 1, 2]
     answer = sum(generate_ar(model, prompt, max_tokens=60), [])
+    hidden, _ = target_features(model, mx.array(prompt + answer)[None], drafter.taps)
     for beam in (BeamShape(1, 3), BeamShape(3, 4)):
         for lookup in (0, 2):
             stats = Stats()
             decoded = sum(generate_redrafter(model, drafter, prompt, max_tokens=60, beam=beam, lookup=lookup,
                                              policy=cpu_policy(fixed_shapes), stats=stats), [])
             assert decoded == answer
-            counts = accepted_drafts(model, drafter, np.array(prompt + answer), len(prompt), beam, lookup)
+            counts = accepted_drafts(model, drafter, hidden, np.array(prompt + answer), len(prompt), beam, lookup)
             assert replay_steps(counts) == stats.steps, (beam, lookup)
 
 
