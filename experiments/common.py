@@ -79,9 +79,4 @@ def timed_split(fn, repeats: int, warmup: int = 5) -> Tuple[float, float]:
 
 def timed(fn, repeats: int, warmup: int = 5) -> float:
     """Milliseconds per call of fn, each call's result evaluated, after `warmup` calls."""
-    for _ in range(warmup):
-        mx.eval(fn())
-    start = time.perf_counter()
-    for _ in range(repeats):
-        mx.eval(fn())
-    return (time.perf_counter() - start) / repeats * 1e3
+    return timed_split(fn, repeats, warmup)[1]

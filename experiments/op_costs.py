@@ -1,7 +1,7 @@
 """What one operation of each kind a decoding step uses costs the host and the device: on GPUs
 a step is bound by the host's work per operation dispatched (H100, 2026-12-06: host time
-90-97% of every part of a step, beam search ~7 us per operation against ~3-4 in a forward;
-docs/perf.md), so the kinds that cost most are the ones to remove first.
+81-97% of every part of a step but the target head, beam search ~7 us per operation against
+~3-4 in a forward; docs/perf.md), so the kinds that cost most are the ones to remove first.
 
   python -m experiments.op_costs [--model NAME|DIR] [--rows 13] [--chain 200] [--repeats 20]
 
