@@ -11,7 +11,7 @@ import mlx.nn as nn
 from .config import ModelConfig
 from .kv_cache import Cache, KVCache
 from .linear import Linear, fused, padded_head
-from .rope import apply_rope, inverse_frequencies
+from .rope import apply_rope, rope_periods
 
 
 FEW_QUERIES = 4  # with CPU kernels, attention over up to this many new tokens is computed per KV group
@@ -61,30 +61,30 @@ class Attention(nn.Module):
             del self.q_proj, self.k_proj, self.v_proj
 
     def projections(self, x):
-        """x (B, T, dim) -> q (B, T, heads * head_dim), k, v (B, T, kv_heads * head_dim)."""
+        """x (N, dim) -> q (N, heads * head_dim), k, v (N, kv_heads * head_dim)."""
         if "qkv_proj" not in self:
             return self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         return mx.split(self.qkv_proj(x), [q_size, q_size + kv_size], axis=-1)
 
-    def __call__(self, x, positions, inv_freq, mask, cache: Cache, layer: int, keys: int):
-        """x (B, T, dim) -> (B, T, dim), attending over the first `keys` cached positions;
-        mask: None, "causal" or bool (B or 1, 1, T, keys)."""
-        batch, length, _ = x.shape
+    def __call__(self, x, positions, batch: int, periods, mask, cache: Cache, layer: int, keys: int):
+        """x (N, dim): the rows of `batch` sequences of T = N / batch new tokens each, at
+        positions (N,) -> (N, dim), attending over the first `keys` cached positions; mask:
+        None, "causal" or bool (B or 1, 1, T, keys)."""
+        rows = x.shape[0]
 
-        def heads_first(y):  # (B, T, heads, head_dim) -> (B, heads, T, head_dim)
-            return y.transpose(0, 2, 1, 3)
+        def heads_first(y, heads):  # (N, heads, ...) -> (B, heads, T, head_dim)
+            return y.reshape(batch, rows // batch, heads, self.head_dim).transpose(0, 2, 1, 3)
 
         def rotated(y, heads):
-            y = y.reshape(batch, length, heads, self.head_dim)
-            return heads_first(apply_rope(y, positions, inv_freq, self.traditional))
+            return heads_first(apply_rope(y.reshape(rows, heads, 1, self.head_dim), positions, periods,
+                                          self.traditional), heads)
 
         q, k, v = self.projections(x)
-        q, k = rotated(q, self.heads), rotated(k, self.kv_heads)
-        v = heads_first(v.reshape(batch, length, self.kv_heads, self.head_dim))
+        q, k, v = rotated(q, self.heads), rotated(k, self.kv_heads), heads_first(v, self.kv_heads)
         k, v = cache.update(layer, k, v, keys)
         out = attention(q, k, v, self.scale, mask, grouped=self.cpu_kernels)
-        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(rows, -1))
 
 
 class MLP(nn.Module):
@@ -118,8 +118,9 @@ class Block(nn.Module):
         self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def __call__(self, x, positions, inv_freq, mask, cache, layer, keys):
-        x = x + self.self_attn(self.input_layernorm(x), positions, inv_freq, mask, cache, layer, keys)
+    def __call__(self, x, positions, batch, periods, mask, cache, layer, keys):
+        """x (N, dim): rows of `batch` sequences (Attention) -> (N, dim)."""
+        x = x + self.self_attn(self.input_layernorm(x), positions, batch, periods, mask, cache, layer, keys)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -149,7 +150,7 @@ class Model(nn.Module):
         self.model = LlamaModel(config)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self._inv_freq = inverse_frequencies(config)
+        self._rope_periods = rope_periods(config)
 
     def __call__(self, tokens: mx.array, positions: mx.array, cache: KVCache, block: mx.array = None,
                  key_valid: mx.array = None, taps: tuple = ()) -> mx.array:
@@ -175,13 +176,16 @@ class Model(nn.Module):
         cache: a Cache (KVCache or Slots), whose update(layer, k, v, keys) writes the new K/V
         and returns the first `keys` slots. Returns hidden (B, T, dim), or with taps features
         (B, T, dim * (1 + len(taps)))."""
-        x = self.model.embed_tokens(tokens)
+        batch, length = tokens.shape
+        x = self.model.embed_tokens(tokens.reshape(-1))  # (B * T, dim): one row per token, as products take them
+        rows = positions.reshape(-1)
         tapped = []
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, positions, self._inv_freq, mask, cache, i, keys)
+            x = layer(x, rows, batch, self._rope_periods, mask, cache, i, keys)
             if i in taps:
                 tapped.append(mx.fast.rms_norm(x, None, self.config.rms_norm_eps))
-        return mx.concatenate([self.model.norm(x), *tapped], axis=-1) if taps else self.model.norm(x)
+        out = mx.concatenate([self.model.norm(x), *tapped], axis=-1) if taps else self.model.norm(x)
+        return out.reshape(batch, length, -1)
 
     def fuse_projections(self) -> "Model":
         """Joins each layer's q/k/v and gate/up projections (loading keeps Hugging Face names;

@@ -40,13 +40,18 @@ def _llama3_scaled(inv_freq: np.ndarray, scaling: dict) -> np.ndarray:
     return np.where(wavelen < old_context / high, inv_freq, out)
 
 
-def apply_rope(x: mx.array, positions: mx.array, inv_freq: mx.array, traditional: bool) -> mx.array:
-    """Rotates x (B, T, heads, head_dim) at positions (B, T); traditional = interleaved pairs.
+def rope_periods(config: ModelConfig) -> mx.array:
+    """What mx.fast.rope takes as `freqs`: 1 / inv_freq (head_dim // 2,) float32, made once per
+    model (not a division per layer and step), in memory already (a model may run on another
+    thread than the one that built it)."""
+    return mx.array(1.0 / np.array(inverse_frequencies(config)))
 
-    Each token becomes its own batch row, so mx.fast.rope's per-row offset gives every
-    token its own position in one fused kernel."""
-    batch, length, heads, dim = x.shape
-    rows = x.reshape(batch * length, heads, 1, dim)
-    out = mx.fast.rope(rows, dim, traditional=traditional, base=None, scale=1.0,
-                       offset=positions.reshape(-1), freqs=1.0 / inv_freq)
-    return out.reshape(batch, length, heads, dim)
+
+def apply_rope(rows: mx.array, positions: mx.array, periods: mx.array, traditional: bool) -> mx.array:
+    """Rotates rows (N, heads, 1, head_dim), each a token at positions (N,); periods:
+    rope_periods; traditional = interleaved pairs.
+
+    Each token is its own batch row, so mx.fast.rope's per-row offset gives every token its
+    own position in one fused kernel."""
+    return mx.fast.rope(rows, rows.shape[-1], traditional=traditional, base=None, scale=1.0, offset=positions,
+                        freqs=periods)
