@@ -5,17 +5,23 @@ a step is bound by the host's work per operation dispatched (H100, 2026-12-06: h
 
   python -m experiments.op_costs [--model NAME|DIR] [--rows 13] [--chain 200] [--repeats 20]
 
+(a directory needs only its config.json: nothing else is read)
+
 Each kind runs as a chain of --chain operations, each reading the previous one's result (so
 none is pruned and none overlaps another), at the model's shapes (only its config is read:
 hidden size, heads, head size; random float16 inputs, the draft vocabulary at 4,096 tokens).
 Reported per operation: host time (building the chain and handing it to the device,
-experiments.common.timed_split) and total. Views (reshape, transpose) are operations too:
+experiments.common.timed_split) and total, for the chain built op by op and compiled (the
+form of a decoding step: mx.compile replays it without Python). Views (reshape, transpose) are operations too:
 they launch no kernel but are dispatched like one."""
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
+from pathlib import Path
+
 import mlx.core as mx
 from experiments.common import parser, timed_split
 from redrafter_mlx import ModelFiles
+from redrafter_mlx.model.load import read_model_config
 
 DRAFT_VOCAB = 4096
 
@@ -36,8 +42,20 @@ def kinds(config, rows: int) -> dict:
     cache = mx.zeros((1, kv_heads, 512, head_dim), dtype=mx.float16)
     offset = mx.array([300])
     update = keys[:, :, :rows]
+    slots = mx.broadcast_to((offset + mx.arange(rows))[None, None, :, None], update.shape)
+    additive = mx.where(mask, 0.0, -mx.inf).astype(mx.float16)
     scores = mx.random.normal((1, 8 * DRAFT_VOCAB))
     index = mx.random.randint(0, dim, (rows, dim))
+
+    def written_where(c):  # the rows written by a select over the whole cache
+        inside = (mx.arange(512) >= offset) & (mx.arange(512) < offset + rows)
+        spread = mx.take(update, mx.clip(mx.arange(512) - offset, 0, rows - 1), axis=2)
+        return mx.where(inside[:, None], spread, c)
+
+    def written_static(c):
+        c[:, :, 300:300 + rows] = update
+        return c
+
     return {
         "add (elementwise)": (x, lambda a: a + 1, 1),
         "reshape there and back (views)": (x, lambda a: a.reshape(dim, rows).reshape(rows, dim), 2),
@@ -51,7 +69,16 @@ def kinds(config, rows: int) -> dict:
             lambda a: mx.fast.rope(a, head_dim, traditional=False, base=1e6, scale=1.0, offset=positions), 1),
         f"attention (fused), {rows} queries over 512 keys, boolean mask": (
             q, lambda a: mx.fast.scaled_dot_product_attention(a, keys, keys, scale=head_dim ** -0.5, mask=mask), 1),
-        "slice_update at a device offset": (cache, lambda c: mx.slice_update(c, update, offset, axes=(2,)), 1),
+        f"attention (fused), {rows} queries over 512 keys, additive mask": (
+            q, lambda a: mx.fast.scaled_dot_product_attention(a, keys, keys, scale=head_dim ** -0.5, mask=additive), 1),
+        f"attention (fused), {rows} queries over 512 keys, no mask": (
+            q, lambda a: mx.fast.scaled_dot_product_attention(a, keys, keys, scale=head_dim ** -0.5), 1),
+        "cache write: slice_update at a device offset": (
+            cache, lambda c: mx.slice_update(c, update, offset, axes=(2,)), 1),
+        "cache write: put_along_axis at device slots (scatter)": (
+            cache, lambda c: mx.put_along_axis(c, slots, update, axis=2), 1),
+        "cache write: select over the cache (gather, select)": (cache, written_where, 2),
+        "cache write: slice assignment at a host offset": (cache, written_static, 1),
         "log-softmax (logsumexp, subtract)": (scores, lambda s: s - mx.logsumexp(s, axis=-1, keepdims=True), 2),
         f"sort of {8 * DRAFT_VOCAB} (negate, sort)": (scores, lambda s: mx.sort(-s, axis=-1), 2),
         f"sort of {DRAFT_VOCAB} in 8 rows (negate, sort)": (
@@ -65,7 +92,8 @@ def main():
     args_parser.add_argument("--chain", type=int, default=200, help="operations per timed chain")
     args_parser.add_argument("--repeats", type=int, default=20)
     args = args_parser.parse_args()
-    config = ModelFiles.open(args.model, need_drafter=False).config
+    model = Path(args.model)
+    config = read_model_config(model) if model.is_dir() else ModelFiles.open(args.model, need_drafter=False).config
     print(f"{config.hidden_size} wide, {config.num_attention_heads}/{config.num_key_value_heads} heads of "
           f"{config.head_dim}, {args.rows} rows; per operation:")
     for name, (start, link, per_link) in kinds(config, args.rows).items():
@@ -77,11 +105,12 @@ def main():
                 out = link(out)
             return out
 
-        host, total = timed_split(chain, args.repeats, warmup=2)
         operations = args.chain * per_link
-        print(f"{name:58s} host {host / operations * 1e3:7.2f} us, total {total / operations * 1e3:7.2f} us",
-              flush=True)
-
+        costs = []
+        for fn in (chain, mx.compile(chain)):
+            host, total = timed_split(fn, args.repeats, warmup=2)
+            costs.append(f"host {host / operations * 1e3:6.2f} us, total {total / operations * 1e3:6.2f} us")
+        print(f"{name:62s} {costs[0]}; compiled: {costs[1]}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -36,9 +36,11 @@ RUNS = {
                          rf"2x4\s+{N} tokens per step \(\d+ steps\)"]),
     "op_costs": (["--rows", "4", "--chain", "3", "--repeats", "1"],
                  [r"32 wide, 4/2 heads of 8, 4 rows; per operation:"]
-                 + [rf"{kind}.*host\s+{N} us, total\s+{N} us" for kind in (
+                 + [rf"{kind}.*host\s+{N} us, total\s+{N} us; compiled: host\s+{N} us, total\s+{N} us" for kind in (
                      "add", "reshape", "matmul", "quantized matmul", "rms_norm", "take_along_axis", "rope",
-                     "attention", "slice_update", "log-softmax", "sort of 32768", "sort of 4096 in 8 rows")]),
+                     "attention.*boolean mask", "attention.*additive mask", "attention.*no mask",
+                     "cache write: slice_update", "cache write: put_along_axis", "cache write: select",
+                     "cache write: slice assignment", "log-softmax", "sort of 32768", "sort of 4096 in 8 rows")]),
     "prefill_timing": (["--lengths", "5,9", "--repeats", "2"],
                        [rf"{kind} round {r} length\s+{n}:\s+{N}\s+{N} ms" for kind in ("padded", "unpadded")
                         for r in (1, 2) for n in (5, 9)]),

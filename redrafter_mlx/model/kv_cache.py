@@ -159,16 +159,25 @@ class Slots:
     """A Cache over a KVCache's arrays inside one traced function (decode.steps): the
     new keys/values are written at a device-side slot offset, so that one compiled graph
     serves every step whatever the offset; `keys` and `values` hold the written arrays, which
-    the KVCache then adopts."""
+    the KVCache then adopts.
+
+    The rows are scattered to their slots (put_along_axis), not written as a slice at a
+    device offset: on an H100 the slice costs the host ~8 us and the device ~11 us per write,
+    the scatter ~3 and ~6, and a step writes twice per layer (experiments.op_costs,
+    docs/perf.md)."""
 
     def __init__(self, keys: list, values: list, offset: mx.array):
         self.keys, self.values, self.offset = list(keys), list(values), offset
+        self.slots = None  # (B, kv_heads, T, head_dim): the slot of each new entry, made at the first write
 
     def update(self, layer: int, keys: mx.array, values: mx.array, view: int):
         """Writes keys/values (B, kv_heads, T, head_dim) at slots [offset, offset + T); returns
         the first `view` slots of keys and values (B, kv_heads, view, head_dim)."""
-        self.keys[layer] = mx.slice_update(self.keys[layer], keys, self.offset, axes=(2,))
-        self.values[layer] = mx.slice_update(self.values[layer], values, self.offset, axes=(2,))
+        if self.slots is None:
+            rows = self.offset + mx.arange(keys.shape[2])
+            self.slots = mx.broadcast_to(rows[None, None, :, None], keys.shape)
+        self.keys[layer] = mx.put_along_axis(self.keys[layer], self.slots, keys, axis=2)
+        self.values[layer] = mx.put_along_axis(self.values[layer], self.slots, values, axis=2)
         return self.keys[layer][:, :, :view, :], self.values[layer][:, :, :view, :]
 
 
