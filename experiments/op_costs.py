@@ -47,6 +47,25 @@ def kinds(config, rows: int) -> dict:
     scores = mx.random.normal((1, 8 * DRAFT_VOCAB))
     index = mx.random.randint(0, dim, (rows, dim))
 
+    def layer_pair(first: int, middle: int, bits: int):
+        """x @ (dim, first), its first `middle` columns @ (middle, dim): a layer's two products
+        (attention: q/k/v then o; MLP: gate/up then down), float16 (bits 0) or quantized."""
+        weights = [(mx.random.normal(shape) * shape[0] ** -0.5).astype(mx.float16)
+                   for shape in ((first, dim), (dim, middle))]
+        if not bits:
+            return lambda a: (a @ weights[0].T)[:, :middle] @ weights[1].T
+        quantized = [mx.quantize(w, group_size=group, bits=bits) for w in weights]
+        product = lambda a, w: mx.quantized_matmul(a, *w, group_size=group, bits=bits)  # noqa: E731
+        return lambda a: product(product(a, quantized[0])[:, :middle], quantized[1])
+
+    qkv, inner = (heads + 2 * kv_heads) * head_dim, heads * head_dim
+    pairs = {f"{part}, {form}": (x, layer_pair(first, middle, bits), 2)
+             for part, first, middle in (("layer products q/k/v + o", qkv, inner),
+                                         ("layer products gate/up + down", 2 * config.intermediate_size,
+                                          config.intermediate_size))
+             for form, bits in (("float16", 0), ("4-bit", 4))
+             if not bits or middle % group == 0}  # (a model too small to quantize at `group`: float16 only)
+
     def written_where(c):  # the rows written by a select over the whole cache
         inside = (mx.arange(512) >= offset) & (mx.arange(512) < offset + rows)
         spread = mx.take(update, mx.clip(mx.arange(512) - offset, 0, rows - 1), axis=2)
@@ -62,6 +81,7 @@ def kinds(config, rows: int) -> dict:
         f"matmul {rows}x{dim} @ {dim}x{dim}, float16": (x, lambda a: a @ weight, 1),
         f"quantized matmul {rows}x{dim} @ {dim}x{dim}, 4-bit": (
             x, lambda a: mx.quantized_matmul(a, packed, scales, biases, group_size=group, bits=4), 1),
+        **pairs,
         "rms_norm (fused)": (x, lambda a: mx.fast.rms_norm(a, norm, 1e-6), 1),
         "take_along_axis (gather)": (x, lambda a: mx.take_along_axis(a, index, axis=1), 1),
         f"rope (fused), {rows} tokens at their own positions": (
@@ -111,6 +131,7 @@ def main():
             host, total = timed_split(fn, args.repeats, warmup=2)
             costs.append(f"host {host / operations * 1e3:6.2f} us, total {total / operations * 1e3:6.2f} us")
         print(f"{name:62s} {costs[0]}; compiled: {costs[1]}", flush=True)
+
 
 if __name__ == "__main__":
     main()

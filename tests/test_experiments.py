@@ -37,7 +37,9 @@ RUNS = {
     "op_costs": (["--rows", "4", "--chain", "3", "--repeats", "1"],
                  [r"32 wide, 4/2 heads of 8, 4 rows; per operation:"]
                  + [rf"{kind}.*host\s+{N} us, total\s+{N} us; compiled: host\s+{N} us, total\s+{N} us" for kind in (
-                     "add", "reshape", "matmul", "quantized matmul", "rms_norm", "take_along_axis", "rope",
+                     "add", "reshape", "matmul", "quantized matmul", r"layer products q/k/v \+ o, float16",
+                     r"layer products q/k/v \+ o, 4-bit", r"layer products gate/up \+ down, float16",
+                     "rms_norm", "take_along_axis", "rope",
                      "attention.*boolean mask", "attention.*additive mask", "attention.*no mask",
                      "cache write: slice_update", "cache write: put_along_axis", "cache write: select",
                      "cache write: slice assignment", "log-softmax", "sort of 32768", "sort of 4096 in 8 rows")]),

@@ -162,7 +162,7 @@ class Slots:
     the KVCache then adopts.
 
     The rows are scattered to their slots (put_along_axis), not written as a slice at a
-    device offset: on an H100 the slice costs the host ~8 us and the device ~11 us per write,
+    device offset: on an H100 the slice costs ~8 us of host time and ~11 us in all per write,
     the scatter ~3 and ~6, and a step writes twice per layer (experiments.op_costs,
     docs/perf.md)."""
 
