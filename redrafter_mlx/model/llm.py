@@ -5,6 +5,8 @@ tokens, so the same code runs prefill, auto-regressive steps and tree verificati
 Weight names follow Hugging Face (model.layers.N.self_attn.q_proj ...), as mlx-lm does.
 """
 
+from functools import partial
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -15,6 +17,13 @@ from .rope import apply_rope, rope_periods
 
 
 FEW_QUERIES = 4  # with CPU kernels, attention over up to this many new tokens is computed per KV group
+
+
+@partial(mx.compile, shapeless=True)
+def swiglu(gate: mx.array, up: mx.array) -> mx.array:
+    """silu(gate) * up as one fused kernel, also where a forward runs uncompiled (AR on GPUs):
+    two otherwise (MLX's silu, then the product), per layer and token."""
+    return nn.silu(gate) * up
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask, grouped: bool = False) -> mx.array:
@@ -107,7 +116,7 @@ class MLP(nn.Module):
             gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(nn.silu(gate) * up)
+        return self.down_proj(swiglu(gate, up))
 
 
 class Block(nn.Module):
@@ -172,10 +181,10 @@ class Model(nn.Module):
         return self.forward(tokens, positions, mask, cache, keys, taps)
 
     def forward(self, tokens: mx.array, positions: mx.array, mask, cache, keys: int, taps: tuple = ()) -> mx.array:
-        """The layers over prepared inputs: mask None, "causal" or bool (B or 1, 1, T, keys);
-        cache: a Cache (KVCache or Slots), whose update(layer, k, v, keys) writes the new K/V
-        and returns the first `keys` slots. Returns hidden (B, T, dim), or with taps features
-        (B, T, dim * (1 + len(taps)))."""
+        """The layers over prepared inputs: tokens, positions (B, T) int; mask None, "causal" or
+        bool (B or 1, 1, T, keys); cache: a Cache (KVCache or Slots), whose update(layer, k, v,
+        keys) writes the new K/V and returns the first `keys` slots. Returns hidden (B, T, dim),
+        or with taps features (B, T, dim * (1 + len(taps)))."""
         batch, length = tokens.shape
         x = self.model.embed_tokens(tokens.reshape(-1))  # (B * T, dim): one row per token, as products take them
         rows = positions.reshape(-1)
