@@ -25,7 +25,7 @@ from .decode import CompiledSteps, DecodeOptions, check_request, generate_ar, ge
 from .model.drafter import Drafter
 from .errors import UsageError
 from .model.llm import Model
-from .model.load import LoadError, dequantize_layers, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config
+from .model.load import LoadError, dequantized_copy, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config
 from .policy import DecodePolicy
 from .decode.stats import Stats
 from .text import encode_messages, encode_prompt
@@ -117,9 +117,10 @@ class Engine:
         policy = policy or DecodePolicy.for_device()
         files.tokenizer  # noqa: B018  (loaded now, not inside the first request)
         model, ar_model, drafter = load_model(files.model_dir, dtype, policy=policy), None, None
-        if files.drafter_dir is not None and policy.dense_verify and dequantize_layers(model, model.dtype):
-            mx.eval(model.parameters())  # ReDrafter verifies trees of rows: dense products are cheaper there,
-            ar_model = load_model(files.model_dir, dtype, policy=policy)  # AR keeps the quantized form
+        dense = dequantized_copy(model, model.dtype) if files.drafter_dir is not None and policy.dense_verify else None
+        if dense is not None:  # ReDrafter verifies trees of rows: dense products are cheaper there,
+            mx.eval(dense.parameters())
+            model, ar_model = dense, model  # AR keeps the quantized form
         if files.drafter_dir is not None:
             drafter = load_drafter(files.drafter_dir, model, dtype, draft_vocab, policy=policy)
         return cls(files, model, drafter, policy, ar_model)

@@ -83,8 +83,9 @@ def test_warm_up_only_where_shapes_are_fixed_and_once_per_shape(dirs):
 
 def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_path):
     """DecodePolicy.dense_verify (CUDA): an engine with a drafter verifies on a dense copy of a
-    quantized target and decodes AR on the quantized one; an engine without a drafter keeps
-    only the quantized one; ReDrafter's output still equals AR's."""
+    quantized target (made in memory, its other weights shared) and decodes AR on the quantized
+    one; an engine without a drafter keeps only the quantized one; ReDrafter's output still
+    equals AR's."""
     model = tiny_model(5, "llama", vocab=16, hidden_size=64, intermediate_size=128)
     drafter = tiny_drafter(model, 6)
     nn.quantize(model, group_size=32, bits=8)
@@ -100,6 +101,7 @@ def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_p
                                                                                   quantized.model)]
     assert "QuantizedLinear" not in kinds[0] and "QuantizedLinear" in kinds[1] and "QuantizedLinear" in kinds[2]
     assert quantized.ar_model is None
+    assert dense.model.model.norm.weight is dense.ar_model.model.norm.weight  # shared, not loaded twice
     prompt = [3, 4, 5]
     ar = sum(quantized.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), [])
     assert sum(dense.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), []) == ar

@@ -1,11 +1,12 @@
 """Loading MLX model and drafter directories (config.json + *.safetensors)."""
 
 import json
+from copy import deepcopy
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_map_with_path
+from mlx.utils import tree_flatten, tree_map_with_path
 
 from .config import ConfigError, DrafterConfig, ModelConfig
 from .draft_vocab import read_token_ids
@@ -140,6 +141,14 @@ def dequantize_layers(module: nn.Module, dtype=None) -> set:
 
     module.update_modules(tree_map_with_path(dense, module.leaf_modules(), is_leaf=nn.Module.is_module))
     return bits
+
+
+def dequantized_copy(module: nn.Module, dtype=None):
+    """A copy of module whose quantized layers are dense (dequantize_layers), sharing every
+    other weight with it (nothing is read again from disk); None where module has none."""
+    shared = {id(array): array for _, array in tree_flatten(module.parameters())}
+    copy = deepcopy(module, shared)
+    return copy if dequantize_layers(copy, dtype) else None
 
 
 def fastest_form(model: Model, dtype, policy: DecodePolicy, source):
