@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import mlx.core as mx
@@ -28,6 +29,7 @@ from redrafter_mlx.device import device_name
 from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from redrafter_mlx.flags import dtype_of
 from redrafter_mlx.model.load import DTYPES
+from redrafter_mlx.policy import VERIFY_FORMS
 from redrafter_mlx.decode.sampled_drafts import METHODS
 
 from .mlx_lm_runners import mlx_lm_ar, mlx_lm_speculative
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "model Q4DIR F16DIR --dequantize --dtype float16): our AR and every ReDrafter shape are timed on "
                    "it too, in the same run, named with the suffix _also (the ratio that counts is over the "
                    "fastest AR of either form)")
+    p.add_argument("--verify-forms", help="also time every ReDrafter shape with trees verified on these forms "
+                   f"of the target ({', '.join(VERIFY_FORMS)}; this device's: DecodePolicy.verify_form), comma "
+                   "separated, in the same run, named with the suffix _FORM")
     p.add_argument("--quick", action="store_true", help="2 prompts, 16 tokens, widths 1,2, lengths 2,3")
     p.add_argument("--out-dir", default="bench")
     return p
@@ -101,15 +106,16 @@ def timed_run(generator):
     return tokens, seconds, mx.get_peak_memory() / 2**20
 
 
-def make_runners(args, engine: Engine, sampling, suffix: str = ""):
+def make_runners(args, engine: Engine, sampling, suffix: str = "", ar: bool = True):
     """name -> (run(prompt, stats) -> generator, width, length); suffix: appended to our
-    methods' names (another form of the model), which then come without mlx-lm's."""
+    methods' names (another form of the model), which then come without mlx-lm's; ar: time
+    our AR too."""
     eos = engine.eos_ids
 
     def runner(options: DecodeOptions):
         return lambda p, s: engine.generate(p, max_tokens=args.max_tokens, options=options, stats=s)
 
-    runners = {"ar" + suffix: (runner(DecodeOptions(mode="ar", sampling=sampling)), 0, 0)}
+    runners = {"ar" + suffix: (runner(DecodeOptions(mode="ar", sampling=sampling)), 0, 0)} if ar else {}
     if args.mlx_lm and not suffix:
         lm = mlx_lm_ar(args.model, args.dtype, sampling)
         runners["mlx_lm_ar"] = (lambda p, s: lm(p, args.max_tokens, eos), 0, 0)
@@ -204,6 +210,10 @@ def run(args):
     args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
     args.lookup = parse_ints(args.lookup, "lookup") if args.lookup else [None]
     args.sampled_drafts = parse_methods(args.sampled_drafts) if args.sampled_drafts else [None]
+    args.verify_forms = [f.strip() for f in (args.verify_forms or "").split(",") if f.strip()]
+    if any(form not in VERIFY_FORMS for form in args.verify_forms):
+        raise UsageError(f"--verify-forms must be a comma-separated list of {', '.join(VERIFY_FORMS)}, "
+                         f"got {','.join(args.verify_forms)!r}")
     if any(k is not None and k < 0 for k in args.lookup):
         raise UsageError(f"--lookup values must be >= 0, got {min(args.lookup)}")
     for width in args.widths:
@@ -239,6 +249,11 @@ def run(args):
         other = Engine.load(args.also_model, str(engine.files.drafter_dir), dtype=dtype_of(args),
                             draft_vocab=args.draft_vocab, policy=policy)
         runners.update(make_runners(args, other, sampling, suffix="_also"))
+    for form in args.verify_forms:
+        if form != policy.verify_form:  # AR runs on the form as loaded whatever trees verify on: timed once
+            other = Engine.load(args.model, str(engine.files.drafter_dir), dtype=dtype_of(args),
+                                draft_vocab=args.draft_vocab, policy=replace(policy, verify_form=form))
+            runners.update(make_runners(args, other, sampling, suffix=f"_{form}", ar=False))
 
     def save_partial(totals, done):
         write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)

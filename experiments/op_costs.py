@@ -3,13 +3,13 @@ a step is bound by the host's work per operation dispatched (H100, 2026-12-06: h
 81-97% of every part of a step but the target head, beam search ~7 us per operation against
 ~3-4 in a forward; docs/perf.md), so the kinds that cost most are the ones to remove first.
 
-  python -m experiments.op_costs [--model NAME|DIR] [--rows 13] [--chain 200] [--repeats 20]
+  python -m experiments.op_costs [--model NAME|DIR] [--rows 13] [--chain 200] [--repeats 20] [--only product]
 
 (a directory needs only its config.json: nothing else is read)
 
 Each kind runs as a chain of --chain operations, each reading the previous one's result (so
 none is pruned and none overlaps another), at the model's shapes (only its config is read:
-hidden size, heads, head size; random float16 inputs, the draft vocabulary at 4,096 tokens).
+hidden size, heads, head size; random float16 inputs, the draft vocabulary at 8,192 tokens).
 Reported per operation: host time (building the chain and handing it to the device,
 experiments.common.timed_split) and total, for the chain built op by op and compiled (the
 form of a decoding step: mx.compile replays it without Python). Views (reshape, transpose) are operations too:
@@ -22,8 +22,9 @@ import mlx.core as mx
 from experiments.common import parser, timed_split
 from redrafter_mlx import ModelFiles
 from redrafter_mlx.model.load import read_model_config
+from redrafter_mlx.model.quantized_rows import MAX_ROWS, quantized_rows_matmul
 
-DRAFT_VOCAB = 4096
+DRAFT_VOCAB = 8192  # Qwen2.5-Coder-1.5B's drafter
 
 
 def kinds(config, rows: int) -> dict:
@@ -47,24 +48,29 @@ def kinds(config, rows: int) -> dict:
     scores = mx.random.normal((1, 8 * DRAFT_VOCAB))
     index = mx.random.randint(0, dim, (rows, dim))
 
-    def layer_pair(first: int, middle: int, bits: int):
+    def layer_pair(first: int, middle: int, form: str):
         """x @ (dim, first), its first `middle` columns @ (middle, dim): a layer's two products
-        (attention: q/k/v then o; MLP: gate/up then down), float16 (bits 0) or quantized."""
+        (attention: q/k/v then o; MLP: gate/up then down), float16, 4-bit by MLX's kernels or
+        4-bit by the few-row kernel (model.quantized_rows, CUDA)."""
         weights = [(mx.random.normal(shape) * shape[0] ** -0.5).astype(mx.float16)
                    for shape in ((first, dim), (dim, middle))]
-        if not bits:
+        if form == "float16":
             return lambda a: (a @ weights[0].T)[:, :middle] @ weights[1].T
-        quantized = [mx.quantize(w, group_size=group, bits=bits) for w in weights]
-        product = lambda a, w: mx.quantized_matmul(a, *w, group_size=group, bits=bits)  # noqa: E731
+        quantized = [mx.quantize(w, group_size=group, bits=4) for w in weights]
+        if form == "4-bit":
+            product = lambda a, w: mx.quantized_matmul(a, *w, group_size=group, bits=4)  # noqa: E731
+        else:
+            product = lambda a, w: quantized_rows_matmul(a, *w, group_size=group)  # noqa: E731
         return lambda a: product(product(a, quantized[0])[:, :middle], quantized[1])
 
     qkv, inner = (heads + 2 * kv_heads) * head_dim, heads * head_dim
-    pairs = {f"{part}, {form}": (x, layer_pair(first, middle, bits), 2)
+    forms = ("float16", "4-bit", "4-bit, few-row kernel") if mx.cuda.is_available() else ("float16", "4-bit")
+    pairs = {f"{part}, {form}": (x, layer_pair(first, middle, form), 2)
              for part, first, middle in (("layer products q/k/v + o", qkv, inner),
                                          ("layer products gate/up + down", 2 * config.intermediate_size,
                                           config.intermediate_size))
-             for form, bits in (("float16", 0), ("4-bit", 4))
-             if not bits or middle % group == 0}  # (a model too small to quantize at `group`: float16 only)
+             for form in forms
+             if form == "float16" or middle % group == 0}  # (a model too small to quantize at `group`: float16 only)
 
     def written_where(c):  # the rows written by a select over the whole cache
         inside = (mx.arange(512) >= offset) & (mx.arange(512) < offset + rows)
@@ -81,6 +87,9 @@ def kinds(config, rows: int) -> dict:
         f"matmul {rows}x{dim} @ {dim}x{dim}, float16": (x, lambda a: a @ weight, 1),
         f"quantized matmul {rows}x{dim} @ {dim}x{dim}, 4-bit": (
             x, lambda a: mx.quantized_matmul(a, packed, scales, biases, group_size=group, bits=4), 1),
+        **({f"few-row kernel {rows}x{dim} @ {dim}x{dim}, 4-bit": (
+            x, lambda a: quantized_rows_matmul(a, packed, scales, biases, group_size=group), 1)}
+           if mx.cuda.is_available() and 2 <= rows <= MAX_ROWS else {}),
         **pairs,
         "rms_norm (fused)": (x, lambda a: mx.fast.rms_norm(a, norm, 1e-6), 1),
         "take_along_axis (gather)": (x, lambda a: mx.take_along_axis(a, index, axis=1), 1),
@@ -111,12 +120,16 @@ def main():
     args_parser.add_argument("--rows", type=int, default=13, help="tokens per forward (default: a 2x5 tree)")
     args_parser.add_argument("--chain", type=int, default=200, help="operations per timed chain")
     args_parser.add_argument("--repeats", type=int, default=20)
+    args_parser.add_argument("--only", help="time only the kinds whose names hold one of these words, comma separated")
     args = args_parser.parse_args()
     model = Path(args.model)
     config = read_model_config(model) if model.is_dir() else ModelFiles.open(args.model, need_drafter=False).config
     print(f"{config.hidden_size} wide, {config.num_attention_heads}/{config.num_key_value_heads} heads of "
           f"{config.head_dim}, {args.rows} rows; per operation:")
+    words = [w for w in (args.only or "").split(",") if w]
     for name, (start, link, per_link) in kinds(config, args.rows).items():
+        if words and not any(w in name for w in words):
+            continue
         mx.eval(start)
 
         def chain(start=start, link=link):

@@ -25,7 +25,8 @@ from .decode import CompiledSteps, DecodeOptions, check_request, generate_ar, ge
 from .model.drafter import Drafter
 from .errors import UsageError
 from .model.llm import Model
-from .model.load import LoadError, dequantized_copy, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config
+from .model.load import (LoadError, load_drafter, load_model, load_tokenizer, read_drafter_config, read_model_config,
+                         verifying_form)
 from .policy import DecodePolicy
 from .decode.stats import Stats
 from .text import encode_messages, encode_prompt
@@ -99,7 +100,7 @@ class Engine:
     model: Model
     drafter: Optional[Drafter]
     policy: DecodePolicy
-    ar_model: Optional[Model] = None  # AR decodes on this form where it differs (CUDA: 4-bit), else on model
+    ar_model: Optional[Model] = None  # AR decodes on this form where it differs (verify_form "dense": 4-bit)
     compiled: CompiledSteps = field(default_factory=CompiledSteps)
     warmed: set = field(default_factory=set)  # (prompt-length bucket, options) warmed up
 
@@ -117,11 +118,8 @@ class Engine:
         policy = policy or DecodePolicy.for_device()
         files.tokenizer  # noqa: B018  (loaded now, not inside the first request)
         model, ar_model, drafter = load_model(files.model_dir, dtype, policy=policy), None, None
-        dense = dequantized_copy(model, model.dtype) if files.drafter_dir is not None and policy.dense_verify else None
-        if dense is not None:  # ReDrafter verifies trees of rows: dense products are cheaper there,
-            mx.eval(dense.parameters())
-            model, ar_model = dense, model  # AR keeps the quantized form
         if files.drafter_dir is not None:
+            model, ar_model = verifying_form(model, policy.verify_form)
             drafter = load_drafter(files.drafter_dir, model, dtype, draft_vocab, policy=policy)
         return cls(files, model, drafter, policy, ar_model)
 

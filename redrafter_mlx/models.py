@@ -96,11 +96,12 @@ def sampling_prefers_ar(policy: DecodePolicy) -> bool:
 
 def default_beam(model: Optional[str], policy: DecodePolicy) -> BeamShape:
     """The beam shape a named model decodes fastest with on this kind of device, as measured
-    (docs/perf.md): "cuda" where trees verify on dense weights (DecodePolicy.dense_verify),
+    (docs/perf.md): "cuda" where trees verify on another form than the one loaded
+    (DecodePolicy.verify_form),
     else "gpu" or "cpu"; DEFAULT_BEAM for directories and unmeasured devices."""
     named = MODELS.get(model or DEFAULT)
     beams = dict(named.beams) if named else {}
-    kinds = (("cuda",) if policy.dense_verify else ()) + (policy.device_kind,)
+    kinds = (("cuda",) if policy.verify_form != "as_loaded" else ()) + (policy.device_kind,)
     return next((beams[kind] for kind in kinds if kind in beams), DEFAULT_BEAM)
 
 

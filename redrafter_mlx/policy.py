@@ -5,7 +5,9 @@ GPUs (Metal, CUDA) compile kernels per shape, and a step of a small model is dom
 kernel launches: there trees are padded to a fixed size, attention reads the cache's whole
 capacity under a mask, each ReDrafter step is one compiled function and prompts are padded
 to a few lengths, and projections that read the same input are joined (fewer kernels).
-CPUs pay for every verified token and build graphs cheaply: there trees are verified
+On CUDA a quantized target verifies trees through a 4-bit kernel of its own that reads each
+weight once for all of a tree's rows (model/quantized_rows.py; MLX's own reads them again
+per row below 8 rows). CPUs pay for every verified token and build graphs cheaply: there trees are verified
 exactly as packed, few-row products of small layers use kernels of their own (linear.py,
 llm.attention), and projections stay apart (a joined 17,920 x 1,536 product is slower
 there than its two halves), and weights are dense float32 (MLX's CPU kernels for quantized
@@ -19,6 +21,11 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
+VERIFY_FORMS = {
+    "as_loaded": "the weights as loaded",
+    "dense": "a quantized target made dense (float16) for trees, kept quantized for AR",
+    "rows_kernel": "4-bit products over 2-128 rows by a kernel that reads each weight once (CUDA: model.quantized_rows)",
+}
 SLOW_BF16, SLOW_F16 = 2.1, 4.4  # decoding slowdown of bfloat16 and float16 weights vs float32 on CPUs (docs/perf.md)
 
 
@@ -32,16 +39,20 @@ class DecodePolicy:
     dense_weights: bool  # quantized layers made dense when loaded (slow quantized CPU kernels)
     float_dtype: Optional[str] = None  # what quantized and half-precision weights become when loaded (no --dtype)
     slow_dtypes: Tuple[Tuple[str, float], ...] = ()  # (dtype, measured decoding slowdown vs float_dtype)
-    dense_verify: bool = False  # a quantized target made dense (float16) where a drafter verifies on it:
-    # CUDA's few-row quantized products cost nearly a product per row (docs/perf.md)
+    verify_form: str = "as_loaded"  # the target's weights trees verify on, where a drafter is loaded
+    # (VERIFY_FORMS): CUDA's own few-row 4-bit products cost nearly a product per row (docs/perf.md)
     fixed_single_beam: bool = True  # width-1 trees too (always L tokens: nothing to pad)
     prefill_chunk: int = None  # prompt tokens run per forward pass (None: decode.PREFILL_CHUNK); a server's
     # smaller chunks let it stop a prefill sooner (its progress callback runs between chunks)
 
+    def __post_init__(self):
+        if self.verify_form not in VERIFY_FORMS:
+            raise ValueError(f"verify_form {self.verify_form!r}: one of {', '.join(VERIFY_FORMS)}")
+
     @classmethod
     def for_device(cls, device=None) -> "DecodePolicy":
         """The policy for `device` (default: MLX's default device): CUDA's GPU policy verifies
-        on dense weights, Apple GPUs (Metal) keep them quantized."""
+        trees through the few-row 4-bit kernel, Apple GPUs (Metal) on the weights as loaded."""
         if (device or mx.default_device()) != mx.gpu:
             return CPU
         return CUDA if mx.cuda.is_available() else GPU
@@ -58,7 +69,8 @@ class DecodePolicy:
 
 GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, cpu_kernels=False,
                    fuse_projections=True, dense_weights=False)
-CUDA = replace(GPU, dense_verify=True)  # H100, 2026-12-06: 4-bit 2x5 1.20x -> float16 1.46x over the 4-bit AR
+CUDA = replace(GPU, verify_form="rows_kernel")  # H100, 2026-12-06, 80 HumanEval x 128 at 8x5: 1.40x our AR on
+# float16 trees ("dense"), 1.56x on the 4-bit weights through the few-row kernel (docs/perf.md)
 CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, cpu_kernels=True,
                    fuse_projections=False, dense_weights=True, float_dtype="float32",
                    slow_dtypes=(("bfloat16", SLOW_BF16), ("float16", SLOW_F16)))

@@ -68,10 +68,22 @@ def test_benchmark_times_each_shape_per_sampled_drafts_method(dirs):
     assert all(r["temp"] == 1.0 and r["top_p"] == 0.9 for r in rows)
 
 
+def test_benchmark_times_each_shape_per_verify_form(dirs):
+    """A verify form other than the device's adds every ReDrafter shape again (AR once: it
+    decodes on the form as loaded); on the CPU's float model "dense" changes nothing but the name."""
+    out = dirs["root"] / "bench_forms"
+    rows = benchmark.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]), "--prompts",
+                           str(dirs["prompts"]), "--num-prompts", "1", "--max-tokens", "8", "--no-mlx-lm",
+                           "--widths", "2", "--lengths", "3", "--verify-forms", "as_loaded,dense", "--out-dir", str(out)])
+    assert [r["method"] for r in rows] == ["ar", "redrafter_2x3", "redrafter_2x3_dense"]
+    assert all(r["outputs_differing_from_ar"] == 0 for r in rows)
+
+
 @pytest.mark.parametrize("extra,fragment", [(["--widths", "1,x"], "--widths must be comma-separated"),
                                             (["--prompts", "nope.jsonl"], "--prompts nope.jsonl: no such file"),
                                             (["--lookup", "-1"], "must be >= 0, got -1"),
-                                            (["--sampled-drafts", "iid,x"], "--sampled-drafts must be")])
+                                            (["--sampled-drafts", "iid,x"], "--sampled-drafts must be"),
+                                            (["--verify-forms", "dense,fp8"], "--verify-forms must be")])
 def test_benchmark_bad_input_is_one_error_line(dirs, extra, fragment):
     out = subprocess.run([sys.executable, "-m", "demos.benchmark", "--model", str(dirs["model"]), "--drafter",
                           str(dirs["drafter"]), "--prompts", str(dirs["prompts"]), "--max-tokens", "2", *extra],

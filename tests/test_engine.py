@@ -82,7 +82,7 @@ def test_warm_up_only_where_shapes_are_fixed_and_once_per_shape(dirs):
 
 
 def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_path):
-    """DecodePolicy.dense_verify (CUDA): an engine with a drafter verifies on a dense copy of a
+    """DecodePolicy.verify_form "dense" (CUDA): an engine with a drafter verifies on a dense copy of a
     quantized target (made in memory, its other weights shared) and decodes AR on the quantized
     one; an engine without a drafter keeps only the quantized one; ReDrafter's output still
     equals AR's."""
@@ -94,7 +94,7 @@ def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_p
     save_module(model, {**model.config.to_dict(), "quantization": {"group_size": 32, "bits": 8}}, path)
     write_tokenizer(path, 16)
     write_drafter_dir(tmp_path / "drafter", drafter)
-    policy = replace(GPU, dense_verify=True)
+    policy = replace(GPU, verify_form="dense")
     dense = Engine.load(str(path), str(tmp_path / "drafter"), policy=policy)
     quantized = Engine.load(str(path), need_drafter=False, policy=policy)
     kinds = [{type(m).__name__ for _, m in model.named_modules()} for model in (dense.model, dense.ar_model,
@@ -106,3 +106,32 @@ def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_p
     ar = sum(quantized.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), [])
     assert sum(dense.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), []) == ar
     assert sum(dense.generate(prompt, max_tokens=16, options=DecodeOptions(beam=BeamShape(2, 3))), []) == ar
+
+
+@pytest.mark.skipif(not mx.cuda.is_available(), reason="a CUDA kernel")
+def test_rows_kernel_form_verifies_on_the_4_bit_weights(tmp_path):
+    """DecodePolicy.verify_form "rows_kernel": trees verify on the loaded 4-bit target itself
+    (no copy; its 4-bit layers and the drafter's 4-bit head get the few-row kernel), and
+    ReDrafter's output still equals AR's."""
+    from redrafter_mlx.model.quantized_rows import RowsQuantizedLinear
+
+    model = tiny_model(5, "llama", vocab=64, hidden_size=64, intermediate_size=128)
+    drafter = tiny_drafter(model, 6)
+    nn.quantize(model, group_size=32, bits=4)
+    model.set_dtype(mx.float16)
+    path = tmp_path / "q4"
+    path.mkdir()
+    save_module(model, {**model.config.to_dict(), "quantization": {"group_size": 32, "bits": 4}}, path)
+    write_tokenizer(path, 64)
+    write_drafter_dir(tmp_path / "drafter", drafter)
+    engine = Engine.load(str(path), str(tmp_path / "drafter"), policy=replace(GPU, verify_form="rows_kernel"))
+    assert engine.ar_model is None
+    assert any(isinstance(m, RowsQuantizedLinear) for m in engine.model.modules())
+    prompt = [3, 4, 5]
+    ar = sum(engine.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), [])
+    assert sum(engine.generate(prompt, max_tokens=16, options=DecodeOptions(beam=BeamShape(4, 3))), []) == ar
+
+
+def test_policy_names_a_known_verify_form():
+    with pytest.raises(ValueError, match="verify_form"):
+        replace(GPU, verify_form="fp8")

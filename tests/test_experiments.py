@@ -42,7 +42,7 @@ RUNS = {
                      "rms_norm", "take_along_axis", "rope",
                      "attention.*boolean mask", "attention.*additive mask", "attention.*no mask",
                      "cache write: slice_update", "cache write: put_along_axis", "cache write: select",
-                     "cache write: slice assignment", "log-softmax", "sort of 32768", "sort of 4096 in 8 rows")]),
+                     "cache write: slice assignment", "log-softmax", "sort of 65536", "sort of 8192 in 8 rows")]),
     "prefill_timing": (["--lengths", "5,9", "--repeats", "2"],
                        [rf"{kind} round {r} length\s+{n}:\s+{N}\s+{N} ms" for kind in ("padded", "unpadded")
                         for r in (1, 2) for n in (5, 9)]),

@@ -3,6 +3,7 @@
 import json
 from copy import deepcopy
 from pathlib import Path
+from typing import Optional, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -14,6 +15,7 @@ from .drafter import Drafter
 from ..errors import UserError, log, read_json
 from .linear import Linear, use_cpu_kernels
 from .llm import Model
+from .quantized_rows import use_rows_kernel
 from ..policy import DecodePolicy
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
@@ -151,6 +153,20 @@ def dequantized_copy(module: nn.Module, dtype=None):
     return copy if dequantize_layers(copy, dtype) else None
 
 
+def verifying_form(model: Model, form: str) -> Tuple[Model, Optional[Model]]:
+    """(the target trees verify on, the one AR decodes on where it differs, else None) for a
+    DecodePolicy.verify_form: "dense" verifies on a dense copy (dequantized_copy) where model
+    is quantized, "rows_kernel" gives its 4-bit layers the few-row kernel (the same weights)."""
+    if form == "dense":
+        dense = dequantized_copy(model, model.dtype)
+        if dense is not None:
+            mx.eval(dense.parameters())
+            return dense, model
+    elif form == "rows_kernel":
+        use_rows_kernel(model)
+    return model, None
+
+
 def fastest_form(model: Model, dtype, policy: DecodePolicy, source):
     """On policies with dense weights (CPUs), the form that decodes fastest there: quantized
     layers made dense and half-precision weights cast, in policy.float_dtype (or dtype when
@@ -179,7 +195,7 @@ def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None, *, pol
     dtype: cast its float weights (None: the model's activation dtype, so that no weight is
     converted at every draft step); draft_vocab: score only that many frequent tokens (0: all;
     None: the config's default); policy (default: this device's): its kernels, and whether a
-    quantized head is made dense."""
+    quantized head is made dense or gets the few-row kernel."""
     raw = read_config(path, "drafter")
     config = read_drafter_config(path)
     try:
@@ -191,6 +207,8 @@ def load_drafter(path, model: Model, dtype=None, draft_vocab: int = None, *, pol
     if policy.dense_weights:
         dequantize_layers(drafter)
         mx.eval(drafter.parameters())  # the dense weights now, not inside the first draft
+    if policy.verify_form == "rows_kernel":
+        use_rows_kernel(drafter)  # its 4-bit head scores the beams' rows
     use_cpu_kernels(drafter, policy.cpu_kernels)
     drafter.bind_target(model)
     size = config.draft_vocab_size if draft_vocab is None else draft_vocab
