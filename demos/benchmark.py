@@ -214,6 +214,8 @@ def run(args):
     if any(form not in VERIFY_FORMS for form in args.verify_forms):
         raise UsageError(f"--verify-forms must be a comma-separated list of {', '.join(VERIFY_FORMS)}, "
                          f"got {','.join(args.verify_forms)!r}")
+    if "rows_kernel" in args.verify_forms and not mx.cuda.is_available():
+        raise UsageError("--verify-forms rows_kernel: the few-row kernel runs on CUDA only")
     if any(k is not None and k < 0 for k in args.lookup):
         raise UsageError(f"--lookup values must be >= 0, got {min(args.lookup)}")
     for width in args.widths:
@@ -250,7 +252,7 @@ def run(args):
                             draft_vocab=args.draft_vocab, policy=policy)
         runners.update(make_runners(args, other, sampling, suffix="_also"))
     for form in args.verify_forms:
-        if form != policy.verify_form:  # AR runs on the form as loaded whatever trees verify on: timed once
+        if form != policy.verify_form:  # AR decodes on the weights as loaded whatever trees verify on: timed once
             other = Engine.load(args.model, str(engine.files.drafter_dir), dtype=dtype_of(args),
                                 draft_vocab=args.draft_vocab, policy=replace(policy, verify_form=form))
             runners.update(make_runners(args, other, sampling, suffix=f"_{form}", ar=False))

@@ -64,13 +64,14 @@ def kinds(config, rows: int) -> dict:
         return lambda a: product(product(a, quantized[0])[:, :middle], quantized[1])
 
     qkv, inner = (heads + 2 * kv_heads) * head_dim, heads * head_dim
-    forms = ("float16", "4-bit", "4-bit, few-row kernel") if mx.cuda.is_available() else ("float16", "4-bit")
+    kernel = mx.cuda.is_available() and 2 <= rows <= MAX_ROWS and dim % 64 == 0  # the few-row kernel takes it
+    forms = ("float16", "4-bit", "4-bit, few-row kernel") if kernel else ("float16", "4-bit")
     pairs = {f"{part}, {form}": (x, layer_pair(first, middle, form), 2)
              for part, first, middle in (("layer products q/k/v + o", qkv, inner),
                                          ("layer products gate/up + down", 2 * config.intermediate_size,
                                           config.intermediate_size))
              for form in forms
-             if form == "float16" or middle % group == 0}  # (a model too small to quantize at `group`: float16 only)
+             if form == "float16" or middle % (64 if "kernel" in form else group) == 0}  # (else float16 only)
 
     def written_where(c):  # the rows written by a select over the whole cache
         inside = (mx.arange(512) >= offset) & (mx.arange(512) < offset + rows)
@@ -89,7 +90,7 @@ def kinds(config, rows: int) -> dict:
             x, lambda a: mx.quantized_matmul(a, packed, scales, biases, group_size=group, bits=4), 1),
         **({f"few-row kernel {rows}x{dim} @ {dim}x{dim}, 4-bit": (
             x, lambda a: quantized_rows_matmul(a, packed, scales, biases, group_size=group), 1)}
-           if mx.cuda.is_available() and 2 <= rows <= MAX_ROWS else {}),
+           if kernel else {}),
         **pairs,
         "rms_norm (fused)": (x, lambda a: mx.fast.rms_norm(a, norm, 1e-6), 1),
         "take_along_axis (gather)": (x, lambda a: mx.take_along_axis(a, index, axis=1), 1),

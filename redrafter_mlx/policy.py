@@ -23,8 +23,9 @@ import mlx.core as mx
 
 VERIFY_FORMS = {
     "as_loaded": "the weights as loaded",
-    "dense": "a quantized target made dense (float16) for trees, kept quantized for AR",
-    "rows_kernel": "4-bit products over 2-128 rows by a kernel that reads each weight once (CUDA: model.quantized_rows)",
+    "dense": "a quantized target made dense (in its activations' dtype) for trees, kept quantized for AR",
+    "rows_kernel": "4-bit products over 2-64 rows by a kernel that reads each weight once (CUDA: model.quantized_rows); "
+                   "a target quantized at other widths verifies as dense",
 }
 SLOW_BF16, SLOW_F16 = 2.1, 4.4  # decoding slowdown of bfloat16 and float16 weights vs float32 on CPUs (docs/perf.md)
 

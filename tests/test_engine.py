@@ -108,25 +108,25 @@ def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_p
     assert sum(dense.generate(prompt, max_tokens=16, options=DecodeOptions(beam=BeamShape(2, 3))), []) == ar
 
 
-@pytest.mark.skipif(not mx.cuda.is_available(), reason="a CUDA kernel")
-def test_rows_kernel_form_verifies_on_the_4_bit_weights(tmp_path):
-    """DecodePolicy.verify_form "rows_kernel": trees verify on the loaded 4-bit target itself
-    (no copy; its 4-bit layers and the drafter's 4-bit head get the few-row kernel), and
-    ReDrafter's output still equals AR's."""
+@pytest.mark.parametrize("bits", [4, 8])
+def test_rows_kernel_form_verifies_on_the_4_bit_weights(tmp_path, bits):
+    """DecodePolicy.verify_form "rows_kernel": a 4-bit target verifies trees on itself (no copy;
+    its layers get the few-row kernel, which runs on CUDA: elsewhere they keep MLX's), an 8-bit
+    one on a dense copy as "dense" does; ReDrafter's output still equals AR's."""
     from redrafter_mlx.model.quantized_rows import RowsQuantizedLinear
 
     model = tiny_model(5, "llama", vocab=64, hidden_size=64, intermediate_size=128)
     drafter = tiny_drafter(model, 6)
-    nn.quantize(model, group_size=32, bits=4)
+    nn.quantize(model, group_size=32, bits=bits)
     model.set_dtype(mx.float16)
-    path = tmp_path / "q4"
+    path = tmp_path / "q"
     path.mkdir()
-    save_module(model, {**model.config.to_dict(), "quantization": {"group_size": 32, "bits": 4}}, path)
+    save_module(model, {**model.config.to_dict(), "quantization": {"group_size": 32, "bits": bits}}, path)
     write_tokenizer(path, 64)
     write_drafter_dir(tmp_path / "drafter", drafter)
     engine = Engine.load(str(path), str(tmp_path / "drafter"), policy=replace(GPU, verify_form="rows_kernel"))
-    assert engine.ar_model is None
-    assert any(isinstance(m, RowsQuantizedLinear) for m in engine.model.modules())
+    kernels = [isinstance(m, RowsQuantizedLinear) for m in engine.model.modules()]
+    assert (engine.ar_model is None and any(kernels)) if bits == 4 else (engine.ar_model is not None and not any(kernels))
     prompt = [3, 4, 5]
     ar = sum(engine.generate(prompt, max_tokens=16, options=DecodeOptions(mode="ar")), [])
     assert sum(engine.generate(prompt, max_tokens=16, options=DecodeOptions(beam=BeamShape(4, 3))), []) == ar

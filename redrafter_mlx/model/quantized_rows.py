@@ -24,8 +24,8 @@ from functools import lru_cache
 import mlx.core as mx
 import mlx.nn as nn
 
-MAX_ROWS = 128  # rows per product (16 mma tiles of 8 rows)
-FEATURES_PER_WARP = 16  # a block's warps share 16 output features and split their inputs (split-K)
+MAX_ROWS = 64  # rows per product (8 mma tiles of 8 rows)
+FEATURES_PER_BLOCK = 16  # a block's warps share 16 output features and split their inputs (split-K)
 BLOCKS_PER_WARP = 4  # ... each warp summing about this many blocks of 64 inputs: enough warps in flight
 MAX_WARPS = 16
 SHARED_BYTES = 40 * 1024  # the warps' partial sums, added up at the end
@@ -96,6 +96,17 @@ SOURCE = """
       scale[h] = to_float(scales[f * (K / G) + first / G]);
       bias[h] = to_float(biases[f * (K / G) + first / G]);
     }
+    uint4 rows[TILES][2];  // inputs first .. first + 15 of rows 8i + quad
+    for (int i = 0; i < TILES; ++i) {
+      const int row = 8 * i + quad;
+      if (row < M) {
+        const uint4* from = reinterpret_cast<const uint4*>(x + row * K + first);
+        rows[i][0] = from[0];
+        rows[i][1] = from[1];
+      } else {
+        rows[i][0] = rows[i][1] = make_uint4(0, 0, 0, 0);
+      }
+    }
     for (int step = 0; step < 4; ++step) {  // inputs first + 4 step .. + 3
       uint32_t a[4];
       for (int h = 0; h < 2; ++h) {
@@ -108,10 +119,9 @@ SOURCE = """
         a[h] = pack_pair<BF16>(v[0], v[1]);      // feature (+8 h), mma inputs 2t, 2t + 1
         a[h + 2] = pack_pair<BF16>(v[2], v[3]);  // mma inputs 2t + 8, 2t + 9
       }
-      for (int i = 0; i < TILES; ++i) {  // rows 8i + quad: their inputs first + 4 step .. + 3
-        const int row = 8 * i + quad;
-        const uint2 b = row < M ? *reinterpret_cast<const uint2*>(x + row * K + first + 4 * step) : make_uint2(0, 0);
-        mma_16x8x16<BF16>(acc[i], a, b.x, b.y);
+      for (int i = 0; i < TILES; ++i) {
+        const uint4& r = rows[i][step / 2];
+        mma_16x8x16<BF16>(acc[i], a, step % 2 ? r.z : r.x, step % 2 ? r.w : r.y);
       }
     }
   }
@@ -145,11 +155,23 @@ def _kernel():
 
 def supported(x: mx.array, layer: nn.QuantizedLinear) -> bool:
     """Whether quantized_rows_matmul runs layer(x) (else MLX's quantized product does)."""
+    return _cuda() and fits(x, layer)
+
+
+def fits(x: mx.array, layer: nn.QuantizedLinear) -> bool:
+    """Whether the kernel takes layer(x): 4-bit affine weights whose inputs and outputs fit its
+    tiles, 2..MAX_ROWS rows of 16-bit activations in the dtype of the layer's scales and biases."""
     rows = x.size // x.shape[-1]
+    features, inputs = layer.weight.shape[0], layer.weight.shape[1] * 32 // layer.bits
     return (layer.bits == 4 and layer.mode == "affine" and 2 <= rows <= MAX_ROWS
-            and layer.weight.shape[0] % FEATURES_PER_WARP == 0 and x.shape[-1] % 64 == 0
+            and x.shape[-1] == inputs and inputs % 64 == 0 and features % FEATURES_PER_BLOCK == 0
             and layer.group_size in (32, 64, 128) and x.dtype in (mx.float16, mx.bfloat16)
-            and layer.scales.dtype == x.dtype)
+            and layer.scales.dtype == x.dtype and layer.biases.dtype == x.dtype)
+
+
+@lru_cache(maxsize=None)
+def _cuda() -> bool:
+    return mx.cuda.is_available()
 
 
 def quantized_rows_matmul(x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, group_size: int) -> mx.array:
@@ -161,9 +183,9 @@ def quantized_rows_matmul(x: mx.array, w: mx.array, scales: mx.array, biases: mx
     warps = warps_per_block(inputs, rows)
     return _kernel()(
         inputs=[x, w, scales, biases],
-        template=[("T", x.dtype), ("BF16", x.dtype == mx.bfloat16), ("M", rows), ("K", inputs), ("N", features),
+        template=[("BF16", x.dtype == mx.bfloat16), ("M", rows), ("K", inputs), ("N", features),
                   ("G", group_size), ("SPLIT", warps)],
-        grid=(32 * warps * features // FEATURES_PER_WARP, 1, 1),
+        grid=(32 * warps * features // FEATURES_PER_BLOCK, 1, 1),
         threadgroup=(32 * warps, 1, 1),
         output_shapes=[(rows, features)],
         output_dtypes=[x.dtype],
@@ -171,8 +193,8 @@ def quantized_rows_matmul(x: mx.array, w: mx.array, scales: mx.array, biases: mx
 
 
 class RowsQuantizedLinear(nn.QuantizedLinear):
-    """A 4-bit Linear whose products over 2..MAX_ROWS rows run quantized_rows_matmul (CUDA);
-    one row (AR) and longer inputs (prefill) keep MLX's kernels."""
+    """A 4-bit Linear whose products over 2..MAX_ROWS rows (trees, short prefill chunks) run
+    quantized_rows_matmul on CUDA; one row (AR) and longer inputs keep MLX's kernels."""
 
     def __call__(self, x: mx.array) -> mx.array:
         """x (..., in) -> (..., out)."""
@@ -183,11 +205,19 @@ class RowsQuantizedLinear(nn.QuantizedLinear):
         return y + self.bias if "bias" in self else y
 
 
+def kernel_layers(module: nn.Module) -> tuple:
+    """(module's quantized Linears the kernel can take: 4-bit affine, the others)."""
+    quantized = [layer for layer in module.modules() if type(layer) is nn.QuantizedLinear]
+    takes = [layer.bits == 4 and layer.mode == "affine" for layer in quantized]
+    return ([layer for layer, ok in zip(quantized, takes) if ok],
+            [layer for layer, ok in zip(quantized, takes) if not ok])
+
+
 def use_rows_kernel(module: nn.Module) -> int:
     """Gives every 4-bit affine nn.QuantizedLinear of module the few-row kernel (the same
-    weights: nothing is copied); returns how many layers it changed."""
-    layers = [layer for layer in module.modules()
-              if type(layer) is nn.QuantizedLinear and layer.bits == 4 and layer.mode == "affine"]
+    weights: nothing is copied); returns how many layers it changed. Quantized embeddings
+    (tied heads) keep MLX's kernels."""
+    layers, _ = kernel_layers(module)
     for layer in layers:
         layer.__class__ = RowsQuantizedLinear  # adds no state: only the product differs
     return len(layers)
