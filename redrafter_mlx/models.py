@@ -86,7 +86,8 @@ def form(policy: DecodePolicy) -> str:
 
 
 AR_WHEN_SAMPLING = ("gpu",)  # device kinds where sampled ReDrafter was measured slower than AR (H100,
-# Qwen2.5-Coder-1.5B, 24-40 HumanEval prompts: temperature 1.0 0.47-0.66x, 0.7 0.80-0.88x at 2x5 and 8x5; docs/perf.md)
+# Qwen2.5-Coder-1.5B, 24-40 HumanEval prompts: temperature 1.0 0.47-0.66x, 0.7 0.80-0.88x at 2x5 and 8x5 on float16
+# trees, 0.83-0.94x through the few-row 4-bit kernel; docs/perf.md)
 
 
 def sampling_prefers_ar(policy: DecodePolicy) -> bool:
