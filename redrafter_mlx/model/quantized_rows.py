@@ -162,11 +162,18 @@ def fits(x: mx.array, layer: nn.QuantizedLinear) -> bool:
     """Whether the kernel takes layer(x): 4-bit affine weights whose inputs and outputs fit its
     tiles, 2..MAX_ROWS rows of 16-bit activations in the dtype of the layer's scales and biases."""
     rows = x.size // x.shape[-1]
+    if not 2 <= rows <= MAX_ROWS:  # first: one-row AR steps (uncompiled on GPUs) read nothing more
+        return False
     features, inputs = layer.weight.shape[0], layer.weight.shape[1] * 32 // layer.bits
-    return (layer.bits == 4 and layer.mode == "affine" and 2 <= rows <= MAX_ROWS
-            and x.shape[-1] == inputs and inputs % 64 == 0 and features % FEATURES_PER_BLOCK == 0
-            and layer.group_size in (32, 64, 128) and x.dtype in (mx.float16, mx.bfloat16)
-            and layer.scales.dtype == x.dtype and layer.biases.dtype == x.dtype)
+    return (four_bit_affine(layer) and x.shape[-1] == inputs and inputs % 64 == 0
+            and features % FEATURES_PER_BLOCK == 0 and layer.group_size in (32, 64, 128)
+            and x.dtype in (mx.float16, mx.bfloat16) and layer.scales.dtype == x.dtype
+            and layer.biases.dtype == x.dtype)
+
+
+def four_bit_affine(layer: nn.QuantizedLinear) -> bool:
+    """Whether a quantized layer's weights are in the kernel's format."""
+    return layer.bits == 4 and layer.mode == "affine"
 
 
 @lru_cache(maxsize=None)
@@ -205,19 +212,11 @@ class RowsQuantizedLinear(nn.QuantizedLinear):
         return y + self.bias if "bias" in self else y
 
 
-def kernel_layers(module: nn.Module) -> tuple:
-    """(module's quantized Linears the kernel can take: 4-bit affine, the others)."""
-    quantized = [layer for layer in module.modules() if type(layer) is nn.QuantizedLinear]
-    takes = [layer.bits == 4 and layer.mode == "affine" for layer in quantized]
-    return ([layer for layer, ok in zip(quantized, takes) if ok],
-            [layer for layer, ok in zip(quantized, takes) if not ok])
-
-
 def use_rows_kernel(module: nn.Module) -> int:
     """Gives every 4-bit affine nn.QuantizedLinear of module the few-row kernel (the same
     weights: nothing is copied); returns how many layers it changed. Quantized embeddings
     (tied heads) keep MLX's kernels."""
-    layers, _ = kernel_layers(module)
+    layers = [layer for layer in module.modules() if type(layer) is nn.QuantizedLinear and four_bit_affine(layer)]
     for layer in layers:
         layer.__class__ = RowsQuantizedLinear  # adds no state: only the product differs
     return len(layers)
