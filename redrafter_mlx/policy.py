@@ -24,7 +24,7 @@ import mlx.core as mx
 VERIFY_FORMS = {
     "as_loaded": "the weights as loaded",
     "dense": "a quantized target made dense (in its activations' dtype) for trees, kept quantized for AR",
-    "rows_kernel": "4-bit products over 2-64 rows by a kernel that reads each weight once (CUDA: model.quantized_rows); "
+    "rows_kernel": "4-bit products over 2-128 rows by a kernel that reads each weight once (CUDA: model.quantized_rows); "
                    "a target quantized at other widths verifies as dense",
 }
 SLOW_BF16, SLOW_F16 = 2.1, 4.4  # decoding slowdown of bfloat16 and float16 weights vs float32 on CPUs (docs/perf.md)
@@ -71,7 +71,8 @@ class DecodePolicy:
 GPU = DecodePolicy(fixed_shapes=True, compile_ar=False, prefill_bucket=64, cpu_kernels=False,
                    fuse_projections=True, dense_weights=False)
 CUDA = replace(GPU, verify_form="rows_kernel")  # H100, 2026-12-06, 80 HumanEval x 128 at 8x5: 1.40x our AR on
-# float16 trees ("dense"), 1.56x on the 4-bit weights through the few-row kernel (docs/perf.md)
+# float16 trees ("dense"), 1.56x on the 4-bit weights through the few-row kernel; at 16x5 (69 rows) 1.68x against
+# 1.62x on float16 trees (another H100, drafter v5; docs/perf.md)
 CPU = DecodePolicy(fixed_shapes=False, compile_ar=True, prefill_bucket=1, cpu_kernels=True,
                    fuse_projections=False, dense_weights=True, float_dtype="float32",
                    slow_dtypes=(("bfloat16", SLOW_BF16), ("float16", SLOW_F16)))

@@ -17,7 +17,7 @@ def quantized(features: int, inputs: int, group_size: int, dtype):
 
 
 @cuda
-@pytest.mark.parametrize("rows", [2, 5, 8, 13, 37, 40, 64])
+@pytest.mark.parametrize("rows", [2, 5, 8, 13, 37, 40, 64, 69, 76, 128])
 @pytest.mark.parametrize("features, inputs, group_size", [(16, 64, 64), (2048, 1536, 64), (1536, 8960, 64),
                                                           (256, 576, 32), (512, 1024, 128)])
 @pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
@@ -36,14 +36,14 @@ def test_matches_the_dequantized_product(rows, features, inputs, group_size, dty
 
 @cuda
 def test_layers_switch_kernels_by_row_count():
-    """use_rows_kernel turns 4-bit layers only (same arrays); 2..64 rows run the kernel, one
+    """use_rows_kernel turns 4-bit layers only (same arrays); 2..128 rows run the kernel, one
     row and longer inputs MLX's own, all equal to the plain layer."""
     mx.random.seed(0)
     net = nn.Sequential(nn.Linear(128, 64), nn.Linear(64, 32, bias=False), nn.Linear(32, 16))
     nn.quantize(net, group_size=32, bits=4, class_predicate=lambda path, _: path != "layers.2")
     net.set_dtype(mx.float16)
     weights = [net.layers[i].weight for i in range(2)]
-    inputs = {rows: mx.random.normal((rows, 128)).astype(mx.float16) for rows in (1, 3, 64, 65)}
+    inputs = {rows: mx.random.normal((rows, 128)).astype(mx.float16) for rows in (1, 3, 64, 65, 128, 129)}
     before = {rows: np.array(net(x).astype(mx.float32)) for rows, x in inputs.items()}
     assert use_rows_kernel(net) == 2
     assert [type(layer) for layer in net.layers] == [RowsQuantizedLinear, RowsQuantizedLinear, nn.Linear]
@@ -58,9 +58,9 @@ def test_eligibility():
     layer.set_dtype(mx.float16)
     tree = mx.zeros((37, 128), mx.float16)
     assert fits(tree, layer) and supported(tree, layer) == mx.cuda.is_available()  # elsewhere MLX's kernels
-    assert fits(mx.zeros((64, 128), mx.float16), layer)
+    assert fits(mx.zeros((64, 128), mx.float16), layer) and fits(mx.zeros((128, 128), mx.float16), layer)
     assert not fits(mx.zeros((1, 128), mx.float16), layer)  # AR: MLX's one-row kernel
-    assert not fits(mx.zeros((65, 128), mx.float16), layer)  # longer prefill chunks: MLX's tiles
+    assert not fits(mx.zeros((129, 128), mx.float16), layer)  # longer prefill chunks: MLX's tiles
     assert not fits(mx.zeros((37, 128), mx.float32), layer)  # the kernel's operands are 16-bit
     assert not fits(mx.zeros((37, 64), mx.float16), layer)  # not the layer's input size
     layer.biases = layer.biases.astype(mx.float32)

@@ -17,14 +17,16 @@ x 16 inputs) and the rows its B operand (16 inputs x 8 rows), so D = W x^T holds
 of 8 rows. Inside each block of 64 inputs, lane t of a quad owns inputs 16t .. 16t + 15 (two
 words per feature) and feeds four of them to each of four mma steps: the inputs are summed
 in another order than 0..63, the same order for weights and rows, which leaves the sum
-unchanged (up to rounding)."""
+unchanged (up to rounding). Up to 64 rows each lane loads its 16 inputs of every row before
+the mma steps (registers); from 65 to MAX_ROWS rows (wide trees: SmolLM2's 24x4, 16x5) it
+loads the 4 inputs of each row that each mma step takes."""
 
 from functools import lru_cache
 
 import mlx.core as mx
 import mlx.nn as nn
 
-MAX_ROWS = 64  # rows per product (8 mma tiles of 8 rows)
+MAX_ROWS = 128  # rows per product (16 mma tiles of 8 rows)
 FEATURES_PER_BLOCK = 16  # a block's warps share 16 output features and split their inputs (split-K)
 BLOCKS_PER_WARP = 4  # ... each warp summing about this many blocks of 64 inputs: enough warps in flight
 MAX_WARPS = 16
@@ -72,10 +74,26 @@ __device__ inline void mma_16x8x16(float* d, const uint32_t* a, uint32_t b0, uin
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 }
+
+template <bool BF16>
+__device__ inline void weight_operand(uint32_t* a, const uint2* words, const float* scale, const float* bias,
+                                      int step) {
+  // mma inputs 4 step .. 4 step + 3 of this lane's 16 (its fragment: feature (+8 h), inputs 2t, 2t+1, 2t+8, 2t+9)
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t word = (step < 2 ? words[h].x : words[h].y) >> (16 * (step % 2));
+    float v[4];
+    for (int j = 0; j < 4; ++j) {
+      v[j] = scale[h] * static_cast<float>((word >> (4 * j)) & 15u) + bias[h];
+    }
+    a[h] = pack_pair<BF16>(v[0], v[1]);
+    a[h + 2] = pack_pair<BF16>(v[2], v[3]);
+  }
+}
 """
 
 SOURCE = """
   constexpr int TILES = (M + 7) / 8;      // mma tiles of 8 rows
+  constexpr int PRELOADED = 64;          // rows whose inputs fit registers
   constexpr int WORDS = K / 8;            // packed words per feature
   constexpr int BLOCKS = K / 64;          // blocks of 64 inputs
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -96,32 +114,36 @@ SOURCE = """
       scale[h] = to_float(scales[f * (K / G) + first / G]);
       bias[h] = to_float(biases[f * (K / G) + first / G]);
     }
-    uint4 rows[TILES][2];  // inputs first .. first + 15 of rows 8i + quad
-    for (int i = 0; i < TILES; ++i) {
-      const int row = 8 * i + quad;
-      if (row < M) {
-        const uint4* from = reinterpret_cast<const uint4*>(x + row * K + first);
-        rows[i][0] = from[0];
-        rows[i][1] = from[1];
-      } else {
-        rows[i][0] = rows[i][1] = make_uint4(0, 0, 0, 0);
-      }
-    }
-    for (int step = 0; step < 4; ++step) {  // inputs first + 4 step .. + 3
-      uint32_t a[4];
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t word = (step < 2 ? (h ? words[1].x : words[0].x) : (h ? words[1].y : words[0].y))
-            >> (16 * (step % 2));
-        float v[4];
-        for (int j = 0; j < 4; ++j) {
-          v[j] = scale[h] * static_cast<float>((word >> (4 * j)) & 15u) + bias[h];
-        }
-        a[h] = pack_pair<BF16>(v[0], v[1]);      // feature (+8 h), mma inputs 2t, 2t + 1
-        a[h + 2] = pack_pair<BF16>(v[2], v[3]);  // mma inputs 2t + 8, 2t + 9
-      }
+    if constexpr (M <= PRELOADED) {  // each lane's 16 inputs of rows 8i + quad, loaded before the mma steps
+      uint4 rows[TILES][2];
       for (int i = 0; i < TILES; ++i) {
-        const uint4& r = rows[i][step / 2];
-        mma_16x8x16<BF16>(acc[i], a, step % 2 ? r.z : r.x, step % 2 ? r.w : r.y);
+        const int row = 8 * i + quad;
+        if (row < M) {
+          const uint4* from = reinterpret_cast<const uint4*>(x + row * K + first);
+          rows[i][0] = from[0];
+          rows[i][1] = from[1];
+        } else {
+          rows[i][0] = rows[i][1] = make_uint4(0, 0, 0, 0);
+        }
+      }
+      for (int step = 0; step < 4; ++step) {  // inputs first + 4 step .. + 3
+        uint32_t a[4];
+        weight_operand<BF16>(a, words, scale, bias, step);
+        for (int i = 0; i < TILES; ++i) {
+          const uint4& r = rows[i][step / 2];
+          mma_16x8x16<BF16>(acc[i], a, step % 2 ? r.z : r.x, step % 2 ? r.w : r.y);
+        }
+      }
+    } else {  // more rows than registers for all of them: each mma step loads its 4 inputs of each row
+      for (int step = 0; step < 4; ++step) {
+        uint32_t a[4];
+        weight_operand<BF16>(a, words, scale, bias, step);
+        for (int i = 0; i < TILES; ++i) {
+          const int row = 8 * i + quad;
+          const uint2 b = row < M ? *reinterpret_cast<const uint2*>(x + row * K + first + 4 * step)
+                                  : make_uint2(0, 0);
+          mma_16x8x16<BF16>(acc[i], a, b.x, b.y);
+        }
       }
     }
   }
