@@ -6,8 +6,10 @@
 
 Writes results.csv, results.json, speedup_heatmap.png (speedup vs width x length) and
 best_configs.png (tok/s of the best shapes and the baselines) to --out-dir. Times are
-end-to-end per prompt (prefill + decode) after one warm-up prompt per method; methods run
-interleaved prompt by prompt, so slow drifts of the machine hit all of them alike. Greedy
+end-to-end per prompt (prefill + decode) after one warm-up prompt per method, and on GPUs
+after a few untimed tokens of our methods at each new prompt-length bucket (its kernels
+compile on first use: Engine.warm_up); methods run interleaved prompt by prompt, so slow
+drifts of the machine hit all of them alike. Greedy
 ReDrafter outputs are compared with our AR outputs and mismatches counted.
 """
 
@@ -19,6 +21,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import mlx.core as mx
 
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "model Q4DIR F16DIR --dequantize --dtype float16): our AR and every ReDrafter shape are timed on "
                    "it too, in the same run, named with the suffix _also (the ratio that counts is over the "
                    "fastest AR of either form)")
-    p.add_argument("--verify-forms", help="also time every ReDrafter shape with trees verified on these forms "
+    p.add_argument("--verify-forms", help="also time our AR and every ReDrafter shape with trees verified on these forms "
                    f"of the target ({', '.join(VERIFY_FORMS)}; this device's: DecodePolicy.verify_form), comma "
                    "separated, in the same run, named with the suffix _FORM")
     p.add_argument("--quick", action="store_true", help="2 prompts, 16 tokens, widths 1,2, lengths 2,3")
@@ -106,22 +109,29 @@ def timed_run(generator):
     return tokens, seconds, mx.get_peak_memory() / 2**20
 
 
-def make_runners(args, engine: Engine, sampling, suffix: str = "", ar: bool = True):
-    """name -> (run(prompt, stats) -> generator, width, length); suffix: appended to our
-    methods' names (another form of the model), which then come without mlx-lm's; ar: time
-    our AR too."""
+class Runner(NamedTuple):
+    run: Callable  # run(prompt, stats) -> generator of token lists
+    width: int
+    length: int
+    warm_up: Callable = lambda prompt: None  # untimed, before a prompt: seconds spent, or None
+
+
+def make_runners(args, engine: Engine, sampling, suffix: str = ""):
+    """name -> Runner; suffix: appended to our methods' names (another form of the model),
+    which then come without mlx-lm's."""
     eos = engine.eos_ids
 
-    def runner(options: DecodeOptions):
-        return lambda p, s: engine.generate(p, max_tokens=args.max_tokens, options=options, stats=s)
+    def runner(options: DecodeOptions, width: int = 0, length: int = 0):
+        return Runner(lambda p, s: engine.generate(p, max_tokens=args.max_tokens, options=options, stats=s),
+                      width, length, lambda p: engine.warm_up(p, options))
 
-    runners = {"ar" + suffix: (runner(DecodeOptions(mode="ar", sampling=sampling)), 0, 0)} if ar else {}
+    runners = {"ar" + suffix: runner(DecodeOptions(mode="ar", sampling=sampling))}
     if args.mlx_lm and not suffix:
         lm = mlx_lm_ar(args.model, args.dtype, sampling)
-        runners["mlx_lm_ar"] = (lambda p, s: lm(p, args.max_tokens, eos), 0, 0)
+        runners["mlx_lm_ar"] = Runner(lambda p, s: lm(p, args.max_tokens, eos), 0, 0)
     if args.draft_model and not suffix:
         spec = mlx_lm_speculative(args.model, args.draft_model, args.dtype, sampling, args.num_draft)
-        runners["mlx_lm_speculative"] = (lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1)
+        runners["mlx_lm_speculative"] = Runner(lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1)
     for w in args.widths:
         for n in args.lengths:
             for k in args.lookup:
@@ -131,7 +141,7 @@ def make_runners(args, engine: Engine, sampling, suffix: str = "", ar: bool = Tr
                     options = DecodeOptions(beam=BeamShape(w, n), sampling=sampling,
                                             lookup=LOOKUP_MIN_MATCH if k is None else k,
                                             sampled_drafts=method or SAMPLED_DRAFTS)
-                    runners[name] = (runner(options), w, n)
+                    runners[name] = runner(options, w, n)
     return runners
 
 
@@ -139,16 +149,20 @@ def measure(runners, prompts, greedy: bool, after_prompt=None):
     """Runs every method on every prompt (interleaved); returns per-method totals.
 
     after_prompt(totals, done) is called after each prompt (to save partial results)."""
-    for name, (run, _, _) in runners.items():  # warm-up (and, on GPUs, kernel compilation: minutes on a fresh machine)
-        _, seconds, _ = timed_run(run(prompts[0], Stats()))
+    for name, runner in runners.items():  # warm-up (and, on GPUs, kernel compilation: minutes on a fresh machine)
+        runner.warm_up(prompts[0])
+        _, seconds, _ = timed_run(runner.run(prompts[0], Stats()))
         print(f"warm-up {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
     totals = {name: dict(tokens=0, seconds=0.0, peak=0.0, mismatches=0, steps=0, histogram=Counter())
               for name in runners}
     for i, prompt in enumerate(prompts):
         reference = None
-        for name, (run, _, _) in runners.items():
+        for name, runner in runners.items():
+            warm = runner.warm_up(prompt)  # a new prompt-length bucket on a GPU: its kernels compiled untimed
+            if warm is not None and i > 0:
+                print(f"warm-up {name}, prompt {i + 1}: {warm:.1f} s", file=sys.stderr, flush=True)
             stats = Stats()
-            tokens, seconds, peak = timed_run(run(prompt, stats))
+            tokens, seconds, peak = timed_run(runner.run(prompt, stats))
             reference = tokens if name == "ar" else reference
             total = totals[name]
             total["tokens"] += len(tokens)
@@ -167,7 +181,7 @@ def rows_from(totals, runners, meta):
     rate = {name: t["tokens"] / t["seconds"] for name, t in totals.items()}
     rows = []
     for name, t in totals.items():
-        _, width, length = runners[name]
+        width, length = runners[name].width, runners[name].length
         row = dict(method=name, width=width, length=length, tokens=t["tokens"], seconds=round(t["seconds"], 3),
                    tokens_per_s=round(rate[name], 2), speedup_vs_ar=round(rate[name] / rate["ar"], 3),
                    speedup_vs_mlx_lm=round(rate[name] / rate["mlx_lm_ar"], 3) if "mlx_lm_ar" in rate else "",
@@ -252,10 +266,10 @@ def run(args):
                             draft_vocab=args.draft_vocab, policy=policy)
         runners.update(make_runners(args, other, sampling, suffix="_also"))
     for form in args.verify_forms:
-        if form != policy.verify_form:  # AR decodes on the weights as loaded whatever trees verify on: timed once
+        if form != policy.verify_form:  # AR too: its layers differ (rows_kernel's check each input's row count)
             other = Engine.load(args.model, str(engine.files.drafter_dir), dtype=dtype_of(args),
                                 draft_vocab=args.draft_vocab, policy=replace(policy, verify_form=form))
-            runners.update(make_runners(args, other, sampling, suffix=f"_{form}", ar=False))
+            runners.update(make_runners(args, other, sampling, suffix=f"_{form}"))
 
     def save_partial(totals, done):
         write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)

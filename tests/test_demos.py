@@ -69,13 +69,13 @@ def test_benchmark_times_each_shape_per_sampled_drafts_method(dirs):
 
 
 def test_benchmark_times_each_shape_per_verify_form(dirs):
-    """A verify form other than the device's adds every ReDrafter shape again (AR once: it
-    decodes on the form as loaded); on the CPU's float model "dense" changes nothing but the name."""
+    """A verify form other than the device's adds our AR and every ReDrafter shape again (AR
+    runs on other layers in each form); on the CPU's float model "dense" changes nothing but the name."""
     out = dirs["root"] / "bench_forms"
     rows = benchmark.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]), "--prompts",
                            str(dirs["prompts"]), "--num-prompts", "1", "--max-tokens", "8", "--no-mlx-lm",
                            "--widths", "2", "--lengths", "3", "--verify-forms", "as_loaded,dense", "--out-dir", str(out)])
-    assert [r["method"] for r in rows] == ["ar", "redrafter_2x3", "redrafter_2x3_dense"]
+    assert [r["method"] for r in rows] == ["ar", "redrafter_2x3", "ar_dense", "redrafter_2x3_dense"]
     assert all(r["outputs_differing_from_ar"] == 0 for r in rows)
 
 
@@ -206,3 +206,18 @@ def test_server_bench_compares_the_server_with_in_process_decoding(dirs):
     assert load["sockets_opened"] >= 300 and load["long_prompt_error"] is None and load["long_prompt_s"] > 0
     assert load["health_polls"] >= 1 and load["health_ms_max"] < 1000  # 300 idle sockets lock nobody out
     assert load["failure_count"] == 0 and load["loaded_requests"] == 2
+
+
+def test_measure_warms_each_prompt_up_untimed():
+    """Before each prompt a method may compile its kernels (a new prompt-length bucket on a
+    GPU): measure() calls its warm-up first, outside the timed run."""
+    calls = []
+
+    def run(prompt, stats):
+        calls.append(("run", prompt[0]))
+        return iter([prompt])
+
+    runners = {"ar": benchmark.Runner(run, 0, 0, lambda prompt: calls.append(("warm", prompt[0])))}
+    totals = benchmark.measure(runners, [[1], [2]], greedy=True)
+    assert calls == [("warm", 1), ("run", 1), ("warm", 1), ("run", 1), ("warm", 2), ("run", 2)]
+    assert totals["ar"]["tokens"] == 2
