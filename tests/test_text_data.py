@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from redrafter_mlx.training import text_data
+from redrafter_mlx.training import distill_prompts, text_data
 from redrafter_mlx.training.data import load_sequences
 from redrafter_mlx.train import main as train_main
 from helpers.tiny import tiny_model, write_model_dir
@@ -180,3 +180,21 @@ def test_fit_evaluates_on_eval_data_and_eval_reports_it(model_dir, trained, caps
     both = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert both["sequences"] == 1 + len(list(load_sequences(train_data)))
     assert all(0 <= a <= 1 for a in both["top1_per_step"]) and len(both["top1_per_step"]) == 2
+
+
+def test_distill_prompts_leave_out_the_held_out_set(model_dir, sources, tmp_path, monkeypatch):
+    """Self-distillation prompts: coding prompts less the held-out modules, then the user turns
+    of the training conversations, never a held-out conversation's."""
+    monkeypatch.setattr(text_data, "HELD_OUT_EVERY", 3)  # os, the third module, is held out
+    sharegpt, stdlib = sources
+    run_text(model_dir, tmp_path / "data", sharegpt, stdlib)
+    skipped = []
+    monkeypatch.setattr(distill_prompts, "stdlib_code_prompts", lambda skip: skipped.append(skip) or ["code"])
+    monkeypatch.setattr(distill_prompts, "MIN_PROMPT_CHARS", 3)
+    out = tmp_path / "prompts.jsonl"
+    distill_prompts.main(["--sharegpt", str(sharegpt), "--text-data", str(tmp_path / "data"), "--out", str(out)])
+    prompts = [json.loads(line)["prompt"] for line in out.read_text().splitlines()]
+    assert skipped == [{"os"}]
+    assert prompts[0] == "code" and sorted(prompts[1:]) == sorted([words(4, 5), words(6, 7)])  # "w6", "w9": too short
+    with pytest.raises(SystemExit):
+        distill_prompts.main(["--sharegpt", str(sharegpt), "--text-data", str(tmp_path), "--out", str(out)])

@@ -72,10 +72,11 @@ def prompt_for(qualified: str, obj) -> str:
     return f"Explain what this Python code does, step by step, and suggest one improvement:\n\n```python\n{code}\n```"
 
 
-def stdlib_code_prompts(limit: int = 1_000_000) -> List[str]:
+def stdlib_code_prompts(limit: int = 1_000_000, skip=frozenset()) -> List[str]:
+    """The prompts of MODULES but those named in `skip`, at most `limit`."""
     prompts = []
     warnings.simplefilter("ignore", DeprecationWarning)  # deprecated aliases (typing.io) warn when read
-    for module_name in MODULES:
+    for module_name in (m for m in MODULES if m not in skip):
         try:
             module = importlib.import_module(module_name)
         except ImportError:
