@@ -196,5 +196,23 @@ def test_distill_prompts_leave_out_the_held_out_set(model_dir, sources, tmp_path
     prompts = [json.loads(line)["prompt"] for line in out.read_text().splitlines()]
     assert skipped == [{"os"}]
     assert prompts[0] == "code" and sorted(prompts[1:]) == sorted([words(4, 5), words(6, 7)])  # "w6", "w9": too short
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):  # not a `train text` directory
         distill_prompts.main(["--sharegpt", str(sharegpt), "--text-data", str(tmp_path), "--out", str(out)])
+    other = tmp_path / "other.json"
+    last = {"id": "f_0", "conversations": [turn("human", *[4, 5] * 6), turn("gpt", *REPLY)]}
+    other.write_text(json.dumps(CONVERSATIONS + [last]))  # another file: another conversation held out
+    before = out.read_text()
+    with pytest.raises(SystemExit):
+        distill_prompts.main(["--sharegpt", str(other), "--text-data", str(tmp_path / "data"), "--out", str(out)])
+    assert out.read_text() == before
+
+
+def test_code_prompts_skip_modules(monkeypatch):
+    from redrafter_mlx.training import code_prompts
+
+    monkeypatch.setattr(code_prompts, "MODULES", ("colorsys", "os.path"))
+    alone = code_prompts.stdlib_code_prompts()
+    monkeypatch.setattr(code_prompts, "MODULES", ("os.path",))
+    assert code_prompts.stdlib_code_prompts(skip={"colorsys"}) == alone[len(alone) - len(code_prompts.stdlib_code_prompts()):]
+    assert code_prompts.stdlib_code_prompts(skip={"posixpath"}) == []  # os.path imports as posixpath
+    assert "0x" not in "".join(alone)  # no memory address in a signature: the same prompts in every run

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import inspect
 import json
+import re
 import warnings
 import zlib
 from typing import Iterator, List
@@ -47,8 +48,9 @@ def public_objects(module) -> Iterator[tuple]:
 
 
 def signature(obj) -> str:
+    """obj's signature, default values' memory addresses left out (the same text in every run)."""
     try:
-        return str(inspect.signature(obj))
+        return re.sub(r" at 0x[0-9a-fA-F]+", "", str(inspect.signature(obj)))
     except (TypeError, ValueError):
         return "(...)"
 
@@ -73,13 +75,16 @@ def prompt_for(qualified: str, obj) -> str:
 
 
 def stdlib_code_prompts(limit: int = 1_000_000, skip=frozenset()) -> List[str]:
-    """The prompts of MODULES but those named in `skip`, at most `limit`."""
+    """The prompts of MODULES but those named in `skip` (by the name listed or the name it
+    imports as: os.path is posixpath), at most `limit`."""
     prompts = []
     warnings.simplefilter("ignore", DeprecationWarning)  # deprecated aliases (typing.io) warn when read
-    for module_name in (m for m in MODULES if m not in skip):
+    for module_name in MODULES:
         try:
             module = importlib.import_module(module_name)
         except ImportError:
+            continue
+        if module_name in skip or module.__name__ in skip:
             continue
         prompts += [prompt_for(name, obj) for name, obj in public_objects(module)]
     return list(dict.fromkeys(prompts))[:limit]

@@ -6,7 +6,6 @@ it trains on (the same split: its --hold-out), in a fixed shuffled order.
   python -m redrafter_mlx.training.distill_prompts --sharegpt FILE --text-data DATA --out prompts.jsonl
 """
 
-import argparse
 import json
 import random
 import re
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import List
 
 from ..atomic import atomic_file
-from ..errors import UsageError, run_cli
+from ..errors import ArgumentParser, HelpFormatter, UsageError, run_cli
 from .code_prompts import stdlib_code_prompts
 from .data import check_file, read_jsonl
 from .text_data import HELD_OUT_FILE, MIN_PROMPT_CHARS, read_sharegpt
@@ -23,28 +22,38 @@ HELD_MODULE = re.compile(r"the source of the Python module `([^`]+)`")  # text_d
 
 
 def held_out_of(text_data: Path) -> tuple:
-    """(ShareGPT conversations held out, modules whose source is held out) of a `train text` directory."""
+    """(the number of ShareGPT conversations held out, the held-out prompts) of a `train text`
+    directory; UsageError where it is not one."""
     info, held = text_data / "info.json", text_data / HELD_OUT_FILE
     check_file(info, "--text-data")
     check_file(held, "--text-data")
-    hold_out = json.loads(info.read_text()).get("hold_out")
+    try:
+        hold_out = json.loads(info.read_text()).get("hold_out")
+    except (ValueError, AttributeError):
+        hold_out = None
     if not isinstance(hold_out, int):
         raise UsageError(f"--text-data {text_data}: info.json has no hold_out (not a `train text` directory)")
-    modules = {m.group(1) for _, row in read_jsonl(held) for m in [HELD_MODULE.search(str(row.get("prompt", "")))] if m}
-    return hold_out, modules
+    prompts = [row.get("prompt") if isinstance(row, dict) else None for _, row in read_jsonl(held)]
+    if not all(isinstance(p, str) for p in prompts):
+        raise UsageError(f"--text-data {text_data}: {HELD_OUT_FILE} is not a list of {{\"prompt\": text}} lines")
+    return hold_out, prompts
 
 
-def chat_prompts(sharegpt, hold_out: int) -> List[str]:
+def chat_prompts(sharegpt, hold_out: int, held: List[str]) -> List[str]:
     """The user turns (at least MIN_PROMPT_CHARS long) of the conversations `train text`
-    trains on, duplicates dropped."""
-    conversations, _ = read_sharegpt(sharegpt, hold_out)
+    trains on, duplicates dropped; UsageError unless the file splits into the held-out
+    prompts `held` (the file the directory was made from)."""
+    conversations, held_here = read_sharegpt(sharegpt, hold_out)
+    if not set(held_here) <= set(held):
+        raise UsageError(f"--sharegpt {sharegpt}: not the file the --text-data directory was made from "
+                         "(its held-out prompts differ)")
     turns = (m["content"].strip() for messages in conversations for m in messages if m["role"] == "user")
-    return list(dict.fromkeys(t for t in turns if len(t) >= MIN_PROMPT_CHARS))
+    return list(dict.fromkeys(t for t in turns if len(t) >= MIN_PROMPT_CHARS and t not in held))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m redrafter_mlx.training.distill_prompts", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m redrafter_mlx.training.distill_prompts", description=__doc__,
+                       formatter_class=HelpFormatter)
     p.add_argument("--sharegpt", required=True, help="the ShareGPT JSON file `train text` read")
     p.add_argument("--text-data", required=True, help="a `train text` output directory: its held-out set is left out")
     p.add_argument("--out", required=True, help=".jsonl file to write ({\"prompt\": text} per line)")
@@ -52,9 +61,11 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     def run():
-        hold_out, modules = held_out_of(Path(args.text_data))
+        hold_out, held = held_out_of(Path(args.text_data))
+        modules = {m.group(1) for m in map(HELD_MODULE.search, held) if m}
+        chat = chat_prompts(args.sharegpt, hold_out, held)
+        code = stdlib_code_prompts(skip=modules)
         rng = random.Random(args.seed)
-        code, chat = stdlib_code_prompts(skip=modules), chat_prompts(args.sharegpt, hold_out)
         rng.shuffle(code)
         rng.shuffle(chat)
         with atomic_file(args.out) as tmp:
