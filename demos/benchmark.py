@@ -159,7 +159,7 @@ def measure(runners, prompts, greedy: bool, after_prompt=None):
         reference = None
         for name, runner in runners.items():
             warm = runner.warm_up(prompt)  # a new prompt-length bucket on a GPU: its kernels compiled untimed
-            if warm is not None and i > 0:
+            if warm is not None:
                 print(f"warm-up {name}, prompt {i + 1}: {warm:.1f} s", file=sys.stderr, flush=True)
             stats = Stats()
             tokens, seconds, peak = timed_run(runner.run(prompt, stats))
