@@ -77,6 +77,8 @@ def test_benchmark_times_each_shape_per_verify_form(dirs):
                            "--widths", "2", "--lengths", "3", "--verify-forms", "as_loaded,dense", "--out-dir", str(out)])
     assert [r["method"] for r in rows] == ["ar", "redrafter_2x3", "ar_dense", "redrafter_2x3_dense"]
     assert all(r["outputs_differing_from_ar"] == 0 for r in rows)
+    fastest = max(r["tokens_per_s"] for r in rows if r["method"] in ("ar", "ar_dense"))
+    assert all(abs(r["speedup_vs_fastest_ar"] - r["tokens_per_s"] / fastest) < 0.01 for r in rows)
 
 
 @pytest.mark.parametrize("extra,fragment", [(["--widths", "1,x"], "--widths must be comma-separated"),

@@ -210,9 +210,11 @@ def test_distill_prompts_leave_out_the_held_out_set(model_dir, sources, tmp_path
 def test_code_prompts_skip_modules(monkeypatch):
     from redrafter_mlx.training import code_prompts
 
-    monkeypatch.setattr(code_prompts, "MODULES", ("colorsys", "os.path"))
-    alone = code_prompts.stdlib_code_prompts()
     monkeypatch.setattr(code_prompts, "MODULES", ("os.path",))
-    assert code_prompts.stdlib_code_prompts(skip={"colorsys"}) == alone[len(alone) - len(code_prompts.stdlib_code_prompts()):]
-    assert code_prompts.stdlib_code_prompts(skip={"posixpath"}) == []  # os.path imports as posixpath
+    path_only = code_prompts.stdlib_code_prompts()
+    monkeypatch.setattr(code_prompts, "MODULES", ("textwrap", "os.path"))
+    alone = code_prompts.stdlib_code_prompts()
+    assert path_only and len(alone) > len(path_only)
+    assert code_prompts.stdlib_code_prompts(skip={"textwrap"}) == path_only
+    assert code_prompts.stdlib_code_prompts(skip={"posixpath"}) == alone[:len(alone) - len(path_only)]  # os.path's name
     assert "0x" not in "".join(alone)  # no memory address in a signature: the same prompts in every run
