@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from redrafter_mlx.errors import UsageError, run_cli
+
 
 def _pyplot():
     import matplotlib
@@ -26,16 +28,22 @@ def _title(rows, what: str) -> str:
             f"{r['prompts']} prompts x up to {r['max_tokens']} tokens, temp {r['temp']}")
 
 
+def speedups(rows) -> dict:
+    """method -> its speed over the fastest of our AR forms in the run ("ar", "ar_FORM")."""
+    fastest = max(r["tokens_per_s"] for r in rows if r["method"] == "ar" or r["method"].startswith("ar_"))
+    return {r["method"]: r["tokens_per_s"] / fastest for r in rows}
+
+
 def plot_heatmap(rows, path: Path):
-    """Speedup of ReDrafter over our AR for each (width, length), the best run of each."""
+    """Speedup of ReDrafter over our fastest AR for each (width, length), the best run of each."""
     plt = _pyplot()
-    shapes = [r for r in rows if r["method"].startswith("redrafter_")]
+    shapes, speedup = [r for r in rows if r["method"].startswith("redrafter_")], speedups(rows)
     widths = sorted({r["width"] for r in shapes})
     lengths = sorted({r["length"] for r in shapes})
     grid = np.full((len(widths), len(lengths)), np.nan)
     for r in shapes:  # the best of a shape's runs (with and without the lookup beam)
         cell = widths.index(r["width"]), lengths.index(r["length"])
-        grid[cell] = np.fmax(grid[cell], r["speedup_vs_ar"])
+        grid[cell] = np.fmax(grid[cell], speedup[r["method"]])
     fig, ax = plt.subplots(figsize=(1.4 * len(lengths) + 3, 0.9 * len(widths) + 2.2))
     image = ax.imshow(grid, cmap="RdYlGn", vmin=min(0.5, np.nanmin(grid)), vmax=max(1.5, np.nanmax(grid)))
     for i in range(len(widths)):
@@ -45,7 +53,7 @@ def plot_heatmap(rows, path: Path):
     ax.set_yticks(range(len(widths)), [str(w) for w in widths])
     ax.set_xlabel("beam length (LLM token + drafts)")
     ax.set_ylabel("beam width")
-    ax.set_title(_title(rows, "ReDrafter speedup over auto-regressive"), fontsize=8)
+    ax.set_title(_title(rows, "ReDrafter speedup over our fastest auto-regressive form"), fontsize=8)
     fig.colorbar(image, ax=ax, label="speedup")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -57,12 +65,12 @@ def plot_best(rows, path: Path, top: int = 4):
     plt = _pyplot()
     baselines = [r for r in rows if not r["method"].startswith("redrafter_")]
     best = sorted((r for r in rows if r["method"].startswith("redrafter_")), key=lambda r: -r["tokens_per_s"])[:top]
-    chosen = baselines + best
+    chosen, speedup = baselines + best, speedups(rows)
     colors = ["#888888" if r in baselines else "#2a9d8f" for r in chosen]
     fig, ax = plt.subplots(figsize=(1.3 * len(chosen) + 2, 4))
     bars = ax.bar(range(len(chosen)), [r["tokens_per_s"] for r in chosen], color=colors)
     for bar, r in zip(bars, chosen):
-        label = f"{r['tokens_per_s']:.1f}\nx{r['speedup_vs_ar']:.2f}"
+        label = f"{r['tokens_per_s']:.1f}\nx{speedup[r['method']]:.2f}"
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), label, ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(chosen)), [r["method"].replace("redrafter_", "ReDrafter ") for r in chosen],
                   rotation=20, fontsize=8)
@@ -79,6 +87,17 @@ def plot_all(rows, out_dir: Path):
     plot_best(rows, out_dir / "best_configs.png")
 
 
+def main(argv=None):
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise UsageError("usage: python -m demos.plots BENCH_DIR (a demos.benchmark --out-dir)")
+    results = Path(args[0]) / "results.json"
+    try:
+        rows = json.loads(results.read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{results}: not a demos.benchmark results file ({type(error).__name__}: {error})") from None
+    plot_all(rows, results.parent)
+
+
 if __name__ == "__main__":
-    directory = Path(sys.argv[1])
-    plot_all(json.loads((directory / "results.json").read_text())["rows"], directory)
+    run_cli(main)

@@ -223,3 +223,20 @@ def test_measure_warms_each_prompt_up_untimed():
     totals = benchmark.measure(runners, [[1], [2]], greedy=True)
     assert calls == [("warm", 1), ("run", 1), ("warm", 1), ("run", 1), ("warm", 2), ("run", 2)]
     assert totals["ar"]["tokens"] == 2
+
+
+def test_plots_command_line(tmp_path):
+    """Plots over the fastest of our AR forms; one-line errors for a missing or foreign results file."""
+    from demos import plots
+    from redrafter_mlx.errors import UsageError
+
+    rows = [dict(method="ar", tokens_per_s=100.0), dict(method="ar_dense", tokens_per_s=125.0),
+            dict(method="redrafter_2x3", tokens_per_s=250.0)]
+    assert plots.speedups(rows) == {"ar": 0.8, "ar_dense": 1.0, "redrafter_2x3": 2.0}
+    with pytest.raises(UsageError, match="usage"):
+        plots.main([])
+    with pytest.raises(UsageError, match="not a demos.benchmark results file"):
+        plots.main([str(tmp_path)])
+    (tmp_path / "results.json").write_text("[1, 2]")
+    with pytest.raises(UsageError, match="not a demos.benchmark results file"):
+        plots.main([str(tmp_path)])
