@@ -76,7 +76,7 @@ def plot_best(rows, path: Path, top: int = 4):
                   rotation=20, fontsize=8)
     ax.set_ylabel("tokens / s")
     ax.set_ylim(0, 1.25 * max(r["tokens_per_s"] for r in chosen))
-    ax.set_title(_title(rows, "Throughput: baselines and best beam shapes"), fontsize=8)
+    ax.set_title(_title(rows, "Throughput: baselines and best beam shapes (x: over our fastest AR form)"), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -94,8 +94,11 @@ def main(argv=None):
     results = Path(args[0]) / "results.json"
     try:
         rows = json.loads(results.read_text())["rows"]
+        ar = [r["tokens_per_s"] for r in rows if r["method"] == "ar"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UsageError(f"{results}: not a demos.benchmark results file ({type(error).__name__}: {error})") from None
+    if not ar:
+        raise UsageError(f"{results}: not a demos.benchmark results file (no row of our AR)")
     plot_all(rows, results.parent)
 
 

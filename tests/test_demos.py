@@ -237,6 +237,7 @@ def test_plots_command_line(tmp_path):
         plots.main([])
     with pytest.raises(UsageError, match="not a demos.benchmark results file"):
         plots.main([str(tmp_path)])
-    (tmp_path / "results.json").write_text("[1, 2]")
-    with pytest.raises(UsageError, match="not a demos.benchmark results file"):
-        plots.main([str(tmp_path)])
+    for text in ("[1, 2]", '{"rows": [1]}', '{"rows": []}', '{"rows": [{"method": "redrafter_2x3"}]}'):
+        (tmp_path / "results.json").write_text(text)
+        with pytest.raises(UsageError, match="not a demos.benchmark results file"):
+            plots.main([str(tmp_path)])

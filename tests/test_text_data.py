@@ -182,7 +182,7 @@ def test_fit_evaluates_on_eval_data_and_eval_reports_it(model_dir, trained, caps
     assert all(0 <= a <= 1 for a in both["top1_per_step"]) and len(both["top1_per_step"]) == 2
 
 
-def test_distill_prompts_leave_out_the_held_out_set(model_dir, sources, tmp_path, monkeypatch):
+def test_distill_prompts_leave_out_the_held_out_set(model_dir, sources, tmp_path, monkeypatch, capsys):
     """Self-distillation prompts: coding prompts less the held-out modules, then the user turns
     of the training conversations, never a held-out conversation's."""
     monkeypatch.setattr(text_data, "HELD_OUT_EVERY", 3)  # os, the third module, is held out
@@ -204,6 +204,7 @@ def test_distill_prompts_leave_out_the_held_out_set(model_dir, sources, tmp_path
     before = out.read_text()
     with pytest.raises(SystemExit):
         distill_prompts.main(["--sharegpt", str(other), "--text-data", str(tmp_path / "data"), "--out", str(out)])
+    assert "not the file the --text-data directory was made from" in capsys.readouterr().err
     assert out.read_text() == before
 
 
@@ -217,4 +218,12 @@ def test_code_prompts_skip_modules(monkeypatch):
     assert path_only and len(alone) > len(path_only)
     assert code_prompts.stdlib_code_prompts(skip={"textwrap"}) == path_only
     assert code_prompts.stdlib_code_prompts(skip={"posixpath"}) == alone[:len(alone) - len(path_only)]  # os.path's name
-    assert "0x" not in "".join(alone)  # no memory address in a signature: the same prompts in every run
+
+
+def test_code_prompt_signatures_leave_out_memory_addresses():
+    from redrafter_mlx.training.code_prompts import signature
+
+    def f(x=object(), *, g=print):
+        pass
+
+    assert signature(f) == "(x=<object object>, *, g=<built-in function print>)"  # the same text in every run

@@ -23,16 +23,19 @@ HELD_MODULE = re.compile(r"the source of the Python module `([^`]+)`")  # text_d
 
 def held_out_of(text_data: Path) -> tuple:
     """(the number of ShareGPT conversations held out, the held-out prompts) of a `train text`
-    directory; UsageError where it is not one."""
+    directory made from ShareGPT; UsageError where it is not one."""
     info, held = text_data / "info.json", text_data / HELD_OUT_FILE
     check_file(info, "--text-data")
     check_file(held, "--text-data")
     try:
-        hold_out = json.loads(info.read_text()).get("hold_out")
+        settings = json.loads(info.read_text())
+        hold_out, sharegpt = settings.get("hold_out"), settings.get("sharegpt")
     except (ValueError, AttributeError):
-        hold_out = None
+        hold_out = sharegpt = None
     if not isinstance(hold_out, int):
         raise UsageError(f"--text-data {text_data}: info.json has no hold_out (not a `train text` directory)")
+    if not sharegpt:
+        raise UsageError(f"--text-data {text_data}: made without --sharegpt (no split of a ShareGPT file to follow)")
     prompts = [row.get("prompt") if isinstance(row, dict) else None for _, row in read_jsonl(held)]
     if not all(isinstance(p, str) for p in prompts):
         raise UsageError(f"--text-data {text_data}: {HELD_OUT_FILE} is not a list of {{\"prompt\": text}} lines")
@@ -41,14 +44,15 @@ def held_out_of(text_data: Path) -> tuple:
 
 def chat_prompts(sharegpt, hold_out: int, held: List[str]) -> List[str]:
     """The user turns (at least MIN_PROMPT_CHARS long) of the conversations `train text`
-    trains on, duplicates dropped; UsageError unless the file splits into the held-out
-    prompts `held` (the file the directory was made from)."""
+    trains on, duplicates dropped; UsageError unless the file splits into exactly the held-out
+    ShareGPT prompts of `held` (which lists them first, then the standard library's)."""
     conversations, held_here = read_sharegpt(sharegpt, hold_out)
-    if not set(held_here) <= set(held):
+    rest = held[len(held_here):]
+    if held_here != held[:len(held_here)] or not all(HELD_MODULE.search(p) for p in rest):
         raise UsageError(f"--sharegpt {sharegpt}: not the file the --text-data directory was made from "
                          "(its held-out prompts differ)")
     turns = (m["content"].strip() for messages in conversations for m in messages if m["role"] == "user")
-    return list(dict.fromkeys(t for t in turns if len(t) >= MIN_PROMPT_CHARS and t not in held))
+    return list(dict.fromkeys(t for t in turns if len(t) >= MIN_PROMPT_CHARS))
 
 
 def main(argv=None):
