@@ -407,3 +407,27 @@ def test_fit_stops_after_max_steps(tmp_path):
     log = json.loads((tmp_path / "d" / "training.json").read_text())["log"]
     assert [e["step"] for e in log if "loss" in e] == [1, 2, 3, 4, 5]
     assert [e["epoch"] for e in log if "epoch" in e] == [1]
+
+
+def test_batch_answers_stop_at_eos_as_one_prompt_alone_does():
+    """Rows that end at different steps (EOS kept, nothing after it), the batch stopping once
+    all have ended: each answer is the prompt's greedy answer decoded alone, token by token."""
+    model = tiny_model(0, "llama", vocab=16)
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(1, 16, size=rng.integers(2, 6)).tolist() for _ in range(12)]
+    eos, max_new = 8, 24
+
+    def alone(prompt):
+        tokens, answer = list(prompt), []
+        while len(answer) < max_new and (not answer or answer[-1] != eos):
+            logits = model.logits(model(mx.array([tokens]), mx.arange(len(tokens))[None], model.new_cache())[:, -1])
+            answer.append(int(mx.argmax(logits[0]).item()))
+            tokens.append(answer[-1])
+        return answer
+
+    wanted = [alone(p) for p in prompts]
+    assert generate_batch(model, prompts, max_new, eos_ids={eos}) == wanted  # some rows end, some run to max_new
+    ending = [p for p, a in zip(prompts, wanted) if a[-1] == eos]
+    ended = [a for a in wanted if a[-1] == eos]
+    assert len(ending) >= 8 and len({len(a) for a in ended}) > 4 and max(map(len, ended)) < max_new
+    assert generate_batch(model, ending, max_new, eos_ids={eos}) == ended  # every row ends before max_new

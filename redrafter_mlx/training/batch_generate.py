@@ -41,7 +41,7 @@ def generate_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids
     next_position = positions[:, -1] + 1
     eos = mx.array(sorted(eos_ids) or [-1])
     done = mx.zeros((batch,), dtype=mx.bool_)
-    out = []
+    out, finished = [], None
     for _ in range(max_new):
         out.append(mx.where(done, -1, token))
         done = done | (token[:, None] == eos[None]).any(axis=1)
@@ -49,8 +49,10 @@ def generate_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids
         cache.advance(1)
         token = sample(model.logits(hidden[:, -1]), params)
         next_position = next_position + 1
-        mx.eval(token, done)
-        if done.all().item():
-            break
+        all_done = done.all()
+        mx.async_eval(token, done, all_done)  # this step runs while the host reads the one before
+        if finished is not None and finished.item():
+            break  # one step late: what it appended is all -1 (every row had ended)
+        finished = all_done
     columns = mx.stack(out, axis=1).tolist()
     return [[t for t in row if t >= 0] for row in columns]
