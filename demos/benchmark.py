@@ -36,7 +36,7 @@ from redrafter_mlx.policy import VERIFY_FORMS
 from redrafter_mlx.decode.sampled_drafts import METHODS
 
 from .mlx_lm_runners import mlx_lm_ar, mlx_lm_speculative
-from .plots import plot_all
+from .plots import our_ar, plot_all
 from .prompts import load_prompts
 
 COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "speedup_vs_ar",
@@ -179,7 +179,7 @@ def measure(runners, prompts, greedy: bool, after_prompt=None):
 
 def rows_from(totals, runners, meta):
     rate = {name: t["tokens"] / t["seconds"] for name, t in totals.items()}
-    fastest_ar = max(r for name, r in rate.items() if name == "ar" or name.startswith("ar_"))  # ours, in any form
+    fastest_ar = max(r for name, r in rate.items() if our_ar(name))
     rows = []
     for name, t in totals.items():
         width, length = runners[name].width, runners[name].length

@@ -28,9 +28,14 @@ def _title(rows, what: str) -> str:
             f"{r['prompts']} prompts x up to {r['max_tokens']} tokens, temp {r['temp']}")
 
 
+def our_ar(method: str) -> bool:
+    """Whether a benchmark method is our AR, in any form of the model ("ar", "ar_FORM")."""
+    return method == "ar" or method.startswith("ar_")
+
+
 def speedups(rows) -> dict:
-    """method -> its speed over the fastest of our AR forms in the run ("ar", "ar_FORM")."""
-    fastest = max(r["tokens_per_s"] for r in rows if r["method"] == "ar" or r["method"].startswith("ar_"))
+    """method -> its speed over the fastest of our AR forms in the run."""
+    fastest = max(r["tokens_per_s"] for r in rows if our_ar(r["method"]))
     return {r["method"]: r["tokens_per_s"] / fastest for r in rows}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List
 
 from ..atomic import atomic_file
-from ..errors import ArgumentParser, HelpFormatter, UsageError, run_cli
+from ..errors import ArgumentParser, HelpFormatter, UsageError, read_json, run_cli
 from .code_prompts import stdlib_code_prompts
 from .data import check_file, read_jsonl
 from .text_data import HELD_OUT_FILE, MIN_PROMPT_CHARS, read_sharegpt
@@ -27,11 +27,9 @@ def held_out_of(text_data: Path) -> tuple:
     info, held = text_data / "info.json", text_data / HELD_OUT_FILE
     check_file(info, "--text-data")
     check_file(held, "--text-data")
-    try:
-        settings = json.loads(info.read_text())
-        hold_out, sharegpt = settings.get("hold_out"), settings.get("sharegpt")
-    except (ValueError, AttributeError):
-        hold_out = sharegpt = None
+    settings = read_json(info, UsageError)
+    settings = settings if isinstance(settings, dict) else {}
+    hold_out, sharegpt = settings.get("hold_out"), settings.get("sharegpt")
     if not isinstance(hold_out, int):
         raise UsageError(f"--text-data {text_data}: info.json has no hold_out (not a `train text` directory)")
     if not sharegpt:
