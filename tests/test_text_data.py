@@ -189,7 +189,7 @@ def test_distill_prompts_leave_out_the_held_out_set(model_dir, sources, tmp_path
     sharegpt, stdlib = sources
     run_text(model_dir, tmp_path / "data", sharegpt, stdlib)
     skipped = []
-    monkeypatch.setattr(distill_prompts, "stdlib_code_prompts", lambda skip: skipped.append(skip) or ["code"])
+    monkeypatch.setattr(distill_prompts, "stdlib_code_prompts", lambda skip, **_: skipped.append(skip) or ["code"])
     monkeypatch.setattr(distill_prompts, "MIN_PROMPT_CHARS", 3)
     out = tmp_path / "prompts.jsonl"
     distill_prompts.main(["--sharegpt", str(sharegpt), "--text-data", str(tmp_path / "data"), "--out", str(out)])
@@ -206,6 +206,12 @@ def test_distill_prompts_leave_out_the_held_out_set(model_dir, sources, tmp_path
         distill_prompts.main(["--sharegpt", str(other), "--text-data", str(tmp_path / "data"), "--out", str(out)])
     assert "not the file the --text-data directory was made from" in capsys.readouterr().err
     assert out.read_text() == before
+    newer = tmp_path / "newer.jsonl"  # --exclude: only prompts no earlier file had
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text(json.dumps({"prompt": prompts[1]}) + "\n" + json.dumps({"prompt": "code"}) + "\n")
+    distill_prompts.main(["--sharegpt", str(sharegpt), "--text-data", str(tmp_path / "data"), "--out", str(newer),
+                          "--exclude", str(earlier)])
+    assert [json.loads(line)["prompt"] for line in newer.read_text().splitlines()] == prompts[2:]
 
 
 def test_code_prompts_skip_modules(monkeypatch):
@@ -218,6 +224,26 @@ def test_code_prompts_skip_modules(monkeypatch):
     assert path_only and len(alone) > len(path_only)
     assert code_prompts.stdlib_code_prompts(skip={"textwrap"}) == path_only
     assert code_prompts.stdlib_code_prompts(skip={"posixpath"}) == alone[:len(alone) - len(path_only)]  # os.path's name
+
+
+def test_code_prompts_of_every_module_in_every_form(monkeypatch):
+    """--all-modules walks packages into their public submodules and leaves out private modules
+    and EXCLUDED ones (`this` prints when imported); --every-form gives functions three prompts,
+    classes two, the one a hash picks among them."""
+    from redrafter_mlx.training import code_prompts
+
+    monkeypatch.setattr(code_prompts.sys, "stdlib_module_names", frozenset({"json", "textwrap", "this", "_json"}))
+    assert code_prompts.all_modules() == ["json", "json.decoder", "json.encoder", "json.scanner", "json.tool",
+                                          "textwrap"]
+    import textwrap
+    one = code_prompts.prompts_for("textwrap.dedent", textwrap.dedent, every_form=False)
+    every = code_prompts.prompts_for("textwrap.dedent", textwrap.dedent, every_form=True)
+    assert len(every) == 3 and one[0] in every and every[1].startswith("def dedent(text):")
+    assert len(code_prompts.prompts_for("textwrap.TextWrapper", textwrap.TextWrapper, every_form=True)) == 2
+    monkeypatch.setattr(code_prompts, "MODULES", ("textwrap",))
+    listed = code_prompts.stdlib_code_prompts(every_form=True)
+    assert set(code_prompts.stdlib_code_prompts()) < set(listed)
+    assert set(listed) < set(code_prompts.stdlib_code_prompts(all_stdlib=True, every_form=True))  # json's too
 
 
 def test_code_prompt_signatures_leave_out_memory_addresses():

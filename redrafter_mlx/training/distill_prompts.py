@@ -1,7 +1,9 @@
 """Prompts for self-distilled answers (`train data`) that share nothing with the held-out set of
 a `train text` directory: the standard library's coding prompts (code_prompts), less those
 about a module whose source it holds out, then the user turns of the ShareGPT conversations
-it trains on (the same split: its --hold-out), in a fixed shuffled order.
+it trains on (the same split: its --hold-out), in a fixed shuffled order. --exclude leaves out
+the prompts of earlier files (to answer only new prompts, e.g. after widening the coding
+prompts with --all-modules and --every-form).
 
   python -m redrafter_mlx.training.distill_prompts --sharegpt FILE --text-data DATA --out prompts.jsonl
 """
@@ -15,7 +17,7 @@ from typing import List
 from ..atomic import atomic_file
 from ..errors import ArgumentParser, HelpFormatter, UsageError, read_json, run_cli
 from .code_prompts import stdlib_code_prompts
-from .data import check_file, read_jsonl
+from .data import check_file, jsonl_text, read_jsonl
 from .text_data import HELD_OUT_FILE, MIN_PROMPT_CHARS, read_sharegpt
 
 HELD_MODULE = re.compile(r"the source of the Python module `([^`]+)`")  # text_data.stdlib_prompt's wording
@@ -60,16 +62,22 @@ def main(argv=None):
     p.add_argument("--text-data", required=True, help="a `train text` output directory: its held-out set is left out")
     p.add_argument("--out", required=True, help=".jsonl file to write ({\"prompt\": text} per line)")
     p.add_argument("--seed", type=int, default=0, help="of the shuffle within each source")
+    p.add_argument("--all-modules", action="store_true", help="coding prompts from every standard-library module")
+    p.add_argument("--every-form", action="store_true", help="coding prompts in every form, not one per object")
+    p.add_argument("--exclude", nargs="+", default=[], help="prompt files (.jsonl) whose prompts are left out")
     args = p.parse_args(argv)
 
     def run():
         hold_out, held = held_out_of(Path(args.text_data))
         modules = {m.group(1) for m in map(HELD_MODULE.search, held) if m}
+        excluded = {jsonl_text(path, number, row, ("prompt",))
+                    for path in args.exclude for number, row in read_jsonl(check_file(path, "--exclude"))}
         chat = chat_prompts(args.sharegpt, hold_out, held)
-        code = stdlib_code_prompts(skip=modules)
+        code = stdlib_code_prompts(skip=modules, all_stdlib=args.all_modules, every_form=args.every_form)
         rng = random.Random(args.seed)
         rng.shuffle(code)
         rng.shuffle(chat)
+        code, chat = [t for t in code if t not in excluded], [t for t in chat if t not in excluded]
         with atomic_file(args.out) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps({"prompt": text}) + "\n" for text in code + chat)
