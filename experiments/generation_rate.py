@@ -1,7 +1,8 @@
 """Self-distillation's generation rate (`train data`): greedy answers decoded `--rows` at a
 time with rows refilled as answers end (training/batch_generate.py `answer_stream`), against
 fixed batches of `--rows` prompts that each run until their longest answer ends (the schedule
-`train data` had before refills). Prints answer tokens, seconds and tokens per second of each,
+`train data` had before refills, here through `answer_stream` one batch at a time: its host
+reads every few steps and its prefill in parts, as the refilled schedule has them). Prints answer tokens, seconds and tokens per second of each,
 and whether the two gave the same answers. Prompts longer than --max-prompt-tokens are left out,
 as `train data` leaves them out.
 

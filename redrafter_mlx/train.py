@@ -84,7 +84,7 @@ def generate_data(args):
     todo = {number: sorted(encoded[first:first + args.batch_size], key=len) for number, first in mine
             if not (out / shard_name(number)).exists()}  # resumable
     start, produced = time.perf_counter(), 0
-    mx.random.seed(args.seed)
+    mx.random.seed(args.seed * 100_000 + min(todo, default=0))  # processes and resumed runs draw apart
     prompts = shard_prompts(todo, start, args.max_seconds)
     answers = answer_stream(model, prompts, rows=args.batch_size, max_new=args.max_new_tokens,
                             eos_ids=tokenizer.eos_token_ids, width=args.max_prompt_tokens, params=params)

@@ -235,6 +235,10 @@ def test_code_prompts_of_every_module_in_every_form(monkeypatch):
     monkeypatch.setattr(code_prompts.sys, "stdlib_module_names", frozenset({"json", "textwrap", "this", "_json"}))
     assert code_prompts.all_modules() == ["json", "json.decoder", "json.encoder", "json.scanner", "json.tool",
                                           "textwrap"]
+    monkeypatch.setattr(code_prompts.sys, "stdlib_module_names", frozenset({"unittest", "distutils"}))
+    with_tests = code_prompts.all_modules()  # unittest.test (Python < 3.12) and setuptools' distutils left out
+    assert "unittest.case" in with_tests and not any(part.startswith("test") for m in with_tests for part in m.split("."))
+    assert not any(m.startswith("distutils") for m in with_tests)
     import textwrap
     one = code_prompts.prompts_for("textwrap.dedent", textwrap.dedent, every_form=False)
     every = code_prompts.prompts_for("textwrap.dedent", textwrap.dedent, every_form=True)
@@ -243,6 +247,7 @@ def test_code_prompts_of_every_module_in_every_form(monkeypatch):
     monkeypatch.setattr(code_prompts, "MODULES", ("textwrap",))
     listed = code_prompts.stdlib_code_prompts(every_form=True)
     assert set(code_prompts.stdlib_code_prompts()) < set(listed)
+    monkeypatch.setattr(code_prompts.sys, "stdlib_module_names", frozenset({"json", "textwrap"}))
     assert set(listed) < set(code_prompts.stdlib_code_prompts(all_stdlib=True, every_form=True))  # json's too
 
 

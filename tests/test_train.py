@@ -435,3 +435,9 @@ def test_batch_answers_stop_at_eos_as_one_prompt_alone_does():
         streamed = list(answer_stream(model, enumerate(prompts), rows=rows, max_new=max_new, eos_ids={eos}, width=6))
         assert sorted(streamed) == list(enumerate(wanted))
     assert [i for i, _ in streamed] != list(range(len(prompts)))  # yielded as they end, not in order
+    firsts = {a[0] for a in wanted}  # answers of one token: each first token as EOS, and max_new 1
+    assert generate_batch(model, prompts, 1, eos_ids=set()) == [a[:1] for a in wanted]
+    assert generate_batch(model, prompts, max_new, eos_ids=firsts) == [a[:1] for a in wanted]
+    assert generate_batch(model, [], max_new, eos_ids={eos}) == []
+    with pytest.raises(ValueError):  # longer than the prompt slots
+        list(answer_stream(model, enumerate(prompts), rows=2, max_new=max_new, eos_ids={eos}, width=3))

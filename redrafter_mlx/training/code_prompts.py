@@ -34,13 +34,15 @@ MODULES = (
     "types typing urllib.parse urllib.request uuid warnings wave weakref xml.dom.minidom zipfile zipimport"
 ).split()
 MAX_SOURCE_LINES = 40
-# Left out of every module: they open windows or a browser, print when imported, or are test suites.
-EXCLUDED = frozenset("antigravity this idlelib tkinter turtle turtledemo test lib2to3 ensurepip venv pydoc_data".split())
+# Left out of every module: they open windows or a browser, print when imported, are test suites,
+# or are not the standard library's own (distutils: setuptools' copy where setuptools is installed).
+EXCLUDED = frozenset(
+    "antigravity this idlelib tkinter turtle turtledemo test lib2to3 ensurepip venv pydoc_data distutils".split())
 
 
 def all_modules() -> List[str]:
     """Every public module of the standard library that imports here, with its public
-    submodules, sorted; EXCLUDED left out."""
+    submodules, sorted; EXCLUDED and test suites (ctypes.test, unittest.test, ...) left out."""
     if not hasattr(sys, "stdlib_module_names"):
         raise UsageError("--all-modules needs Python 3.10 or later (sys.stdlib_module_names)")
     names = set()
@@ -50,7 +52,7 @@ def all_modules() -> List[str]:
             continue
         names.add(name)
         for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=name + ".", onerror=lambda _: None):
-            if not any(part.startswith("_") for part in info.name.split(".")):
+            if not any(part.startswith(("_", "test")) or part == "idle_test" for part in info.name.split(".")):
                 names.add(info.name)
     return sorted(names)
 
