@@ -32,7 +32,7 @@ from .decode.sampling import SamplingParams
 from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from .model.load import DTYPES, load_drafter, load_model, load_tokenizer, read_model_config
 from .text import encode_prompt
-from .training.batch_generate import answer_stream
+from .training.batch_generate import generate_batch
 from .training.data import make_batches, read_prompts, save_sequences, shard_name
 from .training.distributed import total, wait_for_all, world
 from .training.fit import VARIANT_KEYS, DrafterSpec, FitPlan, check_specs, evaluate, read_data
@@ -48,15 +48,6 @@ def model_directory(model: str) -> str:
 
 
 # ---------------------------------------------------------------- data generation
-def shard_prompts(shards: dict, start: float, max_seconds: float):
-    """((shard number, index in it), prompt) for every prompt of `shards` ({number: prompts}),
-    shard by shard; no new shard is begun once max_seconds (if > 0) have passed since start."""
-    for number, batch in list(shards.items()):
-        if max_seconds and time.perf_counter() - start > max_seconds:
-            return
-        yield from (((number, index), prompt) for index, prompt in enumerate(batch))
-
-
 def generate_data(args):
     out = Path(args.out)
     check_output_dir(out, "--out")
@@ -78,27 +69,26 @@ def generate_data(args):
         remove_stale(out, "shard-*.npz")  # shards of killed runs (done again below)
         remove_stale(out, "info.json")
     wait_for_all(group)  # before any process writes a shard
+    eos = set(tokenizer.eos_token_ids)
     params = SamplingParams(args.temp)
     batches = list(enumerate(range(0, len(encoded), args.batch_size)))
     mine = batches[group.rank()::group.size()]  # shard numbers do not depend on the number of processes
-    todo = {number: sorted(encoded[first:first + args.batch_size], key=len) for number, first in mine
-            if not (out / shard_name(number)).exists()}  # resumable
     start, produced = time.perf_counter(), 0
-    mx.random.seed(args.seed * 100_000 + min(todo, default=0))  # processes and resumed runs draw apart
-    prompts = shard_prompts(todo, start, args.max_seconds)
-    answers = answer_stream(model, prompts, rows=args.batch_size, max_new=args.max_new_tokens,
-                            eos_ids=tokenizer.eos_token_ids, width=args.max_prompt_tokens, params=params)
-    done = {number: [None] * len(batch) for number, batch in todo.items()}
-    for (number, index), answer in progress(answers, sum(map(len, todo.values())), "generating",
-                                            shown=group.rank() == 0):
-        done[number][index] = answer
-        if all(a is not None for a in done[number]):
-            batch, shard_answers = todo.pop(number), done.pop(number)
-            save_sequences(out / shard_name(number), [p + a for p, a in zip(batch, shard_answers)], list(map(len, batch)))
-            answer_tokens = sum(map(len, shard_answers))
-            produced += answer_tokens
-            print(json.dumps({"shard": number, "answer_tokens": answer_tokens, "longest": max(map(len, shard_answers)),
-                              "seconds_since_start": round(time.perf_counter() - start, 2)}), file=sys.stderr)
+    for number, first in progress(mine, len(mine), "generating", shown=group.rank() == 0):
+        shard = out / shard_name(number)
+        if shard.exists():
+            continue  # resumable
+        if args.max_seconds and time.perf_counter() - start > args.max_seconds:
+            break
+        batch = sorted(encoded[first:first + args.batch_size], key=len)
+        batch_start = time.perf_counter()
+        mx.random.seed(args.seed * 100_000 + number)  # a resumed run draws the same answers
+        answers = generate_batch(model, batch, args.max_new_tokens, eos, args.max_prompt_tokens, params)
+        save_sequences(shard, [p + a for p, a in zip(batch, answers)], [len(p) for p in batch])
+        answer_tokens = sum(map(len, answers))
+        produced += answer_tokens
+        print(json.dumps({"shard": number, "answer_tokens": answer_tokens, "longest": max(map(len, answers)),
+                          "seconds": round(time.perf_counter() - batch_start, 2)}), file=sys.stderr)
     produced = total(mx.array(produced), group).item()  # every process done
     elapsed = time.perf_counter() - start
     if group.rank() == 0:
@@ -159,11 +149,8 @@ def build_parser():
     data.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="the target's dtype while generating")
     data.add_argument("--max-prompt-tokens", type=int_at_least(1), default=256)
     data.add_argument("--max-new-tokens", type=int_at_least(1), default=256)
-    data.add_argument("--batch-size", type=int_at_least(1), default=128,
-                      help="sequences decoded at once (a row whose answer ended takes the next prompt), and "
-                           "answers per shard file")
-    data.add_argument("--max-seconds", type=finite_float(0), default=0,
-                      help="begin no new shard after this (those begun are finished)")
+    data.add_argument("--batch-size", type=int_at_least(1), default=128)
+    data.add_argument("--max-seconds", type=finite_float(0), default=0, help="stop starting new batches after this")
     data.add_argument("--temp", type=finite_float(0), default=0.0, help="0: greedy answers; > 0: sampled at this temperature")
     data.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="for sampled answers")
     add_text_parser(sub)

@@ -28,11 +28,6 @@ N = r"\d+\.\d+"  # a measured number
 RUNS = {
     "forward_rows": (["--rows", "1,4", "--context", "8", "--repeats", "2"],
                      [rf"T=\s+1\s+{N} ms\s+1\.00x the first", rf"T=\s+4\s+{N} ms\s+{N}x the first"]),
-    "generation_rate": (["--prompts", "{prompts}", "--num-prompts", "5", "--rows", "2", "--max-tokens", "6",
-                         "--rounds", "2"],
-                        [rf"round {r} {name}: \d+ answer tokens in {N} s, {N} tokens/s"
-                         for r in (1, 2) for name in ("refilled rows", "fixed batches")]
-                        + [r"round 1: the same answers: yes", r"round 2: the same answers: yes"]),
     "kernel_rows": (["--rows", "4,8", "--keys", "16", "--repeats", "2"],
                     [r"4/2 heads of 8, product 32 x 48"]
                     + [rf"keys 16 T {t}: sdpa {N} ms, q4 32x48 {N} ms" for t in (4, 8)]),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.model import fingerprint
-from redrafter_mlx.training.batch_generate import answer_stream, generate_batch
+from redrafter_mlx.training.batch_generate import generate_batch
 from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.training.data import load_sequences, make_batches, read_prompts, save_sequences, sharegpt_prompts, split_by_prompt
 from redrafter_mlx.decode import generate_ar, generate_redrafter
@@ -431,13 +431,3 @@ def test_batch_answers_stop_at_eos_as_one_prompt_alone_does():
     ended = [a for a in wanted if a[-1] == eos]
     assert len(ending) >= 8 and len({len(a) for a in ended}) > 4 and max(map(len, ended)) < max_new
     assert generate_batch(model, ending, max_new, eos_ids={eos}) == ended  # every row ends before max_new
-    for rows in (3, 16):  # rows refilled as answers end (one at a time, then all at once); rows left idle
-        streamed = list(answer_stream(model, enumerate(prompts), rows=rows, max_new=max_new, eos_ids={eos}, width=6))
-        assert sorted(streamed) == list(enumerate(wanted))
-    assert [i for i, _ in streamed] != list(range(len(prompts)))  # yielded as they end, not in order
-    firsts = {a[0] for a in wanted}  # answers of one token: each first token as EOS, and max_new 1
-    assert generate_batch(model, prompts, 1, eos_ids=set()) == [a[:1] for a in wanted]
-    assert generate_batch(model, prompts, max_new, eos_ids=firsts) == [a[:1] for a in wanted]
-    assert generate_batch(model, [], max_new, eos_ids={eos}) == []
-    with pytest.raises(ValueError):  # longer than the prompt slots
-        list(answer_stream(model, enumerate(prompts), rows=2, max_new=max_new, eos_ids={eos}, width=3))

@@ -167,7 +167,6 @@ class Slots:
     docs/perf.md)."""
 
     def __init__(self, keys: list, values: list, offset: mx.array):
-        """offset (1,): the first slot written, or (B,): each sequence's own."""
         self.keys, self.values, self.offset = list(keys), list(values), offset
         self.slots = None  # (B, kv_heads, T, head_dim): the slot of each new entry, made at the first write
 
@@ -175,8 +174,8 @@ class Slots:
         """Writes keys/values (B, kv_heads, T, head_dim) at slots [offset, offset + T); returns
         the first `view` slots of keys and values (B, kv_heads, view, head_dim)."""
         if self.slots is None:
-            rows = self.offset[:, None] + mx.arange(keys.shape[2])  # (1 or B, T)
-            self.slots = mx.broadcast_to(rows[:, None, :, None], keys.shape)
+            rows = self.offset + mx.arange(keys.shape[2])
+            self.slots = mx.broadcast_to(rows[None, None, :, None], keys.shape)
         self.keys[layer] = mx.put_along_axis(self.keys[layer], self.slots, keys, axis=2)
         self.values[layer] = mx.put_along_axis(self.values[layer], self.slots, values, axis=2)
         return self.keys[layer][:, :, :view, :], self.values[layer][:, :, :view, :]
