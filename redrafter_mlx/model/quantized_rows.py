@@ -17,9 +17,11 @@ x 16 inputs) and the rows its B operand (16 inputs x 8 rows), so D = W x^T holds
 of 8 rows. Inside each block of 64 inputs, lane t of a quad owns inputs 16t .. 16t + 15 (two
 words per feature) and feeds four of them to each of four mma steps: the inputs are summed
 in another order than 0..63, the same order for weights and rows, which leaves the sum
-unchanged (up to rounding). Up to 64 rows each lane loads its 16 inputs of every row before
-the mma steps (registers); from 65 to MAX_ROWS rows (wide trees: SmolLM2's 24x4, 16x5) it
-loads the 4 inputs of each row that each mma step takes."""
+unchanged (up to rounding). Each lane loads its 16 inputs of every row before the mma steps
+(registers), up to 64 rows at a time: from 65 to MAX_ROWS rows (wide trees: the coder's 16x5,
+SmolLM2's 24x4) in two passes over the same weights, each pass dequantizing the weights'
+operands again (on an H100 a third faster than loading each row's inputs at every mma step:
+docs/perf.md)."""
 
 from functools import lru_cache
 
@@ -93,7 +95,7 @@ __device__ inline void weight_operand(uint32_t* a, const uint2* words, const flo
 
 SOURCE = """
   constexpr int TILES = (M + 7) / 8;      // mma tiles of 8 rows
-  constexpr int PRELOADED = 64;          // rows whose inputs fit registers
+  constexpr int PASS = TILES < 8 ? TILES : 8;  // tiles per pass: 64 rows' inputs fit registers
   constexpr int WORDS = K / 8;            // packed words per feature
   constexpr int BLOCKS = K / 64;          // blocks of 64 inputs
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -114,11 +116,11 @@ SOURCE = """
       scale[h] = to_float(scales[f * (K / G) + first / G]);
       bias[h] = to_float(biases[f * (K / G) + first / G]);
     }
-    if constexpr (M <= PRELOADED) {  // each lane's 16 inputs of rows 8i + quad, loaded before the mma steps
-      uint4 rows[TILES][2];
-      for (int i = 0; i < TILES; ++i) {
-        const int row = 8 * i + quad;
-        if (row < M) {
+    for (int base = 0; base < TILES; base += PASS) {  // passes of up to 64 rows, each preloaded into registers
+      uint4 rows[PASS][2];  // this lane's 16 inputs of rows 8 (base + i) + quad
+      for (int i = 0; i < PASS; ++i) {
+        const int row = 8 * (base + i) + quad;
+        if (base + i < TILES && row < M) {
           const uint4* from = reinterpret_cast<const uint4*>(x + row * K + first);
           rows[i][0] = from[0];
           rows[i][1] = from[1];
@@ -129,20 +131,9 @@ SOURCE = """
       for (int step = 0; step < 4; ++step) {  // inputs first + 4 step .. + 3
         uint32_t a[4];
         weight_operand<BF16>(a, words, scale, bias, step);
-        for (int i = 0; i < TILES; ++i) {
+        for (int i = 0; i < PASS && base + i < TILES; ++i) {
           const uint4& r = rows[i][step / 2];
-          mma_16x8x16<BF16>(acc[i], a, step % 2 ? r.z : r.x, step % 2 ? r.w : r.y);
-        }
-      }
-    } else {  // more rows than registers for all of them: each mma step loads its 4 inputs of each row
-      for (int step = 0; step < 4; ++step) {
-        uint32_t a[4];
-        weight_operand<BF16>(a, words, scale, bias, step);
-        for (int i = 0; i < TILES; ++i) {
-          const int row = 8 * i + quad;
-          const uint2 b = row < M ? *reinterpret_cast<const uint2*>(x + row * K + first + 4 * step)
-                                  : make_uint2(0, 0);
-          mma_16x8x16<BF16>(acc[i], a, b.x, b.y);
+          mma_16x8x16<BF16>(acc[base + i], a, step % 2 ? r.z : r.x, step % 2 ? r.w : r.y);
         }
       }
     }
