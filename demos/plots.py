@@ -99,7 +99,7 @@ def main(argv=None):
     results = Path(args[0]) / "results.json"
     try:
         rows = json.loads(results.read_text())["rows"]
-        ar = [r["tokens_per_s"] for r in rows if r["method"] == "ar"]
+        ar = [r["tokens_per_s"] for r in rows if our_ar(r["method"])]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UsageError(f"{results}: not a demos.benchmark results file ({type(error).__name__}: {error})") from None
     if not ar:
