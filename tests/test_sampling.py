@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.decode.acceptance import speculative_accept
+from redrafter_mlx.decode.acceptance import MIN_MASS, _iid_walk, speculative_accept
 from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.decode import generate_ar, generate_redrafter
 from redrafter_mlx.decode.sampling import SamplingParams, target_log_probs
@@ -136,7 +136,8 @@ def top_beams(width: int, length: int, q) -> np.ndarray:
     return np.concatenate([np.zeros((width, 1), dtype=np.int64), tops], 1)
 
 
-@pytest.mark.parametrize("width,length,sparse", [(1, 3, False), (3, 3, False), (4, 2, True), (6, 3, True)])
+@pytest.mark.parametrize("width,length,sparse", [(1, 3, False), (3, 3, False), (4, 2, True), (6, 3, True),
+                                                     (16, 3, False), (12, 2, True)])
 def test_speculative_accept_is_exact(width, length, sparse):
     rng = np.random.default_rng(width * 10 + length)
     mx.random.seed(width)
@@ -148,6 +149,55 @@ def test_speculative_accept_is_exact(width, length, sparse):
     assert chi2_goodness_of_fit(counts, exact_joint(p)) > 1e-3
     assert total_variation(counts, exact_joint(p)) < 0.02
     assert count.mean() > 0.3  # drafts do get accepted
+
+
+def sequential_iid_walk(inside, outside, q, tokens, places, alive, coins):
+    """The walk of one node one candidate at a time, in float64 (docs/sampling.md)."""
+    found = np.zeros(len(tokens), dtype=bool)
+    chosen = np.zeros(len(tokens), dtype=np.int64)
+    rest = inside.astype(np.float64).copy()
+    for b in range(len(tokens)):
+        r, mass = rest[b], 1.0
+        for w in np.flatnonzero(alive[b]):
+            x = places[b, w]
+            if coins[b, w] * q[b, x] * mass < r[x]:
+                found[b], chosen[b] = True, tokens[b, w]
+                break
+            moved = np.maximum(r - q[b] * mass, 0.0)
+            if outside[b] + moved.sum() > MIN_MASS:
+                r, mass = moved, outside[b] + moved.sum()
+        rest[b] = r
+    return found, chosen, rest
+
+
+@pytest.mark.parametrize("width,vocab", [(16, 6), (5, 40)])
+def test_iid_walk_tests_each_candidate_against_the_sequential_residual(width, vocab):
+    """The vectorised walk (every candidate tested at once against the residual after the
+    alive beams before it were rejected) takes the same decisions as trying the candidates
+    one by one, given the same coins."""
+    rng = np.random.default_rng(width)
+    rows = 3000
+    p = rng.dirichlet(np.full(vocab + 1, 0.3), size=rows)  # the last entry: mass outside V'
+    q = rng.dirichlet(np.full(vocab, 0.3), size=rows)
+    p[:5, -1] = 0
+    p[:5] /= p[:5].sum(-1, keepdims=True)
+    q[:5] = p[:5, :-1]  # r == q: nothing is left after a rejection (here forced by coins of 1), so r stays
+    places = np.minimum((rng.random((rows, width, 1)) > np.cumsum(q, -1)[:, None]).sum(-1), vocab - 1)  # iid from q
+    tokens = places + 100
+    alive = rng.random((rows, width)) < 0.8
+    coins = rng.random((rows, width))
+    coins[:5] = 1.0
+    inside, outside = p[:, :-1], p[:, -1]
+    args = [a.astype(np.float32) if a.dtype == np.float64 else a for a in (inside, outside, q)]
+    args = [*args, tokens.astype(np.int32), places.astype(np.int32), alive, coins.astype(np.float32)]
+    found, chosen, rest = (np.array(a) for a in _iid_walk(*(mx.array(a) for a in args)))
+    want_found, want_chosen, want_rest = sequential_iid_walk(*args)
+    assert (found == want_found).mean() > 0.999 and found.mean() > 0.3
+    same = found & want_found
+    assert (chosen[same] == want_chosen[same]).mean() > 0.999
+    stopped = ~found & ~want_found
+    assert stopped[:5].all()
+    np.testing.assert_allclose(rest[stopped], want_rest[stopped], atol=1e-5)
 
 
 @pytest.mark.parametrize("rule", ["longest_run_independent_coins", "beam_search_drafts"])

@@ -73,10 +73,14 @@ def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_logits
 
     Cost: p is computed only for the rows the walk visits (one per depth), and a rejection
     changes r only inside the draft vocabulary (q is 0 outside it): the walk keeps r there,
-    unnormalised, with the mass outside it, and touches V' entries per candidate, not V."""
+    unnormalised, with the mass outside it, and touches V' entries per candidate, not V. With
+    iid drafts every rejection at a node subtracts the same q, so the residual after k
+    rejections is max(p - c_k q, 0) for a scale c_k that depends on p and q only: the walk
+    computes the W + 1 scales and then tests every candidate at once (_iid_walk)."""
     batch, width, length = beams.shape
     positions = beams[:, :, 1:] if draft_positions is None else draft_positions
     ids = mx.arange(target_logits.shape[-1]) if draft_tokens is None else draft_tokens
+    walk = _recursive_walk if without_replacement else _iid_walk
     alive = mx.ones((batch, width), dtype=mx.bool_)
     done = mx.zeros((batch,), dtype=mx.bool_)
     count = mx.zeros((batch,), dtype=mx.int32)
@@ -84,29 +88,14 @@ def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_logits
     for depth in range(1, length):
         lead = mx.argmax(alive, axis=1)  # any alive beam: they share the prefix
         p = mx.exp(target_log_probs(_row(target_logits, index, lead, depth - 1), sampling))  # (B, V)
-        inside = p[:, ids]  # (B, V'): r * mass inside the draft vocabulary
-        outside = mx.maximum(p.sum(axis=-1) - inside.sum(axis=-1), 0.0)  # (B,): r * mass elsewhere, fixed
-        mass = mx.ones((batch,))
+        inside = p[:, ids]  # (B, V'): p inside the draft vocabulary
+        outside = mx.maximum(p.sum(axis=-1) - inside.sum(axis=-1), 0.0)  # (B,): p's mass elsewhere
         q = mx.exp(_node(draft_log_probs, lead, depth - 1))  # (B, V')
         tokens, places = beams[:, :, depth], positions[:, :, depth - 1]
-        candidates = _first_occurrences(tokens, alive) if without_replacement else alive
         coins = mx.random.uniform(shape=(batch, width))
-        found = mx.zeros((batch,), dtype=mx.bool_)
-        chosen = mx.zeros((batch,), dtype=mx.int32)
-        for w in range(width):
-            token, place = tokens[:, w], places[:, w]
-            tried = candidates[:, w] & ~found & ~done
-            accept = tried & (coins[:, w] * _at(q, place) * mass < _at(inside, place))
-            found, chosen = found | accept, mx.where(accept, token, chosen)
-            rejected = tried & ~accept
-            rest = mx.maximum(inside - q * mass[:, None], 0.0)  # norm(max(r - q, 0)), unnormalised
-            rest_mass = outside + rest.sum(axis=-1)
-            moved = rejected & (rest_mass > MIN_MASS)  # r == q leaves nothing: r is kept
-            inside, mass = mx.where(moved[:, None], rest, inside), mx.where(moved, rest_mass, mass)
-            if without_replacement:
-                q = _without(q, place, rejected)
+        found, chosen, rest = walk(inside, outside, q, tokens, places, alive & ~done[:, None], coins)
         stop = ~done & ~found
-        residual = mx.put_along_axis(p, mx.broadcast_to(ids, inside.shape), inside, axis=-1)
+        residual = mx.put_along_axis(p, mx.broadcast_to(ids, rest.shape), rest, axis=-1)
         bonus = residual if bonus is None else mx.where(stop[:, None], residual, bonus)
         alive = mx.where(found[:, None], alive & (tokens == chosen[:, None]), alive)
         count, done = count + found.astype(mx.int32), done | stop
@@ -115,6 +104,72 @@ def speculative_accept(beams: mx.array, draft_log_probs: mx.array, target_logits
     bonus = mx.where(done[:, None], bonus, last)
     next_token = mx.random.categorical(mx.log(bonus), axis=-1).astype(mx.int32)
     return Accepted(beam, count, next_token)
+
+
+def _iid_walk(inside, outside, q, tokens, places, alive, coins):
+    """One node of the walk over iid candidates, all tested at once.
+
+    inside (B, V'): p over the draft vocabulary; outside (B,): p's mass elsewhere; q (B, V');
+    tokens, places (B, W): the beams' tokens at this depth and their places in V'; alive (B,
+    W): the beams that take part; coins (B, W) uniform. Returns found (B,): a candidate was
+    accepted, chosen (B,): its token, and the residual inside the draft vocabulary after the
+    walk, unnormalised (B, V'): what the next token is drawn from when nothing was accepted.
+
+    Before the first acceptance every tried candidate was rejected, so candidate w is tested
+    against the residual after k(w) rejections, k(w) = the alive beams before w."""
+    scales, masses = _residual_scales(inside, outside, q, tokens.shape[1])
+    rejections = mx.cumsum(alive.astype(mx.int32), axis=1) - alive.astype(mx.int32)  # (B, W): k(w)
+    scale = mx.take_along_axis(scales, rejections, axis=1)
+    mass = mx.take_along_axis(masses, rejections, axis=1)
+    at_p, at_q = mx.take_along_axis(inside, places, axis=1), mx.take_along_axis(q, places, axis=1)
+    accept = alive & (coins * at_q * mass < mx.maximum(at_p - scale * at_q, 0.0))
+    found = accept.any(axis=1)
+    first = mx.argmax(accept, axis=1)[:, None]
+    chosen = mx.take_along_axis(tokens, first, axis=1)[:, 0]
+    last = mx.take_along_axis(scales, alive.sum(axis=1, keepdims=True), axis=1)  # (B, 1): all rejected
+    return found, chosen, mx.maximum(inside - last * q, 0.0)
+
+
+def _residual_scales(inside, outside, q, tries: int):
+    """The residual after k rejections, k = 0..tries, as max(p - c_k q, 0) inside the draft
+    vocabulary (p outside it) of mass m_k: returns c and m, each (B, tries + 1).
+
+    A rejection moves r = max(p - c q, 0) of mass m to max(r - m q, 0) = max(p - (c + m) q,
+    0), so c_{k+1} = c_k + m_k from c_0 = 0, m_0 = 1. A residual of mass at most MIN_MASS
+    (r == q up to rounding) is not taken: r stays."""
+    outside = outside[:, None]
+    scale, mass = mx.zeros(outside.shape), mx.ones(outside.shape)
+    scales, masses = [scale], [mass]
+    for _ in range(tries):
+        moved = scale + mass  # (B, 1)
+        moved_mass = outside + mx.maximum(inside - moved * q, 0.0).sum(axis=-1, keepdims=True)
+        keep = moved_mass > MIN_MASS
+        scale, mass = mx.where(keep, moved, scale), mx.where(keep, moved_mass, mass)
+        scales.append(scale)
+        masses.append(mass)
+    return mx.concatenate(scales, axis=1), mx.concatenate(masses, axis=1)
+
+
+def _recursive_walk(inside, outside, q, tokens, places, alive, coins):
+    """One node of the walk over children drawn without replacement (_iid_walk's arguments
+    and results): each distinct child in beam order, q losing each rejected one."""
+    batch, width = tokens.shape
+    mass = mx.ones((batch,))
+    candidates = _first_occurrences(tokens, alive)
+    found = mx.zeros((batch,), dtype=mx.bool_)
+    chosen = mx.zeros((batch,), dtype=mx.int32)
+    for w in range(width):
+        token, place = tokens[:, w], places[:, w]
+        tried = candidates[:, w] & ~found
+        accept = tried & (coins[:, w] * _at(q, place) * mass < _at(inside, place))
+        found, chosen = found | accept, mx.where(accept, token, chosen)
+        rejected = tried & ~accept
+        rest = mx.maximum(inside - q * mass[:, None], 0.0)  # norm(max(r - q, 0)), unnormalised
+        rest_mass = outside + rest.sum(axis=-1)
+        moved = rejected & (rest_mass > MIN_MASS)  # r == q leaves nothing: r is kept
+        inside, mass = mx.where(moved[:, None], rest, inside), mx.where(moved, rest_mass, mass)
+        q = _without(q, place, rejected)
+    return found, chosen, inside
 
 
 def _without(q: mx.array, position: mx.array, drop: mx.array) -> mx.array:
