@@ -20,7 +20,7 @@ from redrafter_mlx import BeamShape, SamplingParams
 from redrafter_mlx.decode.beam_search import Draft
 from redrafter_mlx.decode.steps import verify
 from redrafter_mlx.decode.strategy import choose_strategy
-from redrafter_mlx.decode.trees import tree_layout, tree_mask, tree_tokens
+from redrafter_mlx.decode.trees import packed_tree, tree_mask, tree_rows
 from redrafter_mlx.decode.sampled_drafts import METHODS
 from redrafter_mlx.decode.sampling import target_log_probs
 
@@ -35,8 +35,7 @@ def main():
     beam, sampling = args.beam, SamplingParams(args.temp)
     engine = load(args)
     model, drafter = engine.model, engine.drafter
-    layout = tree_layout(beam.width, beam.length)
-    rows = layout.depths.shape[0]
+    rows = tree_rows(beam.width, beam.length)
     prompt = context_tokens(engine, args.context)
     resident, context, token = resident_context(engine, prompt, rows, beam.length)
     greedy = choose_strategy(SamplingParams(), "rsd-s")
@@ -55,18 +54,19 @@ def main():
         report(f"draft: sampled, {method}", drafting(strategy))
     draft = sampled["rsd-s"].draft(drafter, model.embed, context, token, beam.width, beam.length)
     beams = draft.beams[0]
-    mask = tree_mask(resident.kept, layout.block, resident.end)
-    hidden, _, _ = verify(model, tree_tokens(beams)[None], (resident.length + layout.depths)[None], mask,
+    tree = packed_tree(beams, rows)
+    mask = tree_mask(resident.kept, tree.block, resident.end)
+    hidden, _, _ = verify(model, tree.tokens[None], (resident.length + tree.depths)[None], mask,
                           resident.end, resident.keys, resident.values, drafter.taps)
     drafted = Draft(beams, draft.log_probs[0], draft.positions[0], None)
     mx.eval(hidden, drafted)
     report(f"target head, {rows} rows", lambda: model.logits(hidden))
     report("target log-probs of every tree token", lambda: target_log_probs(model.logits(hidden), sampling))
     report("judge: greedy (head, argmax, match)",
-           lambda: greedy.judge(model, drafter, hidden, layout.index, beams, drafted).count)
+           lambda: greedy.judge(model, drafter, hidden, tree.index, beams, drafted).count)
     for name, method in (("i.i.d.", "iid"), ("recursive, without replacement", "rsd-s")):
         report(f"judge: rejection walk, {name}",
-               lambda method=method: sampled[method].judge(model, drafter, hidden, layout.index, beams, drafted).count)
+               lambda method=method: sampled[method].judge(model, drafter, hidden, tree.index, beams, drafted).count)
 
 
 if __name__ == "__main__":

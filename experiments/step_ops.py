@@ -7,7 +7,10 @@ is loaded under the GPU policy's graph (fixed shapes, joined projections) with d
 so this runs on any device.
 
   python -m experiments.step_ops [--model NAME|DIR --drafter DIR] [--beam 2x4] [--lookup 2]
-                                 [--context 64] [--top 12]
+                                 [--context 64] [--top 12] [--temp 0.7 --top-p 0.9 --sampled-drafts iid]
+
+With --temp > 0 the resident step is the sampled one (sampled drafts, exact acceptance; no
+lookup beam, as decoding runs it) and the drafting counted is the sampled drafts'.
 
 The count depends on the device: on CPUs MLX builds its fused operations (attention, RMS
 norm, rotary embedding) from their parts. On the H100 (Qwen2.5-Coder-1.5B, 2x5 with the lookup
@@ -27,9 +30,10 @@ import numpy as np
 from experiments.common import context_tokens, parser, resident_context
 from redrafter_mlx import BeamShape, DecodeOptions, Engine, SamplingParams
 from redrafter_mlx.decode import CompiledSteps, prefill
-from redrafter_mlx.decode.steps import ar_step, resident_step, slot_inputs
+from redrafter_mlx.decode.sampled_drafts import METHODS
+from redrafter_mlx.decode.steps import ar_step, draft_arrays, resident_step, slot_inputs
 from redrafter_mlx.decode.strategy import choose_strategy
-from redrafter_mlx.decode.trees import tree_layout, tree_rows
+from redrafter_mlx.decode.trees import tree_rows
 from redrafter_mlx.policy import GPU
 
 
@@ -47,11 +51,16 @@ def main():
                              help="the lookup beam's minimum match (0: off)")
     args_parser.add_argument("--context", type=int, default=64, help="prompt tokens prefilled")
     args_parser.add_argument("--top", type=int, default=12, help="operation kinds listed per step")
+    args_parser.add_argument("--temp", type=float, default=0.0, help="sampling temperature (0: greedy)")
+    args_parser.add_argument("--top-p", type=float, default=1.0)
+    args_parser.add_argument("--sampled-drafts", default=DecodeOptions().sampled_drafts, choices=METHODS)
     args = args_parser.parse_args()
     beam = args.beam
     engine = Engine.load(args.model, args.drafter, policy=replace(GPU, dense_weights=True, float_dtype="float32"))
     model, drafter = engine.model, engine.drafter
-    greedy = choose_strategy(SamplingParams(), DecodeOptions().sampled_drafts)
+    sampling = SamplingParams(args.temp, top_p=args.top_p)
+    strategy = choose_strategy(sampling, args.sampled_drafts)
+    lookup = 0 if args.temp else args.lookup
     prompt = context_tokens(engine, args.context)
 
     def report(name: str, counted: collections.Counter):
@@ -68,16 +77,18 @@ def main():
         token, keys, values = step(*inputs)
         report(name, operations(token, *keys, *values))
 
-    rows = tree_rows(tree_layout(beam.width + (args.lookup > 0), beam.length))
+    rows = tree_rows(beam.width + (lookup > 0), beam.length, beam.rows)
     resident, context, token = resident_context(engine, prompt, rows, beam.length, bucket=GPU.prefill_bucket)
-    draft = greedy.draft(drafter, model.embed, context, token, beam.width, beam.length)
-    mx.eval(draft.beams, context, token, resident.state())  # the step's inputs: not counted
-    step = CompiledSteps().get("resident", lambda: resident_step(model, drafter, greedy, beam, args.lookup, False))
-    out, drafts, state = step((draft.beams,), resident.state())
-    report(f"resident step {beam}, compiled ({rows} tree rows)", operations(out, *drafts, *state[0], *state[1],
-                                                                          *state[2:]))
-    search = mx.compile(lambda c, t: greedy.draft(drafter, model.embed, c, t, beam.width, beam.length).beams)
-    report(f"of which beam search {beam}, compiled", operations(search(context, token)))
+    draft = draft_arrays(strategy.draft(drafter, model.embed, context, token, beam.width, beam.length), args.temp > 0)
+    mx.eval(draft, context, token, resident.state())  # the step's inputs: not counted
+    step = CompiledSteps().get("resident", lambda: resident_step(model, drafter, strategy, beam, lookup, args.temp > 0))
+    out, drafts, state = step(draft, resident.state())
+    kind = "greedy" if sampling.greedy else f"sampled ({sampling}, {args.sampled_drafts} drafts)"
+    report(f"resident step {beam}, {kind}, compiled ({rows} tree rows)",
+           operations(out, *drafts, *state[0], *state[1], *state[2:]))
+    search = mx.compile(lambda c, t: draft_arrays(strategy.draft(drafter, model.embed, c, t, beam.width, beam.length),
+                                                  args.temp > 0))
+    report(f"of which drafting {beam}, compiled", operations(*search(context, token)))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ time was 81-97% of every part but the target head, and a 37-token forward cost a
 A --context-token prompt is prefilled; the parts then run on its cache, sized as decoding
 sizes it (decode.tree_cache), and nothing is committed, so every call sees the same cache.
 --lookup is DecodeOptions.lookup (0: no lookup beam): the resident tree then holds W + 1
-beams, T = 1 + (W + 1)(L - 1) rows (1 + W (L - 1) without it), and the packed tree adds the
-lookup beam where the text repeats. Parts: the forward over the resident tree with its mask
+beams, T = 1 + (W + 1)(L - 1) rows (1 + W (L - 1) without it; at most R with --beam WxL:R),
+and the packed tree adds the lookup beam where the text repeats. Parts: packing the resident
+tree on the device (trees.packed_tree), the forward over the resident tree with its mask
 (with an additive mask made once, and without a mask), a one-token forward, the target head,
 beam search, the whole resident step (verify, judge, commit, next draft), AR tokens (on the
 engine's AR form) and resident steps chained, each queued before the previous one's first
@@ -40,7 +41,7 @@ from redrafter_mlx.decode import CompiledSteps, prefill, tree_cache, tree_inputs
 from redrafter_mlx.decode.steps import packed_step, resident_step, slot_inputs
 from redrafter_mlx.decode.strategy import choose_strategy
 from redrafter_mlx.decode.redrafter import packed_tree_size
-from redrafter_mlx.decode.trees import tree_layout, tree_mask, tree_rows, tree_tokens
+from redrafter_mlx.decode.trees import node_rows, packed_tree, tree_mask, tree_rows
 from redrafter_mlx.model.kv_cache import Slots
 from redrafter_mlx.decode.lookup import with_lookup_beam
 from redrafter_mlx.decode.tree import build_tree
@@ -81,18 +82,20 @@ def main():
         print(f"{name:58s} {total:8.3f} ms (host {host:7.3f} ms)", flush=True)
 
     # The resident step's tree, cache and inputs.
-    layout = tree_layout(beam.width + (lookup > 0), beam.length)
     resident_fn = compiled.get("resident", lambda: resident_step(model, drafter, greedy, beam, lookup, sampled=False))
-    rows = tree_rows(layout)
+    rows = tree_rows(beam.width + (lookup > 0), beam.length, beam.rows)
     prompt = context_tokens(engine, args.context)
     resident, context, token = resident_context(engine, prompt, rows, beam.length, bucket=policy.prefill_bucket)
     draft = greedy.draft(drafter, model.embed, context, token, beam.width, beam.length)
     beams = draft.beams[0]
     if lookup:
         beams = mx.concatenate([beams, beams[:1]])  # the lookup beam's place (a copy where nothing matches)
-    tree = (tree_tokens(beams)[None], (resident.length + layout.depths)[None],
-            tree_mask(resident.kept, layout.block, resident.end), resident.end)
-    print(f"resident tree: {rows} rows ({beams.shape[0]} beams), attention over {resident.capacity} slots")
+    device_tree = packed_tree(beams, rows)
+    tree = (device_tree.tokens[None], (resident.length + device_tree.depths)[None],
+            tree_mask(resident.kept, device_tree.block, resident.end), resident.end)
+    distinct = node_rows(beams)[1].item()
+    print(f"resident tree: {rows} rows ({beams.shape[0]} beams, {distinct} distinct tokens), "
+          f"attention over {resident.capacity} slots")
 
     # The packed step's cache and inputs, sized as decode.redrafter.Steps sizes them.
     fixed = policy.fixed_tree(beam.width)
@@ -123,6 +126,7 @@ def main():
     forward = mx.compile(lambda *arrays: verify(model, *arrays, drafter.taps)[0])
     unmasked = mx.compile(lambda tokens, positions, offset, keys, values: model.forward(
         tokens, positions, None, Slots(keys, values, offset), resident.capacity, drafter.taps))
+    report(f"resident: packing the tree on the device, {rows} rows", lambda: list(packed_tree(beams, rows)))
     report(f"resident: forward of {rows} rows, tree mask", lambda: forward(*tree, resident.keys, resident.values))
     additive = mx.where(tree[2], 0.0, -mx.inf).astype(model.dtype)  # made once, as a step could make it
     mx.eval(additive)

@@ -31,9 +31,10 @@ RUNS = {
     "kernel_rows": (["--rows", "4,8", "--keys", "16", "--repeats", "2"],
                     [r"4/2 heads of 8, product 32 x 48"]
                     + [rf"keys 16 T {t}: sdpa {N} ms, q4 32x48 {N} ms" for t in (4, 8)]),
-    "tree_acceptance": (["--drafter", "{drafter}", "--data", "{answers}", "--shapes", "1x3,2x4"],
-                        [r"1 answers, 8 tokens, lookup 2:", rf"1x3\s+{N} tokens per step \(\d+ steps\)",
-                         rf"2x4\s+{N} tokens per step \(\d+ steps\)"]),
+    "tree_acceptance": (["--drafter", "{drafter}", "--data", "{answers}", "--shapes", "1x3,2x4,2x4:5"],
+                        [r"1 answers, 8 tokens, lookup 2:"]
+                        + [rf"{shape}\s+{N} tokens per step \(\d+ steps\); distinct tree tokens of {full}: mean {N}, "
+                           rf"90th percentile \d+, max \d+" for shape, full in (("1x3", 5), ("2x4", 10), ("2x4:5", 10))]),
     "op_costs": (["--rows", "4", "--chain", "3", "--repeats", "1"],
                  [r"32 wide, 4/2 heads of 8, 4 rows; per operation:"]
                  + [rf"{kind}.*host\s+{N} us, total\s+{N} us; compiled: host\s+{N} us, total\s+{N} us" for kind in (
@@ -62,9 +63,10 @@ RUNS = {
                          "judge: greedy \\(head, argmax, match\\)", "judge: rejection walk, i.i.d.",
                          "judge: rejection walk, recursive, without replacement")]),
     "step_parts": (["--drafter", "{drafter}", "--beam", "2x3", "--context", "8", "--repeats", "2"],
-                   [r"resident tree: 7 rows \(3 beams\), attention over 256 slots",
+                   [r"resident tree: 7 rows \(3 beams, \d distinct tokens\), attention over 256 slots",
                     r"packed tree: \d+ rows, attention over \d+ slots"]
                    + [rf"{part}\s+{N} ms \(host\s+{N} ms\)" for part in (
+                       "resident: packing the tree on the device, 7 rows",
                        "resident: forward of 7 rows, tree mask", "resident: forward of 7 rows, additive mask",
                        "resident: forward of 7 rows, no mask",
                        "forward of 1 token, mask", "target head \\+ argmax, 7 rows", "target head \\+ argmax, 1 row",
@@ -75,8 +77,8 @@ RUNS = {
     "step_ops": (["--drafter", "{drafter}", "--beam", "2x3", "--context", "8", "--top", "3"],
                  [r"AR step, uncompiled \(as GPUs run it\): \d+ operations \(\w+ \d+, \w+ \d+, \w+ \d+\)",
                   r"AR step, compiled: \d+ operations \(.+\)",
-                  r"resident step 2x3, compiled \(7 tree rows\): \d+ operations \(.+\)",
-                  r"of which beam search 2x3, compiled: \d+ operations \(.+\)"]),
+                  r"resident step 2x3, greedy, compiled \(7 tree rows\): \d+ operations \(.+\)",
+                  r"of which drafting 2x3, compiled: \d+ operations \(.+\)"]),
     "step_timing": (["--drafter", "{drafter}", "--beam", "2x3", "--prompts", "{prompts}", "--num-prompts", "2",
                      "--max-tokens", "6"],
                     [rf"pass {p}: AR {N} tok/s \({N} ms/token, prefill {N} ms/prompt\); ReDrafter 2x3 {N} tok/s, "
@@ -104,13 +106,13 @@ def test_tree_acceptance_replays_greedy_decoding_step_for_step(fixed_shapes):
     prompt = [1, 2, 3, 1, 2]
     answer = sum(generate_ar(model, prompt, max_tokens=60), [])
     hidden, _ = target_features(model, mx.array(prompt + answer)[None], drafter.taps)
-    for beam in (BeamShape(1, 3), BeamShape(3, 4)):
+    for beam in (BeamShape(1, 3), BeamShape(3, 4), BeamShape(3, 4, 5)):
         for lookup in (0, 2):
             stats = Stats()
             decoded = sum(generate_redrafter(model, drafter, prompt, max_tokens=60, beam=beam, lookup=lookup,
                                              policy=cpu_policy(fixed_shapes), stats=stats), [])
             assert decoded == answer
-            counts = accepted_drafts(model, drafter, hidden, np.array(prompt + answer), len(prompt), beam, lookup)
+            counts, _ = accepted_drafts(model, drafter, hidden, np.array(prompt + answer), len(prompt), beam, lookup)
             assert replay_steps(counts) == stats.steps, (beam, lookup)
 
 
@@ -126,3 +128,13 @@ def test_experiment_runs_and_prints_its_lines(dirs, name):
     lines = out.stdout.splitlines()
     for pattern in promised:
         assert any(re.fullmatch(pattern, line.strip()) for line in lines), f"no line {pattern!r} in:\n{out.stdout}"
+
+
+def test_step_ops_counts_the_sampled_step(dirs):
+    """With --temp the resident step counted is the sampled one (no lookup beam: 2x3 packs 5 rows)."""
+    command = [sys.executable, "-m", "experiments.step_ops", "--model", str(dirs["model"]), "--drafter",
+               str(dirs["drafter"]), "--beam", "2x3", "--context", "8", "--temp", "0.7", "--top-p", "0.9"]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"resident step 2x3, sampled \(.*top_p=0.9.*, iid drafts\), compiled \(5 tree rows\): \d+ "
+                     r"operations", out.stdout), out.stdout

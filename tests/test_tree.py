@@ -3,10 +3,11 @@
 import mlx.core as mx
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from redrafter_mlx.decode.acceptance import greedy_accept
 from redrafter_mlx.decode import prefill, tree_inputs, verify
-from redrafter_mlx.decode.trees import tree_layout, tree_tokens
+from redrafter_mlx.decode.trees import packed_tree
 from redrafter_mlx.decode.tree import build_tree
 from helpers.tiny import tiny_model
 
@@ -82,20 +83,26 @@ def test_tree_verify_equals_uncompressed(kind, seed):
     assert [a.item() for a in ours] == [a.item() for a in theirs]
 
 
-@pytest.mark.parametrize("beams,length", [(1, 2), (1, 5), (3, 4), (6, 3)])
-def test_fixed_layout_rows_see_exactly_their_beam_prefix(beams, length):
-    """The resident step's layout (decode.trees): every beam token's row holds that token, and
-    a row sees exactly the rows of its beam's tokens up to its own depth (row 0, the shared
-    first token, for every beam)."""
-    rng = np.random.default_rng(beams * 10 + length)
-    tokens = rng.integers(0, 50, (beams, length))
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 7), st.integers(2, 5), st.integers(0, 40), st.integers(2, 4), st.integers(0, 2 ** 31 - 1))
+def test_device_packing_is_the_host_packing_cut_to_its_rows(beams, length, size, tokens_drawn, seed):
+    """The resident step's tree (decode.trees.packed_tree) holds what the host packs
+    (tree.build_tree) in its first `size` rows: the same tokens, depths, masks and index;
+    beam tokens past them are left out (index 0), and rows past the tree see only themselves."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, tokens_drawn, (beams, length))  # few distinct tokens: beams share prefixes
     tokens[:, 0] = 7
-    layout = tree_layout(beams, length)
-    index, block, depths = np.array(layout.index), np.array(layout.block), np.array(layout.depths)
-    rows = np.array(tree_tokens(mx.array(tokens)))
-    assert len(rows) == 1 + beams * (length - 1) == block.shape[0]
-    assert (rows[index] == tokens).all() and (depths[index] == np.arange(length)).all()
-    for w in range(beams):
-        for d in range(length):
-            seen = set(np.flatnonzero(block[index[w, d]]))
-            assert seen == set(index[w, :d + 1].tolist()), (w, d)
+    size = max(size, length)
+    host = build_tree(tokens, size)
+    ours = packed_tree(mx.array(tokens), size)
+    count = len(host.tokens)
+    assert count == min(size, len(build_tree(tokens).tokens))
+    assert (np.array(ours.tokens)[:count] == host.tokens).all()
+    assert (np.array(ours.depths)[:count] == host.depths).all()
+    assert (np.array(ours.index) == host.index).all() and (np.array(ours.present) == host.present).all()
+    block = np.array(ours.block)
+    assert (block[:count, :count] == host.mask).all() and not block[:count, count:].any()
+    assert (block[count:] == np.eye(size, dtype=bool)[count:]).all()
+    assert host.present[0].all()  # the first beam always fits (rows >= length)
+    for w, d in zip(*np.nonzero(host.present)):  # a token in the tree has its prefix in it
+        assert host.present[w, :d].all()

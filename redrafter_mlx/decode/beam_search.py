@@ -16,14 +16,18 @@ MAX_TREE_TOKENS = 1024  # W x L beyond this verifies far more tokens per step th
 
 @dataclass(frozen=True)
 class BeamShape:
-    """W beams of L tokens each: the LLM's own next token, then L - 1 drafted tokens."""
+    """W beams of L tokens each: the LLM's own next token, then L - 1 drafted tokens; rows:
+    at most this many rows in the tree verified (tokens past them are left out; greedy
+    decoding only; 0: every beam token has a row)."""
 
     width: int = 1
     length: int = 3
+    rows: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.width, int) or not isinstance(self.length, int):
-            raise UsageError(f"beam width and length must be integers, got {self.width!r}x{self.length!r}")
+        if not all(isinstance(v, int) for v in (self.width, self.length, self.rows)):
+            raise UsageError(f"beam width, length and rows must be integers, got {self.width!r}x{self.length!r}"
+                             f":{self.rows!r}")
         if self.width < 1:
             raise UsageError(f"beam width must be >= 1, got {self.width}")
         if not 2 <= self.length <= MAX_LENGTH:
@@ -31,18 +35,24 @@ class BeamShape:
                              f"drafts), got {self.length}")
         if self.width * self.length > MAX_TREE_TOKENS:
             raise UsageError(f"beam {self}: at most {MAX_TREE_TOKENS} tokens per tree (width x length)")
+        if self.rows and self.rows < self.length:
+            raise UsageError(f"beam {self}: rows must be 0 (all) or at least the beam length {self.length} "
+                             "(room for one whole beam)")
 
     def __str__(self) -> str:
-        return f"{self.width}x{self.length}"
+        return f"{self.width}x{self.length}" + (f":{self.rows}" if self.rows else "")
 
     @classmethod
     def parse(cls, text: str) -> "BeamShape":
-        """'WxL', e.g. '2x4'."""
+        """'WxL' or 'WxL:R' (at most R tree rows), e.g. '2x4', '32x5:48'."""
         try:
-            width, length = (int(v) for v in text.lower().split("x"))
+            shape, _, rows = text.lower().partition(":")
+            width, length = (int(v) for v in shape.split("x"))
+            rows = int(rows) if rows else 0
         except ValueError:
-            raise UsageError(f"--beam must be 'auto' or WIDTHxLENGTH like 2x4, got {text!r}") from None
-        return cls(width, length)
+            raise UsageError(f"--beam must be 'auto' or WIDTHxLENGTH like 2x4 (WIDTHxLENGTH:ROWS like 32x5:48: at "
+                             f"most ROWS tree rows), got {text!r}") from None
+        return cls(width, length, rows)
 
     def check(self, draft_vocab_size: int):
         """Raises UsageError when a drafter scoring `draft_vocab_size` tokens cannot fill W beams."""

@@ -29,7 +29,7 @@ from .ar import finish
 from .options import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, DecodeOptions, check_request
 from .prefill import prefill
 from .steps import CompiledSteps, draft_arrays, packed_step, resident_step, tree_inputs
-from .trees import tree_layout, tree_rows
+from .trees import tree_rows
 from .strategy import choose_strategy
 
 CACHE_STEP = 256  # the cache grows by multiples of this: on GPUs each capacity compiles its own kernels
@@ -101,7 +101,7 @@ class Steps:
         self.compiled, self.beam, self.lookup = compiled, options.beam, options.lookup_match
         self.sampled = not options.sampling.greedy
         if policy.fixed_shapes:  # resident: the lookup beam always in the tree
-            self.tree_size = tree_rows(tree_layout(self.beam.width + (self.lookup > 0), self.beam.length))
+            self.tree_size = tree_rows(self.beam.width + (self.lookup > 0), self.beam.length, self.beam.rows)
         else:
             self.tree_size = packed_tree_size(self.beam, policy)
 
@@ -143,11 +143,12 @@ class Steps:
             beams = np.array(draft.beams[0])
             if self.lookup:
                 beams = with_lookup_beam(beams, text, self.lookup)
-            tree = build_tree(beams)
+            tree = build_tree(beams, self.beam.rows)
             written = max(self.tree_size, len(tree.tokens))
             inputs = tree_inputs(cache, tree, written)
             stats.end_phase("tree", *inputs)
-            accepted, draft, keys, values = step(*inputs, mx.array(tree.index), mx.array(beams), draft.log_probs[0],
+            judged = np.where(tree.present, beams, -1)  # tokens left out of the tree (beam.rows) never match
+            accepted, draft, keys, values = step(*inputs, mx.array(tree.index), mx.array(judged), draft.log_probs[0],
                                                  draft.positions[0], *cache.arrays())
             cache.adopt(keys, values)
             mx.eval(accepted.beam, accepted.count, draft.beams, *cache.state())

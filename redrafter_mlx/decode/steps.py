@@ -17,7 +17,7 @@ from ..model.kv_cache import KVCache, Slots
 from ..model.llm import Model
 from .sampling import SamplingParams, sample
 from .strategy import Strategy
-from .trees import lookup_beam, tree_layout, tree_mask, tree_rows, tree_tokens
+from .trees import lookup_beam, packed_tree, tree_mask, tree_rows
 
 
 class CompiledSteps:
@@ -90,17 +90,17 @@ def packed_step(model: Model, drafter: Drafter, strategy: Strategy, beam: BeamSh
 
 def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: BeamShape, lookup: int,
                   sampled: bool):
-    """A step that needs nothing from the host (trees.py): lay out the drafts (and the
-    lookup beam, lookup > 0) as a fixed tree, verify it, judge it, commit the accepted path
-    in the cache's device state, append it to the text and draft the next beams.
+    """A step that needs nothing from the host (trees.py): pack the drafts (and the lookup
+    beam, lookup > 0) into a tree of fixed size, verify it, judge it, commit the accepted
+    path in the cache's device state, append it to the text and draft the next beams.
 
     step(drafts, state) -> (out, next drafts, next state): drafts holds the beams (1, W, L)
     and, when sampled, their log q (1, W, L-1, V') and positions (1, W, L-1); state is
     ResidentCache.state(); out (L + 2,) int32 holds the accepted count, the winning beam and
     its L tokens (the first count + 1 of them accepted), read by the host while the next step
-    runs."""
-    layout = tree_layout(beam.width + (lookup > 0), beam.length)
-    beam_rows = mx.arange(beam.length)
+    runs. Tokens left out of the tree (beam.rows) are judged as never matching."""
+    rows = tree_rows(beam.width + (lookup > 0), beam.length, beam.rows)
+    depths = mx.arange(beam.length)
 
     def step(drafts, state):
         keys, values, kept, end, length, text = state
@@ -108,17 +108,20 @@ def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: Beam
         if lookup:
             found, extra = lookup_beam(text, length, beams[0, :1], beam.length, lookup)
             beams = mx.concatenate([beams, mx.where(found, extra, beams[0])[None]])
-        mask = tree_mask(kept, layout.block, end)
-        hidden, keys, values = verify(model, tree_tokens(beams)[None], (length + layout.depths)[None], mask, end,
+        tree = packed_tree(beams, rows)
+        mask = tree_mask(kept, tree.block, end)
+        hidden, keys, values = verify(model, tree.tokens[None], (length + tree.depths)[None], mask, end,
                                       keys, values, drafter.taps)
-        drafted = Draft(beams, drafts[1][0], drafts[2][0], None) if sampled else Draft(beams, None, None, None)
-        accepted = strategy.judge(model, drafter, hidden, layout.index, beams, drafted)
+        judged = mx.where(tree.present, beams, -1) if beam.rows else beams
+        drafted = Draft(judged, drafts[1][0], drafts[2][0], None) if sampled else Draft(judged, None, None, None)
+        accepted = strategy.judge(model, drafter, hidden, tree.index, judged, drafted)
         path = beams[accepted.beam]
-        kept = mx.put_along_axis(kept, end + layout.index[accepted.beam], beam_rows <= accepted.count, axis=0)
+        on_path = (depths <= accepted.count) | ~tree.present[accepted.beam]  # left out: at row 0, kept
+        kept = mx.put_along_axis(kept, end + tree.index[accepted.beam], on_path, axis=0)
         text = mx.slice_update(text, path, length, axes=(0,))
-        draft = _next_draft(model, drafter, strategy, hidden, layout.index, accepted, beam)
+        draft = _next_draft(model, drafter, strategy, hidden, tree.index, accepted, beam)
         out = mx.concatenate([a.astype(mx.int32).reshape(-1) for a in (accepted.count, accepted.beam, path)])
-        next_state = (keys, values, kept, end + tree_rows(layout), length + accepted.count + 1, text)
+        next_state = (keys, values, kept, end + rows, length + accepted.count + 1, text)
         return out, draft_arrays(draft, sampled), next_state
 
     return step

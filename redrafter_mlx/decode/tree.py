@@ -16,11 +16,13 @@ class Tree(NamedTuple):
     tokens: np.ndarray  # (P,) packed tokens
     depths: np.ndarray  # (P,) depth of each packed token (position = committed length + depth)
     mask: np.ndarray  # (P, P) bool: mask[i, j] is True when j is i or an ancestor of i
-    index: np.ndarray  # (W, L) packed index of each beam token; index[w] is increasing
+    index: np.ndarray  # (W, L) packed index of each beam token; index[w] is increasing (0 where left out)
+    present: np.ndarray  # (W, L) bool: the beam token is in the tree
 
 
-def build_tree(beams: np.ndarray) -> Tree:
-    """beams (W, L) int -> the packed prefix tree."""
+def build_tree(beams: np.ndarray, rows: int = 0) -> Tree:
+    """beams (W, L) int -> the packed prefix tree; with rows > 0 its first `rows` tokens only
+    (the packing order keeps whole prefixes: a token comes after its parent)."""
     width, length = beams.shape
     same_token = beams[:, None, :] == beams[None, :, :]  # (W, W, L)
     same_prefix = np.logical_and.accumulate(same_token, axis=-1)
@@ -33,6 +35,8 @@ def build_tree(beams: np.ndarray) -> Tree:
     ancestors = index[unique_beam]  # (P, L): the path through each packed token's beam
     visible = np.arange(length)[None, :] <= depths[:, None]
     mask = np.zeros((count, count), dtype=bool)
-    rows = np.broadcast_to(np.arange(count)[:, None], (count, length))
-    mask[rows[visible], ancestors[visible]] = True
-    return Tree(beams[unique], depths, mask, index)
+    packed_rows = np.broadcast_to(np.arange(count)[:, None], (count, length))
+    mask[packed_rows[visible], ancestors[visible]] = True
+    count = min(rows, count) if rows else count
+    present = index < count
+    return Tree(beams[unique][:count], depths[:count], mask[:count, :count], np.where(present, index, 0), present)

@@ -1,10 +1,10 @@
-"""Draft trees at a fixed size on the device (DecodePolicy.fixed_shapes): built, searched
+"""Draft trees at a fixed size on the device (DecodePolicy.fixed_shapes): packed, searched
 and committed inside the step, so the host never reads the beams.
 
-Every beam starts with the LLM's own token, so the tree of B beams of L tokens is laid out
-as that shared token followed by each beam's L - 1 drafts: T = 1 + B (L - 1) rows, one
-constant mask and index per shape. (On GPUs the tree was padded to B x L rows anyway;
-deeper shared prefixes are verified twice, which costs rows, not launches or syncs.)
+Every beam starts with the LLM's own token, and beams often share more: the beams are
+packed into a prefix tree on the device (the rule of tree.build_tree, which packs on the
+host), in a fixed number of rows, 1 + B (L - 1) (room for beams that share only their first
+token) or fewer (a row budget, BeamShape.rows: the tokens that do not fit are left out).
 The lookup beam (lookup.py) is searched here too, over the text kept on the device.
 """
 
@@ -16,32 +16,55 @@ import numpy as np
 from .lookup import MAX_MATCH
 
 
-class TreeLayout(NamedTuple):
+def tree_rows(beams: int, length: int, budget: int = 0) -> int:
+    """Rows of a tree of `beams` beams of `length` tokens sharing their first token, 1 + B
+    (L - 1), or at most `budget` (BeamShape.rows; 0: no budget)."""
+    full = 1 + beams * (length - 1)
+    return min(budget, full) if budget else full
+
+
+def node_rows(beams: mx.array):
+    """beams (..., B, L) sharing their first token -> (rows (..., B, L) int32, count (...)):
+    each beam token's row in the packed prefix tree, where a token whose prefix an earlier
+    beam shares takes that beam's row, and the rows taken. Rows go to beam 0's tokens
+    first, then to each later beam's new tokens in order, so a token's row is after its
+    parent's and the first T rows of any T hold whole prefixes."""
+    width, length = beams.shape[-2:]
+    lead = beams.shape[:-2]
+    same = mx.cumprod((beams[..., :, None, :] == beams[..., None, :, :]).astype(mx.int32), axis=-1)  # [u, w, d]
+    owner = mx.argmax(same, axis=-3)  # (..., B, L): the first beam with w's first d + 1 tokens
+    new = (owner == mx.arange(width)[:, None]).reshape(*lead, width * length).astype(mx.int32)
+    rank = mx.cumsum(new, axis=-1) - 1  # (..., B L): the row of each new token
+    where = (owner * length + mx.arange(length)).reshape(*lead, width * length)
+    rows = mx.take_along_axis(rank, where, axis=-1).reshape(*lead, width, length)
+    return rows, new.sum(axis=-1)
+
+
+class PackedTree(NamedTuple):
+    tokens: mx.array  # (T,) int32: each row's token (0 in rows past the tree)
     depths: mx.array  # (T,) int32: each row's depth (position = sequence length + depth)
-    index: mx.array  # (B, L) int32: the row of each beam token
-    block: mx.array  # (T, T) bool: row i sees row j (its ancestors and itself)
+    index: mx.array  # (B, L) int32: the row of each beam token (0 where it did not fit)
+    present: mx.array  # (B, L) bool: the beam token has a row
+    block: mx.array  # (T, T) bool: row i sees row j (its ancestors and itself; rows past the tree: themselves)
 
 
-def tree_layout(beams: int, length: int) -> TreeLayout:
-    """The fixed layout of `beams` beams of `length` tokens sharing their first token."""
-    drafts = length - 1
-    index = np.arange(beams)[:, None] * drafts + np.arange(length)[None]
-    index[:, 0] = 0
-    owner = np.concatenate([[-1], np.repeat(np.arange(beams), drafts)])
-    depths = np.concatenate([[0], np.tile(np.arange(1, length), beams)])
-    block = (owner[:, None] == owner[None, :]) & (depths[None, :] <= depths[:, None])
-    block[:, 0] = True
-    return TreeLayout(mx.array(depths, dtype=mx.int32), mx.array(index, dtype=mx.int32), mx.array(block))
-
-
-def tree_rows(layout: TreeLayout) -> int:
-    """T, the rows of a layout: 1 + B (L - 1)."""
-    return layout.depths.shape[0]
-
-
-def tree_tokens(beams: mx.array) -> mx.array:
-    """beams (B, L) -> the rows' tokens (T,) in tree_layout's order."""
-    return mx.concatenate([beams[0, :1], beams[:, 1:].reshape(-1)])
+def packed_tree(beams: mx.array, size: int) -> PackedTree:
+    """The beams (B, L) packed on the device into a prefix tree of `size` rows: shared
+    prefixes take one row (node_rows), and tokens past `size` rows are left out (their
+    beams are verified up to the last token that fits). Rows past the tree see only
+    themselves, keeping the shape fixed."""
+    width, length = beams.shape
+    rows, _ = node_rows(beams)
+    present = rows < size
+    target = mx.where(present, rows, size).reshape(-1)  # row `size`: a slot for what does not fit
+    depths = mx.broadcast_to(mx.arange(length, dtype=mx.int32), beams.shape).reshape(-1)
+    tokens = mx.put_along_axis(mx.zeros(size + 1, mx.int32), target, beams.reshape(-1).astype(mx.int32), axis=0)
+    depth_of = mx.put_along_axis(mx.zeros(size + 1, mx.int32), target, depths, axis=0)
+    seen = mx.where(mx.arange(length) <= mx.arange(length)[:, None], mx.minimum(rows, size)[:, None, :], size)  # (B, L, L)
+    pairs = target.reshape(width, length, 1) * (size + 1) + seen
+    block = mx.put_along_axis(mx.zeros((size + 1) ** 2, mx.bool_), pairs.reshape(-1), mx.array(True), axis=0)
+    block = block.reshape(size + 1, size + 1)[:size, :size] | mx.eye(size, dtype=mx.bool_)
+    return PackedTree(tokens[:size], depth_of[:size], mx.where(present, rows, 0), present, block)
 
 
 def tree_mask(kept: mx.array, block: mx.array, end: mx.array) -> mx.array:
