@@ -8,8 +8,8 @@ rejection walk, i.i.d. for iid or recursive without replacement for rsd-c and rs
                                      [--context 300] [--repeats 30]
 
 A --context-token prompt is prefilled; the judges read the hidden states of one forward over
-rsd-s drafts laid out as a resident step lays them out (decode/trees.py: T = 1 + W (L - 1)
-rows; CPUs verify the packed tree, at most as many). Each judge includes the target head over
+rsd-s drafts packed as a resident step packs them (decode/trees.py: T = 1 + W (L - 1)
+rows; CPUs verify the packed tree without its padding). Each judge includes the target head over
 the T rows ("target head" alone); the walk computes p only for the rows it visits (one per
 depth), and "target log-probs of every tree token" is what computing p for every row costs."""
 

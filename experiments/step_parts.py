@@ -1,5 +1,5 @@
 """Where a ReDrafter step's time goes, in both ways decoding runs one (decode/redrafter.py):
-the resident step of fixed-shape policies (GPUs: the tree laid out, verified, judged and
+the resident step of fixed-shape policies (GPUs: the tree packed, verified, judged and
 committed on the device, decode/steps.resident_step over a kv_cache.ResidentCache) and the
 packed step of CPUs (the host packs the beams' shared prefixes into a tree, tree_inputs,
 then decode/steps.packed_step). Each part is evaluated on its own, greedy, at the given beam

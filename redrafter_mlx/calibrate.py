@@ -86,7 +86,7 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
         candidates = CANDIDATES[engine.policy.device_kind]
         candidates = candidates + [options.beam] if options.beam not in candidates else candidates
         best, speeds = calibrate(engine, prompts, candidates, options)
-        known[key] = {"best": AR if best == AR else [best.width, best.length],
+        known[key] = {"best": AR if best == AR else [best.width, best.length] + ([best.rows] if best.rows else []),
                       "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
         with atomic_file(cache_file) as tmp:
             tmp.write_text(json.dumps(known, indent=2))
@@ -113,7 +113,7 @@ def read_cache(cache_file: Path) -> dict:
         best = entry.get("best") if isinstance(entry, dict) else None
         if best == AR:
             return True
-        if not (isinstance(best, list) and len(best) == 2 and all(is_int(v) for v in best)):
+        if not (isinstance(best, list) and len(best) in (2, 3) and all(is_int(v) for v in best)):
             return False
         try:
             BeamShape(*best)

@@ -153,3 +153,14 @@ def test_beam_auto_falls_back_to_ar_where_it_is_faster(dirs, tmp_path):
     out = cli(*common, env=env)
     assert out.returncode == 0 and "calibrating" not in out.stderr
     assert "decoding without the drafter" in out.stderr and "tokens/step" not in out.stderr
+
+
+def test_calibration_cache_keeps_a_row_budget(tmp_path):
+    """A shape with a tree row budget (WxL:R) is cached as [W, L, R] and read back whole; a
+    budget shorter than a beam is not a shape, so its entry is measured again."""
+    from redrafter_mlx.calibrate import read_cache
+
+    cache = tmp_path / "beam_auto.json"
+    cache.write_text(json.dumps({"kept": {"best": [16, 5, 48]}, "plain": {"best": [2, 4]},
+                                 "short": {"best": [16, 5, 3]}, "long": {"best": [1, 2, 3, 4]}}))
+    assert read_cache(cache) == {"kept": {"best": [16, 5, 48]}, "plain": {"best": [2, 4]}}

@@ -114,7 +114,7 @@ def test_ar_equals_full_recompute(compiled, fixed_shapes):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("step", [None, 16])
 def test_parity_in_gpu_mode(seed, step, monkeypatch):
-    """GPU mode (resident steps: the tree laid out, judged and committed on the device, steps
+    """GPU mode (resident steps: the tree packed, judged and committed on the device, steps
     queued ahead, attention over the whole cache capacity, rejected entries left in place)
     must not change the output; with 16-slot chunks the cache is compacted and grown many
     times."""

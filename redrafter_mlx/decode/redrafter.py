@@ -1,7 +1,7 @@
 """The ReDrafter loop: draft, verify the tree in one forward, accept, commit, repeat.
 
 Two ways to run a step, chosen once by the policy:
-- resident (fixed shapes: GPUs): the tree is laid out, verified, judged and committed on
+- resident (fixed shapes: GPUs): the tree is packed, verified, judged and committed on
   the device (trees.py, steps.resident_step); step n + 1 is queued before the host reads
   step n's accepted tokens, so the device never waits for the host. The loop stops one
   step late at EOS or max_tokens and emits nothing of the extra step.
@@ -100,7 +100,7 @@ class Steps:
         self.model, self.drafter, self.strategy, self.options, self.policy = model, drafter, strategy, options, policy
         self.compiled, self.beam, self.lookup = compiled, options.beam, options.lookup_match
         self.sampled = not options.sampling.greedy
-        if policy.fixed_shapes:  # resident: the lookup beam always in the tree
+        if policy.fixed_shapes:  # resident: room for the lookup beam in every tree
             self.tree_size = tree_rows(self.beam.width + (self.lookup > 0), self.beam.length, self.beam.rows)
         else:
             self.tree_size = packed_tree_size(self.beam, policy)

@@ -11,7 +11,6 @@ The lookup beam (lookup.py) is searched here too, over the text kept on the devi
 from typing import NamedTuple
 
 import mlx.core as mx
-import numpy as np
 
 from .lookup import MAX_MATCH
 
