@@ -27,8 +27,17 @@ from .decode.sampling import SamplingParams
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
 CANDIDATES = {"cpu": [BeamShape(1, 2), BeamShape(1, 3), BeamShape(1, 4), BeamShape(2, 3)],
-              "gpu": [BeamShape(w, 4) for w in (1, 4, 8, 12, 16, 24)] + [BeamShape(8, 5)]}  # H100: 12x4-24x4
+              "gpu": [BeamShape(w, 4) for w in (1, 4, 8, 12, 16, 24)] + [BeamShape(8, 5)]  # H100: 12x4-24x4
+              + [BeamShape(16, 5, 48), BeamShape(32, 5, 64)]}  # greedy only: trees of 37 and 68 distinct tokens on
+# average in 48 and 64 rows (Qwen2.5-Coder-1.5B, drafter v5, docs/perf.md)
 AR = "ar"  # a calibration's winner when AR was faster than every shape
+
+
+def candidate_shapes(device_kind: str, options: DecodeOptions) -> list:
+    """The shapes --beam auto times for a request: the device's candidates (those with a
+    tree row budget when greedy only) and the shape the request names."""
+    shapes = [b for b in CANDIDATES[device_kind] if options.sampling.greedy or not b.rows]
+    return shapes if options.beam in shapes else shapes + [options.beam]
 
 
 def speed(engine, prompts, options: DecodeOptions, max_tokens: int) -> float:
@@ -83,9 +92,7 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
         prompts = [engine.encode(p, chat_template) for p in PROMPTS]
-        candidates = CANDIDATES[engine.policy.device_kind]
-        candidates = candidates + [options.beam] if options.beam not in candidates else candidates
-        best, speeds = calibrate(engine, prompts, candidates, options)
+        best, speeds = calibrate(engine, prompts, candidate_shapes(engine.policy.device_kind, options), options)
         known[key] = {"best": AR if best == AR else [best.width, best.length] + ([best.rows] if best.rows else []),
                       "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
         with atomic_file(cache_file) as tmp:

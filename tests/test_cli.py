@@ -164,3 +164,19 @@ def test_calibration_cache_keeps_a_row_budget(tmp_path):
     cache.write_text(json.dumps({"kept": {"best": [16, 5, 48]}, "plain": {"best": [2, 4]},
                                  "short": {"best": [16, 5, 3]}, "long": {"best": [1, 2, 3, 4]}}))
     assert read_cache(cache) == {"kept": {"best": [16, 5, 48]}, "plain": {"best": [2, 4]}}
+
+
+@pytest.mark.parametrize("device_kind", ["cpu", "gpu"])
+def test_beam_auto_times_row_budgets_for_greedy_requests_only(device_kind):
+    """Every candidate of --beam auto is a shape the request may use: row budgets (WxL:R)
+    only when greedy; the requested shape is timed too."""
+    from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams
+    from redrafter_mlx.calibrate import candidate_shapes
+
+    for sampling in (SamplingParams(), SamplingParams(0.7, top_p=0.9)):
+        options = DecodeOptions(beam=BeamShape(3, 3), sampling=sampling)
+        shapes = candidate_shapes(device_kind, options)
+        assert BeamShape(3, 3) in shapes
+        assert any(b.rows for b in shapes) == (sampling.greedy and device_kind == "gpu")
+        for shape in shapes:
+            DecodeOptions(beam=shape, sampling=sampling)  # raises for a shape the request may not use
