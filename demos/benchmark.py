@@ -138,9 +138,10 @@ def make_runners(args, engine: Engine, sampling, suffix: str = ""):
     for w in args.widths:
         for n in args.lengths:
             for k, method, rows in itertools.product(args.lookup, args.sampled_drafts, args.tree_rows):
-                name = (f"redrafter_{BeamShape(w, n, rows)}" + ("" if k is None else f"_lookup{k}")
+                shape = BeamShape(w, n, rows)
+                name = (f"redrafter_{shape}" + ("" if k is None else f"_lookup{k}")
                         + ("" if method is None else f"_{method}") + suffix)
-                options = DecodeOptions(beam=BeamShape(w, n, rows), sampling=sampling,
+                options = DecodeOptions(beam=shape, sampling=sampling,
                                         lookup=LOOKUP_MIN_MATCH if k is None else k,
                                         sampled_drafts=method or SAMPLED_DRAFTS)
                 runners[name] = runner(options, w, n)

@@ -60,7 +60,8 @@ def main():
     model, drafter = engine.model, engine.drafter
     sampling = SamplingParams(args.temp, top_p=args.top_p)
     strategy = choose_strategy(sampling, args.sampled_drafts)
-    lookup = 0 if args.temp else args.lookup
+    lookup = DecodeOptions(sampling=sampling, lookup=args.lookup).lookup_match  # greedy only
+    sampled = not sampling.greedy
     prompt = context_tokens(engine, args.context)
 
     def report(name: str, counted: collections.Counter):
@@ -79,15 +80,15 @@ def main():
 
     rows = tree_rows(beam.width + (lookup > 0), beam.length, beam.rows)
     resident, context, token = resident_context(engine, prompt, rows, beam.length, bucket=GPU.prefill_bucket)
-    draft = draft_arrays(strategy.draft(drafter, model.embed, context, token, beam.width, beam.length), args.temp > 0)
+    draft = draft_arrays(strategy.draft(drafter, model.embed, context, token, beam.width, beam.length), sampled)
     mx.eval(draft, context, token, resident.state())  # the step's inputs: not counted
-    step = CompiledSteps().get("resident", lambda: resident_step(model, drafter, strategy, beam, lookup, args.temp > 0))
+    step = CompiledSteps().get("resident", lambda: resident_step(model, drafter, strategy, beam, lookup, sampled))
     out, drafts, state = step(draft, resident.state())
     kind = "greedy" if sampling.greedy else f"sampled ({sampling}, {args.sampled_drafts} drafts)"
     report(f"resident step {beam}, {kind}, compiled ({rows} tree rows)",
            operations(out, *drafts, *state[0], *state[1], *state[2:]))
     search = mx.compile(lambda c, t: draft_arrays(strategy.draft(drafter, model.embed, c, t, beam.width, beam.length),
-                                                  args.temp > 0))
+                                                  sampled))
     report(f"of which drafting {beam}, compiled", operations(*search(context, token)))
 
 

@@ -55,7 +55,7 @@ def accepted_drafts(model, drafter, hidden: mx.array, sequence: np.ndarray, prom
             extra = np.stack([b[0] if f is None else f for b, f in zip(beams, found)])
             beams = np.concatenate([beams, extra[:, None]], axis=1)
         rows, count = (np.array(a) for a in node_rows(mx.array(beams)))
-        present = rows < beam.rows if beam.rows else np.ones(rows.shape, dtype=bool)
+        present = rows < tree_rows(beams.shape[1], beam.length, beam.rows)
         matches = (beams[:, :, 1:] == truth[chunk:chunk + CHUNK, None, :]) & present[:, :, 1:]
         counts.append(np.cumprod(matches, axis=2).sum(axis=2).max(axis=1))
         distinct.append(count)

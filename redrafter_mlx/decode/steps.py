@@ -100,7 +100,7 @@ def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: Beam
     its L tokens (the first count + 1 of them accepted), read by the host while the next step
     runs. Tokens left out of the tree (beam.rows) are judged as never matching."""
     rows = tree_rows(beam.width + (lookup > 0), beam.length, beam.rows)
-    depths = mx.arange(beam.length)
+    beam_depths = mx.arange(beam.length)
 
     def step(drafts, state):
         keys, values, kept, end, length, text = state
@@ -116,7 +116,7 @@ def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: Beam
         drafted = Draft(judged, drafts[1][0], drafts[2][0], None) if sampled else Draft(judged, None, None, None)
         accepted = strategy.judge(model, drafter, hidden, tree.index, judged, drafted)
         path = beams[accepted.beam]
-        on_path = (depths <= accepted.count) | ~tree.present[accepted.beam]  # left out: at row 0, kept
+        on_path = (beam_depths <= accepted.count) | ~tree.present[accepted.beam]  # left out: at row 0, kept
         kept = mx.put_along_axis(kept, end + tree.index[accepted.beam], on_path, axis=0)
         text = mx.slice_update(text, path, length, axes=(0,))
         draft = _next_draft(model, drafter, strategy, hidden, tree.index, accepted, beam)
