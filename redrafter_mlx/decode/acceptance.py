@@ -141,10 +141,9 @@ def _residual_scales(inside, outside, q, tries: int):
     scale, mass = mx.zeros(outside.shape), mx.ones(outside.shape)
     scales, masses = [scale], [mass]
     for _ in range(tries):
-        moved = scale + mass  # (B, 1)
-        moved_mass = outside + mx.maximum(inside - moved * q, 0.0).sum(axis=-1, keepdims=True)
+        moved_mass = outside + mx.maximum(inside - (scale + mass) * q, 0.0).sum(axis=-1, keepdims=True)  # (B, 1)
         keep = moved_mass > MIN_MASS
-        scale, mass = mx.where(keep, moved, scale), mx.where(keep, moved_mass, mass)
+        scale, mass = scale + mx.where(keep, mass, 0.0), mx.where(keep, moved_mass, mass)
         scales.append(scale)
         masses.append(mass)
     return mx.concatenate(scales, axis=1), mx.concatenate(masses, axis=1)
