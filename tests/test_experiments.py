@@ -32,7 +32,7 @@ RUNS = {
                     [r"4/2 heads of 8, product 32 x 48"]
                     + [rf"keys 16 T {t}: sdpa {N} ms, q4 32x48 {N} ms" for t in (4, 8)]),
     "tree_acceptance": (["--drafter", "{drafter}", "--data", "{answers}", "--shapes", "1x3,2x4,2x4:5"],
-                        [r"1 answers, 8 tokens, lookup 2:"]
+                        [r"1 answers, 8 tokens, lookup 1:"]
                         + [rf"{shape}\s+{N} tokens per step \(\d+ steps\); distinct tree tokens of {full}: mean {N}, "
                            rf"90th percentile \d+, max \d+" for shape, full in (("1x3", 5), ("2x4", 10), ("2x4:5", 10))]),
     "op_costs": (["--rows", "4", "--chain", "3", "--repeats", "1"],
