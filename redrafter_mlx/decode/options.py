@@ -9,8 +9,8 @@ from .sampled_drafts import METHODS
 from .sampling import SamplingParams
 
 MODES = ("redrafter", "ar")
-LOOKUP_MIN_MATCH = 1  # lookup.py: ~3% more tokens per step than 2 on code and chat, as fast or faster on
-# CPUs (2026-12-07; docs/perf.md); free on GPUs, whose trees always hold the lookup beam
+LOOKUP_MIN_MATCH = 1  # lookup.py: ~3% more tokens per step than 2 on code and chat; on CPUs 3.5% faster on
+# code, chat within 1% (2026-12-07; docs/perf.md); no extra rows on GPUs, whose trees always hold the lookup beam
 SAMPLED_DRAFTS = "iid"  # sampled_drafts.py: how drafts are drawn when sampling; accepted more than rsd-s at
 # widths 2 and 8 on an H100 and faster on the CPU (Qwen2.5-Coder-1.5B, temperature 1.0; docs/perf.md)
 
