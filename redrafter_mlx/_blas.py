@@ -7,6 +7,8 @@ scope *before* `mlx.core` is imported makes MLX resolve `cblas_*` to OpenBLAS in
 `LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0`.
 
 Opt out with REDRAFTER_NO_OPENBLAS=1; point at another library with REDRAFTER_OPENBLAS=path.
+Where none is found, the first CPU decoding policy chosen (policy.DecodePolicy.for_device)
+says so in one line (note_if_missing), since everything still runs, only ~30x slower.
 """
 
 import ctypes
@@ -38,6 +40,25 @@ def load_openblas():
         return None
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     return path
+
+
+def not_found() -> bool:
+    """Whether Linux runs MLX's CPU matmuls on the reference BLAS because no OpenBLAS was
+    found (not because it was turned off or preloaded)."""
+    return (sys.platform.startswith("linux") and os.environ.get("REDRAFTER_NO_OPENBLAS") != "1"
+            and "openblas" not in os.environ.get("LD_PRELOAD", "") and openblas_path() is None)
+
+
+_noted = False
+
+
+def note_if_missing():
+    """One line on stderr, once per process, where decoding on this CPU runs without OpenBLAS."""
+    global _noted
+    if not _noted and not_found():
+        _noted = True
+        print("redrafter_mlx: OpenBLAS not found, so MLX's CPU matmuls run on the reference BLAS (~30x slower): "
+              "apt-get install libopenblas0-pthread, or set REDRAFTER_OPENBLAS to its path", file=sys.stderr)
 
 
 LOADED = load_openblas()

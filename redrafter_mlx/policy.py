@@ -21,6 +21,8 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
+from ._blas import note_if_missing
+
 VERIFY_FORMS = {
     "as_loaded": "the weights as loaded",
     "dense": "a quantized target made dense (in its activations' dtype) for trees, kept quantized for AR",
@@ -55,6 +57,7 @@ class DecodePolicy:
         """The policy for `device` (default: MLX's default device): CUDA's GPU policy verifies
         trees through the few-row 4-bit kernel, Apple GPUs (Metal) on the weights as loaded."""
         if (device or mx.default_device()) != mx.gpu:
+            note_if_missing()
             return CPU
         return CUDA if mx.cuda.is_available() else GPU
 

@@ -208,3 +208,36 @@ def test_help_shows_the_defaults():
     assert "(default: 256)" in generate.build_parser().format_help()
     assert "(default: 512)" in server.build_parser().format_help()
     assert "auto: ReDrafter when a drafter fits" in generate.build_parser().format_help()
+
+
+def test_cpu_decoding_without_openblas_says_so_once(monkeypatch, capsys):
+    from redrafter_mlx import _blas
+    from redrafter_mlx.policy import DecodePolicy
+
+    monkeypatch.setattr(_blas, "_noted", False)
+    monkeypatch.setattr(_blas, "DEFAULT_PATHS", ("/nonexistent/libopenblas.so.0",))
+    monkeypatch.delenv("REDRAFTER_OPENBLAS", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("REDRAFTER_NO_OPENBLAS", "1")
+    assert DecodePolicy.for_device(mx.cpu) is CPU
+    assert capsys.readouterr().err == ""  # turned off: nothing to say
+    monkeypatch.delenv("REDRAFTER_NO_OPENBLAS")
+    DecodePolicy.for_device(mx.cpu)
+    DecodePolicy.for_device(mx.cpu)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "OpenBLAS not found" in lines[0] and "libopenblas0-pthread" in lines[0]
+
+
+def test_cpu_decoding_with_openblas_found_says_nothing(tmp_path, monkeypatch, capsys):
+    from redrafter_mlx import _blas
+    from redrafter_mlx.policy import DecodePolicy
+
+    library = tmp_path / "libopenblas.so.0"
+    library.write_bytes(b"")
+    monkeypatch.setattr(_blas, "_noted", False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("REDRAFTER_NO_OPENBLAS", raising=False)
+    monkeypatch.setenv("REDRAFTER_OPENBLAS", str(library))
+    DecodePolicy.for_device(mx.cpu)
+    assert capsys.readouterr().err == ""
