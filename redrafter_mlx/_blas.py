@@ -21,9 +21,14 @@ DEFAULT_PATHS = (
 )
 
 
+def wanted() -> bool:
+    """Whether OpenBLAS is to be loaded here: on Linux, unless REDRAFTER_NO_OPENBLAS=1."""
+    return sys.platform.startswith("linux") and os.environ.get("REDRAFTER_NO_OPENBLAS") != "1"
+
+
 def openblas_path():
     """Returns the OpenBLAS library to load, or None."""
-    if os.environ.get("REDRAFTER_NO_OPENBLAS") == "1" or not sys.platform.startswith("linux"):
+    if not wanted():
         return None
     candidates = [os.environ.get("REDRAFTER_OPENBLAS")] + list(DEFAULT_PATHS)
     return next((p for p in candidates if p and os.path.exists(p)), None)
@@ -45,8 +50,7 @@ def load_openblas():
 def not_found() -> bool:
     """Whether Linux runs MLX's CPU matmuls on the reference BLAS because no OpenBLAS was
     found (not because it was turned off or preloaded)."""
-    return (sys.platform.startswith("linux") and os.environ.get("REDRAFTER_NO_OPENBLAS") != "1"
-            and "openblas" not in os.environ.get("LD_PRELOAD", "") and openblas_path() is None)
+    return wanted() and "openblas" not in os.environ.get("LD_PRELOAD", "") and openblas_path() is None
 
 
 _noted = False
