@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int_at_least(1), default=128)
     p.add_argument("--widths", default="1,2,4", help="beam widths, comma separated")
     p.add_argument("--lengths", default="2,3,4,5", help="beam lengths, comma separated")
-    p.add_argument("--tree-rows", help="greedy only: row budgets of the verified tree to time, comma separated, each "
-                   "shape once per value, named WxL:R (0: every beam token; default: 0)")
+    p.add_argument("--tree-nodes", help="greedy only: trees of the drafter's N best nodes to time, comma separated, "
+                   "each shape once per value, named WxL:N (0: the beams' tokens; default: 0)")
     p.add_argument("--lookup", help="min matches of the lookup beam to time, comma separated, each shape "
                    f"once per value, named _lookupN (0: no lookup beam; default: {LOOKUP_MIN_MATCH}, unnamed)")
     p.add_argument("--draft-vocab", type=int_at_least(0), help="draft only the N most frequent tokens (default: drafter's)")
@@ -137,8 +137,8 @@ def make_runners(args, engine: Engine, sampling, suffix: str = ""):
         runners["mlx_lm_speculative"] = Runner(lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1)
     for w in args.widths:
         for n in args.lengths:
-            for k, method, rows in itertools.product(args.lookup, args.sampled_drafts, args.tree_rows):
-                shape = BeamShape(w, n, rows)
+            for k, method, nodes in itertools.product(args.lookup, args.sampled_drafts, args.tree_nodes):
+                shape = BeamShape(w, n, nodes)
                 name = (f"redrafter_{shape}" + ("" if k is None else f"_lookup{k}")
                         + ("" if method is None else f"_{method}") + suffix)
                 options = DecodeOptions(beam=shape, sampling=sampling,
@@ -228,7 +228,7 @@ def run(args):
         args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
     args.widths, args.lengths = parse_ints(args.widths, "widths"), parse_ints(args.lengths, "lengths")
     args.lookup = parse_ints(args.lookup, "lookup") if args.lookup else [None]
-    args.tree_rows = parse_ints(args.tree_rows, "tree-rows") if args.tree_rows else [0]
+    args.tree_nodes = parse_ints(args.tree_nodes, "tree-nodes") if args.tree_nodes else [0]
     args.sampled_drafts = parse_methods(args.sampled_drafts) if args.sampled_drafts else [None]
     args.verify_forms = [f.strip() for f in (args.verify_forms or "").split(",") if f.strip()]
     if any(form not in VERIFY_FORMS for form in args.verify_forms):
@@ -239,8 +239,8 @@ def run(args):
     if any(k is not None and k < 0 for k in args.lookup):
         raise UsageError(f"--lookup values must be >= 0, got {min(args.lookup)}")
     sampling = SamplingParams(args.temp, top_p=args.top_p)
-    for width, length, rows in itertools.product(args.widths, args.lengths, args.tree_rows):
-        DecodeOptions(beam=BeamShape(width, length, rows), sampling=sampling)  # checks the grid before loading anything
+    for width, length, nodes in itertools.product(args.widths, args.lengths, args.tree_nodes):
+        DecodeOptions(beam=BeamShape(width, length, nodes), sampling=sampling)  # checks the grid before loading anything
     policy = DecodePolicy.for_device()
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():

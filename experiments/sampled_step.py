@@ -35,7 +35,7 @@ def main():
     beam, sampling = args.beam, SamplingParams(args.temp)
     engine = load(args)
     model, drafter = engine.model, engine.drafter
-    rows = tree_rows(beam.width, beam.length)
+    rows = tree_rows(beam, lookup=False)
     prompt = context_tokens(engine, args.context)
     resident, context, token = resident_context(engine, prompt, rows, beam.length)
     greedy = choose_strategy(SamplingParams(), "rsd-s")
@@ -45,14 +45,14 @@ def main():
         print(f"{name:54s} {timed(fn, args.repeats):8.3f} ms", flush=True)
 
     def drafting(strategy):
-        return lambda: strategy.draft(drafter, model.embed, context, token, beam.width, beam.length).beams
+        return lambda: strategy.draft(drafter, model.embed, context, token, beam).beams
 
     print(f"vocabulary {model.config.vocab_size}, draft vocabulary {drafter.draft_vocab_size}, beam {beam}, "
           f"tree of {rows} rows")
     report("draft: beam search (greedy)", drafting(greedy))
     for method, strategy in sampled.items():
         report(f"draft: sampled, {method}", drafting(strategy))
-    draft = sampled["rsd-s"].draft(drafter, model.embed, context, token, beam.width, beam.length)
+    draft = sampled["rsd-s"].draft(drafter, model.embed, context, token, beam)
     beams = draft.beams[0]
     tree = packed_tree(beams, rows)
     mask = tree_mask(resident.kept, tree.block, resident.end)

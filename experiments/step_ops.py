@@ -78,16 +78,16 @@ def main():
         token, keys, values = step(*inputs)
         report(name, operations(token, *keys, *values))
 
-    rows = tree_rows(beam.width + (lookup > 0), beam.length, beam.rows)
+    rows = tree_rows(beam, lookup > 0)
     resident, context, token = resident_context(engine, prompt, rows, beam.length, bucket=GPU.prefill_bucket)
-    draft = draft_arrays(strategy.draft(drafter, model.embed, context, token, beam.width, beam.length), sampled)
+    draft = draft_arrays(strategy.draft(drafter, model.embed, context, token, beam), sampled)
     mx.eval(draft, context, token, resident.state())  # the step's inputs: not counted
     step = CompiledSteps().get("resident", lambda: resident_step(model, drafter, strategy, beam, lookup, sampled))
     out, drafts, state = step(draft, resident.state())
     kind = "greedy" if sampling.greedy else f"sampled ({sampling}, {args.sampled_drafts} drafts)"
     report(f"resident step {beam}, {kind}, compiled ({rows} tree rows)",
            operations(out, *drafts, *state[0], *state[1], *state[2:]))
-    search = mx.compile(lambda c, t: draft_arrays(strategy.draft(drafter, model.embed, c, t, beam.width, beam.length),
+    search = mx.compile(lambda c, t: draft_arrays(strategy.draft(drafter, model.embed, c, t, beam),
                                                   sampled))
     report(f"of which drafting {beam}, compiled", operations(*search(context, token)))
 

@@ -19,7 +19,7 @@ time was 81-97% of every part but the target head, and a 37-token forward cost a
 A --context-token prompt is prefilled; the parts then run on its cache, sized as decoding
 sizes it (decode.tree_cache), and nothing is committed, so every call sees the same cache.
 --lookup is DecodeOptions.lookup (0: no lookup beam): the resident tree then holds W + 1
-beams, T = 1 + (W + 1)(L - 1) rows (1 + W (L - 1) without it; at most R with --beam WxL:R),
+beams, T = 1 + (W + 1)(L - 1) rows (1 + W (L - 1) without it; W (L - 1) is N with --beam WxL:N),
 and the packed tree adds the lookup beam where the text repeats. Parts: packing the resident
 tree on the device (trees.packed_tree), the forward over the resident tree with its mask
 (with an additive mask made once, and without a mask), a one-token forward, the target head,
@@ -83,10 +83,10 @@ def main():
 
     # The resident step's tree, cache and inputs.
     resident_fn = compiled.get("resident", lambda: resident_step(model, drafter, greedy, beam, lookup, sampled=False))
-    rows = tree_rows(beam.width + (lookup > 0), beam.length, beam.rows)
+    rows = tree_rows(beam, lookup > 0)
     prompt = context_tokens(engine, args.context)
     resident, context, token = resident_context(engine, prompt, rows, beam.length, bucket=policy.prefill_bucket)
-    draft = greedy.draft(drafter, model.embed, context, token, beam.width, beam.length)
+    draft = greedy.draft(drafter, model.embed, context, token, beam)
     beams = draft.beams[0]
     if lookup:
         beams = mx.concatenate([beams, beams[:1]])  # the lookup beam's place (a copy where nothing matches)
@@ -98,7 +98,7 @@ def main():
           f"attention over {resident.capacity} slots")
 
     # The packed step's cache and inputs, sized as decode.redrafter.Steps sizes them.
-    fixed = policy.fixed_tree(beam.width)
+    fixed = policy.fixed_tree(beam)
     packed_size = packed_tree_size(beam, policy)
     packed_cache = tree_cache(model, packed_size, fixed)
     prefill(model, packed_cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)
@@ -115,8 +115,7 @@ def main():
         return inputs, mx.array(packed.index), mx.array(host_beams)
 
     def packed_call(inputs, index, host_beams):
-        accepted, following, keys, values = packed_fn(*inputs, index, host_beams, draft.log_probs[0],
-                                                      draft.positions[0], *packed_cache.arrays())
+        accepted, following, keys, values = packed_fn(*inputs, index, host_beams, *packed_cache.arrays())
         packed_cache.adopt(keys, values)  # the same slots are written again by the next call
         return [accepted.beam, accepted.count, following.beams, *packed_cache.state()]
 
@@ -139,7 +138,7 @@ def main():
     hidden = forward(*tree, resident.keys, resident.values)
     report(f"target head + argmax, {rows} rows", lambda: mx.argmax(model.logits(hidden), -1))
     report("target head + argmax, 1 row", lambda: mx.argmax(model.logits(hidden[:1]), -1))
-    search = mx.compile(lambda c, t: greedy.draft(drafter, model.embed, c, t, beam.width, beam.length).beams)
+    search = mx.compile(lambda c, t: greedy.draft(drafter, model.embed, c, t, beam).beams)
     report(f"beam search {beam}", lambda: search(context, token))
 
     def resident_call():

@@ -2,7 +2,7 @@
 (teacher forced; nothing is timed, so any device, even a busy one, gives the same counts).
 
   python -m experiments.tree_acceptance --data DIR [--model NAME|DIR --drafter DIR]
-                                        [--shapes 2x5,8x5,16x5,32x5:64] [--lookup 2] [--num-sequences 40]
+                                        [--shapes 2x5,8x5,16x5,16x5:64] [--lookup 2] [--num-sequences 40]
 
 --data holds answers of the target (`python -m redrafter_mlx.train data`: a prompt, then the
 target's greedy answer). One forward of the target over each sequence gives its hidden state
@@ -13,9 +13,9 @@ that the answer goes on with, and the next step starts after them. Where the tar
 argmax is the answer's next token (the answer is its greedy output), these are exactly the
 steps greedy ReDrafter decoding takes on the answer (tests/test_experiments.py checks this
 against decoding). A GPU step costs about the same whatever its width (docs/perf.md), so
-the shapes worth timing there are the ones that accept most here. A shape WxL:R keeps the
-tree's first R rows (decoding's packing order: trees.node_rows); each shape's line also gives
-how many distinct tokens its trees held (the rows a tree packs into)."""
+the shapes worth timing there are the ones that accept most here. A shape WxL:N verifies the
+drafter's N best nodes (BeamShape.nodes); each shape's line also gives how many distinct
+tokens its trees held (the rows a tree packs into)."""
 
 import itertools
 
@@ -25,7 +25,7 @@ import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.c
 import mlx.core as mx
 from experiments.common import load, parser
 from redrafter_mlx import BeamShape, DecodeOptions
-from redrafter_mlx.decode.beam_search import beam_search
+from redrafter_mlx.decode.beam_search import ABSENT, beam_search
 from redrafter_mlx.decode.lookup import lookup_beam
 from redrafter_mlx.decode.trees import node_rows, tree_rows
 from redrafter_mlx.training.data import load_sequences
@@ -38,7 +38,7 @@ def accepted_drafts(model, drafter, hidden: mx.array, sequence: np.ndarray, prom
                     lookup: int):
     """The drafts a step accepts when it starts after each answer position t (from the last
     prompt token to the second-last token), and the distinct tokens of its tree (the rows it
-    packs into before a row budget), each (N - prompt_length,); hidden (1, N, C): the
+    packs into), each (N - prompt_length,); hidden (1, N, C): the
     target's features over the sequence (training.loss.target_features). The lookup beam is
     the tree's last beam (a copy of beam 0 where the text has no match), as in decoding."""
     starts = np.arange(prompt_length - 1, len(sequence) - 1)
@@ -49,16 +49,15 @@ def accepted_drafts(model, drafter, hidden: mx.array, sequence: np.ndarray, prom
     for chunk in range(0, len(starts), CHUNK):
         at = starts[chunk:chunk + CHUNK]
         beams = np.array(beam_search(drafter, model.embed, hidden[0, mx.array(at)], mx.array(sequence[at + 1]),
-                                     beam.width, beam.length).beams)
+                                     beam).beams)
         if lookup:
             found = [lookup_beam(sequence[:t + 2], beam.length, lookup) for t in at]
             extra = np.stack([b[0] if f is None else f for b, f in zip(beams, found)])
             beams = np.concatenate([beams, extra[:, None]], axis=1)
-        rows, count = (np.array(a) for a in node_rows(mx.array(beams)))
-        present = rows < tree_rows(beams.shape[1], beam.length, beam.rows)
-        matches = (beams[:, :, 1:] == truth[chunk:chunk + CHUNK, None, :]) & present[:, :, 1:]
+        _, count = node_rows(mx.array(beams))
+        matches = (beams[:, :, 1:] == truth[chunk:chunk + CHUNK, None, :]) & (beams[:, :, 1:] != ABSENT)
         counts.append(np.cumprod(matches, axis=2).sum(axis=2).max(axis=1))
-        distinct.append(count)
+        distinct.append(np.array(count))
     return np.concatenate(counts), np.concatenate(distinct)
 
 
@@ -96,7 +95,7 @@ def main():
     print(f"{len(answers)} answers, {tokens} tokens, lookup {args.lookup}:")
     for shape in shapes:
         rows = np.concatenate(distinct[shape])
-        full = tree_rows(shape.width + (args.lookup > 0), shape.length)
+        full = tree_rows(shape, args.lookup > 0)
         print(f"{str(shape):9s} {tokens / steps[shape]:.3f} tokens per step ({steps[shape]} steps); distinct tree "
               f"tokens of {full}: mean {rows.mean():.1f}, 90th percentile {np.percentile(rows, 90):.0f}, "
               f"max {rows.max()}", flush=True)

@@ -26,18 +26,18 @@ from .models import writable_cache_dir
 from .decode.sampling import SamplingParams
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
-# GPUs: 12x4-24x4 were fastest on an H100; the row budgets (greedy only) hold trees of 37 and 68 distinct
-# tokens on average in 48 and 64 rows (Qwen2.5-Coder-1.5B, drafter v5, docs/perf.md)
+# GPUs: 12x4-24x4 were fastest on an H100; trees of the 59-60 best nodes (64 rows, greedy only) accepted 4-11%
+# more tokens per step than 16x5 and 24x4 there, but their steps cost as much more (docs/perf.md, 2026-12-07)
 CANDIDATES = {"cpu": [BeamShape(1, 2), BeamShape(1, 3), BeamShape(1, 4), BeamShape(2, 3)],
               "gpu": [BeamShape(w, 4) for w in (1, 4, 8, 12, 16, 24)] + [BeamShape(8, 5)]
-              + [BeamShape(16, 5, 48), BeamShape(32, 5, 64)]}
+              + [BeamShape(16, 5, 59), BeamShape(24, 4, 60)]}
 AR = "ar"  # a calibration's winner when AR was faster than every shape
 
 
 def candidate_shapes(device_kind: str, options: DecodeOptions) -> list:
-    """The shapes --beam auto times for a request: the device's candidates (those with a
-    tree row budget when greedy only) and the shape the request names."""
-    shapes = [b for b in CANDIDATES[device_kind] if options.sampling.greedy or not b.rows]
+    """The shapes --beam auto times for a request: the device's candidates (trees of the best
+    nodes when greedy only) and the shape the request names."""
+    shapes = [b for b in CANDIDATES[device_kind] if options.sampling.greedy or not b.nodes]
     return shapes if options.beam in shapes else shapes + [options.beam]
 
 
@@ -88,13 +88,13 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
     files = engine.files
     key = (f"{device_name()} | {weights_identity(files.model_dir)} | {weights_identity(files.drafter_dir)} "
            f"(draft vocab {engine.drafter.draft_vocab_size}) | {sampling_key(options.sampling)} | "
-           f"{options.sampled_drafts} | lookup {options.lookup_match} | mlx {mx.__version__}")
+           f"{options.sampled_drafts} | lookup {options.lookup_match} | mlx {mx.__version__} | WxL:N best nodes")
     known = read_cache(cache_file)
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
         prompts = [engine.encode(p, chat_template) for p in PROMPTS]
         best, speeds = calibrate(engine, prompts, candidate_shapes(engine.policy.device_kind, options), options)
-        known[key] = {"best": AR if best == AR else [best.width, best.length] + ([best.rows] if best.rows else []),
+        known[key] = {"best": AR if best == AR else [best.width, best.length] + ([best.nodes] if best.nodes else []),
                       "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
         with atomic_file(cache_file) as tmp:
             tmp.write_text(json.dumps(known, indent=2))

@@ -38,8 +38,8 @@ def add_decoding_flags(p: argparse.ArgumentParser, *, temp_help: str = "sampling
                    help="auto: ReDrafter when a drafter fits the model (--drafter, or a shipped one), else "
                         "auto-regressive with a line saying so; redrafter: fail without one; ar: no drafter")
     p.add_argument("--beam", help="'auto': time AR and a few beam shapes on this device once (cached) and use "
-                   "the fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length); WxL:R, greedy only: at most R "
-                   "rows in the verified tree (the beams' shared prefixes take one row; tokens past R are left out)")
+                   "the fastest; or WxL, e.g. 2x4 (overrides --beam-width/--beam-length); WxL:N, greedy only: verify the "
+                   "drafter's N most likely drafts of 1..L-1 tokens that its W-wide beam search scored, not the W beams")
     p.add_argument("--beam-width", type=int, help="beams (default: the named model's fastest shape measured on "
                    "this kind of device, docs/perf.md; else 1)")
     p.add_argument("--beam-length", type=int, help="tokens per beam: the LLM's own + L-1 drafts (default: "

@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.decode.beam_search import beam_search
+from redrafter_mlx.decode.beam_search import ABSENT, BeamShape, beam_search
 from redrafter_mlx.decode.sampling import log_softmax
 from helpers.tiny import tiny_drafter, tiny_model
 
@@ -31,7 +31,7 @@ def test_beams_are_the_most_likely_sequences(width, length):
     drafter = tiny_drafter(model, 3)
     context = mx.random.normal((1, drafter.config.context_size))
     first = mx.array([2])
-    draft = beam_search(drafter, model.embed, context, first, width, length)
+    draft = beam_search(drafter, model.embed, context, first, BeamShape(width, length))
     beams, scores = np.array(draft.beams[0]), np.array(draft.scores[0])
     assert (beams[:, 0] == 2).all()
     for beam, score in zip(beams, scores):  # each score is its beam's log q
@@ -44,3 +44,27 @@ def test_beams_are_the_most_likely_sequences(width, length):
     assert scores[0] <= ranked[0] + 1e-4
     if width >= 5 ** (length - 2):  # wide enough to keep every prefix: exact
         np.testing.assert_allclose(scores, ranked[:width], atol=1e-4)
+
+
+@pytest.mark.parametrize("width,length,nodes", [(5, 3, 1), (5, 3, 7), (5, 3, 30), (25, 4, 40)])
+def test_best_nodes_are_the_most_likely_prefixes(width, length, nodes):
+    """BeamShape.nodes: paths to the N best nodes, best first, each with its log q and ABSENT
+    past its node; where the beams keep every prefix (W >= V^(L-2)) they are exactly the N
+    most likely of all drafts of 1..L-1 tokens (enumerated), and hold their own ancestors."""
+    model = tiny_model(2, "llama", vocab=5)
+    drafter = tiny_drafter(model, 3)
+    context = mx.random.normal((1, drafter.config.context_size))
+    draft = beam_search(drafter, model.embed, context, mx.array([2]), BeamShape(width, length, nodes))
+    paths, scores = np.array(draft.beams[0]), np.array(draft.scores[0])
+    assert paths.shape == (nodes, length) and (paths[:, 0] == 2).all()
+    drafted = [tuple(t for t in path[1:] if t != ABSENT) for path in paths]
+    for path, tokens in zip(paths, drafted):  # ABSENT only past the node
+        assert (path[1 + len(tokens):] == ABSENT).all() and len(tokens) >= 1
+    for tokens, score in zip(drafted, scores):
+        assert score == pytest.approx(sequence_log_prob(drafter, model, context, 2, tokens), abs=1e-4)
+    assert (np.diff(scores) <= 1e-6).all() and len(set(drafted)) == nodes
+    everything = {seq: sequence_log_prob(drafter, model, context, 2, seq)
+                  for depth in range(1, length) for seq in itertools.product(range(5), repeat=depth)}
+    best = sorted(everything, key=everything.get, reverse=True)[:nodes]
+    assert set(drafted) == set(best)
+    assert all(tokens[:-1] in set(drafted) | {()} for tokens in drafted)  # ancestors first

@@ -155,20 +155,20 @@ def test_beam_auto_falls_back_to_ar_where_it_is_faster(dirs, tmp_path):
     assert "decoding without the drafter" in out.stderr and "tokens/step" not in out.stderr
 
 
-def test_calibration_cache_keeps_a_row_budget(tmp_path):
-    """A shape with a tree row budget (WxL:R) is cached as [W, L, R] and read back whole; a
-    budget shorter than a beam is not a shape, so its entry is measured again."""
+def test_calibration_cache_keeps_best_node_trees(tmp_path):
+    """A shape with a tree of the best nodes (WxL:N) is cached as [W, L, N] and read back
+    whole; a negative count is not a shape, so its entry is measured again."""
     from redrafter_mlx.calibrate import read_cache
 
     cache = tmp_path / "beam_auto.json"
     cache.write_text(json.dumps({"kept": {"best": [16, 5, 48]}, "plain": {"best": [2, 4]},
-                                 "short": {"best": [16, 5, 3]}, "long": {"best": [1, 2, 3, 4]}}))
+                                 "short": {"best": [16, 5, -3]}, "long": {"best": [1, 2, 3, 4]}}))
     assert read_cache(cache) == {"kept": {"best": [16, 5, 48]}, "plain": {"best": [2, 4]}}
 
 
 @pytest.mark.parametrize("device_kind", ["cpu", "gpu"])
-def test_beam_auto_times_row_budgets_for_greedy_requests_only(device_kind):
-    """Every candidate of --beam auto is a shape the request may use: row budgets (WxL:R)
+def test_beam_auto_times_best_node_trees_for_greedy_requests_only(device_kind):
+    """Every candidate of --beam auto is a shape the request may use: best-node trees (WxL:N)
     only when greedy; the requested shape is timed too."""
     from redrafter_mlx import BeamShape, DecodeOptions, SamplingParams
     from redrafter_mlx.calibrate import candidate_shapes
@@ -177,6 +177,6 @@ def test_beam_auto_times_row_budgets_for_greedy_requests_only(device_kind):
         options = DecodeOptions(beam=BeamShape(3, 3), sampling=sampling)
         shapes = candidate_shapes(device_kind, options)
         assert BeamShape(3, 3) in shapes
-        assert any(b.rows for b in shapes) == (sampling.greedy and device_kind == "gpu")
+        assert any(b.nodes for b in shapes) == (sampling.greedy and device_kind == "gpu")
         for shape in shapes:
             DecodeOptions(beam=shape, sampling=sampling)  # raises for a shape the request may not use

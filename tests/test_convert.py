@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from convert.__main__ import main as convert_main
-from redrafter_mlx.decode.beam_search import beam_search
+from redrafter_mlx.decode.beam_search import BeamShape, beam_search
 from redrafter_mlx.model.load import load_drafter, load_model
 from redrafter_mlx.policy import GPU
 
@@ -115,7 +115,7 @@ def test_apple_drafter_converts_and_beam_searches(tmp_path, exit_dim):
                   "--dtype", "float32"])
     target = load_model(tmp_path / "mlx")
     drafter = load_drafter(tmp_path / "drafter", target)
-    draft = beam_search(drafter, target.embed, mx.zeros((1, 64)), mx.array([3]), 3, 4)
+    draft = beam_search(drafter, target.embed, mx.zeros((1, 64)), mx.array([3]), BeamShape(3, 4))
     assert draft.beams.shape == (1, 3, 4) and (np.array(draft.beams[0, :, 0]) == 3).all()
 
 

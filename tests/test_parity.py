@@ -164,17 +164,17 @@ def test_cache_grows_in_whole_steps(monkeypatch):
 
 @pytest.mark.parametrize("on_gpu", [False, True])
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("width,length,rows", [(4, 4, 4), (6, 5, 9), (6, 3, 5), (3, 4, 100)])
-def test_parity_with_a_tree_row_budget(on_gpu, seed, width, length, rows):
-    """Beam tokens left out of a tree of at most `rows` rows (WxL:R) are never accepted, and
-    the output stays AR's: packed on the host (CPU) and on the device (GPU mode, where the
-    cache keeps the rows it committed)."""
+@pytest.mark.parametrize("width,length,nodes", [(4, 4, 4), (6, 5, 9), (6, 3, 5), (3, 4, 40), (1, 3, 4)])
+def test_parity_with_trees_of_the_best_nodes(on_gpu, seed, width, length, nodes):
+    """Trees of the drafter's best nodes (WxL:N; paths of every length, ABSENT past their
+    node) keep the output AR's: packed on the host (CPU) and on the device (GPU mode, where
+    the cache keeps the rows it committed)."""
     model = tiny_model(seed, "qwen2", vocab=6)
     drafter = tiny_drafter(model, seed + 9)
     policy = GPU if on_gpu else CPU
     ar = sum(generate_ar(model, [1, 2, 3], max_tokens=40, policy=policy), [])
     stats = Stats()
-    rd = sum(generate_redrafter(model, drafter, [1, 2, 3], max_tokens=40, beam=BeamShape(width, length, rows),
+    rd = sum(generate_redrafter(model, drafter, [1, 2, 3], max_tokens=40, beam=BeamShape(width, length, nodes),
                                 policy=policy, stats=stats), [])
     assert rd == ar
     assert sum(c for n, c in stats.accepted_histogram.items() if n) >= 2  # drafts were accepted

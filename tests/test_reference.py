@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from redrafter_mlx.decode.beam_search import beam_search
+from redrafter_mlx.decode.beam_search import BeamShape, beam_search
 from redrafter_mlx.decode import prefill
 from redrafter_mlx.model.llm import attention
 from redrafter_mlx.model.rope import inverse_frequencies
@@ -99,7 +99,7 @@ def test_drafter_and_beam_search_match_reference(rnn, exit_dim, context_layers):
     context = mx.random.normal((1, 32 * (1 + len(context_layers))), key=mx.random.key(3))
     embeddings = np.array(model.model.embed_tokens.weight).astype(np.float64)
     for width, length in [(1, 4), (3, 5), (8, 3)]:
-        draft = beam_search(drafter, model.embed, context, mx.array([7]), width, length)
+        draft = beam_search(drafter, model.embed, context, mx.array([7]), BeamShape(width, length))
         beams, scores, history = reference.beam_search(
             drafter, embeddings, np.array(context[0]).astype(np.float64), 7, width, length)
         np.testing.assert_array_equal(np.array(draft.beams[0]), beams)

@@ -799,5 +799,5 @@ def test_on_gpus_sampled_requests_decode_auto_regressively_and_greedy_ones_draft
     assert worker.options_for(SamplingParams(0.7)).mode == "ar"
     assert worker.options_for(SamplingParams(0.7)).sampling == SamplingParams(0.7)
     budget = Worker(None, DecodeOptions(beam=BeamShape(4, 3, 5)), max_queue=1, time_limit=0, ar_when_sampling=False)
-    assert budget.options_for(SamplingParams()).beam == BeamShape(4, 3, 5)  # a row budget: greedy requests only
+    assert budget.options_for(SamplingParams()).beam == BeamShape(4, 3, 5)  # best nodes: greedy requests only
     assert budget.options_for(SamplingParams(0.7)).beam == BeamShape(4, 3)

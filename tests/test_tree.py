@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from redrafter_mlx.decode.acceptance import greedy_accept
 from redrafter_mlx.decode import prefill, tree_inputs, verify
-from redrafter_mlx.decode.trees import packed_tree
+from redrafter_mlx.decode.beam_search import ABSENT
+from redrafter_mlx.decode.trees import node_rows, packed_tree
 from redrafter_mlx.decode.tree import build_tree
 from helpers.tiny import tiny_model
 
@@ -84,25 +85,29 @@ def test_tree_verify_equals_uncompressed(kind, seed):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(1, 7), st.integers(2, 5), st.integers(0, 40), st.integers(2, 4), st.integers(0, 2 ** 31 - 1))
-def test_device_packing_is_the_host_packing_cut_to_its_rows(beams, length, size, tokens_drawn, seed):
+@given(st.integers(1, 7), st.integers(2, 5), st.integers(0, 6), st.integers(2, 4), st.booleans(),
+       st.integers(0, 2 ** 31 - 1))
+def test_device_packing_is_the_host_packing(beams, length, spare, tokens_drawn, node_paths, seed):
     """The resident step's tree (decode.trees.packed_tree) holds what the host packs
-    (tree.build_tree) in its first `size` rows: the same tokens, depths, masks and index;
-    beam tokens past them are left out (index 0), and rows past the tree see only themselves."""
+    (tree.build_tree): the same tokens, depths, masks and index, ABSENT tokens (paths to
+    best nodes, cut at random depths) left out (index 0), and rows past the tree see only
+    themselves."""
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, tokens_drawn, (beams, length))  # few distinct tokens: beams share prefixes
     tokens[:, 0] = 7
-    size = max(size, length)
-    host = build_tree(tokens, size)
-    ours = packed_tree(mx.array(tokens), size)
+    if node_paths:
+        tokens[np.arange(length) > rng.integers(1, length, (beams, 1))] = ABSENT
+    host = build_tree(tokens)
     count = len(host.tokens)
-    assert count == min(size, len(build_tree(tokens).tokens))
+    size = count + spare
+    ours = packed_tree(mx.array(tokens), size)
+    assert count == node_rows(mx.array(tokens))[1].item()
+    assert (host.present == (tokens != ABSENT)).all()
     assert (np.array(ours.tokens)[:count] == host.tokens).all()
     assert (np.array(ours.depths)[:count] == host.depths).all()
     assert (np.array(ours.index) == host.index).all() and (np.array(ours.present) == host.present).all()
     block = np.array(ours.block)
     assert (block[:count, :count] == host.mask).all() and not block[:count, count:].any()
     assert (block[count:] == np.eye(size, dtype=bool)[count:]).all()
-    assert host.present[0].all()  # the first beam always fits (rows >= length)
     for w, d in zip(*np.nonzero(host.present)):  # a token in the tree has its prefix in it
         assert host.present[w, :d].all()

@@ -34,9 +34,9 @@ class DecodeOptions:
             raise UsageError(f"lookup (the lookup beam's minimum match) must be an integer >= 0, got {self.lookup!r}")
         if self.sampled_drafts not in METHODS:
             raise UsageError(f"sampled_drafts must be one of {', '.join(METHODS)}, got {self.sampled_drafts!r}")
-        if self.beam.rows and not self.sampling.greedy:
-            raise UsageError(f"beam {self.beam}: a tree row budget is for greedy decoding (temp 0): sampled drafts "
-                             "left out of the tree would bias the output")
+        if self.beam.nodes and not self.sampling.greedy:
+            raise UsageError(f"beam {self.beam}: a tree of the best nodes is for greedy decoding (temp 0): sampled "
+                             "drafts left out of the tree would bias the output")
 
     @property
     def lookup_match(self) -> int:

@@ -62,12 +62,11 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     stats.draft_length = beam.length - 1
     strategy = choose_strategy(sampling, sampled_drafts)
     steps = Steps(model, drafter, strategy, options, policy, compiled or CompiledSteps())
-    cache = tree_cache(model, steps.tree_size, policy.fixed_tree(beam.width))
+    cache = tree_cache(model, steps.tree_size, policy.fixed_tree(beam))
     start = time.perf_counter()
     context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps, progress=progress,
                       chunk_size=policy.prefill_chunk)
-    draft = strategy.draft(drafter, model.embed, context, sample(model.logits(context), sampling), beam.width,
-                           beam.length)
+    draft = strategy.draft(drafter, model.embed, context, sample(model.logits(context), sampling), beam)
     mx.eval(draft.beams)
     stats.prompt_tokens, stats.prompt_time = len(prompt), time.perf_counter() - start
     start = time.perf_counter()
@@ -76,7 +75,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
         chunk = finish(path, stats.generated_tokens, max_tokens, eos_ids)
         stats.steps += 1
         stats.accepted_histogram[count] += 1
-        stats.lookup_steps += best == beam.width  # the lookup beam was accepted furthest
+        stats.lookup_steps += best == beam.paths  # the lookup beam (after the drafts) was accepted furthest
         stats.generated_tokens += len(chunk)
         stats.generation_time = time.perf_counter() - start
         yield chunk
@@ -88,7 +87,7 @@ def packed_tree_size(beam: BeamShape, policy: DecodePolicy) -> int:
     """Rows a packed tree is padded to: the drafter's W x L where its step is compiled at a
     fixed size (DecodePolicy.fixed_tree; a lookup beam adds rows only where it differs),
     else 0: verified as packed."""
-    return beam.width * beam.length if policy.fixed_tree(beam.width) else 0
+    return beam.width * beam.length if policy.fixed_tree(beam) else 0
 
 
 class Steps:
@@ -101,7 +100,7 @@ class Steps:
         self.compiled, self.beam, self.lookup = compiled, options.beam, options.lookup_match
         self.sampled = not options.sampling.greedy
         if policy.fixed_shapes:  # resident: room for the lookup beam in every tree
-            self.tree_size = tree_rows(self.beam.width + (self.lookup > 0), self.beam.length, self.beam.rows)
+            self.tree_size = tree_rows(self.beam, self.lookup > 0)
         else:
             self.tree_size = packed_tree_size(self.beam, policy)
 
@@ -134,7 +133,7 @@ class Steps:
 
     def packed(self, cache: KVCache, draft, prompt: List[int], max_tokens: int, stats: Stats):
         """Steps over trees packed on the host, each read before the next is built."""
-        fixed = self.policy.fixed_tree(self.beam.width)
+        fixed = self.policy.fixed_tree(self.beam)
         make = lambda: packed_step(self.model, self.drafter, self.strategy, self.beam)  # noqa: E731
         step = self.compiled.get(self._key("packed"), make) if fixed else make()
         text = list(prompt)  # what the lookup beam searches
@@ -143,13 +142,13 @@ class Steps:
             beams = np.array(draft.beams[0])
             if self.lookup:
                 beams = with_lookup_beam(beams, text, self.lookup)
-            tree = build_tree(beams, self.beam.rows)
+            tree = build_tree(beams)
             written = max(self.tree_size, len(tree.tokens))
             inputs = tree_inputs(cache, tree, written)
             stats.end_phase("tree", *inputs)
-            judged = np.where(tree.present, beams, -1)  # tokens left out of the tree (beam.rows) never match
-            accepted, draft, keys, values = step(*inputs, mx.array(tree.index), mx.array(judged), draft.log_probs[0],
-                                                 draft.positions[0], *cache.arrays())
+            drafted = (draft.log_probs[0], draft.positions[0]) if self.sampled else ()
+            accepted, draft, keys, values = step(*inputs, mx.array(tree.index), mx.array(beams), *cache.arrays(),
+                                                 *drafted)
             cache.adopt(keys, values)
             mx.eval(accepted.beam, accepted.count, draft.beams, *cache.state())
             stats.end_phase("step")

@@ -71,18 +71,18 @@ def tree_inputs(cache: KVCache, tree, size: int):
 def _next_draft(model: Model, drafter: Drafter, strategy: Strategy, hidden, index, accepted, beam: BeamShape):
     """The drafts after the accepted path: from the hidden state at its last token."""
     context = hidden[index[accepted.beam, accepted.count]][None]
-    return strategy.draft(drafter, model.embed, context, accepted.next_token[None], beam.width, beam.length)
+    return strategy.draft(drafter, model.embed, context, accepted.next_token[None], beam)
 
 
 def packed_step(model: Model, drafter: Drafter, strategy: Strategy, beam: BeamShape):
     """A step over a tree packed on the host: step(tokens, positions, mask, offset, index,
-    beams, draft_log_probs, draft_positions, keys, values) -> (Accepted, next Draft, keys,
-    values): tree_inputs, then the beams' rows and tokens (W, L), their drafts' log q
-    (W, L-1, V') and positions (W, L-1) in the draft vocabulary, and the cache's arrays."""
-    def step(tokens, positions, mask, offset, index, beams, draft_log_probs, draft_positions, keys, values):
+    beams, keys, values, *drafted) -> (Accepted, next Draft, keys, values): tree_inputs, then
+    the beams' rows and tokens (W, L), the cache's arrays and, when sampled, the drafts' log q
+    (W, L-1, V') and positions (W, L-1) in the draft vocabulary."""
+    def step(tokens, positions, mask, offset, index, beams, keys, values, *drafted):
         hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, drafter.taps)
-        accepted = strategy.judge(model, drafter, hidden, index, beams, Draft(beams, draft_log_probs,
-                                                                               draft_positions, None))
+        log_probs, draft_positions = drafted or (None, None)
+        accepted = strategy.judge(model, drafter, hidden, index, beams, Draft(beams, log_probs, draft_positions, None))
         return accepted, _next_draft(model, drafter, strategy, hidden, index, accepted, beam), keys, values
 
     return step
@@ -98,8 +98,8 @@ def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: Beam
     and, when sampled, their log q (1, W, L-1, V') and positions (1, W, L-1); state is
     ResidentCache.state(); out (L + 2,) int32 holds the accepted count, the winning beam and
     its L tokens (the first count + 1 of them accepted), read by the host while the next step
-    runs. Tokens left out of the tree (beam.rows) are judged as never matching."""
-    rows = tree_rows(beam.width + (lookup > 0), beam.length, beam.rows)
+    runs. ABSENT tokens (past a path's node, beam.nodes) never match."""
+    rows = tree_rows(beam, lookup > 0)
     beam_depths = mx.arange(beam.length)
 
     def step(drafts, state):
@@ -112,11 +112,10 @@ def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: Beam
         mask = tree_mask(kept, tree.block, end)
         hidden, keys, values = verify(model, tree.tokens[None], (length + tree.depths)[None], mask, end,
                                       keys, values, drafter.taps)
-        judged = mx.where(tree.present, beams, -1) if beam.rows else beams
-        drafted = Draft(judged, drafts[1][0], drafts[2][0], None) if sampled else Draft(judged, None, None, None)
-        accepted = strategy.judge(model, drafter, hidden, tree.index, judged, drafted)
+        drafted = Draft(beams, drafts[1][0], drafts[2][0], None) if sampled else Draft(beams, None, None, None)
+        accepted = strategy.judge(model, drafter, hidden, tree.index, beams, drafted)
         path = beams[accepted.beam]
-        on_path = (beam_depths <= accepted.count) | ~tree.present[accepted.beam]  # left out: at row 0, kept
+        on_path = (beam_depths <= accepted.count) | ~tree.present[accepted.beam]  # ABSENT: at row 0, kept
         kept = mx.put_along_axis(kept, end + tree.index[accepted.beam], on_path, axis=0)
         text = mx.slice_update(text, path, length, axes=(0,))
         draft = _next_draft(model, drafter, strategy, hidden, tree.index, accepted, beam)

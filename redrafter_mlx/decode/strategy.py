@@ -19,7 +19,7 @@ from .sampling import SamplingParams
 
 
 class Strategy(NamedTuple):
-    draft: Callable  # (drafter, embed, context (1, C), first_token (1,), width, length) -> Draft
+    draft: Callable  # (drafter, embed, context (1, C), first_token (1,), BeamShape) -> Draft
     judge: Callable  # (model, drafter, hidden (T, dim), index (W, L), beams (W, L), Draft) -> Accepted
 
 
@@ -28,8 +28,8 @@ def choose_strategy(sampling: SamplingParams, sampled_drafts: str) -> Strategy:
     if sampling.greedy:
         return Strategy(beam_search, _greedy_judge)
 
-    def draft(drafter, embed, context, first_token, width, length):
-        return sample_drafts(drafter, embed, context, first_token, width, length, sampling, sampled_drafts)
+    def draft(drafter, embed, context, first_token, beam):
+        return sample_drafts(drafter, embed, context, first_token, beam.width, beam.length, sampling, sampled_drafts)
 
     def judge(model, drafter, hidden, index, beams, drafted):
         accepted = speculative_accept(beams[None], drafted.log_probs[None], model.logits(hidden)[None], index[None],

@@ -1,38 +1,39 @@
 """Draft trees at a fixed size on the device (DecodePolicy.fixed_shapes): packed, searched
 and committed inside the step, so the host never reads the beams.
 
-Every beam starts with the LLM's own token, and beams often share more: the beams are
-packed into a prefix tree on the device (the rule of tree.build_tree, which packs on the
-host), in a fixed number of rows, 1 + B (L - 1) (room for beams that share only their first
-token) or fewer (a row budget, BeamShape.rows: the tokens that do not fit are left out).
-The lookup beam (lookup.py) is searched here too, over the text kept on the device.
+Every beam starts with the LLM's own token, and beams often share more: the beams (or the
+paths to the drafter's best nodes, BeamShape.nodes) are packed into a prefix tree on the
+device (the rule of tree.build_tree, which packs on the host), in a fixed number of rows
+(tree_rows: room for paths that share only their first token). The lookup beam (lookup.py)
+is searched here too, over the text kept on the device.
 """
 
 from typing import NamedTuple
 
 import mlx.core as mx
 
+from .beam_search import ABSENT, BeamShape
 from .lookup import MAX_MATCH
 
 
-def tree_rows(beams: int, length: int, budget: int = 0) -> int:
-    """Rows of a tree of `beams` beams of `length` tokens sharing their first token, 1 + B
-    (L - 1), or at most `budget` (BeamShape.rows; 0: no budget)."""
-    full = 1 + beams * (length - 1)
-    return min(budget, full) if budget else full
+def tree_rows(beam: BeamShape, lookup: bool) -> int:
+    """Rows of a step's tree at most: the LLM's token, the drafter's W (L - 1) beam tokens or
+    its N best nodes, and (lookup) the lookup beam's L - 1 tokens."""
+    drafted = beam.nodes or beam.width * (beam.length - 1)
+    return 1 + drafted + (beam.length - 1) * lookup
 
 
 def node_rows(beams: mx.array):
     """beams (..., B, L) sharing their first token -> (rows (..., B, L) int32, count (...)):
     each beam token's row in the packed prefix tree, where a token whose prefix an earlier
-    beam shares takes that beam's row, and the rows taken. Rows go to beam 0's tokens
+    beam shares takes that beam's row, and the rows taken; ABSENT tokens take none. Rows go to beam 0's tokens
     first, then to each later beam's new tokens in order, so a token's row is after its
     parent's and the first T rows of any T hold whole prefixes."""
     width, length = beams.shape[-2:]
     lead = beams.shape[:-2]
     same = mx.cumprod((beams[..., :, None, :] == beams[..., None, :, :]).astype(mx.int32), axis=-1)  # [u, w, d]
     owner = mx.argmax(same, axis=-3)  # (..., B, L): the first beam with w's first d + 1 tokens
-    new = (owner == mx.arange(width)[:, None]).reshape(*lead, width * length).astype(mx.int32)
+    new = ((owner == mx.arange(width)[:, None]) & (beams != ABSENT)).reshape(*lead, width * length).astype(mx.int32)
     rank = mx.cumsum(new, axis=-1) - 1  # (..., B L): the row of each new token
     where = (owner * length + mx.arange(length)).reshape(*lead, width * length)
     rows = mx.take_along_axis(rank, where, axis=-1).reshape(*lead, width, length)
@@ -43,18 +44,17 @@ class PackedTree(NamedTuple):
     tokens: mx.array  # (T,) int32: each row's token (0 in rows past the tree)
     depths: mx.array  # (T,) int32: each row's depth (position = sequence length + depth)
     index: mx.array  # (B, L) int32: the row of each beam token (0 where it did not fit)
-    present: mx.array  # (B, L) bool: the beam token has a row
+    present: mx.array  # (B, L) bool: the beam token has a row (not ABSENT)
     block: mx.array  # (T, T) bool: row i sees row j (its ancestors and itself; rows past the tree: themselves)
 
 
 def packed_tree(beams: mx.array, size: int) -> PackedTree:
-    """The beams (B, L) packed on the device into a prefix tree of `size` rows: shared
-    prefixes take one row (node_rows), and tokens past `size` rows are left out (their
-    beams are verified up to the last token that fits). Rows past the tree see only
-    themselves, keeping the shape fixed."""
+    """The beams (B, L) packed on the device into a prefix tree of `size` rows, at least its
+    distinct tokens (tree_rows): shared prefixes take one row (node_rows), ABSENT tokens none.
+    Rows past the tree see only themselves, keeping the shape fixed."""
     width, length = beams.shape
     rows, _ = node_rows(beams)
-    present = rows < size
+    present = beams != ABSENT
     target = mx.where(present, rows, size).reshape(-1)  # row `size`: a slot for what does not fit
     depths = mx.broadcast_to(mx.arange(length, dtype=mx.int32), beams.shape).reshape(-1)
     tokens = mx.put_along_axis(mx.zeros(size + 1, mx.int32), target, beams.reshape(-1).astype(mx.int32), axis=0)

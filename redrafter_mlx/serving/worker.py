@@ -214,8 +214,8 @@ class Worker:
 
     def options_for(self, sampling: SamplingParams) -> DecodeOptions:
         """A request's options: the server's, with its sampling settings (a sampled request
-        verifies every beam token: a tree row budget is for greedy decoding)."""
-        beam = self.options.beam if sampling.greedy else replace(self.options.beam, rows=0)
+        verifies every beam token: a tree of the best nodes is for greedy decoding)."""
+        beam = self.options.beam if sampling.greedy else replace(self.options.beam, nodes=0)
         options = replace(self.options, sampling=sampling, beam=beam)
         return replace(options, mode="ar") if self.ar_when_sampling and not sampling.greedy else options
 
