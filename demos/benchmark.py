@@ -41,7 +41,8 @@ from .plots import our_ar, plot_all
 from .prompts import load_prompts
 
 COLUMNS = ["method", "width", "length", "tokens", "seconds", "tokens_per_s", "speedup_vs_ar",
-           "speedup_vs_fastest_ar", "speedup_vs_mlx_lm", "tokens_per_step", "acceptance", "peak_memory_mb",
+           "speedup_vs_fastest_ar", "speedup_vs_mlx_lm", "prefill_seconds", "decode_tokens_per_s", "tokens_per_step",
+           "acceptance", "peak_memory_mb",
            "outputs_differing_from_ar", "device", "dtype", "model", "mlx", "prompts", "max_tokens", "temp", "top_p"]
 
 
@@ -156,7 +157,7 @@ def measure(runners, prompts, greedy: bool, after_prompt=None):
         runner.warm_up(prompts[0])
         _, seconds, _ = timed_run(runner.run(prompts[0], Stats()))
         print(f"warm-up {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
-    totals = {name: dict(tokens=0, seconds=0.0, peak=0.0, mismatches=0, steps=0, histogram=Counter())
+    totals = {name: dict(tokens=0, seconds=0.0, prefill=0.0, peak=0.0, mismatches=0, steps=0, histogram=Counter())
               for name in runners}
     for i, prompt in enumerate(prompts):
         reference = None
@@ -170,6 +171,7 @@ def measure(runners, prompts, greedy: bool, after_prompt=None):
             total = totals[name]
             total["tokens"] += len(tokens)
             total["seconds"] += seconds
+            total["prefill"] += stats.prompt_time  # our methods: until the first step (prefill, first draft)
             total["peak"] = max(total["peak"], peak)
             total["mismatches"] += int(greedy and tokens != reference)
             total["steps"] += stats.steps
@@ -190,6 +192,8 @@ def rows_from(totals, runners, meta):
                    tokens_per_s=round(rate[name], 2), speedup_vs_ar=round(rate[name] / rate["ar"], 3),
                    speedup_vs_fastest_ar=round(rate[name] / fastest_ar, 3),
                    speedup_vs_mlx_lm=round(rate[name] / rate["mlx_lm_ar"], 3) if "mlx_lm_ar" in rate else "",
+                   prefill_seconds=round(t["prefill"], 3) if t["prefill"] else "",
+                   decode_tokens_per_s=round(t["tokens"] / (t["seconds"] - t["prefill"]), 2) if t["prefill"] else "",
                    tokens_per_step="", acceptance="", peak_memory_mb=round(t["peak"], 1),
                    outputs_differing_from_ar=t["mismatches"] if meta["temp"] == 0 else "", **meta)
         if t["steps"] and width:
@@ -285,7 +289,8 @@ def run(args):
     write_plots(rows, out_dir)
     for row in rows:
         print(f"{row['method']:>22} {row['tokens_per_s']:8.2f} tok/s  x{row['speedup_vs_ar']:.2f} vs AR  "
-              f"x{row['speedup_vs_fastest_ar']:.2f} vs the fastest AR  tokens/step {row['tokens_per_step']}",
+              f"x{row['speedup_vs_fastest_ar']:.2f} vs the fastest AR  tokens/step {row['tokens_per_step']}  "
+              f"prefill {row['prefill_seconds'] or '-'} s, after it {row['decode_tokens_per_s'] or '-'} tok/s",
               file=sys.stderr)
     return rows
 

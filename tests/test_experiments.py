@@ -26,6 +26,10 @@ N = r"\d+\.\d+"  # a measured number
 
 # name: (arguments after --model, each with {model}, {drafter}, {prompts} filled in; lines the output promises)
 RUNS = {
+    "decode_loop": (["--drafter", "{drafter}", "--prompts", "{prompts}", "--num-prompts", "2", "--max-tokens", "6",
+                     "--beams", "2x3,2x3:3"],
+                    [rf"{m}\s+pass {p}:\s+{N} tok/s; per prompt\s+{N} ms to the first step,\s+-?{N} ms after the last;"
+                     rf"\s+{N} ms per step, {N} tokens per step" for m in ("ar", "2x3", "2x3:3") for p in (1, 2)]),
     "forward_rows": (["--rows", "1,4", "--context", "8", "--repeats", "2"],
                      [rf"T=\s+1\s+{N} ms\s+1\.00x the first", rf"T=\s+4\s+{N} ms\s+{N}x the first"]),
     "kernel_rows": (["--rows", "4,8", "--keys", "16", "--repeats", "2"],
