@@ -8,7 +8,7 @@ queued past the end, closing the generator), per method, over the same prompts t
 Each method is warmed up as demos.benchmark warms it (Engine.warm_up, each prompt-length
 bucket), then runs every prompt (pass 1: as the benchmark times it) and every prompt again
 (pass 2: shapes and kernels all seen before). On an H100 (2026-12-07) pass 2 of 8 HumanEval
-prompts ran 16x5 steps at 5.72 ms against AR tokens at 3.02 ms (2.14x AR after the first
+prompts ran 16x5 steps at 5.72 ms against AR tokens at 3.02 ms (1.95x AR after the first
 step), while demos.benchmark's wall time, prefill included, gave 1.15x on 80 prompts of the
 same set: ~150 ms per prompt that the second pass did not pay (docs/perf.md); pass 1 against
 pass 2 here, and the time to the first step against the steps, say where it goes."""

@@ -98,7 +98,7 @@ def main():
           f"attention over {resident.capacity} slots")
 
     # The packed step's cache and inputs, sized as decode.redrafter.Steps sizes them.
-    fixed = policy.fixed_tree(beam)
+    fixed = policy.fixed_tree(beam.width)
     packed_size = packed_tree_size(beam, policy)
     packed_cache = tree_cache(model, packed_size, fixed)
     prefill(model, packed_cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps)

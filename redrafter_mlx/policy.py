@@ -61,11 +61,11 @@ class DecodePolicy:
             return CPU
         return CUDA if mx.cuda.is_available() else GPU
 
-    def fixed_tree(self, beam) -> bool:
-        """Whether trees of this BeamShape are verified at a fixed size in a compiled step:
-        always on GPUs, and for one beam everywhere (its tree is always L tokens; not so a
-        tree of best nodes)."""
-        return self.fixed_shapes or (beam.width == 1 and not beam.nodes and self.fixed_single_beam)
+    def fixed_tree(self, width: int) -> bool:
+        """Whether trees of beams this wide are verified at a fixed size in a compiled step:
+        always on GPUs, and at width 1 everywhere (its tree is always L tokens, 1 + N with
+        N best nodes, before the lookup beam)."""
+        return self.fixed_shapes or (width == 1 and self.fixed_single_beam)
 
     @property
     def device_kind(self) -> str:

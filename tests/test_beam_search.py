@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from redrafter_mlx.decode.beam_search import ABSENT, BeamShape, beam_search
+from redrafter_mlx.errors import UsageError
 from redrafter_mlx.decode.sampling import log_softmax
 from helpers.tiny import tiny_drafter, tiny_model
 
@@ -68,3 +69,10 @@ def test_best_nodes_are_the_most_likely_prefixes(width, length, nodes):
     best = sorted(everything, key=everything.get, reverse=True)[:nodes]
     assert set(drafted) == set(best)
     assert all(tokens[:-1] in set(drafted) | {()} for tokens in drafted)  # ancestors first
+
+
+def test_best_nodes_are_refused_past_what_the_search_scores():
+    """At most V' distinct nodes at depth 1 (one beam alive) and W V' at each depth after it."""
+    BeamShape(5, 3, 30).check(5)
+    with pytest.raises(UsageError, match="scores only 30 distinct nodes"):
+        BeamShape(5, 3, 31).check(5)

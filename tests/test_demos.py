@@ -41,6 +41,14 @@ def test_benchmark_quick_writes_csv_json_and_plots(dirs):
         if r["method"].startswith("redrafter_"):
             assert r["outputs_differing_from_ar"] == "0"  # greedy: identical to AR
             assert 1 <= float(r["tokens_per_step"]) <= int(r["length"])
+        if not r["method"].startswith("mlx_lm"):  # our methods: time to the first step, and the rate after it
+            prefill = float(r["prefill_seconds"])
+            assert 0 < prefill < float(r["seconds"])
+            rate = float(r["decode_tokens_per_s"])  # the CSV's seconds are rounded to 1 ms: tiny runs, loose bounds
+            assert rate > float(r["tokens_per_s"])
+            assert rate == pytest.approx(int(r["tokens"]) / (float(r["seconds"]) - prefill), rel=0.2)
+        else:
+            assert r["prefill_seconds"] == r["decode_tokens_per_s"] == ""
     assert table[0]["speedup_vs_ar"] == "1.0"
     from PIL import Image
     for name in ("speedup_heatmap.png", "best_configs.png"):

@@ -13,6 +13,7 @@ DEAD_BEAM = -1e30  # log-prob of beams 1..W-1 before the first drafted step
 MAX_LENGTH = 16  # drafts this long are almost never accepted to the end (drafters train for 4 steps)
 MAX_TREE_TOKENS = 1024  # W x L beyond this verifies far more tokens per step than any measured gain needs
 ABSENT = -1  # a path's tokens past its node (best_nodes): no tree row, never accepted
+DEPTH_TIE = 1e-4  # ranking nodes, a child's score counts this much less per depth: it follows a parent it ties
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,10 @@ class BeamShape:
         or N nodes."""
         if self.width > draft_vocab_size:
             raise UsageError(f"beam width must be in 1..{draft_vocab_size} (the draft vocabulary), got {self.width}")
-        if self.nodes > (self.length - 1) * self.width * draft_vocab_size:
-            raise UsageError(f"beam {self}: the beam search scores only {(self.length - 1) * self.width * draft_vocab_size}"
-                             " nodes with this draft vocabulary")
+        scorable = draft_vocab_size + (self.length - 2) * self.width * draft_vocab_size  # one beam at depth 1
+        if self.nodes > scorable:
+            raise UsageError(f"beam {self}: the beam search scores only {scorable} distinct nodes with this draft "
+                             "vocabulary")
 
 
 class Draft(NamedTuple):
@@ -97,7 +99,7 @@ def beam_search(drafter: Drafter, embed, context: mx.array, first_token: mx.arra
     context = mx.broadcast_to(context[:, None, :], (batch, width, context_size))
     history = mx.zeros((batch, width, 0, vocab), dtype=mx.float32)
     positions = mx.zeros((batch, width, 0), dtype=mx.int32)
-    candidates = []  # per depth: the `scored` best paths (B, scored, depth + 1) and their scores
+    candidates = []  # per depth d (0-based): the `scored` best paths (B, scored, d + 2) and their scores
     for _ in range(beam.length - 1):
         state = drafter.next_state(state, embed(beams[:, :, -1]))
         log_probs = log_softmax(drafter(context, state))  # (B, W, V)
@@ -128,11 +130,12 @@ def best_nodes(candidates: list, length: int, nodes: int) -> Draft:
     """The paths to the `nodes` best of the scored nodes (candidates: per depth d, paths
     (B, K, d + 2) and their cumulative log-probs (B, K)), best first, each padded to `length`
     with ABSENT: Draft.beams (B, nodes, L) and .scores (B, nodes), no log-probs. A node never
-    scores above its parent, so the best N hold their own ancestors (EAGLE-2's reranking;
-    ties may order a child first, and packing gives its prefix a row before it anyway)."""
+    scores above its parent, and ties go to the shallower node (DEPTH_TIE), so the best N hold
+    their own ancestors and pack into 1 + N rows (EAGLE-2's reranking)."""
     paths = mx.concatenate([mx.pad(p, [(0, 0), (0, 0), (0, length - p.shape[-1])], constant_values=ABSENT)
                             for p, _ in candidates], axis=1)
     scores = mx.concatenate([s for _, s in candidates], axis=1)  # (B, D K)
-    best = mx.argsort(-scores, axis=-1)[:, :nodes]
+    depths = mx.concatenate([mx.full(s.shape, d, mx.float32) for d, (_, s) in enumerate(candidates)], axis=1)
+    best = mx.argsort(depths * DEPTH_TIE - scores, axis=-1)[:, :nodes]
     paths = mx.take_along_axis(paths, best[:, :, None], axis=1)
     return Draft(paths, None, None, mx.take_along_axis(scores, best, axis=-1))

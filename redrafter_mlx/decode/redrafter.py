@@ -62,7 +62,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     stats.draft_length = beam.length - 1
     strategy = choose_strategy(sampling, sampled_drafts)
     steps = Steps(model, drafter, strategy, options, policy, compiled or CompiledSteps())
-    cache = tree_cache(model, steps.tree_size, policy.fixed_tree(beam))
+    cache = tree_cache(model, steps.tree_size, policy.fixed_tree(beam.width))
     start = time.perf_counter()
     context = prefill(model, cache, prompt, bucket=policy.prefill_bucket, taps=drafter.taps, progress=progress,
                       chunk_size=policy.prefill_chunk)
@@ -84,10 +84,10 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
 
 
 def packed_tree_size(beam: BeamShape, policy: DecodePolicy) -> int:
-    """Rows a packed tree is padded to: the drafter's W x L where its step is compiled at a
-    fixed size (DecodePolicy.fixed_tree; a lookup beam adds rows only where it differs),
-    else 0: verified as packed."""
-    return beam.width * beam.length if policy.fixed_tree(beam) else 0
+    """Rows a packed tree is padded to where its step is compiled at a fixed size
+    (DecodePolicy.fixed_tree): the drafter's tree's (trees.tree_rows; a lookup beam adds rows
+    only where it differs), else 0: verified as packed."""
+    return tree_rows(beam, lookup=False) if policy.fixed_tree(beam.width) else 0
 
 
 class Steps:
@@ -133,7 +133,7 @@ class Steps:
 
     def packed(self, cache: KVCache, draft, prompt: List[int], max_tokens: int, stats: Stats):
         """Steps over trees packed on the host, each read before the next is built."""
-        fixed = self.policy.fixed_tree(self.beam)
+        fixed = self.policy.fixed_tree(self.beam.width)
         make = lambda: packed_step(self.model, self.drafter, self.strategy, self.beam)  # noqa: E731
         step = self.compiled.get(self._key("packed"), make) if fixed else make()
         text = list(prompt)  # what the lookup beam searches

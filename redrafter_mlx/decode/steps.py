@@ -77,7 +77,8 @@ def _next_draft(model: Model, drafter: Drafter, strategy: Strategy, hidden, inde
 def packed_step(model: Model, drafter: Drafter, strategy: Strategy, beam: BeamShape):
     """A step over a tree packed on the host: step(tokens, positions, mask, offset, index,
     beams, keys, values, *drafted) -> (Accepted, next Draft, keys, values): tree_inputs, then
-    the beams' rows and tokens (W, L), the cache's arrays and, when sampled, the drafts' log q
+    the beams' rows and tokens (W, L; beam.nodes: N paths), the cache's arrays and, when
+    sampled, the drafts' log q
     (W, L-1, V') and positions (W, L-1) in the draft vocabulary."""
     def step(tokens, positions, mask, offset, index, beams, keys, values, *drafted):
         hidden, keys, values = verify(model, tokens, positions, mask, offset, keys, values, drafter.taps)
@@ -95,7 +96,8 @@ def resident_step(model: Model, drafter: Drafter, strategy: Strategy, beam: Beam
     path in the cache's device state, append it to the text and draft the next beams.
 
     step(drafts, state) -> (out, next drafts, next state): drafts holds the beams (1, W, L)
-    and, when sampled, their log q (1, W, L-1, V') and positions (1, W, L-1); state is
+    (beam.nodes: the N best nodes' paths, (1, N, L)) and, when sampled, their log q
+    (1, W, L-1, V') and positions (1, W, L-1); state is
     ResidentCache.state(); out (L + 2,) int32 holds the accepted count, the winning beam and
     its L tokens (the first count + 1 of them accepted), read by the host while the next step
     runs. ABSENT tokens (past a path's node, beam.nodes) never match."""

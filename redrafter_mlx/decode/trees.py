@@ -43,7 +43,7 @@ def node_rows(beams: mx.array):
 class PackedTree(NamedTuple):
     tokens: mx.array  # (T,) int32: each row's token (0 in rows past the tree)
     depths: mx.array  # (T,) int32: each row's depth (position = sequence length + depth)
-    index: mx.array  # (B, L) int32: the row of each beam token (0 where it did not fit)
+    index: mx.array  # (B, L) int32: the row of each beam token (0 where ABSENT)
     present: mx.array  # (B, L) bool: the beam token has a row (not ABSENT)
     block: mx.array  # (T, T) bool: row i sees row j (its ancestors and itself; rows past the tree: themselves)
 
@@ -55,7 +55,7 @@ def packed_tree(beams: mx.array, size: int) -> PackedTree:
     width, length = beams.shape
     rows, _ = node_rows(beams)
     present = beams != ABSENT
-    target = mx.where(present, rows, size).reshape(-1)  # row `size`: a slot for what does not fit
+    target = mx.where(present, rows, size).reshape(-1)  # row `size`: a slot for ABSENT tokens, dropped
     depths = mx.broadcast_to(mx.arange(length, dtype=mx.int32), beams.shape).reshape(-1)
     tokens = mx.put_along_axis(mx.zeros(size + 1, mx.int32), target, beams.reshape(-1).astype(mx.int32), axis=0)
     depth_of = mx.put_along_axis(mx.zeros(size + 1, mx.int32), target, depths, axis=0)
