@@ -110,13 +110,11 @@ def beam_search(drafter: Drafter, embed, context: mx.array, first_token: mx.arra
         top, top_scores = mx.take_along_axis(top, order, axis=-1), mx.take_along_axis(top_scores, order, axis=-1)
         parent, position = top // vocab, (top % vocab).astype(mx.int32)
         token = drafter.token_of(position).astype(mx.int32)
+        paths = mx.concatenate([mx.take_along_axis(beams, parent[:, :, None], axis=1), token[:, :, None]], axis=-1)
         if beam.nodes:
-            paths = mx.concatenate([mx.take_along_axis(beams, parent[:, :, None], axis=1), token[:, :, None]], axis=-1)
             candidates.append((paths, top_scores))
-        parent, position, token, scores = parent[:, :width], position[:, :width], token[:, :width], top_scores[:, :width]
+        parent, position, beams, scores = parent[:, :width], position[:, :width], paths[:, :width], top_scores[:, :width]
         state = mx.take_along_axis(state, parent[:, :, None], axis=1)
-        beams = mx.take_along_axis(beams, parent[:, :, None], axis=1)
-        beams = mx.concatenate([beams, token[:, :, None]], axis=-1)
         positions = mx.concatenate([mx.take_along_axis(positions, parent[:, :, None], axis=1), position[:, :, None]],
                                    axis=-1)
         history = mx.concatenate([history, log_probs[:, :, None, :]], axis=2)
