@@ -8,9 +8,12 @@ Writes results.csv, results.json, speedup_heatmap.png (speedup vs width x length
 best_configs.png (tok/s of the best shapes and the baselines) to --out-dir. Times are
 end-to-end per prompt (prefill + decode) after one warm-up prompt per method, and on GPUs
 after a few untimed tokens of our methods at each new prompt-length bucket (its kernels
-compile on first use: Engine.warm_up); methods run interleaved prompt by prompt, so slow
-drifts of the machine hit all of them alike. Greedy
-ReDrafter outputs are compared with our AR outputs and mismatches counted.
+compile on first use: Engine.warm_up); our methods run interleaved prompt by prompt, so slow
+drifts of the machine hit all of them alike. mlx-lm's methods run after them, over every
+prompt in a pass of their own: on an H100 (2026-12-07, 80 HumanEval prompts) mlx-lm's
+decoding interleaved in the same process slowed ours, our AR 305 -> 243 tok/s and ReDrafter
+16x5 552 -> 303 (docs/perf.md). Greedy ReDrafter outputs are compared with our AR outputs and
+mismatches counted.
 """
 
 import argparse
@@ -118,6 +121,7 @@ class Runner(NamedTuple):
     width: int
     length: int
     warm_up: Callable = lambda prompt: None  # untimed, before a prompt: seconds spent, or None
+    apart: bool = False  # timed after the interleaved methods, in a pass of its own (mlx-lm's)
 
 
 def make_runners(args, engine: Engine, sampling, suffix: str = ""):
@@ -132,10 +136,11 @@ def make_runners(args, engine: Engine, sampling, suffix: str = ""):
     runners = {"ar" + suffix: runner(DecodeOptions(mode="ar", sampling=sampling))}
     if args.mlx_lm and not suffix:
         lm = mlx_lm_ar(args.model, args.dtype, sampling)
-        runners["mlx_lm_ar"] = Runner(lambda p, s: lm(p, args.max_tokens, eos), 0, 0)
+        runners["mlx_lm_ar"] = Runner(lambda p, s: lm(p, args.max_tokens, eos), 0, 0, apart=True)
     if args.draft_model and not suffix:
         spec = mlx_lm_speculative(args.model, args.draft_model, args.dtype, sampling, args.num_draft)
-        runners["mlx_lm_speculative"] = Runner(lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1)
+        runners["mlx_lm_speculative"] = Runner(lambda p, s: spec(p, args.max_tokens, eos, s), 1, args.num_draft + 1,
+                                               apart=True)
     for w in args.widths:
         for n in args.lengths:
             for k, method, nodes in itertools.product(args.lookup, args.sampled_drafts, args.tree_nodes):
@@ -150,39 +155,51 @@ def make_runners(args, engine: Engine, sampling, suffix: str = ""):
 
 
 def measure(runners, prompts, greedy: bool, after_prompt=None):
-    """Runs every method on every prompt (interleaved); returns per-method totals.
+    """Runs every method on every prompt: ours interleaved prompt by prompt, then each method
+    `apart` over every prompt in turn; returns per-method totals.
 
-    after_prompt(totals, done) is called after each prompt (to save partial results)."""
-    for name, runner in runners.items():  # warm-up (and, on GPUs, kernel compilation: minutes on a fresh machine)
-        runner.warm_up(prompts[0])
-        _, seconds, _ = timed_run(runner.run(prompts[0], Stats()))
-        print(f"warm-up {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
-    totals = {name: dict(tokens=0, seconds=0.0, prefill=0.0, peak=0.0, mismatches=0, steps=0, histogram=Counter())
-              for name in runners}
-    for i, prompt in enumerate(prompts):
-        reference = None
-        for name, runner in runners.items():
-            warm = runner.warm_up(prompt)  # a new prompt-length bucket on a GPU: its kernels compiled untimed
-            if warm is not None:
-                print(f"warm-up {name}, prompt {i + 1}: {warm:.1f} s", file=sys.stderr, flush=True)
-            stats = Stats()
-            tokens, seconds, peak = timed_run(runner.run(prompt, stats))
-            reference = tokens if name == "ar" else reference
-            total = totals[name]
-            total["tokens"] += len(tokens)
-            total["seconds"] += seconds
-            total["prefill"] += stats.prompt_time  # our methods: until the first step (prefill, first draft)
-            total["peak"] = max(total["peak"], peak)
-            total["mismatches"] += int(greedy and tokens != reference)
-            total["steps"] += stats.steps
-            total["histogram"].update(stats.accepted_histogram)
-        print(f"prompt {i + 1}/{len(prompts)} done", file=sys.stderr, flush=True)
-        if after_prompt:
-            after_prompt(totals, i + 1)
+    after_prompt(totals) is called after each prompt of each pass (to save partial results)."""
+    totals = {name: dict(prompts=0, tokens=0, seconds=0.0, prefill=0.0, peak=0.0, mismatches=0, steps=0,
+                         histogram=Counter()) for name in runners}
+    references = [None] * len(prompts)  # our AR's tokens per prompt
+    passes = [[n for n, r in runners.items() if not r.apart]] + [[n] for n, r in runners.items() if r.apart]
+    for names in passes:
+        for name in names:  # warm-up (and, on GPUs, kernel compilation: minutes on a fresh machine)
+            runners[name].warm_up(prompts[0])
+            _, seconds, _ = timed_run(runners[name].run(prompts[0], Stats()))
+            print(f"warm-up {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
+        for i, prompt in enumerate(prompts):
+            for name in names:
+                references[i] = run_prompt(name, runners[name], prompt, totals[name], references[i], greedy, i)
+            print(f"prompt {i + 1}/{len(prompts)} done ({', '.join(names)})", file=sys.stderr, flush=True)
+            if after_prompt:
+                after_prompt(totals)
     return totals
 
 
+def run_prompt(name: str, runner: Runner, prompt, total: dict, reference, greedy: bool, index: int):
+    """One timed run of a method on a prompt, added to its totals; returns the reference
+    output (our AR's, once it ran)."""
+    warm = runner.warm_up(prompt)  # a new prompt-length bucket on a GPU: its kernels compiled untimed
+    if warm is not None:
+        print(f"warm-up {name}, prompt {index + 1}: {warm:.1f} s", file=sys.stderr, flush=True)
+    stats = Stats()
+    tokens, seconds, peak = timed_run(runner.run(prompt, stats))
+    reference = tokens if name == "ar" else reference
+    total["prompts"] += 1
+    total["tokens"] += len(tokens)
+    total["seconds"] += seconds
+    total["prefill"] += stats.prompt_time  # our methods: until the first step (prefill, first draft)
+    total["peak"] = max(total["peak"], peak)
+    total["mismatches"] += int(greedy and tokens != reference)
+    total["steps"] += stats.steps
+    total["histogram"].update(stats.accepted_histogram)
+    return reference
+
+
 def rows_from(totals, runners, meta):
+    """A row per method that has run (its prompts so far: partial results)."""
+    totals = {name: t for name, t in totals.items() if t["prompts"]}
     rate = {name: t["tokens"] / t["seconds"] for name, t in totals.items()}
     fastest_ar = max(r for name, r in rate.items() if our_ar(name))
     rows = []
@@ -195,7 +212,8 @@ def rows_from(totals, runners, meta):
                    prefill_seconds=round(t["prefill"], 3) if t["prefill"] else "",
                    decode_tokens_per_s=round(t["tokens"] / (t["seconds"] - t["prefill"]), 2) if t["prefill"] else "",
                    tokens_per_step="", acceptance="", peak_memory_mb=round(t["peak"], 1),
-                   outputs_differing_from_ar=t["mismatches"] if meta["temp"] == 0 else "", **meta)
+                   outputs_differing_from_ar=t["mismatches"] if meta["temp"] == 0 else "",
+                   **{**meta, "prompts": t["prompts"]})
         if t["steps"] and width:
             summary = Stats(steps=t["steps"], accepted_histogram=t["histogram"], draft_length=length - 1)
             row.update(tokens_per_step=round(summary.tokens_per_step, 3), acceptance=round(summary.acceptance, 3))
@@ -267,7 +285,7 @@ def run(args):
             except UsageError as error:
                 raise UsageError(f"--prompts {args.prompts}: prompt {number}: {error}") from None
     meta = dict(device=device_name(), dtype=args.dtype or str(engine.model.dtype).split(".")[-1],
-                model=Path(args.model).name, mlx=mx.__version__, prompts=len(prompts), max_tokens=args.max_tokens,
+                model=Path(args.model).name, mlx=mx.__version__, max_tokens=args.max_tokens,
                 temp=args.temp, top_p=args.top_p)
     runners = make_runners(args, engine, sampling)
     if args.also_model:
@@ -280,8 +298,8 @@ def run(args):
                                 draft_vocab=args.draft_vocab, policy=replace(policy, verify_form=form))
             runners.update(make_runners(args, other, sampling, suffix=f"_{form}"))
 
-    def save_partial(totals, done):
-        write_tables(rows_from(totals, runners, {**meta, "prompts": done}), totals, out_dir)
+    def save_partial(totals):
+        write_tables(rows_from(totals, runners, meta), totals, out_dir)
 
     totals = measure(runners, prompts, sampling.greedy, save_partial)
     rows = rows_from(totals, runners, meta)

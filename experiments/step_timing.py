@@ -7,41 +7,89 @@ compiling (docs/perf.md). On another H100 (2026-12-07, 16x5, 8 HumanEval prompts
 pass 2 ran 5.72 ms per step for 3.7 tokens against 3.02 ms per AR token (1.95x AR after the
 first step) where demos.benchmark's wall time gave 1.15x on 80 prompts of the same set: ~150
 ms per prompt outside a second pass's steps (docs/bench/h100_qwen15_decode_loop_2026-12-07.txt).
+A tenth H100 found them: 48 prompts ran at 1.82x / 1.80x AR in both passes (wall time), with
+nothing slow outside the steps, and the benchmark's mlx-lm runs interleaved in the same process
+were what slowed ours (docs/bench/h100_qwen15_mlx_lm_interleaved_2026-12-07.txt).
 
   python -m experiments.step_timing [--model NAME|DIR --drafter DIR] [--beam 16x4] [--warm-up]
-                                    [--prompts mtbench] [--num-prompts 10] [--max-tokens 64]
+                                    [--prompts mtbench] [--num-prompts 10] [--max-tokens 64] [--mlx-lm]
 
 Each request decodes through Engine.generate (resident steps on GPUs, packed on CPUs), with
 no warm-up (pass 1 is the cold start) or, with --warm-up, after Engine.warm_up at each
-prompt-length bucket, as demos.benchmark warms up (pass 1 is then timed as it times). Each
-line also gives each method's wall time per prompt as the benchmark counts it, and what of it
-lies outside the steps (before the first: prefill, first draft; after the last). Nothing is synchronised beyond what the decode loops
-do themselves; experiments.profile_phases splits a packed step into its phases (with a sync
-after each) and experiments.step_parts times a step's parts."""
+prompt-length bucket, as demos.benchmark warms up (pass 1 is then timed as it times);
+--mlx-lm runs mlx-lm's AR between AR and ReDrafter on each prompt, as demos.benchmark
+interleaves it. Each pass's line gives each method's wall time per prompt as the benchmark
+counts it and what of it lies outside the steps (before the first: prefill, first draft;
+after the last). A second line splits ReDrafter's steps: the time between the tokens of
+consecutive steps as the caller sees them (the median step, and per prompt the time of
+steps over twice the median beyond it), the first step's, and the cache's compactions and
+growths (the host's bookkeeping of kv_cache.ResidentCache) per prompt. Nothing is
+synchronised beyond what the decode loops do themselves; experiments.profile_phases splits
+a packed step into its phases (with a sync after each) and experiments.step_parts times a
+step's parts."""
 
 import itertools
+import statistics
 import time
+from collections import Counter
 
 import redrafter_mlx  # noqa: F401  (first: loads OpenBLAS on Linux before mlx.core is imported)
 from experiments.common import add_prompt_flags, chat_prompts, load, parser
 from redrafter_mlx import BeamShape, DecodeOptions, Stats
+from redrafter_mlx.model.kv_cache import ResidentCache
+
+SLOW = 2.0  # a step slower than this many median steps counts as slow
 
 
-def run_pass(engine, prompts, options: dict, max_tokens: int):
-    """({method: Stats summed over the prompts (times, tokens, steps)}, {method: wall seconds})."""
-    totals, wall = {name: Stats() for name in options}, dict.fromkeys(options, 0.0)
+def counting_cache_events() -> Counter:
+    """Counts ResidentCache compactions and growths from now on (the methods wrapped)."""
+    events = Counter()
+    for name in ("_compact", "_grow"):
+        method = getattr(ResidentCache, name)
+
+        def counted(self, *args, _method=method, _name=name):
+            events[_name.strip("_")] += 1
+            return _method(self, *args)
+
+        setattr(ResidentCache, name, counted)
+    return events
+
+
+def timed_generation(run, prompt):
+    """(Stats, wall seconds, [seconds from the request to each step's tokens])."""
+    stats, arrivals = Stats(), []
+    start = time.perf_counter()
+    for _ in run(prompt, stats):
+        arrivals.append(time.perf_counter() - start)
+    return stats, time.perf_counter() - start, arrivals
+
+
+def run_pass(runs: dict, prompts):
+    """{method: Stats summed over the prompts}, {method: wall seconds}, {method: [per prompt: step arrivals]}."""
+    totals, wall = {name: Stats() for name in runs}, dict.fromkeys(runs, 0.0)
+    arrivals = {name: [] for name in runs}
     for prompt in prompts:
-        for name, total in totals.items():
-            stats = Stats()
-            start = time.perf_counter()
-            for _ in engine.generate(prompt, max_tokens=max_tokens, options=options[name], stats=stats):
-                pass
-            wall[name] += time.perf_counter() - start
+        for name, run in runs.items():
+            stats, seconds, times = timed_generation(run, prompt)
+            wall[name] += seconds
+            arrivals[name].append(times)
+            total = totals[name]
             total.generation_time += stats.generation_time
             total.generated_tokens += stats.generated_tokens
             total.steps += stats.steps
             total.prompt_time += stats.prompt_time
-    return totals, wall
+    return totals, wall, arrivals
+
+
+def step_split(arrivals: list) -> str:
+    """The steps' times as the caller sees them: median, slow steps' excess and the first step."""
+    gaps = [b - a for times in arrivals for a, b in zip(times, times[1:])]
+    median = statistics.median(gaps) if gaps else 0.0
+    slow = [gap for gap in gaps if gap > SLOW * median]
+    first = sum(times[0] for times in arrivals if times) / len(arrivals)
+    return (f"median step {median * 1e3:.2f} ms, {len(slow)} steps over {SLOW:g}x it ({sum(slow) / len(arrivals) * 1e3:.1f}"
+            f" ms/prompt, {sum(gap - median for gap in slow) / len(arrivals) * 1e3:.1f} beyond the median), "
+            f"request to first step {first * 1e3:.1f} ms/prompt")
 
 
 def main():
@@ -51,14 +99,26 @@ def main():
     args_parser.add_argument("--max-tokens", type=int, default=64)
     args_parser.add_argument("--warm-up", action="store_true", help="warm each method up at each prompt-length "
                              "bucket first, as demos.benchmark does")
+    args_parser.add_argument("--mlx-lm", action="store_true", help="run mlx-lm's AR between AR and ReDrafter on "
+                             "each prompt, as demos.benchmark does")
     args = args_parser.parse_args()
     engine = load(args)
     prompts = chat_prompts(engine, args.prompts, args.num_prompts)
     options = {"ar": DecodeOptions(mode="ar"), "redrafter": DecodeOptions(beam=args.beam)}
+    runs = {name: (lambda p, s, o=o: engine.generate(p, max_tokens=args.max_tokens, options=o, stats=s))
+            for name, o in options.items()}
+    if args.mlx_lm:
+        from demos.mlx_lm_runners import mlx_lm_ar
+
+        lm = mlx_lm_ar(engine.files.model_dir, None, DecodeOptions().sampling)
+        runs = {"ar": runs["ar"], "mlx_lm": lambda p, s: lm(p, args.max_tokens, engine.eos_ids),
+                "redrafter": runs["redrafter"]}
     for prompt, method in itertools.product(prompts if args.warm_up else [], options.values()):
         engine.warm_up(prompt, method)
+    events = counting_cache_events()
     for number in (1, 2):
-        totals, wall = run_pass(engine, prompts, options, args.max_tokens)
+        events.clear()
+        totals, wall, arrivals = run_pass(runs, prompts)
         ar, rd = totals["ar"], totals["redrafter"]
         outside = {name: (wall[name] - totals[name].generation_time) / len(prompts) * 1e3 for name in options}
         print(f"pass {number}: AR {ar.generation_tps:.1f} tok/s ({1e3 / ar.generation_tps:.2f} ms/token, prefill "
@@ -67,6 +127,9 @@ def main():
               f"ms/step (prefill + first draft {rd.prompt_time / len(prompts) * 1e3:.1f} ms/prompt); wall: AR "
               f"{ar.generated_tokens / wall['ar']:.1f} tok/s ({outside['ar']:.1f} ms/prompt outside the steps), "
               f"ReDrafter {rd.generated_tokens / wall['redrafter']:.1f} tok/s ({outside['redrafter']:.1f})", flush=True)
+        print(f"pass {number} ReDrafter steps: {step_split(arrivals['redrafter'])}; cache per prompt: "
+              f"{events['compact'] / len(prompts):.1f} compactions, {events['grow'] / len(prompts):.1f} growths",
+              flush=True)
 
 
 if __name__ == "__main__":

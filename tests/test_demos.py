@@ -233,6 +233,29 @@ def test_measure_warms_each_prompt_up_untimed():
     assert totals["ar"]["tokens"] == 2
 
 
+def test_measure_runs_apart_methods_after_the_interleaved_ones():
+    """mlx-lm's methods (apart) run over every prompt after ours have run interleaved; partial
+    results hold only the methods that have run, each with its prompts so far."""
+    calls, partial = [], []
+
+    def runner(name, apart=False):
+        def run(prompt, stats):
+            calls.append((name, prompt[0]))
+            return iter([prompt])
+        return benchmark.Runner(run, 0, 0, apart=apart)
+
+    runners = {"ar": runner("ar"), "mlx_lm_ar": runner("mlx_lm_ar", apart=True), "redrafter_2x3": runner("rd")}
+    meta = dict(device="cpu", dtype="float32", model="m", mlx="0", max_tokens=1, temp=0.0, top_p=1.0)
+    totals = benchmark.measure(runners, [[1], [2]], greedy=True,
+                               after_prompt=lambda t: partial.append(benchmark.rows_from(t, runners, meta)))
+    assert calls == [("ar", 1), ("rd", 1), ("ar", 1), ("rd", 1), ("ar", 2), ("rd", 2),  # warm-up, then the prompts
+                     ("mlx_lm_ar", 1), ("mlx_lm_ar", 1), ("mlx_lm_ar", 2)]
+    assert [[(row["method"], row["prompts"]) for row in rows] for rows in partial] == [
+        [("ar", 1), ("redrafter_2x3", 1)], [("ar", 2), ("redrafter_2x3", 2)],
+        [("ar", 2), ("mlx_lm_ar", 1), ("redrafter_2x3", 2)], [("ar", 2), ("mlx_lm_ar", 2), ("redrafter_2x3", 2)]]
+    assert totals["mlx_lm_ar"]["mismatches"] == 0  # compared with our AR's outputs of the first pass
+
+
 def test_plots_command_line(tmp_path):
     """Plots over the fastest of our AR forms; one-line errors for a missing or foreign results file."""
     from demos import plots

@@ -83,7 +83,10 @@ RUNS = {
                      "--max-tokens", "6", "--warm-up"],
                     [rf"pass {p}: AR {N} tok/s \({N} ms/token, prefill {N} ms/prompt\); ReDrafter 2x3 {N} tok/s, "
                      rf"{N} tokens/step, {N} ms/step \(prefill \+ first draft {N} ms/prompt\); wall: AR {N} tok/s "
-                     rf"\({N} ms/prompt outside the steps\), ReDrafter {N} tok/s \({N}\)" for p in (1, 2)]),
+                     rf"\({N} ms/prompt outside the steps\), ReDrafter {N} tok/s \({N}\)" for p in (1, 2)]
+                    + [rf"pass {p} ReDrafter steps: median step {N} ms, \d+ steps over 2x it \({N} ms/prompt, {N} "
+                       rf"beyond the median\), request to first step {N} ms/prompt; cache per prompt: {N} "
+                       rf"compactions, {N} growths" for p in (1, 2)]),
 }
 
 
