@@ -10,9 +10,10 @@ end-to-end per prompt (prefill + decode) after one warm-up prompt per method, an
 after a few untimed tokens of our methods at each new prompt-length bucket (its kernels
 compile on first use: Engine.warm_up); our methods run interleaved prompt by prompt, so slow
 drifts of the machine hit all of them alike. mlx-lm's methods run after them, over every
-prompt in a pass of their own: on an H100 (2026-12-07, 80 HumanEval prompts) mlx-lm's
-decoding interleaved in the same process slowed ours, our AR 305 -> 243 tok/s and ReDrafter
-16x5 552 -> 303 (docs/perf.md). Greedy ReDrafter outputs are compared with our AR outputs and
+prompt in a pass of their own, so that they cannot slow ours: on an H100 (2026-12-07) runs
+with mlx-lm's decoding interleaved in the same process were slow for every method, ours the
+most (ReDrafter 16x5 1.25x our AR on 80 HumanEval prompts, 1.81x on 48 of them without
+mlx-lm; docs/perf.md). Greedy ReDrafter outputs are compared with our AR outputs and
 mismatches counted.
 """
 
@@ -205,10 +206,14 @@ def rows_from(totals, runners, meta):
     rows = []
     for name, t in totals.items():
         width, length = runners[name].width, runners[name].length
+
+        def over(other, other_rate=None):  # a speedup, over the same prompts only
+            same = other in totals and totals[other]["prompts"] == t["prompts"]
+            return round(rate[name] / (other_rate or rate[other]), 3) if same else ""
+
         row = dict(method=name, width=width, length=length, tokens=t["tokens"], seconds=round(t["seconds"], 3),
-                   tokens_per_s=round(rate[name], 2), speedup_vs_ar=round(rate[name] / rate["ar"], 3),
-                   speedup_vs_fastest_ar=round(rate[name] / fastest_ar, 3),
-                   speedup_vs_mlx_lm=round(rate[name] / rate["mlx_lm_ar"], 3) if "mlx_lm_ar" in rate else "",
+                   tokens_per_s=round(rate[name], 2), speedup_vs_ar=over("ar"),
+                   speedup_vs_fastest_ar=over("ar", fastest_ar), speedup_vs_mlx_lm=over("mlx_lm_ar"),
                    prefill_seconds=round(t["prefill"], 3) if t["prefill"] else "",
                    decode_tokens_per_s=round(t["tokens"] / (t["seconds"] - t["prefill"]), 2) if t["prefill"] else "",
                    tokens_per_step="", acceptance="", peak_memory_mb=round(t["peak"], 1),

@@ -7,9 +7,9 @@ compiling (docs/perf.md). On another H100 (2026-12-07, 16x5, 8 HumanEval prompts
 pass 2 ran 5.72 ms per step for 3.7 tokens against 3.02 ms per AR token (1.95x AR after the
 first step) where demos.benchmark's wall time gave 1.15x on 80 prompts of the same set: ~150
 ms per prompt outside a second pass's steps (docs/bench/h100_qwen15_decode_loop_2026-12-07.txt).
-A tenth H100 found them: 48 prompts ran at 1.82x / 1.80x AR in both passes (wall time), with
-nothing slow outside the steps, and the benchmark's mlx-lm runs interleaved in the same process
-were what slowed ours (docs/bench/h100_qwen15_mlx_lm_interleaved_2026-12-07.txt).
+On a tenth H100, 48 prompts ran at 1.82x / 1.80x AR in both passes (wall time), nothing slow
+outside the steps, where the benchmark's runs with mlx-lm's decoding interleaved were slow
+(docs/bench/h100_qwen15_mlx_lm_interleaved_2026-12-07.txt).
 
   python -m experiments.step_timing [--model NAME|DIR --drafter DIR] [--beam 16x4] [--warm-up]
                                     [--prompts mtbench] [--num-prompts 10] [--max-tokens 64] [--mlx-lm]
@@ -18,12 +18,13 @@ Each request decodes through Engine.generate (resident steps on GPUs, packed on 
 no warm-up (pass 1 is the cold start) or, with --warm-up, after Engine.warm_up at each
 prompt-length bucket, as demos.benchmark warms up (pass 1 is then timed as it times);
 --mlx-lm runs mlx-lm's AR between AR and ReDrafter on each prompt, as demos.benchmark
-interleaves it. Each pass's line gives each method's wall time per prompt as the benchmark
+interleaved it until 2026-12-07. Each pass's line gives each method's wall time per prompt as the benchmark
 counts it and what of it lies outside the steps (before the first: prefill, first draft;
 after the last). A second line splits ReDrafter's steps: the time between the tokens of
 consecutive steps as the caller sees them (the median step, and per prompt the time of
-steps over twice the median beyond it), the first step's, and the cache's compactions and
-growths (the host's bookkeeping of kv_cache.ResidentCache) per prompt. Nothing is
+steps over twice the median beyond it), the first step's, and the resident cache's compactions
+(a gather of every layer's slots, queued on the device) and growths per prompt
+(kv_cache.ResidentCache; resident steps only: none on CPUs). Nothing is
 synchronised beyond what the decode loops do themselves; experiments.profile_phases splits
 a packed step into its phases (with a sync after each) and experiments.step_parts times a
 step's parts."""
@@ -42,14 +43,15 @@ SLOW = 2.0  # a step slower than this many median steps counts as slow
 
 
 def counting_cache_events() -> Counter:
-    """Counts ResidentCache compactions and growths from now on (the methods wrapped)."""
+    """Counts ResidentCache compactions and growths from now on, in this process (the methods
+    wrapped once; clear the counter to start again)."""
     events = Counter()
     for name in ("_compact", "_grow"):
         method = getattr(ResidentCache, name)
 
-        def counted(self, *args, _method=method, _name=name):
+        def counted(self, *args, _method=method, _name=name, **kwargs):
             events[_name.strip("_")] += 1
-            return _method(self, *args)
+            return _method(self, *args, **kwargs)
 
         setattr(ResidentCache, name, counted)
     return events
@@ -100,7 +102,7 @@ def main():
     args_parser.add_argument("--warm-up", action="store_true", help="warm each method up at each prompt-length "
                              "bucket first, as demos.benchmark does")
     args_parser.add_argument("--mlx-lm", action="store_true", help="run mlx-lm's AR between AR and ReDrafter on "
-                             "each prompt, as demos.benchmark does")
+                             "each prompt, as demos.benchmark did until 2026-12-07")
     args = args_parser.parse_args()
     engine = load(args)
     prompts = chat_prompts(engine, args.prompts, args.num_prompts)

@@ -253,6 +253,10 @@ def test_measure_runs_apart_methods_after_the_interleaved_ones():
     assert [[(row["method"], row["prompts"]) for row in rows] for rows in partial] == [
         [("ar", 1), ("redrafter_2x3", 1)], [("ar", 2), ("redrafter_2x3", 2)],
         [("ar", 2), ("mlx_lm_ar", 1), ("redrafter_2x3", 2)], [("ar", 2), ("mlx_lm_ar", 2), ("redrafter_2x3", 2)]]
+    compared = lambda rows: [(r["method"], r["speedup_vs_ar"] != "", r["speedup_vs_mlx_lm"] != "") for r in rows]  # noqa: E731
+    assert compared(partial[2]) == [("ar", True, False), ("mlx_lm_ar", False, True),  # over the same prompts only
+                                    ("redrafter_2x3", True, False)]
+    assert all(ar and lm for _, ar, lm in compared(partial[3]))
     assert totals["mlx_lm_ar"]["mismatches"] == 0  # compared with our AR's outputs of the first pass
 
 

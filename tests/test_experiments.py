@@ -142,3 +142,24 @@ def test_step_ops_counts_the_sampled_step(dirs):
     assert out.returncode == 0, out.stderr
     assert re.search(r"resident step 2x3, sampled \(.*top_p=0.9.*, iid drafts\), compiled \(5 tree rows\): \d+ "
                      r"operations", out.stdout), out.stdout
+
+
+def test_step_timing_counts_resident_cache_compactions_and_growths(monkeypatch):
+    """experiments.step_timing counts what the resident cache does between steps: a compaction
+    where the next tree does not fit after the slots in use, then a growth where it still does
+    not fit after the sequence."""
+    from experiments.step_timing import counting_cache_events
+    from redrafter_mlx.model.kv_cache import KVCache, ResidentCache
+
+    for name in ("_compact", "_grow"):
+        monkeypatch.setattr(ResidentCache, name, getattr(ResidentCache, name))  # unwrapped after the test
+    events = counting_cache_events()
+    cache = KVCache(1, 1, 1, 2, mx.float32, step=8, fixed_shapes=True)
+    cache.reserve(3)
+    cache.advance(3)  # a prompt of 3 tokens in 8 slots
+    resident = ResidentCache(cache, [1, 2, 3])
+    resident.make_room(4, 2)  # a tree of 4 rows: slots 3..6
+    assert not events
+    resident.read(2)  # that step added 2 tokens: 5 in the sequence, 7 slots used
+    resident.make_room(4, 2)  # 7 + 4 > 8: compacted to 5 slots; 5 + 4 > 8: grown to 16
+    assert events == {"compact": 1, "grow": 1} and resident.capacity == 16
