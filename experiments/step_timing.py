@@ -11,23 +11,24 @@ On a tenth H100, 48 prompts ran at 1.82x / 1.80x AR in both passes (wall time), 
 outside the steps, where the benchmark's runs with mlx-lm's decoding interleaved were slow
 (docs/bench/h100_qwen15_mlx_lm_interleaved_2026-12-07.txt).
 
-  python -m experiments.step_timing [--model NAME|DIR --drafter DIR] [--beam 16x4] [--warm-up]
+  python -m experiments.step_timing [--model NAME|DIR --drafter DIR] [--beam 16x4[,16x4:48,...]] [--warm-up]
                                     [--prompts mtbench] [--num-prompts 10] [--max-tokens 64] [--mlx-lm]
 
 Each request decodes through Engine.generate (resident steps on GPUs, packed on CPUs), with
 no warm-up (pass 1 is the cold start) or, with --warm-up, after Engine.warm_up at each
-prompt-length bucket, as demos.benchmark warms up (pass 1 is then timed as it times);
---mlx-lm runs mlx-lm's AR between AR and ReDrafter on each prompt, as demos.benchmark
-interleaved it until 2026-12-07. Each pass's line gives each method's wall time per prompt as the benchmark
-counts it and what of it lies outside the steps (before the first: prefill, first draft;
-after the last). A second line splits ReDrafter's steps: the time between the tokens of
-consecutive steps as the caller sees them (the median step, and per prompt the time of
-steps over twice the median beyond it), the first step's, and the resident cache's compactions
-(a gather of every layer's slots, queued on the device) and growths per prompt
-(kv_cache.ResidentCache; resident steps only: none on CPUs). Nothing is
-synchronised beyond what the decode loops do themselves; experiments.profile_phases splits
-a packed step into its phases (with a sync after each) and experiments.step_parts times a
-step's parts."""
+prompt-length bucket, as demos.benchmark warms up (pass 1 is then timed as it times); several
+beam shapes (--beam, comma separated) run interleaved with AR prompt by prompt in the one
+process, so that they compare under the same conditions (AR's speed differs by ~10% between
+processes on a GPU); --mlx-lm runs mlx-lm's AR after ours on each prompt, as demos.benchmark
+interleaved it until 2026-12-07. Each pass gives AR's line, then one line per shape: its time
+per step, its wall time per prompt as the benchmark counts it and what of it lies outside the
+steps (before the first: prefill, first draft; after the last), and its steps as the caller
+sees them: the time between the tokens of consecutive steps (the median step, and per prompt
+the time of steps over twice the median beyond it), the first step's, and the resident cache's
+compactions (a gather of every layer's slots, queued on the device) and growths per prompt
+(kv_cache.ResidentCache; resident steps only: none on CPUs). Nothing is synchronised beyond
+what the decode loops do themselves; experiments.profile_phases splits a packed step into its
+phases (with a sync after each) and experiments.step_parts times a step's parts."""
 
 import itertools
 import statistics
@@ -66,13 +67,16 @@ def timed_generation(run, prompt):
     return stats, time.perf_counter() - start, arrivals
 
 
-def run_pass(runs: dict, prompts):
-    """{method: Stats summed over the prompts}, {method: wall seconds}, {method: [per prompt: step arrivals]}."""
+def run_pass(runs: dict, prompts, events: Counter):
+    """{method: Stats summed over the prompts}, {method: wall seconds}, {method: [per prompt:
+    step arrivals]}, {method: cache events (counting_cache_events) during its requests}."""
     totals, wall = {name: Stats() for name in runs}, dict.fromkeys(runs, 0.0)
-    arrivals = {name: [] for name in runs}
+    arrivals, cache = {name: [] for name in runs}, {name: Counter() for name in runs}
     for prompt in prompts:
         for name, run in runs.items():
+            before = Counter(events)
             stats, seconds, times = timed_generation(run, prompt)
+            cache[name] += Counter(events) - before
             wall[name] += seconds
             arrivals[name].append(times)
             total = totals[name]
@@ -80,7 +84,7 @@ def run_pass(runs: dict, prompts):
             total.generated_tokens += stats.generated_tokens
             total.steps += stats.steps
             total.prompt_time += stats.prompt_time
-    return totals, wall, arrivals
+    return totals, wall, arrivals, cache
 
 
 def step_split(arrivals: list) -> str:
@@ -94,44 +98,52 @@ def step_split(arrivals: list) -> str:
             f"request to first step {first * 1e3:.1f} ms/prompt")
 
 
+def report(number: int, totals: dict, wall: dict, arrivals: dict, cache: dict, prompts: int):
+    """Prints a pass: AR's line, then one per ReDrafter shape."""
+    ar = totals["ar"]
+    outside = {name: (wall[name] - t.generation_time) / prompts * 1e3 for name, t in totals.items()}
+    ar_wall = ar.generated_tokens / wall["ar"]
+    print(f"pass {number}: AR {ar.generation_tps:.1f} tok/s ({1e3 / ar.generation_tps:.2f} ms/token, prefill "
+          f"{ar.prompt_time / prompts * 1e3:.1f} ms/prompt); wall {ar_wall:.1f} tok/s ({outside['ar']:.1f} ms/prompt "
+          f"outside the steps)", flush=True)
+    for name, rd in totals.items():
+        if name in ("ar", "mlx_lm"):
+            continue
+        rd_wall = rd.generated_tokens / wall[name]
+        print(f"pass {number} {name}: {rd.generation_tps:.1f} tok/s ({rd.generation_tps / ar.generation_tps:.2f}x AR), "
+              f"{rd.generated_tokens / rd.steps:.2f} tokens/step, {rd.generation_time / rd.steps * 1e3:.2f} ms/step "
+              f"(prefill + first draft {rd.prompt_time / prompts * 1e3:.1f} ms/prompt); wall {rd_wall:.1f} tok/s "
+              f"({rd_wall / ar_wall:.2f}x AR; {outside[name]:.1f} ms/prompt outside the steps); "
+              f"{step_split(arrivals[name])}; cache per prompt: {cache[name]['compact'] / prompts:.1f} compactions, "
+              f"{cache[name]['grow'] / prompts:.1f} growths", flush=True)
+
+
 def main():
     args_parser = parser(__doc__)
-    args_parser.add_argument("--beam", type=BeamShape.parse, default=BeamShape(16, 4), help="WxL (default 16x4)")
+    args_parser.add_argument("--beam", type=lambda text: [BeamShape.parse(t) for t in text.split(",")],
+                             default=[BeamShape(16, 4)], help="WxL[:N], comma separated (default 16x4)")
     add_prompt_flags(args_parser, 10)
     args_parser.add_argument("--max-tokens", type=int, default=64)
     args_parser.add_argument("--warm-up", action="store_true", help="warm each method up at each prompt-length "
                              "bucket first, as demos.benchmark does")
-    args_parser.add_argument("--mlx-lm", action="store_true", help="run mlx-lm's AR between AR and ReDrafter on "
-                             "each prompt, as demos.benchmark did until 2026-12-07")
+    args_parser.add_argument("--mlx-lm", action="store_true", help="run mlx-lm's AR after ours on each prompt, as "
+                             "demos.benchmark did until 2026-12-07")
     args = args_parser.parse_args()
     engine = load(args)
     prompts = chat_prompts(engine, args.prompts, args.num_prompts)
-    options = {"ar": DecodeOptions(mode="ar"), "redrafter": DecodeOptions(beam=args.beam)}
+    options = {"ar": DecodeOptions(mode="ar"), **{str(beam): DecodeOptions(beam=beam) for beam in args.beam}}
     runs = {name: (lambda p, s, o=o: engine.generate(p, max_tokens=args.max_tokens, options=o, stats=s))
             for name, o in options.items()}
     if args.mlx_lm:
         from demos.mlx_lm_runners import mlx_lm_ar
 
         lm = mlx_lm_ar(engine.files.model_dir, None, DecodeOptions().sampling)
-        runs = {"ar": runs["ar"], "mlx_lm": lambda p, s: lm(p, args.max_tokens, engine.eos_ids),
-                "redrafter": runs["redrafter"]}
+        runs["mlx_lm"] = lambda p, s: lm(p, args.max_tokens, engine.eos_ids)
     for prompt, method in itertools.product(prompts if args.warm_up else [], options.values()):
         engine.warm_up(prompt, method)
     events = counting_cache_events()
     for number in (1, 2):
-        events.clear()
-        totals, wall, arrivals = run_pass(runs, prompts)
-        ar, rd = totals["ar"], totals["redrafter"]
-        outside = {name: (wall[name] - totals[name].generation_time) / len(prompts) * 1e3 for name in options}
-        print(f"pass {number}: AR {ar.generation_tps:.1f} tok/s ({1e3 / ar.generation_tps:.2f} ms/token, prefill "
-              f"{ar.prompt_time / len(prompts) * 1e3:.1f} ms/prompt); ReDrafter {args.beam} {rd.generation_tps:.1f} "
-              f"tok/s, {rd.generated_tokens / rd.steps:.2f} tokens/step, {rd.generation_time / rd.steps * 1e3:.2f} "
-              f"ms/step (prefill + first draft {rd.prompt_time / len(prompts) * 1e3:.1f} ms/prompt); wall: AR "
-              f"{ar.generated_tokens / wall['ar']:.1f} tok/s ({outside['ar']:.1f} ms/prompt outside the steps), "
-              f"ReDrafter {rd.generated_tokens / wall['redrafter']:.1f} tok/s ({outside['redrafter']:.1f})", flush=True)
-        print(f"pass {number} ReDrafter steps: {step_split(arrivals['redrafter'])}; cache per prompt: "
-              f"{events['compact'] / len(prompts):.1f} compactions, {events['grow'] / len(prompts):.1f} growths",
-              flush=True)
+        report(number, *run_pass(runs, prompts, events), len(prompts))
 
 
 if __name__ == "__main__":

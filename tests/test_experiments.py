@@ -79,14 +79,15 @@ RUNS = {
                   r"AR step, compiled: \d+ operations \(.+\)",
                   r"resident step 2x3, greedy, compiled \(7 tree rows\): \d+ operations \(.+\)",
                   r"of which drafting 2x3, compiled: \d+ operations \(.+\)"]),
-    "step_timing": (["--drafter", "{drafter}", "--beam", "2x3", "--prompts", "{prompts}", "--num-prompts", "2",
+    "step_timing": (["--drafter", "{drafter}", "--beam", "2x3,2x3:3", "--prompts", "{prompts}", "--num-prompts", "2",
                      "--max-tokens", "6", "--warm-up"],
-                    [rf"pass {p}: AR {N} tok/s \({N} ms/token, prefill {N} ms/prompt\); ReDrafter 2x3 {N} tok/s, "
-                     rf"{N} tokens/step, {N} ms/step \(prefill \+ first draft {N} ms/prompt\); wall: AR {N} tok/s "
-                     rf"\({N} ms/prompt outside the steps\), ReDrafter {N} tok/s \({N}\)" for p in (1, 2)]
-                    + [rf"pass {p} ReDrafter steps: median step {N} ms, \d+ steps over 2x it \({N} ms/prompt, {N} "
-                       rf"beyond the median\), request to first step {N} ms/prompt; cache per prompt: {N} "
-                       rf"compactions, {N} growths" for p in (1, 2)]),
+                    [rf"pass {p}: AR {N} tok/s \({N} ms/token, prefill {N} ms/prompt\); wall {N} tok/s \({N} ms/prompt "
+                     rf"outside the steps\)" for p in (1, 2)]
+                    + [rf"pass {p} {shape}: {N} tok/s \({N}x AR\), {N} tokens/step, {N} ms/step \(prefill \+ first "
+                       rf"draft {N} ms/prompt\); wall {N} tok/s \({N}x AR; {N} ms/prompt outside the steps\); median "
+                       rf"step {N} ms, \d+ steps over 2x it \({N} ms/prompt, {N} beyond the median\), request to first "
+                       rf"step {N} ms/prompt; cache per prompt: {N} compactions, {N} growths"
+                       for p in (1, 2) for shape in ("2x3", "2x3:3")]),
 }
 
 
