@@ -4,8 +4,9 @@
   python -m demos.benchmark --widths 1,2,4 --lengths 2,3,4,5 --max-tokens 128 --out-dir bench
   python -m demos.benchmark --quick               # 2 prompts, 16 tokens, 2x2 grid (smoke test)
 
-Writes results.csv, results.json, speedup_heatmap.png (speedup vs width x length) and
-best_configs.png (tok/s of the best shapes and the baselines) to --out-dir. Times are
+Writes results.csv, results.json (also each method's tokens and seconds per prompt, in the
+order they ran), speedup_heatmap.png (speedup vs width x length) and best_configs.png (tok/s of
+the best shapes and the baselines) to --out-dir. Times are
 end-to-end per prompt (prefill + decode) after one warm-up prompt per method, and on GPUs
 after a few untimed tokens of our methods at each new prompt-length bucket (its kernels
 compile on first use: Engine.warm_up); our methods run interleaved prompt by prompt, so slow
@@ -161,7 +162,7 @@ def measure(runners, prompts, greedy: bool, after_prompt=None):
 
     after_prompt(totals) is called after each prompt of each pass (to save partial results)."""
     totals = {name: dict(prompts=0, tokens=0, seconds=0.0, prefill=0.0, peak=0.0, mismatches=0, steps=0,
-                         histogram=Counter()) for name in runners}
+                         histogram=Counter(), per_prompt=[]) for name in runners}
     references = [None] * len(prompts)  # our AR's tokens per prompt
     passes = [[n for n, r in runners.items() if not r.apart]] + [[n] for n, r in runners.items() if r.apart]
     for names in passes:
@@ -188,6 +189,7 @@ def run_prompt(name: str, runner: Runner, prompt, total: dict, reference, greedy
     tokens, seconds, peak = timed_run(runner.run(prompt, stats))
     reference = tokens if name == "ar" else reference
     total["prompts"] += 1
+    total["per_prompt"].append([len(tokens), round(seconds, 4)])
     total["tokens"] += len(tokens)
     total["seconds"] += seconds
     total["prefill"] += stats.prompt_time  # our methods: until the first step (prefill, first draft)
@@ -234,8 +236,10 @@ def write_tables(rows, totals, out_dir: Path):
         writer.writeheader()
         writer.writerows(rows)
     histograms = {name: dict(sorted(t["histogram"].items())) for name, t in totals.items() if t["histogram"]}
+    per_prompt = {name: t["per_prompt"] for name, t in totals.items() if t["per_prompt"]}  # drifts within a run
     with atomic_file(out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps({"rows": rows, "accepted_histograms": histograms}, indent=2))
+        tmp.write_text(json.dumps({"rows": rows, "accepted_histograms": histograms,
+                                   "per_prompt_tokens_seconds": per_prompt}, indent=2))
 
 
 def write_plots(rows, out_dir: Path):

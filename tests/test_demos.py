@@ -53,7 +53,13 @@ def test_benchmark_quick_writes_csv_json_and_plots(dirs):
     from PIL import Image
     for name in ("speedup_heatmap.png", "best_configs.png"):
         assert Image.open(out / name).size[0] > 300
-    assert json.loads((out / "results.json").read_text())["rows"][0]["method"] == "ar"
+    results = json.loads((out / "results.json").read_text())
+    assert results["rows"][0]["method"] == "ar"
+    per_prompt = results["per_prompt_tokens_seconds"]  # each method's prompts in the order they ran
+    assert set(per_prompt) == {r["method"] for r in table}
+    for r in table:
+        assert sum(tokens for tokens, _ in per_prompt[r["method"]]) == int(r["tokens"])
+        assert sum(seconds for _, seconds in per_prompt[r["method"]]) == pytest.approx(float(r["seconds"]), abs=0.01)
 
 
 def test_benchmark_times_each_shape_per_lookup(dirs):
@@ -258,6 +264,7 @@ def test_measure_runs_apart_methods_after_the_interleaved_ones():
                                     ("redrafter_2x3", True, False)]
     assert all(ar and lm for _, ar, lm in compared(partial[3]))
     assert totals["mlx_lm_ar"]["mismatches"] == 0  # compared with our AR's outputs of the first pass
+    assert [tokens for tokens, _ in totals["redrafter_2x3"]["per_prompt"]] == [1, 1]  # each prompt's run, in order
 
 
 def test_plots_command_line(tmp_path):
