@@ -161,8 +161,8 @@ def measure(runners, prompts, greedy: bool, after_prompt=None):
     `apart` over every prompt in turn; returns per-method totals.
 
     after_prompt(totals) is called after each prompt of each pass (to save partial results)."""
-    totals = {name: dict(prompts=0, tokens=0, seconds=0.0, prefill=0.0, peak=0.0, mismatches=0, steps=0,
-                         histogram=Counter(), per_prompt=[]) for name in runners}
+    totals = {name: dict(tokens=0, seconds=0.0, prefill=0.0, peak=0.0, mismatches=0, steps=0, histogram=Counter(),
+                         per_prompt=[]) for name in runners}  # per_prompt: [tokens, seconds] of each prompt run
     references = [None] * len(prompts)  # our AR's tokens per prompt
     passes = [[n for n, r in runners.items() if not r.apart]] + [[n] for n, r in runners.items() if r.apart]
     for names in passes:
@@ -188,7 +188,6 @@ def run_prompt(name: str, runner: Runner, prompt, total: dict, reference, greedy
     stats = Stats()
     tokens, seconds, peak = timed_run(runner.run(prompt, stats))
     reference = tokens if name == "ar" else reference
-    total["prompts"] += 1
     total["per_prompt"].append([len(tokens), round(seconds, 4)])
     total["tokens"] += len(tokens)
     total["seconds"] += seconds
@@ -202,15 +201,15 @@ def run_prompt(name: str, runner: Runner, prompt, total: dict, reference, greedy
 
 def rows_from(totals, runners, meta):
     """A row per method that has run (its prompts so far: partial results)."""
-    totals = {name: t for name, t in totals.items() if t["prompts"]}
-    rate = {name: t["tokens"] / t["seconds"] for name, t in totals.items()}
+    prompts = {name: len(t["per_prompt"]) for name, t in totals.items() if t["per_prompt"]}
+    rate = {name: totals[name]["tokens"] / totals[name]["seconds"] for name in prompts}
     fastest_ar = max(r for name, r in rate.items() if our_ar(name))
     rows = []
-    for name, t in totals.items():
-        width, length = runners[name].width, runners[name].length
+    for name, done in prompts.items():
+        t, width, length = totals[name], runners[name].width, runners[name].length
 
         def over(other, other_rate=None):  # a speedup, over the same prompts only
-            same = other in totals and totals[other]["prompts"] == t["prompts"]
+            same = prompts.get(other) == done
             return round(rate[name] / (other_rate or rate[other]), 3) if same else ""
 
         row = dict(method=name, width=width, length=length, tokens=t["tokens"], seconds=round(t["seconds"], 3),
@@ -220,7 +219,7 @@ def rows_from(totals, runners, meta):
                    decode_tokens_per_s=round(t["tokens"] / (t["seconds"] - t["prefill"]), 2) if t["prefill"] else "",
                    tokens_per_step="", acceptance="", peak_memory_mb=round(t["peak"], 1),
                    outputs_differing_from_ar=t["mismatches"] if meta["temp"] == 0 else "",
-                   **{**meta, "prompts": t["prompts"]})
+                   **{**meta, "prompts": done})
         if t["steps"] and width:
             summary = Stats(steps=t["steps"], accepted_histogram=t["histogram"], draft_length=length - 1)
             row.update(tokens_per_step=round(summary.tokens_per_step, 3), acceptance=round(summary.acceptance, 3))
