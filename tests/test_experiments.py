@@ -26,6 +26,9 @@ N = r"\d+\.\d+"  # a measured number
 
 # name: (arguments after --model, each with {model}, {drafter}, {prompts} filled in; lines the output promises)
 RUNS = {
+    "batch_generation": (["--prompts", "{prompts}", "--num-prompts", "3", "--max-new-tokens", "4"],
+                         [rf"{label}: \d prompts, \d+ answer tokens in {N} s = {N} tokens/s"
+                          for label in ("fixed shapes", "keys in use")] + [r"identical answers: \d of \d"]),
     "forward_rows": (["--rows", "1,4", "--context", "8", "--repeats", "2"],
                      [rf"T=\s+1\s+{N} ms\s+1\.00x the first", rf"T=\s+4\s+{N} ms\s+{N}x the first"]),
     "kernel_rows": (["--rows", "4,8", "--keys", "16", "--repeats", "2"],

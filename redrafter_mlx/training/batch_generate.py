@@ -6,7 +6,6 @@ from typing import List
 import mlx.core as mx
 
 from ..model.llm import Model
-from ..policy import DecodePolicy
 from ..decode.sampling import SamplingParams, sample
 
 
@@ -23,13 +22,14 @@ def left_pad(prompts: List[List[int]], width: int = 0):
 
 
 def generate_batch(model: Model, prompts: List[List[int]], max_new: int, eos_ids, width: int = 0,
-                   params: SamplingParams = SamplingParams(), policy: DecodePolicy = None) -> List[List[int]]:
+                   params: SamplingParams = SamplingParams(), fixed_shapes: bool = False) -> List[List[int]]:
     """Answers (without the prompt; EOS kept when produced) for each prompt, greedy or
-    sampled with `params`; prompts are left-padded to at least `width` tokens. With the
-    policy's fixed shapes (GPUs) attention reads the whole cache at every step."""
+    sampled with `params`; prompts are left-padded to at least `width` tokens. Attention reads
+    the slots in use, on every device; with fixed_shapes the whole allocated cache at every
+    step, as GPUs decode: 14% fewer tokens per second on an H100 (experiments.batch_generation)."""
     tokens, pad, positions = left_pad(prompts, width)
     batch, width = tokens.shape
-    cache = model.new_cache(batch, fixed_shapes=(policy or DecodePolicy.for_device()).fixed_shapes)
+    cache = model.new_cache(batch, fixed_shapes=fixed_shapes)
     cache.reserve(width + max_new)
     causal = mx.tril(mx.ones((width, width), dtype=mx.bool_))
     # Padding rows attend to themselves only, so that no row is all -inf (NaN-free).
