@@ -61,12 +61,14 @@ def redrafter_flags(args) -> List[str]:
     return [f"--{name.replace('_', '-')}" for name in REDRAFTER_FLAGS if getattr(args, name, None) is not None]
 
 
-def beam_of(args, policy: DecodePolicy) -> BeamShape:
+def beam_of(args, policy: DecodePolicy, *, greedy: bool = None) -> BeamShape:
     """--beam WxL, or --beam-width/--beam-length over the named model's measured shape
-    (also the starting point of --beam auto)."""
+    (also the starting point of --beam auto) for greedy or sampled decoding (default: as
+    --temp asks)."""
     if args.beam is not None and args.beam != "auto":
         return BeamShape.parse(args.beam)
-    return models.beam_from_flags(args.model, args.beam_width, args.beam_length, policy, greedy=args.temp == 0)
+    greedy = args.temp == 0 if greedy is None else greedy
+    return models.beam_from_flags(args.model, args.beam_width, args.beam_length, policy, greedy=greedy)
 
 
 def decode_options(args, policy: DecodePolicy, *, per_request: bool = False) -> DecodeOptions:

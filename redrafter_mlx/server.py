@@ -16,7 +16,8 @@ from pathlib import Path
 
 from . import models
 from .errors import ArgumentParser, HelpFormatter, UsageError, finite_float, int_at_least, run_cli
-from .flags import add_decoding_flags, add_model_flags, ar_when_sampling, decode_options, load_engine, open_files
+from .flags import (add_decoding_flags, add_model_flags, ar_when_sampling, beam_of, decode_options, load_engine,
+                    open_files)
 from .policy import DecodePolicy
 
 API_KEY_ENV = "REDRAFTER_API_KEY"
@@ -119,8 +120,11 @@ def serve(args):
     from .serving.worker import Worker
 
     engine, options, served, created = load_served(args, options)
+    greedy = options.sampling.greedy  # the other kind of request decodes with the beam measured for it
     worker = Worker(engine, options, max_queue=args.max_queue, time_limit=args.request_timeout,
-                    ar_when_sampling=ar_when_sampling(args, engine.policy))
+                    ar_when_sampling=ar_when_sampling(args, engine.policy),
+                    greedy_beam=None if greedy else beam_of(args, engine.policy, greedy=True),
+                    sampled_beam=beam_of(args, engine.policy, greedy=False) if greedy else None)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
                         max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
                         max_prompt_tokens=args.max_prompt_tokens,

@@ -801,3 +801,11 @@ def test_on_gpus_sampled_requests_decode_auto_regressively_and_greedy_ones_draft
     budget = Worker(None, DecodeOptions(beam=BeamShape(4, 3, 5)), max_queue=1, time_limit=0, ar_when_sampling=False)
     assert budget.options_for(SamplingParams()).beam == BeamShape(4, 3, 5)  # best nodes: greedy requests only
     assert budget.options_for(SamplingParams(0.7)).beam == BeamShape(4, 3)
+    measured = Worker(None, DecodeOptions(beam=BeamShape(4, 3, 5)), max_queue=1, time_limit=0,
+                      sampled_beam=BeamShape(2, 4))  # a greedy server: sampled requests get their own shape
+    assert measured.options_for(SamplingParams()).beam == BeamShape(4, 3, 5)
+    assert measured.options_for(SamplingParams(0.7)).beam == BeamShape(2, 4)
+    sampling = Worker(None, DecodeOptions(beam=BeamShape(2, 4), sampling=SamplingParams(0.7)), max_queue=1,
+                      time_limit=0, greedy_beam=BeamShape(4, 3, 5))  # a sampling server: greedy requests likewise
+    assert sampling.options_for(SamplingParams()).beam == BeamShape(4, 3, 5)
+    assert sampling.options_for(SamplingParams(1.0)).beam == BeamShape(2, 4)

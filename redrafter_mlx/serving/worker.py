@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 import mlx.core as mx
 
 from ..decode import DecodeOptions
+from ..decode.beam_search import BeamShape
 from ..engine import Engine
 from ..decode.sampling import SamplingParams
 from ..decode.stats import Stats
@@ -82,8 +83,11 @@ class Worker:
     """The generation thread and its queue. submit() is called from the event loop."""
 
     def __init__(self, engine: Engine, options: DecodeOptions, *, max_queue: int, time_limit: float,
-                 warmup: bool = True, ar_when_sampling: bool = False):
+                 warmup: bool = True, ar_when_sampling: bool = False, greedy_beam: BeamShape = None,
+                 sampled_beam: BeamShape = None):
         self.engine, self.options = engine, options  # options: every request's, but for its sampling settings
+        # and beam: greedy requests decode with greedy_beam, sampled ones with sampled_beam (default: options.beam)
+        self.greedy_beam, self.sampled_beam = greedy_beam or options.beam, sampled_beam or options.beam
         self.ar_when_sampling = ar_when_sampling  # sampled requests decode auto-regressively (flags.ar_when_sampling)
         self.warmup = warmup  # decode two tokens first (compiled steps, first allocations)
         self.time_limit = time_limit
@@ -213,9 +217,9 @@ class Worker:
                       time.perf_counter() - start, timed_out, stats.prompt_time, options.mode)
 
     def options_for(self, sampling: SamplingParams) -> DecodeOptions:
-        """A request's options: the server's, with its sampling settings (a sampled request
-        verifies every beam token: a tree of the best nodes is for greedy decoding)."""
-        beam = self.options.beam if sampling.greedy else replace(self.options.beam, nodes=0)
+        """A request's options: the server's, with its sampling settings and the beam for them
+        (a sampled request verifies every beam token: a tree of the best nodes is for greedy decoding)."""
+        beam = self.greedy_beam if sampling.greedy else replace(self.sampled_beam, nodes=0)
         options = replace(self.options, sampling=sampling, beam=beam)
         return replace(options, mode="ar") if self.ar_when_sampling and not sampling.greedy else options
 
