@@ -87,15 +87,16 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
     timed with the device's candidates), or mode "ar" where AR was fastest (said on stderr)."""
     cache_file = cache_file or writable_cache_dir() / "beam_auto.json"
     files = engine.files
+    shapes = candidate_shapes(engine.policy.device_kind, options)
     key = (f"{device_name()} | {weights_identity(files.model_dir)} | {weights_identity(files.drafter_dir)} "
            f"(draft vocab {engine.drafter.draft_vocab_size}) | {sampling_key(options.sampling)} | "
            f"{options.sampled_drafts} | lookup {options.lookup_match} | mlx {mx.__version__} | candidates "
-           f"{','.join(map(str, candidate_shapes(engine.policy.device_kind, options)))}")
+           f"{','.join(map(str, shapes))}")
     known = read_cache(cache_file)
     if key not in known:
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
         prompts = [engine.encode(p, chat_template) for p in PROMPTS]
-        best, speeds = calibrate(engine, prompts, candidate_shapes(engine.policy.device_kind, options), options)
+        best, speeds = calibrate(engine, prompts, shapes, options)
         known[key] = {"best": AR if best == AR else [best.width, best.length] + ([best.nodes] if best.nodes else []),
                       "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
         with atomic_file(cache_file) as tmp:

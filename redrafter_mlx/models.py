@@ -115,11 +115,12 @@ def default_beam(model: Optional[str], policy: DecodePolicy, *, greedy: bool = T
 def beam_from_flags(model: Optional[str], width: Optional[int], length: Optional[int],
                     policy: DecodePolicy, *, greedy: bool = True) -> BeamShape:
     """The beam a command line decodes with: default_beam where neither --beam-width nor
-    --beam-length is given, else the beams they and default_beam's other dimension make."""
-    default = default_beam(model, policy, greedy=greedy)
+    --beam-length is given, else plain beams: the ones given, the other dimension from the
+    plain beams measured (default_beam for sampling), not from a greedy-only tree of nodes."""
     if width is None and length is None:
-        return default
-    return BeamShape(default.width if width is None else width, default.length if length is None else length)
+        return default_beam(model, policy, greedy=greedy)
+    plain = default_beam(model, policy, greedy=False)
+    return BeamShape(plain.width if width is None else width, plain.length if length is None else length)
 
 
 def _progress_bar(total: int, desc: str):

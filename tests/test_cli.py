@@ -137,6 +137,7 @@ def test_default_beam_is_the_named_models_measured_shape(tmp_path):
     assert models.default_beam("qwen2.5-coder-1.5b", CUDA, greedy=False) == BeamShape(16, 5)  # sampled: plain beams
     assert models.beam_from_flags("qwen2.5-coder-1.5b", None, None, CUDA) == BeamShape(16, 6, 64)
     assert models.beam_from_flags("qwen2.5-coder-1.5b", None, 5, CUDA) == BeamShape(16, 5)  # flags: plain beams
+    assert models.beam_from_flags("qwen2.5-coder-1.5b", 8, None, CUDA) == BeamShape(8, 5)  # their length, not 6
     assert models.beam_from_flags("qwen2.5-coder-1.5b", None, None, CUDA, greedy=False) == BeamShape(16, 5)
     assert models.default_beam(str(tmp_path), GPU) == models.DEFAULT_BEAM  # a directory: no measurement
     assert models.beam_from_flags("qwen2.5-coder-1.5b", 4, None, GPU) == BeamShape(4, 5)  # the rest: measured
