@@ -178,6 +178,9 @@ def build_parser():
     f.add_argument("--distill", type=finite_float(0, 1), default=DrafterSpec.distill,
                    help="weight in [0, 1] of the soft loss against the target's next-token distribution "
                         "(the rest: against the data's tokens)")
+    f.add_argument("--step-decay", type=finite_float(0, 1, open_minimum=True), default=DrafterSpec.step_decay,
+                   help="weight drafting step i's loss by this to the power i (rescaled to sum to K; 1: all "
+                        "steps alike)")
     f.add_argument("--dtype", choices=tuple(DTYPES), default=FitPlan.dtype,
                    help="the frozen target's dtype while computing its features (the drafter trains in float32)")
     f.add_argument("--epochs", type=int_at_least(1), default=FitPlan.epochs)

@@ -374,6 +374,10 @@ def rows():
          "argument --lr"),
         ("train_fit_distill", "train", "fit {M} --data {root}/data --out {root}/fit_out --distill 1.5", None,
          "argument --distill"),
+        ("train_fit_step_decay", "train", "fit {M} --data {root}/data --out {root}/fit_out --step-decay 0", None,
+         "argument --step-decay"),
+        ("train_fit_also_step_decay", "train", "fit {M} --data {root}/data --out {root}/fit_out --also "
+         "out={root}/o2,step_decay=1.5", None, "--step-decay must be in (0, 1]"),
         ("train_fit_also", "train", "fit {M} --data {root}/data --out {root}/fit_out --also taps=3", None,
          "--also: expected KEY=VALUE"),
         ("train_fit_also_value", "train", "fit {M} --data {root}/data --out {root}/fit_out --also layers=two", None,

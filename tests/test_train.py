@@ -167,6 +167,23 @@ def test_soft_loss_reads_the_targets_view_of_each_drafted_token():
     np.testing.assert_allclose(np.array(blend), 0.75 * np.array(hard), rtol=1e-5)
 
 
+def test_step_decay_weighs_the_early_steps_more():
+    """--step-decay d: the total is sum_i w_i * loss_i with w_i = d ** i rescaled to sum to K;
+    the per-step losses themselves do not change."""
+    model = tiny_model(0, vocab=16)
+    drafter = tiny_drafter(model, 1, head="own")
+    tokens = mx.array([[3, 1, 4, 1, 5, 9, 2, 6]])
+    hidden, embeddings = target_features(model, tokens)
+    mask = mx.ones(tokens.shape, mx.bool_)
+    total, losses = drafter_loss(drafter, hidden, embeddings, tokens, mask, 3)[:2]
+    decayed, decayed_losses = drafter_loss(drafter, hidden, embeddings, tokens, mask, 3, step_decay=0.5)[:2]
+    np.testing.assert_allclose(np.array(decayed_losses), np.array(losses), rtol=1e-6)
+    weights = np.array([1, 0.5, 0.25]) * 3 / 1.75
+    assert total.item() == pytest.approx(float(np.array(losses).sum()), rel=1e-5)
+    assert decayed.item() == pytest.approx(float((weights * np.array(losses)).sum()), rel=1e-5)
+    assert decayed.item() != pytest.approx(total.item(), rel=1e-3)
+
+
 def test_target_next_probs_over_the_draft_vocabulary():
     model = tiny_model(0, vocab=16)
     drafter = tiny_drafter(model, 1, head="target")

@@ -49,6 +49,7 @@ class DrafterSpec:
     draft_vocab: int = 4096  # the most frequent answer tokens drafted (0: all)
     head_bits: int = 0  # own head: quantized to this many bits after training (0: off)
     distill: float = 0.0  # weight of the soft loss against the target's next-token distribution
+    step_decay: float = 1.0  # drafting step i's loss weighs step_decay ** i (rescaled to sum to K)
     lr: float = 1e-3  # peak learning rate (10% linear warm-up, then cosine decay)
 
     def check(self):
@@ -68,6 +69,8 @@ class DrafterSpec:
             raise UsageError("--head-bits (4 or 8) quantizes an own head (--head own)")
         if not 0 <= self.distill <= 1:
             raise UsageError(f"--distill must be in [0, 1], got {self.distill}")
+        if not 0 < self.step_decay <= 1:
+            raise UsageError(f"--step-decay must be in (0, 1], got {self.step_decay}")
 
     def varied(self, text: str) -> "DrafterSpec":
         """This spec with --also's overrides, e.g. "out=d2,head=target,draft_vocab=16384"."""
@@ -241,7 +244,7 @@ class Trainee:
         def loss_fn(hidden, embeddings, tokens, mask, next_log_p):
             next_probs = mx.exp(self.drafter.from_full_vocab(next_log_p)) if spec.distill else None
             return drafter_loss(self.drafter, hidden, embeddings, tokens, mask, plan.draft_steps, next_probs,
-                                spec.distill, group)[0]
+                                spec.distill, group, spec.step_decay)[0]
 
         self.loss_and_grad = nn.value_and_grad(self.drafter, loss_fn)
 

@@ -47,8 +47,13 @@ def step_logits(drafter: Drafter, hidden: mx.array, embeddings: mx.array, steps:
 
 
 def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps: int,
-                 next_probs: mx.array = None, distill: float = 0.0, group: mx.distributed.Group = None):
+                 next_probs: mx.array = None, distill: float = 0.0, group: mx.distributed.Group = None,
+                 step_decay: float = 1.0):
     """Returns (total loss, per-step losses (K,), per-step top-1 accuracies (K,), per-step counts (K,)).
+
+    The total weighs step i's loss by step_decay ** i, rescaled so that the weights sum to K
+    (1: the plain sum): a draft is only accepted after the drafts before it, so the early
+    steps count for more tokens per step.
 
     A drafter with a reduced vocabulary is trained on a softmax over its own tokens: targets
     it does not score are left out of the hard loss and count as misses in the accuracy.
@@ -78,4 +83,6 @@ def drafter_loss(drafter: Drafter, hidden, embeddings, tokens, loss_mask, steps:
     losses = mx.stack(hard) / scored_count
     if next_probs is not None:
         losses = (1 - distill) * losses + distill * mx.stack(soft) / count
-    return losses.sum(), losses, mx.stack(correct) / count, counts[:, 1]
+    weights = step_decay ** mx.arange(len(hard), dtype=mx.float32)
+    weights = weights * (len(hard) / weights.sum())
+    return (weights * losses).sum(), losses, mx.stack(correct) / count, counts[:, 1]
