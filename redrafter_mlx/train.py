@@ -199,6 +199,9 @@ def build_parser():
     f.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=FitPlan.seed)
     f.add_argument("--init", help="a trained drafter directory to go on training; its architecture and draft "
                    "vocabulary replace --head, --layers, --exit-dim, --draft-vocab and --context-layers")
+    f.add_argument("--grow", action="store_true",
+                   help="with --init: add ResBlocks up to --layers and read --context-layers besides its own, "
+                        "the added weights starting at zero (the grown drafter drafts as --init's until trained)")
     f.add_argument("--resume", action="store_true")
     f.add_argument("--also", action="append", default=[], metavar="KEY=VALUE,...",
                    help="fit one more drafter on the same batches (the target's features computed once for "

@@ -19,6 +19,7 @@ from redrafter_mlx.policy import CPU, GPU, DecodePolicy
 from redrafter_mlx.decode.sampling import SamplingParams
 from redrafter_mlx.train import main as train_main
 from redrafter_mlx.training.fit import ranked_answer_tokens
+from redrafter_mlx.training.grow import grow
 from helpers.stats_check import chi2_goodness_of_fit
 from helpers.tiny import tiny_drafter, tiny_model, write_model_dir
 
@@ -364,6 +365,55 @@ def test_fit_trains_the_quantized_head_it_goes_on_from(tmp_path, monkeypatch):
     heads = [mx.load(str(tmp_path / d / "model.safetensors"))["lm_head.2.weight"] for d in ("first", "further")]
     assert heads[0].dtype == heads[1].dtype == mx.uint32  # saved quantized
     assert not mx.array_equal(heads[0], heads[1])
+
+
+@pytest.mark.parametrize("exit_dim, old_layers, new_layers, head", [
+    (40, (), (1,), "own"),      # input_proj widened by zero columns
+    (None, (), (0, 1), "own"),  # Apple's layout: an input_proj that passes the old inputs through
+    (40, (1,), (0, 1), "own"),  # a layer read before another one added: the columns move
+    (None, (), (), "target"),   # ResBlocks only
+])
+def test_grown_drafter_drafts_as_the_one_it_grew_from(exit_dim, old_layers, new_layers, head):
+    """grow: one more ResBlock and more target layers read, yet the same logits on every input
+    (the old drafter reading only its own layers' features)."""
+    model = tiny_model(0, vocab=16)
+    old = tiny_drafter(model, 2, exit_dim=exit_dim, layers=1, head=head, context_layers=old_layers)
+    old.restrict_vocab(mx.array([1, 2, 4, 5, 7]))
+    new = grow(old, model, layers=2, context_layers=new_layers)
+    assert new.config.num_draft_layers == 2 and new.taps == tuple(sorted(set(old_layers) | set(new_layers)))
+    tokens = mx.array([[3, 1, 4, 1, 5, 9, 2, 6]])
+    features_new, embeddings = target_features(model, tokens, new.taps)
+    features_old, _ = target_features(model, tokens, old.taps)
+    for (_, a), (_, b) in zip(step_logits(old, features_old, embeddings, 3), step_logits(new, features_new, embeddings, 3)):
+        np.testing.assert_allclose(np.array(b), np.array(a), atol=1e-5, rtol=1e-5)
+    assert not new.lm_head[1].linear.weight.any().item()  # the added block: zero, trainable
+
+
+def test_fit_grows_a_trained_drafter(tmp_path):
+    """fit --init DIR --grow: the saved drafter has the added ResBlock and layer, starts from the
+    init's loss (not a fresh drafter's) and decodes exactly as AR."""
+    model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=6, num_prompts=128, new_tokens=16)
+
+    def fit(out, *extra):
+        train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "2",
+                    "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "1", "--save-dtype", "float32", *extra])
+        log = json.loads((out / "training.json").read_text())["log"]
+        return [entry["loss"] for entry in log if "loss" in entry]
+
+    first = fit(tmp_path / "first", "--layers", "1", "--draft-vocab", "8")
+    grown = fit(tmp_path / "grown", "--init", str(tmp_path / "first"), "--grow", "--layers", "2",
+                "--context-layers", "0")
+    assert grown[0] < 0.8 * first[0], (first, grown)
+    config = json.loads((tmp_path / "grown" / "config.json").read_text())
+    assert (config["num_draft_layers"], config["context_layers"]) == (2, [0])
+    loaded = load_model(model_dir)
+    drafter = load_drafter(tmp_path / "grown", loaded)
+    ar = sum(generate_ar(loaded, prompts[0], max_tokens=16), [])
+    assert sum(generate_redrafter(loaded, drafter, prompts[0], max_tokens=16, beam=BeamShape(2, 3)), []) == ar
+    for bad in (["--grow"], ["--init", str(tmp_path / "grown"), "--grow", "--layers", "1"]):
+        with pytest.raises(SystemExit):
+            fit(tmp_path / "bad", *bad)
+        assert not (tmp_path / "bad").exists()
 
 
 def test_drafter_reading_context_layers_trains_saves_and_decodes(tmp_path, capsys):

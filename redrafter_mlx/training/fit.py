@@ -31,6 +31,7 @@ from ..model.drafter import Drafter
 from ..model.load import DTYPES, dequantize_layers, load_drafter, load_model, read_drafter_config, read_model_config, save_module
 from .data import load_sequences, make_batches, split_by_prompt
 from .distributed import gather, rows_of, total, wait_for_all, world
+from .grow import check_growth, grow, grown_config
 from .loss import drafter_loss, target_features, target_next_log_probs
 from .progress import progress
 
@@ -100,7 +101,7 @@ class FitPlan:
     eval_data: Tuple[str, ...] = ()  # held-out data (empty: eval_fraction of the prompts of data)
     eval_fraction: float = 0.02
     dtype: str = "float32"  # the frozen target's dtype while computing its features
-    context_layers: Tuple[int, ...] = ()  # target layers the drafter reads besides the last (fresh drafters)
+    context_layers: Tuple[int, ...] = ()  # target layers the drafter reads besides the last (fresh or grown drafters)
     draft_steps: int = 4  # K = beam length - 1
     epochs: int = 2
     max_steps: int = 0  # stop after this many steps, the schedule fitted to them (0: all epochs)
@@ -111,6 +112,7 @@ class FitPlan:
     save_dtype: str = "float16"
     seed: int = 0
     init: Optional[str] = None  # a trained drafter to go on from (its architecture and draft vocabulary)
+    grow: bool = False  # with init: add ResBlocks up to each spec's layers and read context_layers too (grow.py)
     resume: bool = False
 
     def check(self):
@@ -172,12 +174,14 @@ def initial_drafter(model, spec: DrafterSpec, plan: FitPlan, train) -> Tuple[Dra
     """-> (drafter, ranked token ids): a fresh drafter whose draft vocabulary is the most
     frequent answer tokens of `train`, or (plan.init) a trained one to go on from, with its
     own architecture and draft vocabulary (head, layers, exit_dim, draft_vocab and context
-    layers do not apply); a quantized head is made dense to be trained (head_bits quantizes it again
-    when saved)."""
+    layers do not apply; with plan.grow, layers and context layers add to its own, grow.py); a
+    quantized head is made dense to be trained (head_bits quantizes it again when saved)."""
     if plan.init:
         drafter = load_drafter(plan.init, model, dtype=mx.float32)
         dequantize_layers(drafter)
         drafter.config.extra.pop("quantization", None)
+        if plan.grow:
+            drafter = grow(drafter, model, layers=spec.layers, context_layers=plan.context_layers)
         return drafter, read_ranked(plan.init, model.config.vocab_size)  # checked now; saved as it is
     vocab = model.config.vocab_size
     ranked = ranked_answer_tokens(train, vocab)
@@ -279,13 +283,19 @@ def check_fit(plan: FitPlan, specs: Sequence[DrafterSpec]) -> ModelConfig:
     check_specs(specs)
     model_config = read_model_config(plan.model)
     init = None
+    if plan.grow and not plan.init:
+        raise UsageError("--grow grows the drafter of --init: give --init DIR")
     if plan.init:
         try:
             init = read_drafter_config(plan.init)
             init.check_matches(model_config)
+            if plan.grow:
+                grown_config(init, init.num_draft_layers, plan.context_layers).check_matches(model_config)
         except ConfigError as error:
             raise UsageError(f"--init {plan.init}: does not fit the model: {error}") from None
     for spec in specs:
+        if plan.grow:
+            check_growth(init, spec.layers, plan.context_layers)
         check_head_bits(spec, init, model_config.hidden_size)
     return model_config
 
