@@ -378,6 +378,12 @@ def rows():
          "argument --step-decay"),
         ("train_fit_also_step_decay", "train", "fit {M} --data {root}/data --out {root}/fit_out --also "
          "out={root}/o2,step_decay=1.5", None, "--step-decay must be in (0, 1]"),
+        ("train_fit_grow_no_init", "train", "fit {M} --data {root}/data --out {root}/fit_out --grow", None,
+         "--grow grows the drafter of --init"),
+        ("train_fit_grow_fewer", "train", "fit {M} --data {root}/data --out {root}/fit_out --init {root}/drafter "
+         "--grow --layers 1", None, "--grow adds ResBlocks: --layers 1 is fewer than the --init drafter's 2"),
+        ("train_fit_grow_layer", "train", "fit {M} --data {root}/data --out {root}/fit_out --init {root}/drafter "
+         "--grow --context-layers 9", None, "--grow --context-layers 9: drafter context_layers [9] name layers beyond"),
         ("train_fit_also", "train", "fit {M} --data {root}/data --out {root}/fit_out --also taps=3", None,
          "--also: expected KEY=VALUE"),
         ("train_fit_also_value", "train", "fit {M} --data {root}/data --out {root}/fit_out --also layers=two", None,

@@ -372,6 +372,7 @@ def test_fit_trains_the_quantized_head_it_goes_on_from(tmp_path, monkeypatch):
     (None, (), (0, 1), "own"),  # Apple's layout: an input_proj that passes the old inputs through
     (40, (1,), (0, 1), "own"),  # a layer read before another one added: the columns move
     (None, (), (), "target"),   # ResBlocks only
+    (None, (), (0,), "target"),  # the target's head: input_proj (2H -> H) widened
 ])
 def test_grown_drafter_drafts_as_the_one_it_grew_from(exit_dim, old_layers, new_layers, head):
     """grow: one more ResBlock and more target layers read, yet the same logits on every input
@@ -410,10 +411,10 @@ def test_fit_grows_a_trained_drafter(tmp_path):
     drafter = load_drafter(tmp_path / "grown", loaded)
     ar = sum(generate_ar(loaded, prompts[0], max_tokens=16), [])
     assert sum(generate_redrafter(loaded, drafter, prompts[0], max_tokens=16, beam=BeamShape(2, 3)), []) == ar
-    for bad in (["--grow"], ["--init", str(tmp_path / "grown"), "--grow", "--layers", "1"]):
-        with pytest.raises(SystemExit):
-            fit(tmp_path / "bad", *bad)
-        assert not (tmp_path / "bad").exists()
+
+    decayed = fit(tmp_path / "decayed", "--init", str(tmp_path / "first"), "--step-decay", "0.5")
+    undecayed = fit(tmp_path / "undecayed", "--init", str(tmp_path / "first"))
+    assert decayed[0] != pytest.approx(undecayed[0], rel=1e-3)  # the flag reaches the loss
 
 
 def test_drafter_reading_context_layers_trains_saves_and_decodes(tmp_path, capsys):

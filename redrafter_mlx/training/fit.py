@@ -289,10 +289,13 @@ def check_fit(plan: FitPlan, specs: Sequence[DrafterSpec]) -> ModelConfig:
         try:
             init = read_drafter_config(plan.init)
             init.check_matches(model_config)
-            if plan.grow:
-                grown_config(init, init.num_draft_layers, plan.context_layers).check_matches(model_config)
         except ConfigError as error:
             raise UsageError(f"--init {plan.init}: does not fit the model: {error}") from None
+        if plan.grow:
+            try:
+                grown_config(init, init.num_draft_layers, plan.context_layers).check_matches(model_config)
+            except ConfigError as error:
+                raise UsageError(f"--grow --context-layers {','.join(map(str, plan.context_layers))}: {error}") from None
     for spec in specs:
         if plan.grow:
             check_growth(init, spec.layers, plan.context_layers)

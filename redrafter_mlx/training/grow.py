@@ -18,12 +18,10 @@ from ..model.drafter import Drafter
 
 
 def check_growth(init: DrafterConfig, layers: int, context_layers: Sequence[int]):
-    """UsageError unless (layers, context_layers) only add to the init drafter's."""
+    """UsageError unless layers only add to the init drafter's (context layers always do: a union)."""
     if layers < init.num_draft_layers:
         raise UsageError(f"--grow adds ResBlocks: --layers {layers} is fewer than the --init drafter's "
                          f"{init.num_draft_layers}")
-    if init.head == "target" and set(context_layers) - set(init.context_layers):
-        raise UsageError("--grow: a drafter on the target's head (exit_dim = hidden) cannot read more layers")
 
 
 def grown_config(init: DrafterConfig, layers: int, context_layers: Sequence[int]) -> DrafterConfig:

@@ -2,9 +2,10 @@
 
 For every position t with hidden state h_t, drafting step i (0-based, i < K) reads the
 embeddings of tokens t+1 .. t+1+i through the RNN and predicts token t+2+i. The loss is
-the sum over i of the cross-entropy averaged over valid targets (answer tokens): against
-the token itself (hard), or, with distillation, blended with the cross-entropy against
-the target's own next-token distribution at that position (soft)."""
+the sum over i (weighted, with step_decay < 1) of the cross-entropy averaged over valid
+targets (answer tokens): against the token itself (hard), or, with distillation, blended
+with the cross-entropy against the target's own next-token distribution at that position
+(soft)."""
 
 import mlx.core as mx
 import mlx.nn as nn
