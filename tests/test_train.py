@@ -392,7 +392,7 @@ def test_grown_drafter_drafts_as_the_one_it_grew_from(exit_dim, old_layers, new_
 
 def test_fit_grows_a_trained_drafter(tmp_path):
     """fit --init DIR --grow: the saved drafter has the added ResBlock and layer, starts from the
-    init's loss (not a fresh drafter's) and decodes exactly as AR."""
+    init's loss (not a fresh drafter's) and decodes exactly as AR; fit --step-decay reaches the loss."""
     model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=6, num_prompts=128, new_tokens=16)
 
     def fit(out, *extra):

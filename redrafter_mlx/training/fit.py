@@ -298,7 +298,7 @@ def check_fit(plan: FitPlan, specs: Sequence[DrafterSpec]) -> ModelConfig:
                 raise UsageError(f"--grow --context-layers {','.join(map(str, plan.context_layers))}: {error}") from None
     for spec in specs:
         if plan.grow:
-            check_growth(init, spec.layers, plan.context_layers)
+            check_growth(init, spec.layers)
         check_head_bits(spec, init, model_config.hidden_size)
     return model_config
 

@@ -17,8 +17,9 @@ from ..model.config import DrafterConfig
 from ..model.drafter import Drafter
 
 
-def check_growth(init: DrafterConfig, layers: int, context_layers: Sequence[int]):
-    """UsageError unless layers only add to the init drafter's (context layers always do: a union)."""
+def check_growth(init: DrafterConfig, layers: int):
+    """UsageError unless `layers` only adds ResBlocks to the init drafter's (context layers always
+    add: the grown drafter reads the union)."""
     if layers < init.num_draft_layers:
         raise UsageError(f"--grow adds ResBlocks: --layers {layers} is fewer than the --init drafter's "
                          f"{init.num_draft_layers}")
@@ -56,7 +57,7 @@ def grown_input_proj(old: Drafter, new_config: DrafterConfig):
 def grow(old: Drafter, model, *, layers: int, context_layers: Sequence[int]) -> Drafter:
     """A drafter with `layers` ResBlocks reading the union of old's and `context_layers`, whose
     logits equal old's on every input; old must be dense (no quantized layer)."""
-    check_growth(old.config, layers, context_layers)
+    check_growth(old.config, layers)
     config = grown_config(old.config, layers, context_layers)
     new = Drafter(config)
     new.bind_target(model)
