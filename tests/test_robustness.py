@@ -39,7 +39,8 @@ def dirs(tmp_path_factory):
     shutil.copytree(root / "model", root / "small_window")
     config = json.loads((root / "model" / "config.json").read_text())
     (root / "small_window" / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8}))
-    shutil.copytree(root / "model", root / "chat")
+    shutil.copytree(root / "model", root / "chat")  # a window for a reply long enough to be stopped mid-way on a busy machine
+    (root / "chat" / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 65536}))
     tokenizer_config = json.loads((root / "model" / "tokenizer_config.json").read_text())
     (root / "chat" / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config,
                                                                     "chat_template": CHAT_TEMPLATE}))
@@ -203,7 +204,7 @@ def spawn_chat(dirs):
 
     leader, follower = pty.openpty()
     process = subprocess.Popen([sys.executable, "-m", "redrafter_mlx.generate", "--model", str(dirs / "chat"),
-                                "--mode", "ar", "--max-tokens", "3000"], stdin=follower, stdout=follower,
+                                "--mode", "ar", "--max-tokens", "30000"], stdin=follower, stdout=follower,
                                stderr=follower, cwd=ROOT, close_fds=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # (a test run started in the background of a shell ignores SIGINT, and its children would inherit that)
@@ -217,7 +218,7 @@ def test_chat_ctrl_c_stops_the_reply_keeps_the_conversation_and_quits_at_the_pro
     try:
         read_until(pty_fd, ">> ", output)
         os.write(pty_fd, b"w5\n")
-        read_until(pty_fd, "w5 w5", output)  # the reply streams (3000 tokens would take seconds); the
+        read_until(pty_fd, "w5 w5", output)  # the reply streams (30,000 tokens would take a minute); the
         # terminal's echo of the message ("w5" then a line end) does not match, so Ctrl-C comes mid-reply
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
