@@ -325,14 +325,19 @@ def test_interrupted_fit_resumes_to_the_same_drafter(tmp_path, monkeypatch):
     assert [e["step"] for e in logs[1] if "loss" in e] == [e["step"] for e in logs[0] if "loss" in e]
 
 
+def fit_losses(model_dir, data, out, *extra) -> list:
+    """Fits a drafter to `out` (2 epochs of batches of 512 tokens, lr 1e-2, float32) -> its logged losses."""
+    train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "2",
+                "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "1", "--save-dtype", "float32", *extra])
+    log = json.loads((out / "training.json").read_text())["log"]
+    return [entry["loss"] for entry in log if "loss" in entry]
+
+
 def test_fit_goes_on_from_a_trained_drafter(tmp_path):
     model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=4, num_prompts=128, new_tokens=16)
 
     def fit(out, *extra):
-        train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "2",
-                    "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "1", "--save-dtype", "float32", *extra])
-        log = json.loads((out / "training.json").read_text())["log"]
-        return [entry["loss"] for entry in log if "loss" in entry]
+        return fit_losses(model_dir, data, out, *extra)
 
     first = fit(tmp_path / "first", "--head", "own", "--layers", "2", "--draft-vocab", "8")
     shutil.copytree(data, tmp_path / "other_data")  # the vocabulary's source names the first run's data
@@ -396,10 +401,7 @@ def test_fit_grows_a_trained_drafter(tmp_path):
     model_dir, data, prompts, _ = self_distilled_data(tmp_path, seed=6, num_prompts=128, new_tokens=16)
 
     def fit(out, *extra):
-        train_main(["fit", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--epochs", "2",
-                    "--batch-tokens", "512", "--lr", "1e-2", "--log-every", "1", "--save-dtype", "float32", *extra])
-        log = json.loads((out / "training.json").read_text())["log"]
-        return [entry["loss"] for entry in log if "loss" in entry]
+        return fit_losses(model_dir, data, out, *extra)
 
     first = fit(tmp_path / "first", "--layers", "1", "--draft-vocab", "8")
     grown = fit(tmp_path / "grown", "--init", str(tmp_path / "first"), "--grow", "--layers", "2",
