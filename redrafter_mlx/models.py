@@ -356,6 +356,11 @@ def resolve(model: Optional[str], drafter: Optional[str], need_drafter: bool = T
     return model_dir, drafter_dir
 
 
+def target_directory(model: str) -> str:
+    """--model as the training commands take it: resolve()'s model directory, no drafter."""
+    return str(resolve(model, None, need_drafter=False)[0])
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="python -m redrafter_mlx.models", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)

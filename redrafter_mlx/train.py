@@ -41,17 +41,11 @@ from .training.progress import progress
 from .training.text_data import add_parser as add_text_parser, text_data
 
 
-def model_directory(model: str) -> str:
-    """--model as every command takes it (models.resolve): a model name, an MLX directory, a
-    .gguf file or a Hugging Face repo id."""
-    return str(models.resolve(model, None, need_drafter=False)[0])
-
-
 # ---------------------------------------------------------------- data generation
 def generate_data(args):
     out = Path(args.out)
     check_output_dir(out, "--out")
-    args.model = model_directory(args.model)
+    args.model = models.target_directory(args.model)
     config = read_model_config(args.model)  # the files are checked before anything is loaded or written
     prompts = read_prompts(args.prompts, args.num_prompts, args.all_turns)
     tokenizer = load_tokenizer(args.model, config.eos_ids)
@@ -100,6 +94,7 @@ def generate_data(args):
 
 def evaluate_drafter(args):
     """Prints the drafter's teacher-forced top-1 per drafting step over all of --data."""
+    args.model = models.target_directory(args.model)
     config = read_model_config(args.model)
     sequences = read_data(args.data, config.vocab_size, "--data")
     model = load_model(args.model, DTYPES[args.dtype])
@@ -120,7 +115,7 @@ def fit(args):
     spec = DrafterSpec(**{key: getattr(args, key) for key in VARIANT_KEYS})
     specs = [spec] + [spec.varied(text) for text in args.also]
     check_specs(specs)  # now, before the model is resolved (a download, a conversion); fit checks all again
-    plan = FitPlan(model=model_directory(args.model), data=tuple(args.data), eval_data=tuple(args.eval_data or ()),
+    plan = FitPlan(model=models.target_directory(args.model), data=tuple(args.data), eval_data=tuple(args.eval_data or ()),
                    context_layers=tuple(args.context_layers), **{key: getattr(args, key) for key in PLAN_FLAGS})
     fit_drafters(plan, specs)
 
@@ -188,7 +183,7 @@ def build_parser():
                    help="stop after this many steps, the learning-rate schedule fitted to them (0: all epochs)")
     f.add_argument("--lr", type=finite_float(0, open_minimum=True), default=DrafterSpec.lr)
     f.add_argument("--batch-tokens", type=int_at_least(1), default=FitPlan.batch_tokens)
-    f.add_argument("--max-length", type=int_at_least(2), default=FitPlan.max_length)
+    f.add_argument("--max-length", type=int_at_least(3), default=FitPlan.max_length)
     f.add_argument("--eval-data", nargs="+", help="data directories for the per-epoch held-out evaluation "
                    "(default: a share of --data, --eval-fraction)")
     f.add_argument("--eval-fraction", type=finite_float(0, 0.5), default=FitPlan.eval_fraction,
@@ -208,13 +203,13 @@ def build_parser():
                         f"all), with these settings changed: {', '.join(VARIANT_KEYS)}; e.g. "
                         "out=d2,head=target,draft_vocab=16384 (repeatable)")
     e = sub.add_parser("eval", help="a drafter's teacher-forced top-1 per drafting step on data")
-    e.add_argument("--model", required=True)
+    e.add_argument("--model", required=True, help=MODEL_HELP)
     e.add_argument("--drafter", required=True)
     e.add_argument("--data", required=True, nargs="+", help="one or more data directories (all of it is used)")
     e.add_argument("--draft-steps", type=int_at_least(1, 15), default=4)
     e.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="the target's dtype")
     e.add_argument("--batch-tokens", type=int_at_least(1), default=8192)
-    e.add_argument("--max-length", type=int_at_least(2), default=512)
+    e.add_argument("--max-length", type=int_at_least(3), default=512)
     return p
 
 

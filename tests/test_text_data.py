@@ -258,3 +258,18 @@ def test_code_prompt_signatures_leave_out_memory_addresses():
         pass
 
     assert signature(f) == "(x=<object object>, *, g=<built-in function print>)"  # the same text in every run
+
+
+def test_text_and_eval_take_the_model_as_every_command_does(model_dir, sources, tmp_path, monkeypatch):
+    """A Hugging Face repo id (here one found in the local cache) names the target of `text`
+    and `eval` as it does for `data`, `fit` and `generate`."""
+    from redrafter_mlx import models
+
+    monkeypatch.setattr(models, "hub_snapshot", lambda repo: model_dir if repo == "org/tiny" else None)
+    sharegpt, stdlib = sources
+    out = tmp_path / "data"
+    train_main(["text", "--model", "org/tiny", "--out", str(out), "--sharegpt", str(sharegpt), "--stdlib", str(stdlib),
+                "--hold-out", "1"])
+    train_main(["fit", "--model", "org/tiny", "--data", str(out), "--out", str(tmp_path / "drafter"),
+                "--epochs", "1", "--batch-tokens", "256"])
+    train_main(["eval", "--model", "org/tiny", "--drafter", str(tmp_path / "drafter"), "--data", str(out)])

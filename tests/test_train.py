@@ -294,7 +294,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert set(dict(tree_flatten(restored.state))) == set(dict(tree_flatten(optimizer.state)))
 
 
-def test_interrupted_fit_resumes_to_the_same_drafter(tmp_path, monkeypatch):
+def test_interrupted_fit_resumes_to_the_same_drafter(tmp_path, monkeypatch, capfd):
     import redrafter_mlx.training.fit as train
 
     model_dir, data, _, _ = self_distilled_data(tmp_path, seed=3, num_prompts=64, new_tokens=12)
@@ -315,6 +315,9 @@ def test_interrupted_fit_resumes_to_the_same_drafter(tmp_path, monkeypatch):
         fit(tmp_path / "resumed")
     assert (tmp_path / "resumed.checkpoint").is_dir() and not (tmp_path / "resumed").exists()
     monkeypatch.setattr(train, "evaluate", evaluate)
+    with pytest.raises(SystemExit) as refused:  # a checkpoint of other settings is refused in one line
+        fit(tmp_path / "resumed", "--resume", "--layers", "3")
+    assert refused.value.code == 2 and "holds a drafter with other settings (num_draft_layers)" in capfd.readouterr().err
     fit(tmp_path / "resumed", "--resume")
     straight, resumed = (mx.load(str(tmp_path / d / "model.safetensors")) for d in ("straight", "resumed"))
     for name in straight:

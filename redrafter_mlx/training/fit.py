@@ -28,7 +28,8 @@ from ..model import fingerprint
 from ..model.config import ConfigError, DrafterConfig, ModelConfig
 from ..model.draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
 from ..model.drafter import Drafter
-from ..model.load import DTYPES, dequantize_layers, load_drafter, load_model, read_drafter_config, read_model_config, save_module
+from ..model.load import (DTYPES, LoadError, dequantize_layers, load_drafter, load_model, read_drafter_config,
+                          read_model_config, save_module)
 from .data import load_sequences, make_batches, split_by_prompt
 from .distributed import gather, rows_of, total, wait_for_all, world
 from .grow import check_growth, grow, grown_config
@@ -121,8 +122,8 @@ class FitPlan:
         for name in ("draft_steps", "epochs", "batch_tokens", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps < 0 or self.max_length < 2:
-            raise UsageError(f"--max-steps must be >= 0 and --max-length >= 2, got {self.max_steps} and {self.max_length}")
+        if self.max_steps < 0 or self.max_length < 3:
+            raise UsageError(f"--max-steps must be >= 0 and --max-length >= 3, got {self.max_steps} and {self.max_length}")
         if not 0 <= self.eval_fraction <= 0.5:
             raise UsageError(f"--eval-fraction must be in [0, 0.5], got {self.eval_fraction}")
         for flag, dtype in (("--dtype", self.dtype), ("--save-dtype", self.save_dtype)):
@@ -220,7 +221,14 @@ def save_checkpoint(path: Path, drafter, optimizer, step, log=()):
 
 
 def load_checkpoint(path: Path, drafter, optimizer):
-    """-> (step, training log so far)."""
+    """-> (step, training log so far); UsageError when the checkpoint is of another drafter
+    (other settings than this fit's)."""
+    saved_config = json.loads((path / "config.json").read_text())
+    config = json.loads(json.dumps(drafter.config.to_dict()))  # as saved (lists, not tuples)
+    differ = sorted(key for key in config.keys() | saved_config.keys() if config.get(key) != saved_config.get(key))
+    if differ:
+        raise UsageError(f"--resume: {path} holds a drafter with other settings ({', '.join(differ)}); "
+                         "resume with the settings it was started with, or drop --resume")
     drafter.load_weights(list(mx.load(str(path / "model.safetensors")).items()))
     state = mx.load(str(path / "optimizer.safetensors"))
     optimizer.state = tree_unflatten(list(state.items()))
@@ -300,7 +308,23 @@ def check_fit(plan: FitPlan, specs: Sequence[DrafterSpec]) -> ModelConfig:
         if plan.grow:
             check_growth(init, spec.layers)
         check_head_bits(spec, init, model_config.hidden_size)
+        check_out(Path(spec.out), plan)
     return model_config
+
+
+def check_out(out: Path, plan: FitPlan):
+    """UsageError when saving a drafter at `out` would replace one of the fit's inputs or a
+    directory that holds something other than a drafter (a drafter is replaced as a whole)."""
+    inputs = [("--data", d) for d in plan.data] + [("--eval-data", d) for d in plan.eval_data]
+    inputs += [("--model", plan.model)] + ([("--init", plan.init)] if plan.init else [])
+    for flag, path in inputs:
+        if out.resolve() in (Path(path).resolve(), *Path(path).resolve().parents):
+            raise UsageError(f"--out {out}: saving there would replace {flag} {path}; give another --out")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            read_drafter_config(out)
+        except LoadError:
+            raise UsageError(f"--out {out}: exists and is not a drafter directory; give another --out") from None
 
 
 def check_head_bits(spec: DrafterSpec, init: Optional[DrafterConfig], hidden_size: int):
@@ -327,6 +351,9 @@ def fit(plan: FitPlan, specs: Sequence[DrafterSpec]):
     rng = np.random.default_rng(plan.seed)
     rng.shuffle(sequences)
     train, valid = (sequences, valid) if valid else split_by_prompt(sequences, plan.eval_fraction)
+    if not train:
+        raise UsageError(f"--data: every sequence answers a held-out prompt ({len(valid)} sequences, "
+                         "too few distinct prompts); give more data or --eval-data")
     steps_per_epoch = sum(1 for _ in make_batches(train, plan.batch_tokens, plan.max_length, rng))
     total_steps = min(steps_per_epoch * plan.epochs, plan.max_steps or math.inf)
     if group.rank() == 0:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from .. import models
 from ..atomic import atomic_file, remove_stale
 from .data import check_file, read_shard, save_sequences, shard_name, sharegpt_conversations
 from ..errors import UsageError, int_at_least
@@ -282,6 +283,7 @@ def text_data(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
+    args.model = models.target_directory(args.model)
     config = read_model_config(args.model)
     tokenizer = load_tokenizer(args.model, config.eos_ids)
     start = time.perf_counter()
@@ -320,7 +322,8 @@ def text_data(args):
 def add_parser(sub):
     """The `text` subcommand's flags."""
     t = sub.add_parser("text", help="data from real text (ShareGPT replies, the standard library's source)")
-    t.add_argument("--model", required=True, help="the target (its tokenizer and chat template)")
+    t.add_argument("--model", required=True, help="the target (its tokenizer and chat template): a model name, an "
+                   "MLX model directory, a .gguf file or a Hugging Face repo id (ORG/NAME)")
     t.add_argument("--out", required=True)
     t.add_argument("--sharegpt", help="ShareGPT JSON file (a truncated one is read up to its last whole conversation)")
     t.add_argument("--stdlib", nargs="?", const=str(default_stdlib()), default=None, metavar="DIR",
