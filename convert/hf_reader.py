@@ -6,6 +6,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from redrafter_mlx.errors import UserError, read_json as read_json_value
+from redrafter_mlx.model.load import safetensors_files
 
 
 class CheckpointError(UserError, ValueError):
@@ -25,8 +26,11 @@ def read_json(path: Path) -> dict:
 
 
 def weight_files(src: Path):
-    """The checkpoint's weight files: safetensors preferred, else .bin pickles."""
-    for pattern in ("*.safetensors", "pytorch_model*.bin", "*.bin"):
+    """The checkpoint's weight files: safetensors preferred (load.safetensors_files), else .bin pickles."""
+    files = safetensors_files(src, CheckpointError)
+    if files:
+        return files
+    for pattern in ("pytorch_model*.bin", "*.bin"):
         files = sorted(src.glob(pattern))
         if files:
             return files

@@ -139,7 +139,7 @@ def atomic_directory(out, force: bool):
             old = out.parent / f"{temporary_name(out.name)}old"
             out.rename(old)
             tmp.rename(out)
-            shutil.rmtree(old)
+            _remove(old)  # a directory, or a link to one (the directory it names is left as it is)
         else:
             tmp.rename(out)
 

@@ -1,6 +1,7 @@
 """convert/: HF checkpoints (safetensors and .bin) and Apple drafters into MLX directories."""
 
 import json
+import shutil
 
 import mlx.core as mx
 import numpy as np
@@ -10,6 +11,7 @@ from convert.__main__ import main as convert_main
 from redrafter_mlx.decode.beam_search import BeamShape, beam_search
 from redrafter_mlx.model.load import load_drafter, load_model
 from redrafter_mlx.policy import GPU
+from helpers.tiny import tiny_model, write_model_dir
 
 
 HF_CONFIGS = {
@@ -196,3 +198,27 @@ def test_large_outputs_are_sharded_and_load_back(tmp_path, monkeypatch):
         ours = load_model(tmp_path / name)
         logits.append(np.array(ours.logits(ours(mx.array([tokens]), mx.arange(5)[None], ours.new_cache())[0])))
     np.testing.assert_array_equal(logits[0], logits[1])
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_mistral_layout_with_consolidated_weights_converts(tmp_path, indexed):
+    """Mistral's repositories hold every weight twice: in the Hugging Face files and in
+    consolidated.safetensors under Mistral's names. The latter is skipped (the index names
+    only the former, where there is one), by the converter and by the loader."""
+    model = tiny_model(0, "mistral", vocab=16)
+    source = write_model_dir(tmp_path / "hf", model)
+    weights = mx.load(str(source / "model.safetensors"))
+    mx.save_safetensors(str(source / "consolidated.safetensors"),
+                        {name.replace("model.layers", "layers").replace("self_attn.q_proj", "attention.wq"): value
+                         for name, value in weights.items()})
+    if indexed:
+        (source / "model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {name: "model.safetensors" for name in weights}}))
+    convert_main(["model", str(source), str(tmp_path / "mlx"), "--dtype", "float32"])
+    shutil.copy(source / "consolidated.safetensors", tmp_path / "mlx")
+    tokens = mx.array([[3, 14, 15, 9, 2, 5]])
+    expected = model.logits(model(tokens, mx.arange(6)[None], model.new_cache()))
+    for directory in (source, tmp_path / "mlx"):
+        loaded = load_model(directory)
+        logits = loaded.logits(loaded(tokens, mx.arange(6)[None], loaded.new_cache()))
+        np.testing.assert_allclose(np.array(logits), np.array(expected), atol=1e-5, rtol=1e-5)

@@ -138,6 +138,17 @@ def test_stale_temporaries_of_live_runs_are_kept(tmp_path):
         live.wait()
 
 
+def test_an_output_that_is_a_link_is_replaced_by_the_new_directory(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "old").write_text("old")
+    (tmp_path / "out").symlink_to(tmp_path / "real")
+    with atomic_directory(tmp_path / "out", force=True) as tmp:
+        (tmp / "new").write_text("new")
+    assert not (tmp_path / "out").is_symlink() and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new"]
+    assert (tmp_path / "real" / "old").read_text() == "old"  # what the link named is left as it was
+    assert temporaries(tmp_path) == []
+
+
 def wheel(directory: Path, package: str, member: str, data: bytes) -> Path:
     """A minimal wheel holding one data file, as the model parts on PyPI are."""
     name = package.replace("-", "_")

@@ -58,8 +58,31 @@ def read_drafter_config(path) -> DrafterConfig:
         raise LoadError(f"{Path(path) / 'config.json'}: {error}") from None
 
 
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def safetensors_files(path: Path, error=UserError) -> list:
+    """A checkpoint directory's *.safetensors files: those its model.safetensors.index.json
+    maps weights to where it has one, else all of them but consolidated*.safetensors when
+    there are others (Mistral's repositories hold every weight again in those, under
+    Mistral's own names); `error` names a bad index."""
+    path = Path(path)
+    index = path / SAFETENSORS_INDEX
+    if not index.is_file():
+        files = sorted(path.glob("*.safetensors"))
+        return [f for f in files if not f.name.startswith("consolidated")] or files
+    weight_map = read_json(index, error)
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+        raise error(f"{index}: no weight_map of weight names to file names")
+    missing = sorted({name for name in weight_map.values() if not (path / name).is_file()})
+    if missing:
+        raise error(f"{index}: names {missing[0]}, which is not in {path}")
+    return sorted({path / name for name in weight_map.values()})
+
+
 def read_weights(path: Path) -> dict:
-    files = sorted(Path(path).glob("*.safetensors"))
+    files = safetensors_files(path, LoadError)
     if not files:
         raise LoadError(f"{path}: no *.safetensors weights")
     weights = {}
