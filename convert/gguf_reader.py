@@ -6,10 +6,13 @@ group 32); files with other types (K-quants, Q5_0 ...) are dequantized with the
 fail on K-quants, it returns wrong values.
 """
 
+import math
+
 import mlx.core as mx
 import numpy as np
 
 from redrafter_mlx.errors import UserError
+from redrafter_mlx.model.rope import llama3_scaled
 
 from .gguf_header import NATIVE_TYPES, tensor_types
 
@@ -21,6 +24,8 @@ LAYER_NAMES = {
     "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
 }
 TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+ROPE_FACTORS = "rope_freqs.weight"  # llama.cpp's form of Llama 3's rope scaling: what divides each frequency
+LLAMA3_CONTEXT = 8192  # original_max_position_embeddings where the file names none (llama.cpp assumes it too)
 
 
 class GGUFError(UserError, ValueError):
@@ -62,6 +67,8 @@ def read_gguf(path: str):
             metadata = {k: _value(v) for k, v in metadata.items()}
         except Exception as error:
             raise GGUFError(f"{path}: cannot read it ({error})") from None
+    if ROPE_FACTORS in weights:  # not a weight: the model's rope scaling (model_config)
+        metadata[ROPE_FACTORS] = np.array(weights.pop(ROPE_FACTORS), dtype=np.float64).reshape(-1).tolist()
     try:
         return metadata, {hf_name(k): v for k, v in weights.items()}
     except GGUFError as error:
@@ -126,10 +133,55 @@ def model_config(metadata: dict, path="GGUF") -> dict:
     }
     if get("rope.dimension_count") and get("rope.dimension_count") != config["hidden_size"] // heads:
         config["head_dim"] = get("rope.dimension_count")
+    scaling = rope_scaling(metadata, arch, config, path)
+    if scaling:
+        config["rope_scaling"] = scaling
     eos = metadata.get("tokenizer.ggml.eos_token_id")
     if eos is not None:
         config["eos_token_id"] = eos
     return config
+
+
+def rope_scaling(metadata: dict, arch: str, config: dict, path="GGUF"):
+    """HF's rope_scaling for the GGUF's, or None: Llama 3's from llama.cpp's per-frequency
+    divisors (llama3_from_divisors), else the scaling type and factor of the header (linear;
+    ModelConfig refuses the types it does not support)."""
+    if ROPE_FACTORS in metadata:
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        old_context = metadata.get(f"{arch}.rope.scaling.original_context_length", LLAMA3_CONTEXT)
+        return llama3_from_divisors(metadata[ROPE_FACTORS], config["rope_theta"], head_dim, old_context, path)
+    kind = metadata.get(f"{arch}.rope.scaling.type", "none")
+    factor = metadata.get(f"{arch}.rope.scaling.factor", metadata.get(f"{arch}.rope.scale_linear", 1.0))
+    if kind == "none" and factor != 1.0:  # older files: rope.scale_linear alone
+        kind = "linear"
+    return None if kind == "none" else {"rope_type": kind, "factor": factor}
+
+
+def llama3_from_divisors(divisors: list, theta: float, head_dim: int, old_context: int, path="GGUF"):
+    """Llama 3's rope_scaling whose frequencies are theta's divided by `divisors` (head_dim / 2):
+    the factor is the largest divisor; the frequencies blended between 1 and the factor give
+    the two wavelengths that bound the blend (linear in 1 / wavelength), hence the low and high
+    frequency factors at old_context. GGUFError unless the result gives the divisors back."""
+    divisors = np.array(divisors, dtype=np.float64)
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if divisors.shape != inv_freq.shape or not np.all(divisors >= 1):
+        raise GGUFError(f"{path}: {ROPE_FACTORS} holds {divisors.size} divisors, not head_dim / 2 = "
+                        f"{inv_freq.size} of at least 1")
+    factor = float(divisors.max())
+    if factor == 1.0:
+        return None
+    blend = (1 / divisors - 1 / factor) / (1 - 1 / factor)  # 1 at high frequencies, 0 at low ones
+    inside = (blend > 1e-4) & (blend < 1 - 1e-4)
+    scaling = None
+    if inside.sum() >= 2:  # blend = old_context / wavelength / (high - low) - low / (high - low)
+        slope, offset = np.polyfit(old_context * inv_freq[inside] / (2 * math.pi), blend[inside], 1)
+        low, high = -offset / slope, (1 - offset) / slope
+        scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": round(float(low), 6),
+                   "high_freq_factor": round(float(high), 6), "original_max_position_embeddings": old_context}
+    if scaling is None or not np.allclose(inv_freq / llama3_scaled(inv_freq, scaling), divisors, rtol=1e-4):
+        raise GGUFError(f"{path}: {ROPE_FACTORS} divides the rope frequencies in a way other than Llama 3's "
+                        "scaling; not supported")
+    return scaling
 
 
 def hf_weights(metadata: dict, weights: dict, config: dict, path="GGUF") -> dict:

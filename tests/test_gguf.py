@@ -48,8 +48,9 @@ def quantized_for_file(value, qtype, rng):
     return raw, gguf.quants.dequantize(raw, qtype).reshape(value.shape)
 
 
-def write_gguf(path, model, qtype):
-    """Writes model as GGUF; returns its weights as stored (quantization round trip), HF layout."""
+def write_gguf(path, model, qtype, extra=None):
+    """Writes model as GGUF; returns its weights as stored (quantization round trip), HF layout.
+    extra(writer): adds keys or tensors of its own."""
     c = model.config
     stored, rng = {}, np.random.default_rng(0)
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -66,6 +67,8 @@ def write_gguf(path, model, qtype):
     writer.add_array("tokenizer.ggml.token_type", [3, 3] + [1] * (len(VOCAB) - 2))
     writer.add_array("tokenizer.ggml.merges", ["Ġ a", "a b", "Ġ ab"])
     writer.add_uint32("tokenizer.ggml.eos_token_id", 1)
+    if extra:
+        extra(writer)
     for name, value in tree_flatten(model.parameters()):
         value = np.array(value).astype(np.float32)
         if "q_proj" in name:
@@ -128,3 +131,69 @@ def test_requantizing_a_natively_quantized_gguf_keeps_its_layers_loadable(tmp_pa
         ours = load_model(tmp_path / name)
         logits.append(np.array(ours.logits(ours(mx.array([tokens]), positions, ours.new_cache())[0])))
     np.testing.assert_allclose(logits[1], logits[0], atol=1e-4, rtol=1e-4)
+
+
+def llama_cpp_divisors(theta: float, head_dim: int, factor: float, low: float, high: float, old: int):
+    """Llama 3's rope scaling as llama.cpp's converter stores it (rope_freqs): what divides each frequency."""
+    divisors = []
+    for freq in 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim):
+        wavelen = 2 * np.pi / freq
+        if wavelen < old / high:
+            divisors.append(1.0)
+        elif wavelen > old / low:
+            divisors.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            divisors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(divisors, dtype=np.float32)
+
+
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 2048}
+
+
+@pytest.mark.parametrize("scaling", ["llama3", "linear", "linear_old_key"])
+def test_gguf_rope_scaling_converts_to_the_same_model(tmp_path, scaling):
+    """Llama 3.x files hold their rope scaling as a rope_freqs tensor of per-frequency divisors
+    (here 3 of the 16 between 1 and the factor), older ones as a scaling type and factor."""
+    hf_scaling = LLAMA3 if scaling == "llama3" else {"rope_type": "linear", "factor": 4.0}
+    model = tiny_model(0, "llama", vocab=len(VOCAB), hidden_size=64, intermediate_size=96, num_attention_heads=2,
+                       num_key_value_heads=2, scale=0.1, rope_scaling=hf_scaling)
+
+    def extra(writer):
+        if scaling == "llama3":
+            writer.add_tensor("rope_freqs.weight", llama_cpp_divisors(10000.0, 32, 8.0, 1.0, 4.0, 2048))
+        elif scaling == "linear":
+            writer.add_string("llama.rope.scaling.type", "linear")
+            writer.add_float32("llama.rope.scaling.factor", 4.0)
+        else:
+            writer.add_float32("llama.rope.scale_linear", 4.0)
+
+    model.load_weights(write_gguf(tmp_path / "m.gguf", model, Q.F32, extra))
+    convert_main(["model", str(tmp_path / "m.gguf"), str(tmp_path / "mlx"), "--dtype", "float32"])
+    ours = load_model(tmp_path / "mlx")
+    assert ours.config.rope_scaling["rope_type"] == hf_scaling["rope_type"]
+    tokens = [3, 5, 7, 2, 30, 31, 4, 9] * 8
+    positions = mx.arange(len(tokens))[None]
+    expected = model.logits(model(mx.array([tokens]), positions, model.new_cache())[0])
+    got = ours.logits(ours(mx.array([tokens]), positions, ours.new_cache())[0])
+    np.testing.assert_allclose(np.array(got), np.array(expected), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (lambda w: (w.add_string("llama.rope.scaling.type", "yarn"), w.add_float32("llama.rope.scaling.factor", 4.0)),
+     "unsupported rope_scaling type 'yarn'"),
+    (lambda w: w.add_tensor("rope_freqs.weight", np.linspace(1, 3, 16, dtype=np.float32)),
+     "rope_freqs.weight divides the rope frequencies in a way other than Llama 3's scaling"),
+    (lambda w: w.add_tensor("rope_freqs.weight", np.ones(5, dtype=np.float32)),
+     "rope_freqs.weight holds 5 divisors, not head_dim / 2 = 16"),
+])
+def test_gguf_rope_scaling_we_cannot_run_is_refused_in_one_line(tmp_path, capfd, extra, fragment):
+    model = tiny_model(0, "llama", vocab=len(VOCAB), hidden_size=64, intermediate_size=96, num_attention_heads=2,
+                       num_key_value_heads=2, scale=0.1)
+    write_gguf(tmp_path / "m.gguf", model, Q.F32, extra)
+    with pytest.raises(SystemExit) as refused:
+        convert_main(["model", str(tmp_path / "m.gguf"), str(tmp_path / "mlx")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert refused.value.code == 2 and len(err) == 1 and fragment in err[0], err
+    assert not (tmp_path / "mlx").exists()

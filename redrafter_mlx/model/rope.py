@@ -23,13 +23,15 @@ def inverse_frequencies(config: ModelConfig) -> mx.array:
     elif kind == "linear":
         inv_freq = inv_freq / scaling["factor"]
     elif kind == "llama3":
-        inv_freq = _llama3_scaled(inv_freq, scaling)
+        inv_freq = llama3_scaled(inv_freq, scaling)
     else:
         raise ConfigError(f"unsupported rope_scaling type {kind!r} (supported: linear, llama3)")
     return mx.array(inv_freq.astype(np.float32))
 
 
-def _llama3_scaled(inv_freq: np.ndarray, scaling: dict) -> np.ndarray:
+def llama3_scaled(inv_freq: np.ndarray, scaling: dict) -> np.ndarray:
+    """inv_freq under Llama 3's rope_scaling (factor, low/high_freq_factor,
+    original_max_position_embeddings)."""
     factor = scaling["factor"]
     low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
     old_context = scaling.get("original_max_position_embeddings", 8192)
