@@ -358,6 +358,18 @@ def test_fit_goes_on_from_a_trained_drafter(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_fit_goes_on_from_a_drafter_of_all_tokens_without_a_draft_vocabulary(tmp_path):
+    """A drafter that scores every token needs no draft_vocab.json (Apple's, converted): fit
+    goes on from it and ranks the answer tokens of its data, as a fresh fit does."""
+    model_dir, data, _, _ = self_distilled_data(tmp_path, seed=6, num_prompts=64, new_tokens=12)
+    fit_losses(model_dir, data, tmp_path / "first", "--draft-vocab", "0")
+    fresh = json.loads((tmp_path / "first" / "draft_vocab.json").read_text())["token_ids"]
+    (tmp_path / "first" / "draft_vocab.json").unlink()
+    fit_losses(model_dir, data, tmp_path / "further", "--init", str(tmp_path / "first"))
+    assert json.loads((tmp_path / "further" / "draft_vocab.json").read_text())["token_ids"] == fresh
+    load_drafter(tmp_path / "further", load_model(model_dir), draft_vocab=4)  # --draft-vocab works on it
+
+
 def test_fit_trains_the_quantized_head_it_goes_on_from(tmp_path, monkeypatch):
     """--init from a drafter whose head is 4-bit (kept quantized when loaded on GPUs): the head
     is trained too (made dense, quantized again by --head-bits), not left frozen."""

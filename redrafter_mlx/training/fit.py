@@ -177,14 +177,16 @@ def initial_drafter(model, spec: DrafterSpec, plan: FitPlan, train) -> Tuple[Dra
     own architecture and draft vocabulary (head, layers, exit_dim, draft_vocab and context
     layers do not apply; with plan.grow, layers and context layers add to its own, grow.py); a
     quantized head is made dense to be trained (head_bits quantizes it again when saved)."""
+    vocab = model.config.vocab_size
     if plan.init:
         drafter = load_drafter(plan.init, model, dtype=mx.float32)
         dequantize_layers(drafter)
         drafter.config.extra.pop("quantization", None)
         if plan.grow:
             drafter = grow(drafter, model, layers=spec.layers, context_layers=plan.context_layers)
-        return drafter, read_ranked(plan.init, model.config.vocab_size)  # checked now; saved as it is
-    vocab = model.config.vocab_size
+        if not (Path(plan.init) / DRAFT_VOCAB_FILE).is_file():  # a drafter of all tokens (e.g. Apple's, converted)
+            return drafter, ranked_answer_tokens(train, vocab)
+        return drafter, read_ranked(plan.init, vocab)  # checked now; saved as it is
     ranked = ranked_answer_tokens(train, vocab)
     reduced = 0 < spec.draft_vocab < vocab
     token_ids = choose_token_ids(ranked, spec.draft_vocab, model.config.eos_ids) if reduced else None
@@ -439,7 +441,7 @@ def save_drafter(trainee: Trainee, plan: FitPlan, seconds: float):
     drafter.update(tree_map(cast, drafter.parameters()))
     with atomic_directory(Path(trainee.spec.out), force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
-        if plan.init:  # its draft vocabulary, kept as it was written
+        if plan.init and (Path(plan.init) / DRAFT_VOCAB_FILE).is_file():  # its draft vocabulary, kept as it was
             shutil.copyfile(Path(plan.init) / DRAFT_VOCAB_FILE, tmp / DRAFT_VOCAB_FILE)
         else:
             source = f"answer tokens of the training data ({', '.join(plan.data)}), most frequent first"
