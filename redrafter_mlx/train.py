@@ -33,7 +33,7 @@ from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_l
 from .model.load import DTYPES, load_drafter, load_model, load_tokenizer, read_model_config
 from .text import encode_prompt
 from .training.batch_generate import generate_batch
-from .training.data import make_batches, read_prompts, save_sequences, shard_name
+from .training.data import SETTINGS_FILE, check_settings, make_batches, read_prompts, save_sequences, shard_name
 from .training.distributed import total, wait_for_all, world
 from .training.fit import VARIANT_KEYS, DrafterSpec, FitPlan, check_specs, evaluate, read_data
 from .training.fit import fit as fit_drafters
@@ -42,6 +42,10 @@ from .training.text_data import add_parser as add_text_parser, text_data
 
 
 # ---------------------------------------------------------------- data generation
+DATA_SETTINGS = ("num_prompts", "all_turns", "dtype", "max_prompt_tokens", "max_new_tokens", "batch_size", "temp",
+                 "seed")  # with the prompts file's name: what decides the shards of `data`
+
+
 def generate_data(args):
     out = Path(args.out)
     check_output_dir(out, "--out")
@@ -56,12 +60,17 @@ def generate_data(args):
     if args.max_prompt_tokens + args.max_new_tokens > config.max_position_embeddings:
         raise UsageError(f"--max-prompt-tokens {args.max_prompt_tokens} + --max-new-tokens {args.max_new_tokens} "
                          f"exceed the model's context window of {config.max_position_embeddings}")
+    settings = {key: getattr(args, key) for key in DATA_SETTINGS} | {"prompts": Path(args.prompts).name,
+                                                                      "vocab_size": config.vocab_size}
+    check_settings(out, settings)  # a resumed run must answer the same prompts in the same batches
     model = load_model(args.model, DTYPES[args.dtype])
     group = world()
     out.mkdir(parents=True, exist_ok=True)
     if group.rank() == 0:
         remove_stale(out, "shard-*.npz")  # shards of killed runs (done again below)
         remove_stale(out, "info.json")
+        with atomic_file(out / SETTINGS_FILE) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2))
     wait_for_all(group)  # before any process writes a shard
     eos = set(tokenizer.eos_token_ids)
     params = SamplingParams(args.temp)

@@ -241,9 +241,14 @@ def test_train_data_removes_what_killed_runs_left_and_resumes(tmp_path):
             path.write_bytes(b"PK\x03\x04 cut short")
         train_main(["data", "--model", str(model_dir), "--prompts", str(prompts), "--out", str(out),
                     "--batch-size", "2", "--max-new-tokens", "4", "--max-prompt-tokens", "8"])
-        assert sorted(p.name for p in out.iterdir()) == sorted([kept.name, "info.json", "shard-00000.npz",
-                                                               "shard-00001.npz", "shard-00002.npz"])
+        assert sorted(p.name for p in out.iterdir()) == sorted([kept.name, "info.json", "settings.json",
+                                                               "shard-00000.npz", "shard-00001.npz", "shard-00002.npz"])
         assert len(list(load_sequences(out))) == 6
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        with pytest.raises(SystemExit) as refused:  # other batches would answer some prompts twice
+            train_main(["data", "--model", str(model_dir), "--prompts", str(prompts), "--out", str(out),
+                        "--batch-size", "3", "--max-new-tokens", "4", "--max-prompt-tokens", "8"])
+        assert refused.value.code == 2 and {p.name: p.read_bytes() for p in out.iterdir()} == before
     finally:
         live.kill()
         live.wait()

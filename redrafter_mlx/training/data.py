@@ -11,6 +11,8 @@ import numpy as np
 from ..atomic import atomic_file
 from ..errors import UsageError
 
+SETTINGS_FILE = "settings.json"  # what decided a data directory's shards: a resumed run must have the same
+
 
 def check_file(path, flag: str) -> Path:
     """path as a Path; UsageError naming `flag` unless it is an existing file."""
@@ -195,3 +197,19 @@ def make_batches(sequences: list, batch_tokens: int, max_length: int, rng: np.ra
             tokens[r, :len(seq)] = seq
             mask[r, prompt_length:len(seq)] = True
         yield tokens, mask
+
+
+def check_settings(out: Path, settings: dict):
+    """UsageError when out holds shards of other settings (its SETTINGS_FILE; none: a
+    directory of no shards yet, or of shards written before the file was)."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--out {out}: cannot read {SETTINGS_FILE} ({error})") from None
+    changed = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in settings.items() if before.get(key) != value]
+    if changed:
+        raise UsageError(f"--out {out}: holds shards made with other settings ({', '.join(changed)}); "
+                         "give another --out")

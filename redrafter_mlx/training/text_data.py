@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from .. import models
 from ..atomic import atomic_file, remove_stale
-from .data import check_file, read_shard, save_sequences, shard_name, sharegpt_conversations
+from .data import SETTINGS_FILE, check_file, check_settings, read_shard, save_sequences, shard_name, sharegpt_conversations
 from ..errors import UsageError, int_at_least
 from ..model.load import load_tokenizer, read_model_config
 
@@ -29,7 +29,6 @@ FILES_PER_SHARD = 16
 EXCLUDED_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "__pycache__"}
 ROLES = {"human": "user", "gpt": "assistant"}
 HELD_OUT_FILE = "heldout_prompts.jsonl"
-SETTINGS_FILE = "settings.json"
 
 
 # ---------------------------------------------------------------- tokens
@@ -258,21 +257,6 @@ def settings_of(args, vocab_size: int) -> dict:
     return {"sharegpt": args.sharegpt and Path(args.sharegpt).name, "stdlib": args.stdlib,
             "max_length": args.max_length, "overlap": args.overlap, "hold_out": args.hold_out,
             "vocab_size": vocab_size}
-
-
-def check_settings(out: Path, settings: dict):
-    """UsageError when out holds shards of other settings (its SETTINGS_FILE)."""
-    path = out / SETTINGS_FILE
-    if not path.is_file():
-        return
-    try:
-        before = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"--out {out}: cannot read {SETTINGS_FILE} ({error})") from None
-    changed = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in settings.items() if before.get(key) != value]
-    if changed:
-        raise UsageError(f"--out {out}: holds shards made with other settings ({', '.join(changed)}); "
-                         "give another --out")
 
 
 def text_data(args):
