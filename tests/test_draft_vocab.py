@@ -67,3 +67,19 @@ def test_drafter_computes_in_the_model_dtype(tmp_path):
     path = write_drafter_dir(tmp_path / "drafter", cast(tiny_drafter(model, 7, head="own"), mx.float16))
     assert {p.dtype for _, p in tree_flatten(load_drafter(path, model).parameters())} == {mx.float32}
     assert {p.dtype for _, p in tree_flatten(load_drafter(path, model, mx.float16).parameters())} == {mx.float16}
+
+
+def test_recorded_rows_are_read_as_they_are_and_checked(tmp_path):
+    from redrafter_mlx.model.config import ConfigError
+    from redrafter_mlx.model.draft_vocab import read_token_ids
+
+    def write(rows):
+        (tmp_path / "draft_vocab.json").write_text(json.dumps({"token_ids": [5, 6, 7, 8, 9], "rows": rows}))
+
+    write([2, 6, 9])
+    assert read_token_ids(tmp_path, 3, always=[1]).tolist() == [2, 6, 9]  # the rows, not EOS + the most frequent
+    assert read_token_ids(tmp_path, 2, always=[1]).tolist() == [1, 5]  # rows of another count: ranked as before
+    for bad in ([9, 6, 2], [2, 2, 9], [2, 6, 99], "2,6,9"):
+        write(bad)
+        with pytest.raises(ConfigError, match="rows must be a sorted list of distinct token ids"):
+            read_token_ids(tmp_path, 3, vocab_size=24)

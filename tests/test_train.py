@@ -254,6 +254,23 @@ def test_own_head_trained_on_a_draft_vocabulary_holds_its_rows_only(tmp_path):
     assert sum(generate_redrafter(loaded, drafter, prompts[0], max_tokens=20, beam=BeamShape(2, 3)), []) == ar
 
 
+def test_a_drafter_keeps_its_rows_on_a_form_of_its_model_with_other_eos_ids(tmp_path):
+    """An own head of K rows holds the K most frequent answer tokens plus the EOS ids of the
+    model it was trained on; draft_vocab.json records them, so that a form of that model
+    listing other EOS ids (a GGUF of a Llama 3 checkpoint: one of its three) reads the same
+    rows as the same tokens."""
+    model_dir, data, _, _ = self_distilled_data(tmp_path, seed=5, num_prompts=64, new_tokens=12)
+    eos = ranked_answer_tokens(load_sequences(data), 16)[8]  # not among the 8 most frequent
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "eos_token_id": eos}))
+    other = shutil.copytree(model_dir, tmp_path / "other_form")
+    (other / "config.json").write_text(json.dumps({**config, "eos_token_id": None}))
+    out = tmp_path / "drafter"
+    fit_losses(model_dir, data, out, "--head", "own", "--draft-vocab", "8")
+    rows = [np.array(load_drafter(out, load_model(d)).draft_tokens).tolist() for d in (model_dir, other)]
+    assert eos in rows[0] and rows[1] == rows[0]
+
+
 def test_tiny_training_run_learns_and_decodes(tmp_path):
     model_dir, data, prompts, answers = self_distilled_data(tmp_path, seed=0, num_prompts=256, new_tokens=24)
     out = tmp_path / "drafter"

@@ -39,8 +39,29 @@ def read_ranked(drafter_dir, vocab_size: int = None) -> list:
 
 
 def read_token_ids(drafter_dir, size: int, always=(), vocab_size: int = None) -> mx.array:
-    """The `size` most frequent token ids from drafter_dir/draft_vocab.json, plus `always` (EOS)."""
-    return choose_token_ids(read_ranked(drafter_dir, vocab_size), size, always)
+    """The `size` most frequent token ids from drafter_dir/draft_vocab.json, plus `always` (EOS);
+    a head of `size` rows: the tokens of its rows where the file records them (ROWS: they were
+    chosen with the EOS ids of the model it was trained on, which another form of that model
+    may list otherwise)."""
+    rows = read_rows(drafter_dir, size, vocab_size)
+    return rows if rows is not None else choose_token_ids(read_ranked(drafter_dir, vocab_size), size, always)
+
+
+ROWS = "rows"  # draft_vocab.json's key for the token ids of an own head's rows, sorted
+
+
+def read_rows(drafter_dir, size: int, vocab_size: int = None):
+    """(size,) the sorted token ids that draft_vocab.json records for a head of `size` rows,
+    or None where it records none (drafters saved before it did) or rows of another count."""
+    path = Path(drafter_dir) / FILE
+    raw = read_json(path, ConfigError) if path.is_file() else {}
+    rows = raw.get(ROWS) if isinstance(raw, dict) else None
+    if rows is None or (isinstance(rows, list) and len(rows) != size):
+        return None
+    limit = vocab_size or float("inf")
+    if not (isinstance(rows, list) and all(is_int(t) and 0 <= t < limit for t in rows) and rows == sorted(set(rows))):
+        raise ConfigError(f"{path}: {ROWS} must be a sorted list of distinct token ids, got {rows!r:.50}")
+    return mx.array(rows, dtype=mx.int32)
 
 
 def choose_token_ids(ranked: list, size: int, always=()) -> mx.array:

@@ -26,7 +26,7 @@ from ..atomic import atomic_directory, check_output_dir
 from ..errors import UsageError
 from ..model import fingerprint
 from ..model.config import ConfigError, DrafterConfig, ModelConfig
-from ..model.draft_vocab import FILE as DRAFT_VOCAB_FILE, choose_token_ids, read_ranked
+from ..model.draft_vocab import FILE as DRAFT_VOCAB_FILE, ROWS, choose_token_ids, read_ranked
 from ..model.drafter import Drafter
 from ..model.load import (DTYPES, LoadError, dequantize_layers, load_drafter, load_model, read_drafter_config,
                           read_model_config, save_module)
@@ -430,6 +430,21 @@ def quantize_head(drafter: Drafter, bits: int, group_size: int = QUANT_GROUP):
     drafter.config.extra["quantization"] = {"group_size": group_size, "bits": bits}
 
 
+def draft_vocab_record(trainee: Trainee, plan: FitPlan) -> dict:
+    """draft_vocab.json: the ranked answer tokens (those of --init's file where it has one,
+    as they were written, whatever data they were ranked on) and, for a head holding only
+    its draft vocabulary's rows, the tokens of those rows."""
+    init_file = Path(plan.init or "") / DRAFT_VOCAB_FILE
+    if plan.init and init_file.is_file():
+        record = json.loads(init_file.read_text())
+    else:
+        source = f"answer tokens of the training data ({', '.join(plan.data)}), most frequent first"
+        record = {"source": source, "token_ids": trainee.ranked}
+    if trainee.drafter.config.head_rows:
+        record[ROWS] = np.array(trainee.drafter.draft_tokens).tolist()
+    return record
+
+
 def save_drafter(trainee: Trainee, plan: FitPlan, seconds: float):
     """Atomic save of the final drafter (in plan.save_dtype), its training log and its draft
     vocabulary (ranked answer tokens, most frequent first; with plan.init, that drafter's
@@ -441,11 +456,7 @@ def save_drafter(trainee: Trainee, plan: FitPlan, seconds: float):
     drafter.update(tree_map(cast, drafter.parameters()))
     with atomic_directory(Path(trainee.spec.out), force=True) as tmp:
         save_module(drafter, drafter.config.to_dict(), tmp)
-        if plan.init and (Path(plan.init) / DRAFT_VOCAB_FILE).is_file():  # its draft vocabulary, kept as it was
-            shutil.copyfile(Path(plan.init) / DRAFT_VOCAB_FILE, tmp / DRAFT_VOCAB_FILE)
-        else:
-            source = f"answer tokens of the training data ({', '.join(plan.data)}), most frequent first"
-            (tmp / DRAFT_VOCAB_FILE).write_text(json.dumps({"source": source, "token_ids": trainee.ranked}))
+        (tmp / DRAFT_VOCAB_FILE).write_text(json.dumps(draft_vocab_record(trainee, plan)))
         record = {"args": plan.record(trainee.spec), "seconds": round(seconds, 1), "log": trainee.log}
         (tmp / "training.json").write_text(json.dumps(record, indent=2))
         fingerprint.write(tmp, plan.model)  # target.json: the model it fits, in any form
