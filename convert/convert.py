@@ -81,12 +81,24 @@ def model_config(config: dict, source) -> ModelConfig:
         raise CheckpointError(f"{source}: {error}") from None
 
 
-def read_target(src: Path, allow_pickle: bool):
-    """Returns (config dict, weights, quantization entries, GGUF metadata or None)."""
+def tokenizer_files(directory: Path) -> list:
+    """The tokenizer files to copy from directory; CheckpointError when it holds none."""
+    files = [name for name in TOKENIZER_FILES if (directory / name).is_file()]
+    if not files:
+        raise CheckpointError(f"{directory}: no tokenizer files")
+    return files
+
+
+def read_target(src: Path, allow_pickle: bool, tokenizer_src: Path = None):
+    """Returns (config dict, weights, quantization entries, GGUF metadata or None); the
+    tokenizer files of tokenizer_src (None: the GGUF's own tokenizer) are checked once the
+    config is, before the weights are read (a GGUF's: with its header)."""
     if src.is_file() and src.suffix == ".gguf":
         metadata, weights = gguf_reader.read_gguf(src)
         config = gguf_reader.model_config(metadata, src)
         model_config(config, src)  # checked before its sizes shape the weights
+        if tokenizer_src is not None:
+            tokenizer_files(tokenizer_src)
         weights = check_finite(gguf_reader.hf_weights(metadata, weights, config, src), src)
         return config, weights, gguf_reader.quantization_config(weights), metadata
     if not src.exists():
@@ -95,6 +107,7 @@ def read_target(src: Path, allow_pickle: bool):
         raise CheckpointError(f"{src}: not a checkpoint directory or .gguf file")
     config = read_json(src / "config.json")
     model_config(config, src / "config.json")  # checked before the weights are read
+    tokenizer_files(tokenizer_src)
     weights = read_weights(src, allow_pickle, lambda files: _progress(files, "reading"))
     return config, weights, dict(config.get("quantization") or {}), None
 
@@ -118,8 +131,9 @@ def convert_target(src, out, dtype="float16", q_bits=None, q_group_size=64, forc
     check_output(out, force)
     if tokenizer and not Path(tokenizer).is_dir():
         raise CheckpointError(f"--tokenizer {tokenizer}: no such directory")
+    tokenizer_src = Path(tokenizer) if tokenizer else (src if src.is_dir() else None)  # None: a GGUF's own
     progress("reading")
-    config, weights, quantization, metadata = read_target(src, allow_pickle)
+    config, weights, quantization, metadata = read_target(src, allow_pickle, tokenizer_src)
     progress("converting")
     if dequantize and quantization:
         weights, quantization = dequantize_all(weights, quantization), {}
@@ -134,12 +148,8 @@ def convert_target(src, out, dtype="float16", q_bits=None, q_group_size=64, forc
     with atomic_directory(out, force) as tmp:
         write_weights(dict(tree_flatten(model.parameters())), tmp)
         write_config(config, tmp)
-        tokenizer_src = Path(tokenizer) if tokenizer else (src if metadata is None else None)
         if tokenizer_src is not None:
-            copied = [f for f in TOKENIZER_FILES if (tokenizer_src / f).is_file()]
-            if not copied:
-                raise CheckpointError(f"{tokenizer_src}: no tokenizer files")
-            for name in copied:
+            for name in tokenizer_files(tokenizer_src):
                 shutil.copy(tokenizer_src / name, tmp / name)
         else:
             try:

@@ -142,6 +142,7 @@ def test_bad_sources_give_clear_errors(tmp_path, capsys):
     corrupt.mkdir()
     (corrupt / "config.json").write_text(json.dumps(HF_CONFIGS["llama"]))
     (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    (corrupt / "tokenizer.json").write_text("{}")  # checked before the weights
     cases["corrupt"] = (corrupt, "cannot read safetensors")
     for name, (src, message) in cases.items():
         with pytest.raises(SystemExit):
@@ -222,3 +223,19 @@ def test_mistral_layout_with_consolidated_weights_converts(tmp_path, indexed):
         loaded = load_model(directory)
         logits = loaded.logits(loaded(tokens, mx.arange(6)[None], loaded.new_cache()))
         np.testing.assert_allclose(np.array(logits), np.array(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_a_source_without_tokenizer_files_is_refused_before_its_weights_are_read(tmp_path, monkeypatch):
+    import convert.convert as conversion
+
+    source = write_model_dir(tmp_path / "hf", tiny_model(0, vocab=16))
+    for name in conversion.TOKENIZER_FILES:
+        (source / name).unlink(missing_ok=True)
+
+    def read_weights(*args):
+        raise AssertionError("the weights were read")
+
+    monkeypatch.setattr(conversion, "read_weights", read_weights)
+    with pytest.raises(conversion.CheckpointError, match="hf: no tokenizer files"):
+        conversion.convert_target(source, tmp_path / "mlx")
+    assert not (tmp_path / "mlx").exists()
