@@ -5,6 +5,7 @@ traceback."""
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -26,7 +27,8 @@ def one_line(message: str) -> str:
 
 def run_cli(main: Callable[[], object]):
     """Runs a command line's body and returns what it returns: user errors become one line on
-    stderr and exit 2, Ctrl-C exits 130."""
+    stderr and exit 2, Ctrl-C exits 130, and a reader that stops reading stdout (`| head`)
+    ends the run quietly with status 1 (as Python's documentation on SIGPIPE has it)."""
     try:
         return main()
     except UserError as error:
@@ -34,6 +36,9 @@ def run_cli(main: Callable[[], object]):
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exiting flushes nothing
+        sys.exit(1)
 
 
 def log(message: str):

@@ -212,6 +212,18 @@ def spawn_chat(dirs):
     return process, leader
 
 
+def test_a_reader_that_stops_reading_ends_the_run_quietly(dirs):
+    """`generate ... | head -c 20`: the pipe closes mid-reply; no traceback, status 1 (Python's
+    convention for a broken pipe)."""
+    command = [sys.executable, "-m", "redrafter_mlx.generate", "--model", str(dirs / "chat"), "--drafter", str(dirs / "drafter"), "--prompt", "w3", "--no-chat-template",
+               "--max-tokens", "20000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    process.stdout.read(20)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(60) == 1 and "Traceback" not in err and "Error" not in err, err
+
+
 def test_chat_ctrl_c_stops_the_reply_keeps_the_conversation_and_quits_at_the_prompt(dirs):
     process, pty_fd = spawn_chat(dirs)
     output = []
