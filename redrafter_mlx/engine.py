@@ -80,9 +80,14 @@ class ModelFiles:
         return encode_messages(self.tokenizer, messages, chat_template)
 
     def draft_vocab_size(self, draft_vocab: Optional[int] = None) -> int:
-        """Tokens the drafter scores with draft_vocab (None: its config's; 0: all)."""
-        size = self.drafter_config.draft_vocab_size if draft_vocab is None else draft_vocab
-        return size or self.drafter_config.vocab_size
+        """Tokens the drafter scores with draft_vocab (None: its config's; 0: all); UsageError
+        for another size than a head holding only its draft vocabulary's rows scores."""
+        config = self.drafter_config
+        if config.head_rows and draft_vocab is not None and draft_vocab != config.head_rows:
+            raise UsageError(f"--draft-vocab {draft_vocab}: the drafter's head holds only the rows of its "
+                             f"{config.head_rows}-token draft vocabulary; leave --draft-vocab out")
+        size = config.draft_vocab_size if draft_vocab is None else draft_vocab
+        return size or config.vocab_size
 
     def check(self, prompt: List[int], max_tokens: int, options: DecodeOptions,
               draft_vocab: Optional[int] = None) -> int:

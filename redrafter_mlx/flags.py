@@ -29,7 +29,8 @@ def add_model_flags(p: argparse.ArgumentParser):
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast float weights (default: the form that decodes "
                    "fastest on this device: float32 on CPUs, as stored on GPUs)")
     p.add_argument("--draft-vocab", type=int_at_least(0), help="draft only the N most frequent tokens (0: all; "
-                   "default: the drafter's config)")
+                   "default: the drafter's config; a drafter whose head holds only its draft vocabulary's rows, as "
+                   "the shipped ones do, takes no other)")
 
 
 def add_decoding_flags(p: argparse.ArgumentParser, *, temp_help: str = "sampling temperature (0: greedy)"):

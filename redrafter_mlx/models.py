@@ -186,8 +186,11 @@ HUB_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tik
 
 
 def is_repo_id(text: str) -> bool:
-    """Whether text has the form of a Hugging Face repo id, ORG/NAME."""
-    return re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and not text.startswith(".")
+    """Whether text has the form of a Hugging Face repo id, ORG/NAME (the hub's rules: at most
+    96 characters, no '--' or '..', neither part starting or ending with '-' or '.')."""
+    parts = text.split("/")
+    return (re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and len(text) <= 96 and "--" not in text
+            and ".." not in text and not any(p[0] in "-." or p[-1] in "-." for p in parts))
 
 
 def check_paths(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):

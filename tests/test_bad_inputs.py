@@ -97,6 +97,7 @@ def root(tmp_path_factory):
     write_drafter_dir(root / "target_head_drafter", tiny_drafter(model, head="target"))
     write_drafter_dir(root / "vocab_drafter", tiny_drafter(tiny_model(0, vocab=20)))
     variant(root, "small_window", "model", edit=setter(max_position_embeddings=8))
+    variant(root, "rows_drafter", "drafter", edit=setter(draft_vocab_size=8, head_rows=8))  # config only: refused first
     variant(root, "vocab_drafter_json", "drafter", files={"draft_vocab.json": json.dumps(
         {"token_ids": list(range(16))}).encode()})
     weights = (root / "model" / "model.safetensors").read_bytes()
@@ -307,6 +308,12 @@ def rows():
         ("gen_mode", "generate", f"{G} --mode fast", None, "argument --mode: invalid choice"),
         ("gen_ar_with_drafter", "generate", f"{G} --mode ar", None, "--drafter is for --mode redrafter"),
         ("gen_unknown_flag", "generate", f"{G} --bogus", None, "unrecognized arguments: --bogus"),
+        ("gen_draft_vocab_rows", "generate", f"{M} --drafter {{root}}/rows_drafter --prompt w3 --draft-vocab 4", None,
+         "--draft-vocab 4: the drafter's head holds only the rows of its 8-token draft vocabulary"),
+        ("gen_model_not_a_repo_id", "generate", "--model foo..bar/baz --prompt w3", None,
+         "--model foo..bar/baz: no such directory, and not a model name"),
+        ("gen_model_repo_id_dash", "generate", "--model foo/bar- --prompt w3", None,
+         "--model foo/bar-: no such directory, and not a model name"),
         # prompts
         ("gen_stdin_not_utf8", "generate", f"{M} {D}", b"\xff\xfe", "stdin: not UTF-8 text (byte 0xff at offset 0)"),
         ("gen_stdin_binary", "generate", f"{M} {D}", bytes(range(256)), "stdin: not UTF-8 text (byte 0x80"),
