@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import os
 import re
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -70,6 +71,23 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve anywhere
 
 
+SHUTDOWN_SECONDS = 10  # at most, for the running request or the warm-up to stop at exit
+
+
+def check_port(host: str, port: int):
+    """UsageError when host:port cannot be bound (in use, or not an address of this machine),
+    before the model loads."""
+    if port == 0:
+        return
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as error:
+        raise UsageError(f"--port {port}: cannot listen on {host}:{port} ({error.strerror})") from None
+
+
 def check_args(args) -> str:
     """Refuses unsafe or impossible settings before loading anything; returns the API key
     (None: no key). An IPv6 address in brackets ('[::1]', as URLs write it) is bound without them."""
@@ -87,6 +105,7 @@ def check_args(args) -> str:
         if not re.fullmatch(r"https?://[^/\s]+", origin):
             raise UsageError(f"--allow-origin {origin}: expected an origin such as http://localhost:3000 (a scheme "
                              "and a host, no path)")
+    check_port(args.host, args.port)
     return key
 
 
@@ -101,9 +120,13 @@ def load_served(args, options):
     mx.random.seed(0)
     engine, options = load_engine(args, files, options, policy)
     engine.check([0], 1, options)
+    return engine, options, served_name(args), int((files.model_dir / "config.json").stat().st_mtime)
+
+
+def served_name(args) -> str:
+    """--served-name, else --model's name, or the last part of its path ('.': the directory's)."""
     name = args.model or models.DEFAULT
-    served = args.served_name or (Path(name).name if Path(name).exists() else name)  # a path: its last part
-    return engine, options, served, int((files.model_dir / "config.json").stat().st_mtime)
+    return args.served_name or (Path(name).resolve().name if Path(name).exists() else name)
 
 
 def serve(args):
@@ -126,7 +149,8 @@ def serve(args):
                     greedy_beam=None if greedy else beam_of(args, engine.policy, greedy=True),
                     sampled_beam=beam_of(args, engine.policy, greedy=False) if greedy else None)
     settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
-                        max_tokens=args.max_tokens, temp=args.temp, max_body=args.max_body_bytes, api_key=key,
+                        max_tokens=args.max_tokens, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
+                        max_body=args.max_body_bytes, api_key=key,
                         max_prompt_tokens=args.max_prompt_tokens,
                         chat_template=args.chat_template, content_as_text=not args.content_special_tokens,
                         local_only=key is None, allow_origins=tuple(args.allow_origin), created=created)
@@ -135,8 +159,24 @@ def serve(args):
     print(f"redrafter_mlx: serving {served!r} ({mode}); {'API key required' if key else 'no API key: local only'}",
           file=sys.stderr)
     http = limited_protocol(read_timeout=args.read_timeout, max_connections=args.max_connections)
-    uvicorn.run(create_app(worker, settings), host=args.host, port=args.port, log_level=args.log_level, http=http,
-                timeout_graceful_shutdown=5)
+    status = 0
+    try:
+        uvicorn.run(create_app(worker, settings), host=args.host, port=args.port, log_level=args.log_level,
+                    http=http, timeout_graceful_shutdown=5)
+    except SystemExit as stopped:  # uvicorn could not start (it said why)
+        status = stopped.code if isinstance(stopped.code, int) else 1
+    exit_after(worker, status)
+
+
+def exit_after(worker, status: int):
+    """Ends the process once the generation thread is idle, without the interpreter's
+    shutdown: MLX aborts a process whose threads that ran MLX work end before it or are busy
+    while it ends ("terminate called without an active exception")."""
+    worker.stop()
+    worker.wait_idle(SHUTDOWN_SECONDS)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def main(argv=None):

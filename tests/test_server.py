@@ -5,6 +5,7 @@ usage; 50 concurrent clients; disconnects, slow clients, bad bodies, API keys.""
 import asyncio
 import json
 import re
+import signal
 from contextlib import ExitStack, contextmanager
 import socket
 import threading
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from redrafter_mlx.decode import generate_ar, generate_redrafter
+from redrafter_mlx.decode.sampling import SamplingParams
 from redrafter_mlx.model.load import load_drafter, load_model, load_tokenizer
 from redrafter_mlx.serving.worker import StepTexts
 from redrafter_mlx.text import StopStrings, encode_messages, encode_prompt
@@ -49,6 +51,54 @@ def server(dirs):
     yield server
     server.stop()
     assert "Traceback" not in server.log_path.read_text()  # every fault was handled
+    assert server.process.returncode == -signal.SIGTERM  # uvicorn stops, then dies of the SIGTERM it got,
+    # not of MLX's abort (-SIGABRT) of a thread that ran MLX work
+
+
+def test_ctrl_c_ends_the_server_cleanly_with_or_without_a_running_request(dirs):
+    for running in (False, True):
+        server = Server(dirs, name="interrupted")
+        if running:
+            thread = threading.Thread(target=lambda: server.http.post(
+                "/v1/completions", json={"model": "model", "prompt": "w3", "max_tokens": LONG}), daemon=True)
+            thread.start()
+            server.wait_for(lambda health: health["running"])
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(30) == 0, server.log_path.read_text()
+        server.stop()
+        assert "terminate called" not in server.log_path.read_text()
+
+
+def test_a_busy_port_is_refused_before_the_model_loads(dirs):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = run_module("redrafter_mlx.server", "--model", dirs["model"], "--drafter", dirs["drafter"],
+                         "--port", port)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and lines == [f"error: --port {port}: cannot listen on 127.0.0.1:{port} "
+                                             "(Address already in use)"], out.stderr
+
+
+def test_served_name_of_a_path_is_its_directory_name(dirs, monkeypatch):
+    from redrafter_mlx.server import served_name
+
+    monkeypatch.chdir(dirs["model"])
+    assert served_name(SimpleNamespace(model=".", served_name=None)) == dirs["model"].name
+    assert served_name(SimpleNamespace(model=".", served_name="mine")) == "mine"
+
+
+def test_sampling_settings_a_request_omits_are_the_servers_flags():
+    from redrafter_mlx.serving.app import Api, Settings
+    from redrafter_mlx.serving.openai_api import parse_request
+
+    api = SimpleNamespace(settings=Settings(served="m", context=64, temp=0.5, top_k=1, top_p=0.9))
+    omitted = parse_request({"model": "m", "prompt": "w3"}, chat=False, served="m")
+    given = parse_request({"model": "m", "prompt": "w3", "temperature": 1.0, "top_k": 0, "top_p": 1.0}, chat=False,
+                          served="m")
+    assert Api.sampling(api, omitted) == SamplingParams(0.5, top_k=1, top_p=0.9)
+    assert Api.sampling(api, given) == SamplingParams(1.0)
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +399,7 @@ def test_api_key(strict):
 def test_without_a_key_only_local_host_names(server):
     rebound = httpx.get(server.url + "/v1/models", headers={"Host": "attacker.example:8080"})
     assert rebound.status_code == 400 and rebound.json()["error"]["code"] == "invalid_host"
-    for host in ("localhost:8080", "[::1]:8080", "127.0.0.1"):
+    for host in ("localhost:8080", "[::1]:8080", "127.0.0.1", "LOCALHOST:8080", "localhost.:8080", "Localhost"):
         assert httpx.get(server.url + "/v1/models", headers={"Host": host}).status_code == 200
 
 

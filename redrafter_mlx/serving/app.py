@@ -40,7 +40,9 @@ class Settings:
     served: str  # the model name clients ask for
     context: int  # the model's context window: prompt + completion tokens
     max_tokens: int = 512  # when a request gives none
-    temp: float = 0.0  # when a request gives none
+    temp: float = 0.0  # when a request gives none (so are top_k and top_p)
+    top_k: int = 0
+    top_p: float = 1.0
     max_body: int = 1 << 20  # bytes
     max_prompt_tokens: Optional[int] = None  # None: the context window
     api_key: Optional[str] = None
@@ -143,9 +145,10 @@ class Api:
         temp = self.settings.temp if req.temperature is None else req.temperature
         if temp == 0:
             return SamplingParams()
-        top_p = 1.0 if req.top_p is None else req.top_p
+        top_k = self.settings.top_k if req.top_k is None else req.top_k
+        top_p = self.settings.top_p if req.top_p is None else req.top_p
         try:
-            return SamplingParams(temp, req.top_k, top_p)
+            return SamplingParams(temp, top_k, top_p)
         except SamplingError as error:  # settings that would underflow in float32 (sampling.py)
             field = {"temp": "temperature"}.get(error.param, error.param)
             raise ApiError(400, f"'{field}' {error.requirement} when sampling, got {error.value}", param=field,
@@ -265,10 +268,13 @@ def _too_large(limit: int) -> ApiError:
 
 
 def _host(header: str) -> str:
-    """The host of a Host header, without its port ('[::1]:8080' -> '::1')."""
+    """The host of a Host header, without its port, lowercased and without a final dot
+    ('[::1]:8080' -> '::1', 'LOCALHOST.:80' -> 'localhost')."""
+    header = header.lower()
     if header.startswith("["):
         return header[1:header.find("]")]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    host = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return host[:-1] if host.endswith(".") else host
 
 
 async def _api_error(request: Request, error: ApiError):

@@ -43,7 +43,7 @@ class GenerationRequest:
     max_tokens: Optional[int]  # None: the server's default
     temperature: Optional[float]  # None: the server's default
     top_p: Optional[float]
-    top_k: int
+    top_k: Optional[int]  # None: the server's --top-k
     seed: Optional[int]
     stop: Tuple[str, ...]
     stream: bool
@@ -224,7 +224,7 @@ def parse_request(body: dict, *, chat: bool, served: str) -> GenerationRequest:
     return GenerationRequest(
         chat=chat, messages=_messages(body) if chat else None, prompt=None if chat else _prompt(body),
         model=_model(body, served), max_tokens=max_tokens, temperature=_number(body, "temperature", 0.0, 2.0),
-        top_p=_number(body, "top_p", 0.0, 1.0), top_k=_int(body, "top_k", 0) or 0,
+        top_p=_number(body, "top_p", 0.0, 1.0), top_k=_int(body, "top_k", 0),
         seed=None if seed is None else seed % 2 ** 64, stop=_stop(body), stream=_bool(body, "stream"),
         include_usage=_stream_options(body))
 

@@ -99,19 +99,25 @@ class Worker:
         self.started = None  # when the running request started (time.monotonic)
         self.prompt_seconds = 0.01  # per prompt token: running means, for the expected work ahead
         self.token_seconds = 0.05  # per completion token
+        self.ready = threading.Event()  # the warm-up is done
         self.thread = threading.Thread(target=self._serve, name="redrafter-generation", daemon=True)
 
     def start(self):
         self.thread.start()
 
     def stop(self):
-        """Cancels the running request and ends the thread after it."""
+        """Cancels the running request; the thread stays, waiting for jobs that will not come
+        (a thread that has run MLX work must not end before the process: MLX aborts it)."""
         if self.running is not None:
             self.running.cancel()
-        try:
-            self.jobs.put_nowait(None)
-        except queue.Full:
-            pass
+
+    def wait_idle(self, seconds: float) -> bool:
+        """Waits up to `seconds` for the thread to finish its warm-up and running request;
+        -> whether it did."""
+        deadline = time.monotonic() + seconds
+        while (self.running is not None or not self.ready.is_set()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.running is None and self.ready.is_set()
 
     def submit(self, job: Job):
         try:
@@ -143,7 +149,7 @@ class Worker:
         with self.jobs.mutex:  # the generation thread takes jobs meanwhile
             queued = list(self.jobs.queue)
         return self.running_seconds_left() + sum(self.expected_seconds(job) for job in queued
-                                                 if job is not None and not job.cancelled.is_set())
+                                                 if not job.cancelled.is_set())
 
     def health(self) -> dict:
         return dict(status="ok", mode=self.options.mode, running=self.running is not None, queued=self.jobs.qsize(),
@@ -153,10 +159,9 @@ class Worker:
     def _serve(self):
         if self.warmup:
             self._run(Job(prompt=[0, 1], max_tokens=2, loop=None), report=False)
+        self.ready.set()
         while True:
             job = self.jobs.get()
-            if job is None:
-                return
             if job.cancelled.is_set():  # its client left while it waited
                 self.counts["cancelled"] += 1
                 continue
