@@ -87,6 +87,9 @@ def decode_options(args, policy: DecodePolicy, *, per_request: bool = False) -> 
         raise UsageError("--lookup is for greedy decoding (--temp 0): sampling verifies no lookup beam")
     if args.sampled_drafts is not None and args.temp == 0:
         raise UsageError("--sampled-drafts is for sampling (--temp > 0): greedy decoding drafts the likeliest beams")
+    if not per_request and args.temp == 0 and (args.top_k or args.top_p != 1):  # a server's: for requests that sample
+        flag = "--top-k" if args.top_k else "--top-p"
+        raise UsageError(f"{flag} is for sampling (--temp > 0): greedy decoding takes the likeliest token")
     try:
         options = DecodeOptions(mode="ar" if args.mode == "ar" else "redrafter", beam=beam_of(args, policy),
                                 sampling=SamplingParams(args.temp, args.top_k, args.top_p),

@@ -288,6 +288,8 @@ def rows():
         ("gen_top_p_0", "generate", f"{G} --top-p 0", None, "argument --top-p"),
         ("gen_top_p_large", "generate", f"{G} --top-p 1.5", None, "argument --top-p"),
         ("gen_top_k_negative", "generate", f"{G} --top-k -1", None, "argument --top-k: must be >= 0"),
+        ("gen_top_k_greedy", "generate", f"{G} --top-k 5", None, "--top-k is for sampling (--temp > 0)"),
+        ("gen_top_p_greedy", "generate", f"{G} --top-p 0.9", None, "--top-p is for sampling (--temp > 0)"),
         ("gen_temp_underflow", "generate", f"{G} --temp 1e-38", None,
          "temp must be 0 (greedy) or a finite number >= 0.001, got 1e-38"),
         ("gen_top_p_underflow", "generate", f"{G} --temp 0.7 --top-p 1e-46", None, "--top-p must be in [1e-06, 1], got 1e-46"),

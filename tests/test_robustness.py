@@ -349,7 +349,7 @@ def test_gpu_policy_warms_up_apart_from_the_timed_generation(dirs, monkeypatch, 
     first generation is preceded by a warm-up timed apart; the text is as without it (the
     random state is seeded again), and CPU policies do none."""
     common = ["--model", dirs / "model", "--mode", mode, "--prompt", "w3 w4", "--max-tokens", "12", "--temp", temp,
-              "--top-p", "0.9", "--seed", "3", "--no-chat-template"]
+              "--seed", "3", "--no-chat-template"] + (["--top-p", "0.9"] if temp != "0" else [])
     if mode == "redrafter":
         common += ["--drafter", dirs / "drafter", "--beam", "2x3"]
     code, cpu_out, cpu_err = run_generate(monkeypatch, capfd, *common)
