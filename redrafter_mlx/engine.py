@@ -160,18 +160,19 @@ class Engine:
         return generate_redrafter(self.model, self.drafter, prompt, beam=options.beam, lookup=options.lookup,
                                   sampled_drafts=options.sampled_drafts, **common)
 
-    def warm_up(self, prompt: List[int], options: DecodeOptions, seed: int = 0) -> Optional[float]:
+    def warm_up(self, prompt: List[int], options: DecodeOptions) -> Optional[float]:
         """On fixed-shape policies (GPUs) the first request of a shape compiles kernels (~2
         tokens/s for a first run on an H200, 150-270 warm): a few tokens of the same request
         (same options, same prompt-length bucket) compile most of them. Returns the seconds
-        it took, or None where nothing was needed. The random state is seeded again after
-        it (`seed`), so that sampling draws as without it."""
+        it took, or None where nothing was needed. The random state is put back as it was
+        (mid-conversation too), so that sampling draws as without the warm-up."""
         bucket = -(-len(prompt) // self.policy.prefill_bucket)
         if not self.policy.fixed_shapes or (bucket, options) in self.warmed:
             return None
         self.warmed.add((bucket, options))
         start = time.perf_counter()
+        high, low = mx.random.state[0].tolist()  # the key: seed() makes it from these 64 bits
         for _ in self.generate(prompt, max_tokens=WARM_UP_TOKENS, options=options):
             pass
-        mx.random.seed(seed)
+        mx.random.seed((high << 32) | low)
         return time.perf_counter() - start

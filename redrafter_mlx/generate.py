@@ -43,7 +43,6 @@ class Settings:
     options: DecodeOptions
     max_tokens: int
     chat_template: bool
-    seed: int
     profile: bool
     verbose: bool
 
@@ -86,7 +85,7 @@ def stream(engine: Engine, settings: Settings, prompt_tokens, interruptible: boo
     stops this reply (returning its text so far) instead of the program."""
     window = engine.model.config.max_position_embeddings
     max_tokens = engine.check(prompt_tokens, settings.max_tokens, settings.options)
-    seconds = engine.warm_up(prompt_tokens, settings.options, settings.seed)
+    seconds = engine.warm_up(prompt_tokens, settings.options)
     if seconds is not None and settings.verbose:
         print(f"Warm-up (kernel compilation): {seconds:.2f} s", file=sys.stderr)
     stats = Stats(profile=settings.profile)
@@ -165,7 +164,7 @@ def run(args):
         prompt_tokens = files.encode(prompt, args.chat_template)
         files.check(prompt_tokens, args.max_tokens, options, args.draft_vocab)
     engine, options = load_engine(args, files, options, policy)
-    settings = Settings(options, args.max_tokens, args.chat_template, args.seed, args.profile, args.verbose)
+    settings = Settings(options, args.max_tokens, args.chat_template, args.profile, args.verbose)
     mx.random.seed(args.seed)
     if prompt_tokens is None:
         return chat(engine, settings)

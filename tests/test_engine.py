@@ -73,12 +73,15 @@ def test_warm_up_only_where_shapes_are_fixed_and_once_per_shape(dirs):
     assert cpu.warm_up(prompt, DecodeOptions()) is None
     gpu = Engine.load(str(dirs[0]), str(dirs[1]), policy=GPU)
     options = DecodeOptions(sampling=SamplingParams(0.8))
-    assert gpu.warm_up(prompt, options, seed=5) is not None
-    assert gpu.warm_up(prompt, options, seed=5) is None  # the same shape and prompt bucket: done
+    assert gpu.warm_up(prompt, options) is not None
+    assert gpu.warm_up(prompt, options) is None  # the same shape and prompt bucket: done
     mx.random.seed(5)
-    expected = mx.random.uniform().item()
-    gpu.warm_up(prompt, DecodeOptions(beam=BeamShape(2, 3), sampling=SamplingParams(0.8)), seed=5)
-    assert mx.random.uniform().item() == expected  # seeded again after it
+    mx.random.uniform()  # a conversation's earlier turns drew from the state
+    expected = mx.random.uniform(shape=(3,)).tolist()
+    mx.random.seed(5)
+    mx.random.uniform()
+    gpu.warm_up(prompt, DecodeOptions(beam=BeamShape(2, 3), sampling=SamplingParams(0.8)))
+    assert mx.random.uniform(shape=(3,)).tolist() == expected  # the state put back as it was
 
 
 def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_path):

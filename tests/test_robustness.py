@@ -347,7 +347,7 @@ def test_train_data_with_a_missing_prompts_file_creates_no_output(dirs, tmp_path
 def test_gpu_policy_warms_up_apart_from_the_timed_generation(dirs, monkeypatch, capfd, mode, temp):
     """On a GPU policy (which runs on CPUs too: it only fixes shapes and compiles steps) the
     first generation is preceded by a warm-up timed apart; the text is as without it (the
-    random state is seeded again), and CPU policies do none."""
+    random state is put back), and CPU policies do none."""
     common = ["--model", dirs / "model", "--mode", mode, "--prompt", "w3 w4", "--max-tokens", "12", "--temp", temp,
               "--seed", "3", "--no-chat-template"] + (["--top-p", "0.9"] if temp != "0" else [])
     if mode == "redrafter":
