@@ -3,6 +3,7 @@
 import argparse
 import sys
 from dataclasses import dataclass
+from typing import List
 
 import mlx.core as mx
 
@@ -119,6 +120,23 @@ def stream(engine: Engine, settings: Settings, prompt_tokens, interruptible: boo
     return detokenizer.text
 
 
+def fitting_conversation(engine: Engine, messages: List[dict], chat_template: bool) -> List[int]:
+    """The conversation's prompt tokens, its oldest exchanges dropped from `messages` (saying
+    so on stderr) while it leaves no room to reply in the context window; the last message
+    alone may still be too long (the request's check says so)."""
+    window = engine.model.config.max_position_embeddings
+    tokens = engine.encode_messages(messages, chat_template)
+    dropped = 0
+    while len(tokens) >= window and len(messages) > 2:
+        del messages[:2]  # a message and its reply
+        dropped += 2
+        tokens = engine.encode_messages(messages, chat_template)
+    if dropped:
+        print(f"[{dropped} earlier messages dropped: the conversation outgrew the context window of {window} "
+              "tokens]", file=sys.stderr)
+    return tokens
+
+
 def chat(engine: Engine, settings: Settings):
     """Interactive chat: Ctrl-C during a reply stops it and keeps the conversation; an empty
     line, Ctrl-D or Ctrl-C at the prompt quits."""
@@ -135,7 +153,7 @@ def chat(engine: Engine, settings: Settings):
             return
         messages.append({"role": "user", "content": text})
         try:
-            tokens = engine.encode_messages(messages, settings.chat_template)
+            tokens = fitting_conversation(engine, messages, settings.chat_template)
             reply = stream(engine, settings, tokens, interruptible=True)
         except UsageError as error:  # e.g. a conversation grown past the context window
             print(f"error: {error}", file=sys.stderr)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from redrafter_mlx import engine, generate, models, policy as policy_module, train
+from redrafter_mlx.decode import DecodeOptions
 from redrafter_mlx.decode.beam_search import BeamShape
 from redrafter_mlx.model.config import ConfigError, DrafterConfig, ModelConfig
 from redrafter_mlx.decode import generate_ar, generate_redrafter
@@ -215,8 +216,8 @@ def spawn_chat(dirs):
 def test_a_reader_that_stops_reading_ends_the_run_quietly(dirs):
     """`generate ... | head -c 20`: the pipe closes mid-reply; no traceback, status 1 (Python's
     convention for a broken pipe)."""
-    command = [sys.executable, "-m", "redrafter_mlx.generate", "--model", str(dirs / "chat"), "--drafter", str(dirs / "drafter"), "--prompt", "w3", "--no-chat-template",
-               "--max-tokens", "20000"]
+    command = [sys.executable, "-m", "redrafter_mlx.generate", "--model", str(dirs / "chat"), "--drafter",
+               str(dirs / "drafter"), "--prompt", "w3", "--no-chat-template", "--max-tokens", "20000"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     process.stdout.read(20)
     process.stdout.close()
@@ -279,6 +280,23 @@ def read_rest(fd) -> str:
             break
         data += chunk
     return data
+
+
+def test_chat_drops_its_oldest_exchanges_when_the_conversation_outgrows_the_window(dirs, tmp_path, monkeypatch, capfd):
+    small = shutil.copytree(dirs / "chat", tmp_path / "chat")
+    config = json.loads((small / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 12}))
+    chat_engine = engine.Engine.load(str(small), need_drafter=False, policy=policy_module.CPU)
+    settings = generate.Settings(DecodeOptions(mode="ar"), max_tokens=3, chat_template=True, profile=False,
+                                 verbose=False)
+    messages = iter(["w3 w4", "w5 w6", "w7 w8", "w3 w5", "w4 w4 w4 w4 w4 w4 w4 w4 w4 w4 w4 w4", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(messages))
+    capfd.readouterr()
+    generate.chat(chat_engine, settings)
+    out, err = capfd.readouterr()
+    assert "earlier messages dropped: the conversation outgrew the context window of 12 tokens" in err, err
+    assert err.count("error: ") == 1 and "the prompt is 12 tokens" in err  # only the message too long alone
+    assert len([line for line in out.splitlines() if line.strip()]) == 4, out  # every other message answered
 
 
 def test_chat_ctrl_d_quits_with_a_newline(dirs):
