@@ -169,10 +169,12 @@ class Engine:
         bucket = -(-len(prompt) // self.policy.prefill_bucket)
         if not self.policy.fixed_shapes or (bucket, options) in self.warmed:
             return None
-        self.warmed.add((bucket, options))
         start = time.perf_counter()
         high, low = mx.random.state[0].tolist()  # the key: seed() makes it from these 64 bits
-        for _ in self.generate(prompt, max_tokens=WARM_UP_TOKENS, options=options):
-            pass
-        mx.random.seed((high << 32) | low)
+        try:
+            for _ in self.generate(prompt, max_tokens=WARM_UP_TOKENS, options=options):
+                pass
+        finally:  # also when interrupted
+            mx.random.seed((high << 32) | low)
+        self.warmed.add((bucket, options))
         return time.perf_counter() - start

@@ -124,12 +124,15 @@ def resolve_mode(args, options: DecodeOptions, model_dir, drafter_dir) -> Decode
 
 def open_files(args, options: DecodeOptions, policy: DecodePolicy) -> Tuple[ModelFiles, DecodeOptions]:
     """--model and --drafter opened (a named model fetched on first use), --mode auto resolved;
-    decoding auto-regressively, the drafter found is dropped. Nothing is loaded yet."""
+    decoding auto-regressively, the drafter found is dropped, else the beam and --draft-vocab
+    are checked against its config. Nothing is loaded yet."""
     files = ModelFiles.open(args.model, None if args.mode == "ar" else args.drafter,
                             need_drafter=args.mode == "redrafter", policy=policy)
     options = resolve_mode(args, options, files.model_dir, files.drafter_dir)
     if options.mode == "ar":
         files.drop_drafter()
+    else:
+        options.beam.check(files.draft_vocab_size(args.draft_vocab))
     return files, options
 
 

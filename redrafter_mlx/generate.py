@@ -120,17 +120,19 @@ def stream(engine: Engine, settings: Settings, prompt_tokens, interruptible: boo
     return detokenizer.text
 
 
-def fitting_conversation(engine: Engine, messages: List[dict], chat_template: bool) -> List[int]:
+def fitting_conversation(engine: Engine, messages: List[dict], settings: Settings) -> List[int]:
     """The conversation's prompt tokens, its oldest exchanges dropped from `messages` (saying
-    so on stderr) while it leaves no room to reply in the context window; the last message
-    alone may still be too long (the request's check says so)."""
+    so on stderr) while they leave no room for a reply of --max-tokens in the context window.
+    A last message too long alone drops nothing (the request's check refuses it)."""
     window = engine.model.config.max_position_embeddings
-    tokens = engine.encode_messages(messages, chat_template)
+    tokens = engine.encode_messages(messages, settings.chat_template)
+    if len(engine.encode_messages(messages[-1:], settings.chat_template)) >= window:
+        return tokens
     dropped = 0
-    while len(tokens) >= window and len(messages) > 2:
+    while len(tokens) + settings.max_tokens > window and len(messages) > 2:
         del messages[:2]  # a message and its reply
         dropped += 2
-        tokens = engine.encode_messages(messages, chat_template)
+        tokens = engine.encode_messages(messages, settings.chat_template)
     if dropped:
         print(f"[{dropped} earlier messages dropped: the conversation outgrew the context window of {window} "
               "tokens]", file=sys.stderr)
@@ -153,7 +155,7 @@ def chat(engine: Engine, settings: Settings):
             return
         messages.append({"role": "user", "content": text})
         try:
-            tokens = fitting_conversation(engine, messages, settings.chat_template)
+            tokens = fitting_conversation(engine, messages, settings)
             reply = stream(engine, settings, tokens, interruptible=True)
         except UsageError as error:  # e.g. a conversation grown past the context window
             print(f"error: {error}", file=sys.stderr)
@@ -175,8 +177,6 @@ def run(args):
     models.check_paths(args.model, args.drafter, need_drafter=args.mode == "redrafter")
     prompt = read_prompt(args)  # before a named model is fetched
     files, options = open_files(args, options, policy)
-    if options.mode == "redrafter":  # checked against the configs and the tokenizer before any weights load
-        options.beam.check(files.draft_vocab_size(args.draft_vocab))
     prompt_tokens = None
     if prompt is not None:
         prompt_tokens = files.encode(prompt, args.chat_template)

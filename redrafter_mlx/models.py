@@ -16,7 +16,6 @@ target (fingerprint.py): a model in any of these forms finds its drafter by fing
 import argparse
 import hashlib
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -186,11 +185,15 @@ HUB_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tik
 
 
 def is_repo_id(text: str) -> bool:
-    """Whether text has the form of a Hugging Face repo id, ORG/NAME (the hub's rules: at most
-    96 characters, no '--' or '..', neither part starting or ending with '-' or '.')."""
-    parts = text.split("/")
-    return (re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and len(text) <= 96 and "--" not in text
-            and ".." not in text and not any(p[0] in "-." or p[-1] in "-." for p in parts))
+    """Whether text is a Hugging Face repo id of the form ORG/NAME, by the hub's own rules."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return text.count("/") == 1
 
 
 def check_paths(model: Optional[str], drafter: Optional[str], need_drafter: bool = True):
@@ -264,7 +267,8 @@ def hub_snapshot(repo: str) -> Path:
                          "HF_HUB_OFFLINE is set")
     log(f"downloading {repo} from the Hugging Face hub (once)")
     try:
-        return Path(snapshot_download(repo, allow_patterns=list(HUB_PATTERNS)))
+        return Path(snapshot_download(repo, allow_patterns=list(HUB_PATTERNS),
+                                      ignore_patterns=["consolidated*.safetensors"]))  # Mistral's copy of the weights
     except Exception as error:  # no network, no such repo, gated: huggingface_hub's errors vary
         raise UsageError(f"--model {repo}: not in the Hugging Face cache and not downloaded "
                          f"({type(error).__name__}: {error})") from None
@@ -359,7 +363,7 @@ def resolve(model: Optional[str], drafter: Optional[str], need_drafter: bool = T
     return model_dir, drafter_dir
 
 
-def target_directory(model: str) -> str:
+def resolve_model(model: str) -> str:
     """--model as the training commands take it: resolve()'s model directory, no drafter."""
     return str(resolve(model, None, need_drafter=False)[0])
 

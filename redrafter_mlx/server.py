@@ -105,7 +105,6 @@ def check_args(args) -> str:
         if not re.fullmatch(r"https?://[^/\s]+", origin):
             raise UsageError(f"--allow-origin {origin}: expected an origin such as http://localhost:3000 (a scheme "
                              "and a host, no path)")
-    check_port(args.host, args.port)
     return key
 
 
@@ -126,12 +125,13 @@ def load_served(args, options):
 def served_name(args) -> str:
     """--served-name, else --model's name, or the last part of its path ('.': the directory's)."""
     name = args.model or models.DEFAULT
-    return args.served_name or (Path(name).resolve().name if Path(name).exists() else name)
+    return args.served_name or (Path(os.path.abspath(name)).name if Path(name).exists() else name)  # links kept
 
 
 def serve(args):
     key = check_args(args)
     options = decode_options(args, DecodePolicy.for_device(), per_request=True)
+    check_port(args.host, args.port)  # the flags first, then the port, before the model loads
     try:
         import uvicorn
 

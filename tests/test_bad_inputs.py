@@ -513,6 +513,8 @@ def rows():
          "context window"),
         # server (flags only: nothing loads before they are checked)
         ("server_max_queue", "server", "--max-queue 0", None, "argument --max-queue: must be >= 1, got 0"),
+        ("server_draft_vocab_rows", "server", "{M} --drafter {root}/rows_drafter --draft-vocab 4 --port 0", None,
+         "--draft-vocab 4: the drafter's head holds only the rows of its 8-token draft vocabulary"),
         ("server_port_text", "server", "--port abc", None, "argument --port: expected an integer"),
         ("server_port_range", "server", "--port 70000", None, "argument --port: must be in 0..65535"),
         ("server_temp_nan", "server", "--temp nan", None, "argument --temp: must be a finite number"),

@@ -82,6 +82,20 @@ def test_warm_up_only_where_shapes_are_fixed_and_once_per_shape(dirs):
     mx.random.uniform()
     gpu.warm_up(prompt, DecodeOptions(beam=BeamShape(2, 3), sampling=SamplingParams(0.8)))
     assert mx.random.uniform(shape=(3,)).tolist() == expected  # the state put back as it was
+    interrupted = DecodeOptions(beam=BeamShape(3, 3), sampling=SamplingParams(0.8))
+
+    def ctrl_c(*args, **kwargs):
+        mx.random.uniform()
+        raise KeyboardInterrupt
+
+    mx.random.seed(5)
+    mx.random.uniform()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gpu, "generate", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            gpu.warm_up(prompt, interrupted)
+    assert mx.random.uniform(shape=(3,)).tolist() == expected  # put back after an interrupted warm-up too
+    assert gpu.warm_up(prompt, interrupted) is not None  # and that shape still to warm up
 
 
 def test_cuda_policy_verifies_on_dense_weights_and_ar_keeps_them_quantized(tmp_path):

@@ -5,6 +5,7 @@ tests/test_bad_inputs.py; killed runs are tests/test_kill.py.)"""
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -283,20 +284,26 @@ def read_rest(fd) -> str:
 
 
 def test_chat_drops_its_oldest_exchanges_when_the_conversation_outgrows_the_window(dirs, tmp_path, monkeypatch, capfd):
+    """A window of 24 tokens, replies of up to 3: exchanges go, oldest first, while a reply
+    would not fit; a message too long alone is refused and drops nothing."""
     small = shutil.copytree(dirs / "chat", tmp_path / "chat")
     config = json.loads((small / "config.json").read_text())
-    (small / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 12}))
+    (small / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 24}))
     chat_engine = engine.Engine.load(str(small), need_drafter=False, policy=policy_module.CPU)
     settings = generate.Settings(DecodeOptions(mode="ar"), max_tokens=3, chat_template=True, profile=False,
-                                 verbose=False)
-    messages = iter(["w3 w4", "w5 w6", "w7 w8", "w3 w5", "w4 w4 w4 w4 w4 w4 w4 w4 w4 w4 w4 w4", ""])
+                                 verbose=True)
+    too_long = " ".join(["w4"] * 24)
+    messages = iter(["w3 w4", "w5 w6", "w7 w8", "w3 w5", "w6 w6", too_long, "w7", ""])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(messages))
     capfd.readouterr()
     generate.chat(chat_engine, settings)
-    out, err = capfd.readouterr()
-    assert "earlier messages dropped: the conversation outgrew the context window of 12 tokens" in err, err
-    assert err.count("error: ") == 1 and "the prompt is 12 tokens" in err  # only the message too long alone
-    assert len([line for line in out.splitlines() if line.strip()]) == 4, out  # every other message answered
+    err = capfd.readouterr().err
+    prompts = [int(n) for n in re.findall(r"Prefill: (\d+) prompt tokens", err)]
+    assert len(prompts) == 6 and all(n + 3 <= 24 for n in prompts), err  # every other message answered in full
+    assert "earlier messages dropped: the conversation outgrew the context window of 24 tokens" in err, err
+    assert err.count("error: ") == 1 and "the prompt is " in err  # the message too long alone
+    before, after = err.split("error: ")
+    assert "dropped" not in before.splitlines()[-1] and prompts[-1] > 2  # it dropped nothing: "w7" came after more
 
 
 def test_chat_ctrl_d_quits_with_a_newline(dirs):
