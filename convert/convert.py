@@ -3,6 +3,7 @@
 import shutil
 import sys
 from pathlib import Path
+from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -89,7 +90,7 @@ def tokenizer_files(directory: Path) -> list:
     return files
 
 
-def read_target(src: Path, allow_pickle: bool, tokenizer_src: Path = None):
+def read_target(src: Path, allow_pickle: bool, tokenizer_src: Optional[Path]):
     """Returns (config dict, weights, quantization entries, GGUF metadata or None); the
     tokenizer files of tokenizer_src (None: the GGUF's own tokenizer) are checked once the
     config is, before the weights are read (a GGUF's: with its header)."""

@@ -27,13 +27,15 @@ import mlx.core as mx
 import numpy as np
 
 from . import models
+from .model import fingerprint
 from .atomic import atomic_file, check_output_dir, remove_stale
 from .decode.sampling import SamplingParams
 from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from .model.load import DTYPES, load_drafter, load_model, load_tokenizer, read_model_config
 from .text import encode_prompt
 from .training.batch_generate import generate_batch
-from .training.data import SETTINGS_FILE, check_settings, make_batches, read_prompts, save_sequences, shard_name
+from .training.data import (SETTINGS_FILE, check_settings, make_batches, read_prompts, save_sequences,
+                            shard_name)
 from .training.distributed import total, wait_for_all, world
 from .training.fit import VARIANT_KEYS, DrafterSpec, FitPlan, check_specs, evaluate, read_data
 from .training.fit import fit as fit_drafters
@@ -42,14 +44,18 @@ from .training.text_data import add_parser as add_text_parser, text_data
 
 
 # ---------------------------------------------------------------- data generation
-DATA_SETTINGS = ("num_prompts", "all_turns", "dtype", "max_prompt_tokens", "max_new_tokens", "batch_size", "temp",
-                 "seed")  # with the prompts file's name: what decides the shards of `data`
+def data_settings(args) -> dict:
+    """What decides the shards of `data` (a resumed run must have the same): the model (its
+    fingerprint: any form of it), the prompts file's name and the flags below."""
+    flags = ("num_prompts", "all_turns", "dtype", "max_prompt_tokens", "max_new_tokens", "batch_size", "temp", "seed")
+    return {"model": fingerprint.fingerprint(args.model), "prompts": Path(args.prompts).name,
+            **{key: getattr(args, key) for key in flags}}
 
 
 def generate_data(args):
     out = Path(args.out)
     check_output_dir(out, "--out")
-    args.model = models.target_directory(args.model)
+    args.model = models.resolve_model(args.model)
     config = read_model_config(args.model)  # the files are checked before anything is loaded or written
     prompts = read_prompts(args.prompts, args.num_prompts, args.all_turns)
     tokenizer = load_tokenizer(args.model, config.eos_ids)
@@ -60,8 +66,7 @@ def generate_data(args):
     if args.max_prompt_tokens + args.max_new_tokens > config.max_position_embeddings:
         raise UsageError(f"--max-prompt-tokens {args.max_prompt_tokens} + --max-new-tokens {args.max_new_tokens} "
                          f"exceed the model's context window of {config.max_position_embeddings}")
-    settings = {key: getattr(args, key) for key in DATA_SETTINGS} | {"prompts": Path(args.prompts).name,
-                                                                      "vocab_size": config.vocab_size}
+    settings = data_settings(args)
     check_settings(out, settings)  # a resumed run must answer the same prompts in the same batches
     model = load_model(args.model, DTYPES[args.dtype])
     group = world()
@@ -103,7 +108,7 @@ def generate_data(args):
 
 def evaluate_drafter(args):
     """Prints the drafter's teacher-forced top-1 per drafting step over all of --data."""
-    args.model = models.target_directory(args.model)
+    args.model = models.resolve_model(args.model)
     config = read_model_config(args.model)
     sequences = read_data(args.data, config.vocab_size, "--data")
     model = load_model(args.model, DTYPES[args.dtype])
@@ -124,7 +129,7 @@ def fit(args):
     spec = DrafterSpec(**{key: getattr(args, key) for key in VARIANT_KEYS})
     specs = [spec] + [spec.varied(text) for text in args.also]
     check_specs(specs)  # now, before the model is resolved (a download, a conversion); fit checks all again
-    plan = FitPlan(model=models.target_directory(args.model), data=tuple(args.data), eval_data=tuple(args.eval_data or ()),
+    plan = FitPlan(model=models.resolve_model(args.model), data=tuple(args.data), eval_data=tuple(args.eval_data or ()),
                    context_layers=tuple(args.context_layers), **{key: getattr(args, key) for key in PLAN_FLAGS})
     fit_drafters(plan, specs)
 
@@ -155,7 +160,8 @@ def build_parser():
     data.add_argument("--max-new-tokens", type=int_at_least(1), default=256)
     data.add_argument("--batch-size", type=int_at_least(1), default=128)
     data.add_argument("--max-seconds", type=finite_float(0), default=0, help="stop starting new batches after this")
-    data.add_argument("--temp", type=finite_float(0), default=0.0, help="0: greedy answers; > 0: sampled at this temperature")
+    data.add_argument("--temp", type=finite_float(0), default=0.0,
+                      help="0: greedy answers; > 0: sampled at this temperature")
     data.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help="for sampled answers")
     add_text_parser(sub)
     f = sub.add_parser("fit", help="train a drafter")

@@ -78,8 +78,9 @@ def test_recorded_rows_are_read_as_they_are_and_checked(tmp_path):
 
     write([2, 6, 9])
     assert read_token_ids(tmp_path, 3, always=[1]).tolist() == [2, 6, 9]  # the rows, not EOS + the most frequent
-    assert read_token_ids(tmp_path, 2, always=[1]).tolist() == [1, 5]  # rows of another count: ranked as before
-    for bad in ([9, 6, 2], [2, 2, 9], [2, 6, 99], "2,6,9"):
+    for bad in ([9, 6, 2], [2, 2, 9], [2, 6, 99], [2, 6], "2,6,9"):
         write(bad)
-        with pytest.raises(ConfigError, match="rows must be a sorted list of distinct token ids"):
+        with pytest.raises(ConfigError, match="rows must be a sorted list of 3 distinct token ids"):
             read_token_ids(tmp_path, 3, vocab_size=24)
+    (tmp_path / "draft_vocab.json").write_text(json.dumps({"token_ids": [5, 6, 7, 8, 9]}))  # saved before rows were
+    assert read_token_ids(tmp_path, 2, always=[1]).tolist() == [1, 5]

@@ -51,16 +51,18 @@ ROWS = "rows"  # draft_vocab.json's key for the token ids of an own head's rows,
 
 
 def read_rows(drafter_dir, size: int, vocab_size: int = None):
-    """(size,) the sorted token ids that draft_vocab.json records for a head of `size` rows,
-    or None where it records none (drafters saved before it did) or rows of another count."""
+    """(size,) the sorted token ids that draft_vocab.json records for a head of `size` rows
+    (load_drafter refuses other sizes for such a head), or None where it records none
+    (drafters saved before it did)."""
     path = Path(drafter_dir) / FILE
     raw = read_json(path, ConfigError) if path.is_file() else {}
     rows = raw.get(ROWS) if isinstance(raw, dict) else None
-    if rows is None or (isinstance(rows, list) and len(rows) != size):
+    if rows is None:
         return None
     limit = vocab_size or float("inf")
-    if not (isinstance(rows, list) and all(is_int(t) and 0 <= t < limit for t in rows) and rows == sorted(set(rows))):
-        raise ConfigError(f"{path}: {ROWS} must be a sorted list of distinct token ids, got {rows!r:.50}")
+    if not (isinstance(rows, list) and all(is_int(t) and 0 <= t < limit for t in rows) and rows == sorted(set(rows))
+            and len(rows) == size):
+        raise ConfigError(f"{path}: {ROWS} must be a sorted list of {size} distinct token ids, got {rows!r:.50}")
     return mx.array(rows, dtype=mx.int32)
 
 

@@ -123,7 +123,8 @@ class FitPlan:
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_steps < 0 or self.max_length < 3:
-            raise UsageError(f"--max-steps must be >= 0 and --max-length >= 3, got {self.max_steps} and {self.max_length}")
+            raise UsageError(f"--max-steps must be >= 0 and --max-length >= 3, got {self.max_steps} and "
+                             f"{self.max_length}")
         if not 0 <= self.eval_fraction <= 0.5:
             raise UsageError(f"--eval-fraction must be in [0, 0.5], got {self.eval_fraction}")
         for flag, dtype in (("--dtype", self.dtype), ("--save-dtype", self.save_dtype)):
@@ -347,15 +348,15 @@ def fit(plan: FitPlan, specs: Sequence[DrafterSpec]):
     vocab_size = check_fit(plan, specs).vocab_size
     sequences = read_data(plan.data, vocab_size, "--data")
     valid = read_data(plan.eval_data, vocab_size, "--eval-data") if plan.eval_data else None
-    model = load_model(plan.model, DTYPES[plan.dtype])
-    model.freeze()
-    group = world()
     rng = np.random.default_rng(plan.seed)
     rng.shuffle(sequences)
     train, valid = (sequences, valid) if valid else split_by_prompt(sequences, plan.eval_fraction)
     if not train:
         raise UsageError(f"--data: every sequence answers a held-out prompt ({len(valid)} sequences, "
                          "too few distinct prompts); give more data or --eval-data")
+    model = load_model(plan.model, DTYPES[plan.dtype])
+    model.freeze()
+    group = world()
     steps_per_epoch = sum(1 for _ in make_batches(train, plan.batch_tokens, plan.max_length, rng))
     total_steps = min(steps_per_epoch * plan.epochs, plan.max_steps or math.inf)
     if group.rank() == 0:
@@ -434,9 +435,8 @@ def draft_vocab_record(trainee: Trainee, plan: FitPlan) -> dict:
     """draft_vocab.json: the ranked answer tokens (those of --init's file where it has one,
     as they were written, whatever data they were ranked on) and, for a head holding only
     its draft vocabulary's rows, the tokens of those rows."""
-    init_file = Path(plan.init or "") / DRAFT_VOCAB_FILE
-    if plan.init and init_file.is_file():
-        record = json.loads(init_file.read_text())
+    if plan.init and (Path(plan.init) / DRAFT_VOCAB_FILE).is_file():
+        record = json.loads((Path(plan.init) / DRAFT_VOCAB_FILE).read_text())
     else:
         source = f"answer tokens of the training data ({', '.join(plan.data)}), most frequent first"
         record = {"source": source, "token_ids": trainee.ranked}
@@ -446,9 +446,8 @@ def draft_vocab_record(trainee: Trainee, plan: FitPlan) -> dict:
 
 
 def save_drafter(trainee: Trainee, plan: FitPlan, seconds: float):
-    """Atomic save of the final drafter (in plan.save_dtype), its training log and its draft
-    vocabulary (ranked answer tokens, most frequent first; with plan.init, that drafter's
-    file as it is, whatever data it was ranked on)."""
+    """Atomic save of the final drafter (in plan.save_dtype), its training log, its draft
+    vocabulary (draft_vocab_record) and target.json."""
     def cast(p):  # float weights only: a quantized head's packed weights stay integers
         return p.astype(DTYPES[plan.save_dtype]) if mx.issubdtype(p.dtype, mx.floating) else p
 

@@ -15,7 +15,8 @@ from typing import List, Optional
 
 from .. import models
 from ..atomic import atomic_file, remove_stale
-from .data import SETTINGS_FILE, check_file, check_settings, read_shard, save_sequences, shard_name, sharegpt_conversations
+from .data import (SETTINGS_FILE, check_file, check_settings, read_shard, save_sequences, shard_name,
+                   sharegpt_conversations)
 from ..errors import UsageError, int_at_least
 from ..model.load import load_tokenizer, read_model_config
 
@@ -267,7 +268,7 @@ def text_data(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
-    args.model = models.target_directory(args.model)
+    args.model = models.resolve_model(args.model)
     config = read_model_config(args.model)
     tokenizer = load_tokenizer(args.model, config.eos_ids)
     start = time.perf_counter()
