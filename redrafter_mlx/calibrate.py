@@ -88,7 +88,8 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
     cache_file = cache_file or writable_cache_dir() / "beam_auto.json"
     files = engine.files
     shapes = candidate_shapes(engine.policy.device_kind, options)
-    key = (f"{device_name()} | {weights_identity(files.model_dir)} | {weights_identity(files.drafter_dir)} "
+    key = (f"{device_name()} | {weights_identity(files.model_dir)} ({engine.model.dtype}, trees on "
+           f"{engine.policy.verify_form}) | {weights_identity(files.drafter_dir)} "
            f"(draft vocab {engine.drafter.draft_vocab_size}) | {sampling_key(options.sampling)} | "
            f"{options.sampled_drafts} | lookup {options.lookup_match} | mlx {mx.__version__} | candidates "
            f"{','.join(map(str, shapes))}")

@@ -82,6 +82,8 @@ def test_beam_auto_calibrates_once_per_device_and_model(dirs, tmp_path):
     assert ["calibrating" in r.stderr for r in sampled] == [True, False, True], sampled[0].stderr
     keys = list(json.loads((tmp_path / "beam_auto.json").read_text()))
     assert sum("greedy" in k for k in keys) == 2 and sum("temp 0.7," in k for k in keys) == 1
+    other_dtype = cli(*common, "--dtype", "bfloat16", env=env)  # weights of another dtype decode at another speed
+    assert other_dtype.returncode == 0 and "calibrating" in other_dtype.stderr, other_dtype.stderr
 
 
 def test_prompt_from_stdin(dirs):
