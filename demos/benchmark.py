@@ -34,6 +34,7 @@ import mlx.core as mx
 from redrafter_mlx import BeamShape, DecodeOptions, DecodePolicy, Engine, SamplingParams, Stats, models
 from redrafter_mlx.atomic import atomic_file
 from redrafter_mlx.decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS
+from redrafter_mlx.decode.lookup import MAX_MATCH
 from redrafter_mlx.device import device_name
 from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
 from redrafter_mlx.flags import dtype_of
@@ -253,6 +254,17 @@ def main(argv=None):
     return run_cli(lambda: run(args))
 
 
+def check_sampling_flags(args):
+    """UsageError for a flag that would not apply to the sampling asked for (as generate
+    refuses them): rows named after it would measure nothing of it."""
+    if args.temp > 0 and args.lookup != [None]:
+        raise UsageError("--lookup is for greedy decoding (--temp 0): sampling verifies no lookup beam")
+    if args.temp == 0 and args.sampled_drafts != [None]:
+        raise UsageError("--sampled-drafts is for sampling (--temp > 0): greedy decoding drafts the likeliest beams")
+    if args.temp == 0 and args.top_p != 1:
+        raise UsageError("--top-p is for sampling (--temp > 0): greedy decoding takes the likeliest token")
+
+
 def run(args):
     if args.quick:
         args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
@@ -266,8 +278,9 @@ def run(args):
                          f"got {','.join(args.verify_forms)!r}")
     if "rows_kernel" in args.verify_forms and not mx.cuda.is_available():
         raise UsageError("--verify-forms rows_kernel: the few-row kernel runs on CUDA only")
-    if any(k is not None and k < 0 for k in args.lookup):
-        raise UsageError(f"--lookup values must be >= 0, got {min(args.lookup)}")
+    if any(k is not None and not 0 <= k <= MAX_MATCH for k in args.lookup):
+        raise UsageError(f"--lookup values must be in 0..{MAX_MATCH}, got {','.join(map(str, args.lookup))}")
+    check_sampling_flags(args)
     sampling = SamplingParams(args.temp, top_p=args.top_p)
     for width, length, nodes in itertools.product(args.widths, args.lengths, args.tree_nodes):
         DecodeOptions(beam=BeamShape(width, length, nodes), sampling=sampling)  # checks the grid before loading anything

@@ -19,7 +19,7 @@ import mlx.core as mx
 import numpy as np
 
 from redrafter_mlx import DecodeOptions, Engine, models
-from redrafter_mlx.model.draft_vocab import read_ranked
+from redrafter_mlx.model.draft_vocab import FILE as DRAFT_VOCAB_FILE, read_ranked
 from redrafter_mlx.training.loss import step_logits, target_features
 from redrafter_mlx.errors import ArgumentParser, int_at_least, run_cli
 from redrafter_mlx.decode.lookup import MAX_MATCH, lookup_beam
@@ -57,7 +57,7 @@ def lookup_chains(sequence: list, prompt_length: int, steps: int, min_match: int
 
 def report_outside(answers: np.ndarray, drafter, ranked: list):
     """The share of answer tokens outside the draft vocabulary, and outside larger ones of
-    the same ranking (draft_vocab.json)."""
+    the same ranking (draft_vocab.json; none for a drafter without the file)."""
     print(f"answer tokens outside the draft vocabulary ({drafter.draft_vocab_size}): "
           f"{(np.array(drafter.index_of(mx.array(answers))) < 0).mean():.3f}", end="")
     for size in (8192, 16384):
@@ -105,7 +105,8 @@ def report(args):
     runs = np.concatenate(found)
     at_least = [f"{(runs >= k).mean():.3f}" for k in range(1, args.steps + 1)]
     print(f"{len(runs)} positions; P(chain >= 1..{args.steps}): {' '.join(at_least)}")
-    report_outside(np.concatenate(outside), drafter, read_ranked(engine.files.drafter_dir))
+    has_ranking = (engine.files.drafter_dir / DRAFT_VOCAB_FILE).is_file()  # a converted drafter of all tokens: none
+    report_outside(np.concatenate(outside), drafter, read_ranked(engine.files.drafter_dir) if has_ranking else [])
     for length in range(2, args.steps + 2):
         print(f"predicted tokens/step at 1x{length}: {1 + np.minimum(runs, length - 1).mean():.3f}")
     if args.lookup:

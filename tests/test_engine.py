@@ -60,7 +60,8 @@ def test_one_request_check(dirs):
 
 
 @pytest.mark.parametrize("bad,message", [(dict(mode="fast"), "mode must be one of"),
-                                         (dict(lookup=-1), "lookup .* must be an integer >= 0"),
+                                         (dict(lookup=-1), "lookup .* must be an integer in 0..4"),
+                                         (dict(lookup=5), "lookup .* must be an integer in 0..4"),
                                          (dict(sampled_drafts="beam"), "sampled_drafts must be one of")])
 def test_options_name_the_parameter(bad, message):
     with pytest.raises(UsageError, match=message):

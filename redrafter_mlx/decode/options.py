@@ -5,6 +5,7 @@ from typing import List
 
 from .beam_search import BeamShape
 from ..errors import UsageError
+from .lookup import MAX_MATCH
 from .sampled_drafts import METHODS
 from .sampling import SamplingParams
 
@@ -30,8 +31,9 @@ class DecodeOptions:
     def __post_init__(self):
         if self.mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not isinstance(self.lookup, int) or self.lookup < 0:
-            raise UsageError(f"lookup (the lookup beam's minimum match) must be an integer >= 0, got {self.lookup!r}")
+        if not isinstance(self.lookup, int) or not 0 <= self.lookup <= MAX_MATCH:
+            raise UsageError(f"lookup (the lookup beam's minimum match) must be an integer in 0..{MAX_MATCH} (the "
+                             f"longest suffix it looks for), got {self.lookup!r}")
         if self.sampled_drafts not in METHODS:
             raise UsageError(f"sampled_drafts must be one of {', '.join(METHODS)}, got {self.sampled_drafts!r}")
         if self.beam.nodes and not self.sampling.greedy:
