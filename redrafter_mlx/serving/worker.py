@@ -111,13 +111,11 @@ class Worker:
         if self.running is not None:
             self.running.cancel()
 
-    def wait_idle(self, seconds: float) -> bool:
-        """Waits up to `seconds` for the thread to finish its warm-up and running request;
-        -> whether it did."""
+    def wait_idle(self, seconds: float):
+        """Waits up to `seconds` for the thread to finish its warm-up and running request."""
         deadline = time.monotonic() + seconds
         while (self.running is not None or not self.ready.is_set()) and time.monotonic() < deadline:
             time.sleep(0.01)
-        return self.running is None and self.ready.is_set()
 
     def submit(self, job: Job):
         try:
