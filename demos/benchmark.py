@@ -37,7 +37,7 @@ from redrafter_mlx.decode import LOOKUP_MIN_MATCH, SAMPLED_DRAFTS
 from redrafter_mlx.decode.lookup import MAX_MATCH
 from redrafter_mlx.device import device_name
 from redrafter_mlx.errors import ArgumentParser, UsageError, finite_float, int_at_least, run_cli
-from redrafter_mlx.flags import dtype_of
+from redrafter_mlx.flags import dtype_of, refuse_unused
 from redrafter_mlx.model.load import DTYPES
 from redrafter_mlx.policy import VERIFY_FORMS
 from redrafter_mlx.decode.sampled_drafts import METHODS
@@ -254,17 +254,6 @@ def main(argv=None):
     return run_cli(lambda: run(args))
 
 
-def check_sampling_flags(args):
-    """UsageError for a flag that would not apply to the sampling asked for (as generate
-    refuses them): rows named after it would measure nothing of it."""
-    if args.temp > 0 and args.lookup != [None]:
-        raise UsageError("--lookup is for greedy decoding (--temp 0): sampling verifies no lookup beam")
-    if args.temp == 0 and args.sampled_drafts != [None]:
-        raise UsageError("--sampled-drafts is for sampling (--temp > 0): greedy decoding drafts the likeliest beams")
-    if args.temp == 0 and args.top_p != 1:
-        raise UsageError("--top-p is for sampling (--temp > 0): greedy decoding takes the likeliest token")
-
-
 def run(args):
     if args.quick:
         args.num_prompts, args.max_tokens, args.widths, args.lengths = 2, 16, "1,2", "2,3"
@@ -280,7 +269,8 @@ def run(args):
         raise UsageError("--verify-forms rows_kernel: the few-row kernel runs on CUDA only")
     if any(k is not None and not 0 <= k <= MAX_MATCH for k in args.lookup):
         raise UsageError(f"--lookup values must be in 0..{MAX_MATCH}, got {','.join(map(str, args.lookup))}")
-    check_sampling_flags(args)
+    refuse_unused(args.temp, lookup=args.lookup != [None], sampled_drafts=args.sampled_drafts != [None],
+                  top_p=args.top_p != 1)  # rows named after a setting that does nothing would measure nothing
     sampling = SamplingParams(args.temp, top_p=args.top_p)
     for width, length, nodes in itertools.product(args.widths, args.lengths, args.tree_nodes):
         DecodeOptions(beam=BeamShape(width, length, nodes), sampling=sampling)  # checks the grid before loading anything

@@ -84,13 +84,9 @@ def decode_options(args, policy: DecodePolicy, *, per_request: bool = False) -> 
         raise UsageError("--drafter is for --mode redrafter (AR decoding uses no drafter)")
     if args.mode == "ar" and given:
         raise UsageError(f"{given[0]} is for ReDrafter decoding (--mode ar drafts nothing)")
-    if args.lookup is not None and args.temp > 0:
-        raise UsageError("--lookup is for greedy decoding (--temp 0): sampling verifies no lookup beam")
-    if args.sampled_drafts is not None and args.temp == 0:
-        raise UsageError("--sampled-drafts is for sampling (--temp > 0): greedy decoding drafts the likeliest beams")
-    if not per_request and args.temp == 0 and (args.top_k or args.top_p != 1):  # a server's: for requests that sample
-        flag = "--top-k" if args.top_k else "--top-p"
-        raise UsageError(f"{flag} is for sampling (--temp > 0): greedy decoding takes the likeliest token")
+    # a server's --top-k and --top-p are the defaults of requests that sample
+    refuse_unused(args.temp, lookup=args.lookup is not None, sampled_drafts=args.sampled_drafts is not None,
+                  top_k=bool(args.top_k) and not per_request, top_p=args.top_p != 1 and not per_request)
     try:
         options = DecodeOptions(mode="ar" if args.mode == "ar" else "redrafter", beam=beam_of(args, policy),
                                 sampling=SamplingParams(args.temp, args.top_k, args.top_p),
@@ -103,6 +99,17 @@ def decode_options(args, policy: DecodePolicy, *, per_request: bool = False) -> 
             "(docs/perf.md), so decoding auto-regressively (--mode redrafter or --beam to draft anyway)")
         return replace(options, mode="ar")
     return options
+
+
+def refuse_unused(temp: float, *, lookup: bool, sampled_drafts: bool, top_k: bool = False, top_p: bool = False):
+    """UsageError for a flag given (True) that decoding at temperature `temp` would not use."""
+    if lookup and temp > 0:
+        raise UsageError("--lookup is for greedy decoding (--temp 0): sampling verifies no lookup beam")
+    if sampled_drafts and temp == 0:
+        raise UsageError("--sampled-drafts is for sampling (--temp > 0): greedy decoding drafts the likeliest beams")
+    if (top_k or top_p) and temp == 0:
+        flag = "--top-k" if top_k else "--top-p"
+        raise UsageError(f"{flag} is for sampling (--temp > 0): greedy decoding takes the likeliest token")
 
 
 def ar_when_sampling(args, policy: DecodePolicy) -> bool:

@@ -34,8 +34,7 @@ from .errors import MAX_SEED, ArgumentParser, UsageError, finite_float, int_at_l
 from .model.load import DTYPES, load_drafter, load_model, load_tokenizer, read_model_config
 from .text import encode_prompt
 from .training.batch_generate import generate_batch
-from .training.data import (SETTINGS_FILE, check_settings, make_batches, read_prompts, save_sequences,
-                            shard_name)
+from .training.data import check_settings, make_batches, read_prompts, save_sequences, shard_name, write_settings
 from .training.distributed import total, wait_for_all, world
 from .training.fit import VARIANT_KEYS, DrafterSpec, FitPlan, check_specs, evaluate, read_data
 from .training.fit import fit as fit_drafters
@@ -74,8 +73,7 @@ def generate_data(args):
     if group.rank() == 0:
         remove_stale(out, "shard-*.npz")  # shards of killed runs (done again below)
         remove_stale(out, "info.json")
-        with atomic_file(out / SETTINGS_FILE) as tmp:
-            tmp.write_text(json.dumps(settings, indent=2))
+        write_settings(out, settings)
     wait_for_all(group)  # before any process writes a shard
     eos = set(tokenizer.eos_token_ids)
     params = SamplingParams(args.temp)

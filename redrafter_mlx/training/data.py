@@ -199,6 +199,12 @@ def make_batches(sequences: list, batch_tokens: int, max_length: int, rng: np.ra
         yield tokens, mask
 
 
+def write_settings(out: Path, settings: dict):
+    """Records what decided the shards of out (its SETTINGS_FILE), for check_settings."""
+    with atomic_file(out / SETTINGS_FILE) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2))
+
+
 def check_settings(out: Path, settings: dict):
     """UsageError when out holds shards of other settings (its SETTINGS_FILE; none: a
     directory of no shards yet, or of shards written before the file was)."""

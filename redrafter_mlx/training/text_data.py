@@ -16,7 +16,7 @@ from typing import List, Optional
 from .. import models
 from ..atomic import atomic_file, remove_stale
 from .data import (SETTINGS_FILE, check_file, check_settings, read_shard, save_sequences, shard_name,
-                   sharegpt_conversations)
+                   sharegpt_conversations, write_settings)
 from ..errors import UsageError, int_at_least
 from ..model.load import load_tokenizer, read_model_config
 
@@ -278,8 +278,7 @@ def text_data(args):
     out.mkdir(parents=True, exist_ok=True)
     for name in ("shard-*.npz", "info.json", HELD_OUT_FILE, SETTINGS_FILE):
         remove_stale(out, name)
-    with atomic_file(out / SETTINGS_FILE) as tmp:
-        tmp.write_text(json.dumps(settings, indent=2))
+    write_settings(out, settings)
     with atomic_file(out / HELD_OUT_FILE) as tmp:
         tmp.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in held), encoding="utf-8")
     eot = end_of_turn(tokenizer)
