@@ -66,13 +66,18 @@ def report_outside(answers: np.ndarray, drafter, ranked: list):
     print()
 
 
+def share(hits: np.ndarray) -> str:
+    """The share of True in hits, or "-" where there are none to count."""
+    return f"{hits.mean():.3f}" if hits.size else "-"
+
+
 def report_lookup(runs: np.ndarray, lookups: dict, steps: int):
     for min_match, found in lookups.items():
         proposed = found >= 0
         either = np.maximum(runs, found)
         predicted = " ".join(f"{1 + np.minimum(either, length - 1).mean():.3f}" for length in range(2, steps + 2))
         print(f"lookup, min match {min_match}: proposes at {proposed.mean():.3f} of positions, right first there "
-              f"{(found[proposed] >= 1).mean():.3f} (drafter {(runs[proposed] >= 1).mean():.3f}); "
+              f"{share(found[proposed] >= 1)} (drafter {share(runs[proposed] >= 1)}); "
               f"P(either chain >= 1) {(either >= 1).mean():.3f}; predicted tokens/step at 1x2..1x{steps + 1}: "
               f"{predicted}")
 
