@@ -98,8 +98,9 @@ def auto_options(engine, options: DecodeOptions, *, chat_template: bool = True,
         print("[redrafter_mlx] calibrating the beam shape for this device (once)", file=sys.stderr)
         prompts = [engine.encode(p, chat_template) for p in PROMPTS]
         best, speeds = calibrate(engine, prompts, shapes, options)
-        known[key] = {"best": AR if best == AR else [best.width, best.length] + ([best.nodes] if best.nodes else []),
-                      "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
+        entry = {"best": AR if best == AR else [best.width, best.length] + ([best.nodes] if best.nodes else []),
+                 "tokens_per_s": {str(b): round(s, 2) for b, s in speeds.items()}}
+        known = read_cache(cache_file) | {key: entry}  # read again: keeps what another process wrote meanwhile
         with atomic_file(cache_file) as tmp:
             tmp.write_text(json.dumps(known, indent=2))
     best = known[key]["best"]

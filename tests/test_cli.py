@@ -189,3 +189,22 @@ def test_beam_auto_times_best_node_trees_for_greedy_requests_only(device_kind):
         assert any(b.nodes for b in shapes) == sampling.greedy
         for shape in shapes:
             DecodeOptions(beam=shape, sampling=sampling)  # raises for a shape the request may not use
+
+
+def test_beam_auto_keeps_a_calibration_written_meanwhile(dirs, tmp_path, monkeypatch):
+    """Two processes calibrating at once: each keeps the other's entry (the cache is read again
+    just before it is written), not only the last writer's."""
+    from redrafter_mlx import DecodeOptions, Engine, calibrate
+
+    cache = tmp_path / "beam_auto.json"
+
+    def other_process_meanwhile(engine, prompts, shapes, options):
+        cache.write_text(json.dumps({"other device": {"best": [4, 3]}}))
+        return BeamShape(2, 2), {BeamShape(2, 2): 10.0}
+
+    monkeypatch.setattr(calibrate, "calibrate", other_process_meanwhile)
+    engine = Engine.load(str(dirs["model"]), str(dirs["drafter"]))
+    options = calibrate.auto_options(engine, DecodeOptions(), chat_template=False, cache_file=cache)
+    assert options.beam == BeamShape(2, 2)
+    known = json.loads(cache.read_text())
+    assert known.pop("other device") == {"best": [4, 3]} and [e["best"] for e in known.values()] == [[2, 2]]
