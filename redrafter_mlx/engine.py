@@ -96,7 +96,7 @@ class ModelFiles:
             if self.drafter_config is None:
                 raise UsageError("mode redrafter needs a drafter (or use mode ar)")
             options.beam.check(self.draft_vocab_size(draft_vocab))
-        return check_request(prompt, max_tokens, self.config.max_position_embeddings)
+        return check_request(prompt, max_tokens, self.config.context_window)
 
 
 @dataclass

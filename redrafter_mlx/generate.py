@@ -84,7 +84,7 @@ class PrefillBar:
 def stream(engine: Engine, settings: Settings, prompt_tokens, interruptible: bool = False) -> str:
     """Generates, printing text as it is accepted; returns the text. interruptible: Ctrl-C
     stops this reply (returning its text so far) instead of the program."""
-    window = engine.model.config.max_position_embeddings
+    window = engine.model.config.context_window
     max_tokens = engine.check(prompt_tokens, settings.max_tokens, settings.options)
     seconds = engine.warm_up(prompt_tokens, settings.options)
     if seconds is not None and settings.verbose:
@@ -124,7 +124,7 @@ def fitting_conversation(engine: Engine, messages: List[dict], settings: Setting
     """The conversation's prompt tokens, its oldest exchanges dropped from `messages` (saying
     so on stderr) while they leave no room for a reply of --max-tokens in the context window.
     A last message too long alone drops nothing (the request's check refuses it)."""
-    window = engine.model.config.max_position_embeddings
+    window = engine.model.config.context_window
     tokens = engine.encode_messages(messages, settings.chat_template)
     if len(engine.encode_messages(messages[-1:], settings.chat_template)) >= window:
         return tokens

@@ -148,7 +148,7 @@ def serve(args):
                     ar_when_sampling=ar_when_sampling(args, engine.policy),
                     greedy_beam=None if greedy else beam_of(args, engine.policy, greedy=True),
                     sampled_beam=beam_of(args, engine.policy, greedy=False) if greedy else None)
-    settings = Settings(served=served, context=engine.model.config.max_position_embeddings,
+    settings = Settings(served=served, context=engine.model.config.context_window,
                         max_tokens=args.max_tokens, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
                         max_body=args.max_body_bytes, api_key=key,
                         max_prompt_tokens=args.max_prompt_tokens,

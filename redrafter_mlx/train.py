@@ -62,9 +62,9 @@ def generate_data(args):
     encoded = [e for e in encoded if len(e) <= args.max_prompt_tokens]
     if not encoded:
         raise UsageError(f"{args.prompts}: no prompt of at most --max-prompt-tokens {args.max_prompt_tokens} tokens")
-    if args.max_prompt_tokens + args.max_new_tokens > config.max_position_embeddings:
+    if args.max_prompt_tokens + args.max_new_tokens > config.context_window:
         raise UsageError(f"--max-prompt-tokens {args.max_prompt_tokens} + --max-new-tokens {args.max_new_tokens} "
-                         f"exceed the model's context window of {config.max_position_embeddings}")
+                         f"exceed the model's context window of {config.context_window}")
     settings = data_settings(args)
     check_settings(out, settings)  # a resumed run must answer the same prompts in the same batches
     model = load_model(args.model, DTYPES[args.dtype])

@@ -325,7 +325,7 @@ def rows():
         ("gen_prompt_empty", "generate", f"{M} {D} --prompt ''", None, "--prompt: the prompt is empty"),
         ("gen_prompt_surrogate", "generate", f"{M} {D} --prompt w3\udcff", None, "--prompt: not UTF-8 text"),
         ("gen_prompt_huge", "generate", f"--model {{root}}/small_window {D} --no-chat-template --prompt '{' '.join(['w3'] * 9)}'",
-         None, "the prompt is 9 tokens and the model's context window (max_position_embeddings) 8"),
+         None, "the prompt is 9 tokens and the model's context window 8"),
         ("gen_stdin_huge", "generate", f"--model {{root}}/small_window {D} --no-chat-template", ("w4 " * 5000).encode(),
          "the prompt is 5000 tokens"),
         # train

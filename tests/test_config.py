@@ -15,6 +15,19 @@ def test_a_llama_config_and_its_defaults():
     assert ModelConfig.from_dict({k: v for k, v in LLAMA.items() if k != "num_key_value_heads"}).num_key_value_heads == 4
 
 
+@pytest.mark.parametrize("change,window", [
+    ({}, 32768),
+    ({"model_type": "mistral", "sliding_window": 4096}, 4096),  # Mistral v0.1
+    ({"model_type": "mistral", "sliding_window": None}, 32768),  # v0.2 on
+    ({"model_type": "mistral", "sliding_window": 65536}, 32768),
+    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}, 32768),  # Qwen2's configs
+    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": True}, 4096),
+    ({"sliding_window": 4096}, 32768),  # Llama has none
+])
+def test_the_context_window_is_the_sliding_window_where_the_model_attends_within_one(change, window):
+    assert ModelConfig.from_dict({**LLAMA, "max_position_embeddings": 32768, **change}).context_window == window
+
+
 @pytest.mark.parametrize("change,fragment", [
     ({"hidden_size": "32"}, "hidden_size"), ({"hidden_size": -1}, "hidden_size"),
     ({"num_hidden_layers": True}, "num_hidden_layers"), ({"rope_theta": float("nan")}, "rope_theta"),

@@ -41,6 +41,9 @@ def dirs(tmp_path_factory):
     shutil.copytree(root / "model", root / "small_window")
     config = json.loads((root / "model" / "config.json").read_text())
     (root / "small_window" / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8}))
+    shutil.copytree(root / "model", root / "sliding_window")  # Mistral v0.1's form: a window shorter than its positions
+    (root / "sliding_window" / "config.json").write_text(json.dumps({**config, "model_type": "mistral",
+                                                                     "max_position_embeddings": 64, "sliding_window": 8}))
     shutil.copytree(root / "model", root / "chat")  # a window for a reply long enough to be stopped mid-way on a busy machine
     (root / "chat" / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 65536}))
     tokenizer_config = json.loads((root / "model" / "tokenizer_config.json").read_text())
@@ -66,18 +69,20 @@ def forbid_loading(monkeypatch, tokenizer: bool = True):
 
 # ---------------------------------------------------------------- 1. the context window
 
-def test_prompt_longer_than_the_window_fails_before_anything_loads(dirs, monkeypatch, capfd):
+@pytest.mark.parametrize("window", ["small_window", "sliding_window"])
+def test_prompt_longer_than_the_window_fails_before_anything_loads(dirs, monkeypatch, capfd, window):
     forbid_loading(monkeypatch, tokenizer=False)  # the prompt's tokens are counted
-    code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / "small_window", "--drafter",
+    code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / window, "--drafter",
                                   dirs / "drafter", "--no-chat-template", "--prompt", " ".join(["w3"] * 8))
     assert code == 2 and out == ""
-    assert "the prompt is 8 tokens and the model's context window (max_position_embeddings) 8" in error_line(err)
+    assert "the prompt is 8 tokens and the model's context window 8" in error_line(err)
 
 
+@pytest.mark.parametrize("window", ["small_window", "sliding_window"])
 @pytest.mark.parametrize("mode", ["ar", "redrafter"])
-def test_generation_stops_at_the_window_and_says_so(dirs, monkeypatch, capfd, mode):
+def test_generation_stops_at_the_window_and_says_so(dirs, monkeypatch, capfd, mode, window):
     drafter = ["--drafter", dirs / "drafter", "--beam", "2x4"] if mode == "redrafter" else []
-    code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / "small_window", *drafter, "--mode", mode,
+    code, out, err = run_generate(monkeypatch, capfd, "--model", dirs / window, *drafter, "--mode", mode,
                                   "--no-chat-template", "--prompt", "w7 w8 w9", "--max-tokens", "50")
     assert code == 0, err
     assert len(out.split()) == 5  # 8 - 3 (the tiny model's answer holds no EOS here)

@@ -35,7 +35,7 @@ def generate_ar(model: Model, prompt: List[int], *, max_tokens: int, sampling: S
     Python costs ~9% of a step; on GPUs the plain step, whose fused one-query attention
     reads exactly the keys in use, was as fast: docs/perf.md). max_tokens is cut to the room
     that the prompt leaves in the model's context window; progress: prefill's."""
-    max_tokens = check_request(prompt, max_tokens, model.config.max_position_embeddings)
+    max_tokens = check_request(prompt, max_tokens, model.config.context_window)
     policy = policy or DecodePolicy.for_device()
     stats = stats or Stats()
     cache = model.new_cache(fixed_shapes=policy.compile_ar or policy.fixed_shapes)

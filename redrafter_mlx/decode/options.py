@@ -48,17 +48,17 @@ class DecodeOptions:
 
 def max_tokens_in_window(prompt_length: int, max_tokens: int, window: int) -> int:
     """max_tokens cut to the room that a prompt of prompt_length tokens leaves in a context
-    window of `window` positions (the model's max_position_embeddings); UsageError when the
+    window of `window` positions (the model's ModelConfig.context_window); UsageError when the
     prompt leaves none."""
     if prompt_length >= window:
         raise UsageError(f"the prompt is {prompt_length} tokens and the model's context window "
-                         f"(max_position_embeddings) {window}: no room to generate; shorten the prompt")
+                         f"{window}: no room to generate; shorten the prompt")
     return min(max_tokens, window - prompt_length)
 
 
 def check_request(prompt: List[int], max_tokens: int, window: int) -> int:
     """Checks a request once; returns max_tokens cut to the room the prompt leaves in a
-    context window of `window` positions (the model's max_position_embeddings)."""
+    context window of `window` positions (the model's ModelConfig.context_window)."""
     if not prompt:
         raise UsageError("the prompt is empty")
     if max_tokens < 1:

@@ -55,7 +55,7 @@ def generate_redrafter(model: Model, drafter: Drafter, prompt: List[int], *, max
     above). max_tokens is cut to the room that the prompt leaves in the model's context
     window; progress: prefill's; compiled: where compiled steps are kept (an Engine's)."""
     options = DecodeOptions(beam=beam, sampling=sampling, lookup=lookup, sampled_drafts=sampled_drafts)
-    max_tokens = check_request(prompt, max_tokens, model.config.max_position_embeddings)
+    max_tokens = check_request(prompt, max_tokens, model.config.context_window)
     beam.check(drafter.draft_vocab_size)
     policy = policy or DecodePolicy.for_device()
     stats = stats or Stats()

@@ -202,6 +202,18 @@ class ModelConfig:
         return {k: v for k, v in out.items() if v is not None}
 
     @property
+    def context_window(self) -> int:
+        """The positions a sequence may fill: max_position_embeddings, or the sliding attention
+        window where the model has one and it is shorter (Mistral v0.1: 4,096 of 32,768). Our
+        attention sees every earlier position, which is the model's own attention only within
+        its window; past it the output would differ, so the window bounds the context."""
+        window = self.extra.get("sliding_window")
+        slides = self.extra.get("use_sliding_window", False) if self.model_type == "qwen2" else self.model_type == "mistral"
+        if slides and is_int(window) and 0 < window < self.max_position_embeddings:
+            return window
+        return self.max_position_embeddings
+
+    @property
     def eos_ids(self) -> list:
         eos = self.eos_token_id
         if eos is None:
