@@ -97,6 +97,8 @@ def root(tmp_path_factory):
     write_drafter_dir(root / "target_head_drafter", tiny_drafter(model, head="target"))
     write_drafter_dir(root / "vocab_drafter", tiny_drafter(tiny_model(0, vocab=20)))
     variant(root, "small_window", "model", edit=setter(max_position_embeddings=8))
+    variant(root, "sliding_window", "model", edit=setter(model_type="mistral", max_position_embeddings=64,
+                                                         sliding_window=8))  # Mistral v0.1's form
     variant(root, "rows_drafter", "drafter", edit=setter(draft_vocab_size=8, head_rows=8))  # config only: refused first
     variant(root, "vocab_drafter_json", "drafter", files={"draft_vocab.json": json.dumps(
         {"token_ids": list(range(16))}).encode()})
@@ -355,6 +357,8 @@ def rows():
          "--out {root}/out_file: exists and is not a directory"),
         ("train_data_window", "train", "data --model {root}/small_window --prompts {root}/prompts.jsonl --out "
          "{root}/data_out", None, "exceed the model's context window of 8"),
+        ("train_data_sliding_window", "train", "data --model {root}/sliding_window --prompts {root}/prompts.jsonl "
+         "--out {root}/data_out", None, "exceed the model's context window of 8"),
         ("train_text_missing_sharegpt", "train", "text {M} --sharegpt {root}/nope.json --out {root}/text_out", None,
          "--sharegpt {root}/nope.json: no such file"),
         ("train_text_sharegpt_binary", "train", "text {M} --sharegpt {root}/prompts_sharegpt_binary.json --out "

@@ -19,9 +19,15 @@ def test_a_llama_config_and_its_defaults():
     ({}, 32768),
     ({"model_type": "mistral", "sliding_window": 4096}, 4096),  # Mistral v0.1
     ({"model_type": "mistral", "sliding_window": None}, 32768),  # v0.2 on
+    ({"model_type": "mistral"}, 4096),  # Hugging Face's default
     ({"model_type": "mistral", "sliding_window": 65536}, 32768),
     ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}, 32768),  # Qwen2's configs
-    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": True}, 4096),
+    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": True, "max_window_layers": 1}, 4096),
+    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": True}, 32768),  # layers 28 on: none of 2
+    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": True,
+      "layer_types": ["full_attention", "sliding_attention"]}, 4096),
+    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": True, "max_window_layers": 1,
+      "layer_types": ["full_attention", "full_attention"]}, 32768),
     ({"sliding_window": 4096}, 32768),  # Llama has none
 ])
 def test_the_context_window_is_the_sliding_window_where_the_model_attends_within_one(change, window):

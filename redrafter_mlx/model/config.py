@@ -207,11 +207,24 @@ class ModelConfig:
         window where the model has one and it is shorter (Mistral v0.1: 4,096 of 32,768). Our
         attention sees every earlier position, which is the model's own attention only within
         its window; past it the output would differ, so the window bounds the context."""
-        window = self.extra.get("sliding_window")
-        slides = self.extra.get("use_sliding_window", False) if self.model_type == "qwen2" else self.model_type == "mistral"
-        if slides and is_int(window) and 0 < window < self.max_position_embeddings:
+        window = self.extra.get("sliding_window", 4096 if self.model_type == "mistral" else None)  # HF's defaults
+        if self._slides() and is_int(window) and 0 < window < self.max_position_embeddings:
             return window
         return self.max_position_embeddings
+
+    def _slides(self) -> bool:
+        """Whether some layer attends within the sliding window, as Hugging Face reads the
+        config: every Mistral layer; Qwen2's with use_sliding_window, those that layer_types
+        names "sliding_attention", else those from max_window_layers (default 28) on."""
+        if self.model_type == "mistral":
+            return True
+        if self.model_type != "qwen2" or self.extra.get("use_sliding_window") is not True:
+            return False
+        layer_types = self.extra.get("layer_types")
+        if isinstance(layer_types, list):
+            return "sliding_attention" in layer_types
+        first = self.extra.get("max_window_layers", 28)
+        return not is_int(first) or first < self.num_hidden_layers
 
     @property
     def eos_ids(self) -> list:
