@@ -19,7 +19,7 @@ def test_a_llama_config_and_its_defaults():
     ({}, 32768),
     ({"model_type": "mistral", "sliding_window": 4096}, 4096),  # Mistral v0.1
     ({"model_type": "mistral", "sliding_window": None}, 32768),  # v0.2 on
-    ({"model_type": "mistral"}, 4096),  # Hugging Face's default
+    ({"model_type": "mistral"}, 32768),  # none named: a v0.2 config written again (to_dict drops its null)
     ({"model_type": "mistral", "sliding_window": 65536}, 32768),
     ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}, 32768),  # Qwen2's configs
     ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": True, "max_window_layers": 1}, 4096),

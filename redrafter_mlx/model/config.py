@@ -207,7 +207,7 @@ class ModelConfig:
         window where the model has one and it is shorter (Mistral v0.1: 4,096 of 32,768). Our
         attention sees every earlier position, which is the model's own attention only within
         its window; past it the output would differ, so the window bounds the context."""
-        window = self.extra.get("sliding_window", 4096 if self.model_type == "mistral" else None)  # HF's defaults
+        window = self.extra.get("sliding_window")  # none named: none (to_dict drops v0.2's null)
         if self._slides() and is_int(window) and 0 < window < self.max_position_embeddings:
             return window
         return self.max_position_embeddings
