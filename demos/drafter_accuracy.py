@@ -21,7 +21,7 @@ import numpy as np
 from redrafter_mlx import DecodeOptions, Engine, models
 from redrafter_mlx.model.draft_vocab import FILE as DRAFT_VOCAB_FILE, read_ranked
 from redrafter_mlx.training.loss import step_logits, target_features
-from redrafter_mlx.errors import ArgumentParser, int_at_least, run_cli
+from redrafter_mlx.errors import ArgumentParser, UsageError, int_at_least, run_cli
 from redrafter_mlx.decode.lookup import MAX_MATCH, lookup_beam
 
 from .prompts import load_prompts
@@ -108,6 +108,9 @@ def report(args):
         for min_match in lookups if args.lookup else ():
             lookups[min_match].append(lookup_chains(prompt + answer, len(prompt), args.steps, min_match))
     runs = np.concatenate(found)
+    if not len(runs):
+        raise UsageError(f"no answer position to score: every answer was shorter than 2 tokens (--max-tokens "
+                         f"{args.max_tokens})")
     at_least = [f"{(runs >= k).mean():.3f}" for k in range(1, args.steps + 1)]
     print(f"{len(runs)} positions; P(chain >= 1..{args.steps}): {' '.join(at_least)}")
     has_ranking = (engine.files.drafter_dir / DRAFT_VOCAB_FILE).is_file()  # a converted drafter of all tokens: none

@@ -328,3 +328,16 @@ def test_server_bench_times_a_reply_without_text_to_its_end(tmp_path):
     runs = [local.run("w3 w4", 4, mode) for mode in ("ar", "redrafter")]
     assert all(run.text == "" and run.first_token == run.seconds for run in runs)
     assert summary(runs)["ttft_ms_median"] > 0
+
+
+def test_drafter_accuracy_refuses_answers_too_short_to_score(dirs, capsys):
+    """Answers of one token leave no position to score: one line, not rows of nan."""
+    from demos import drafter_accuracy
+
+    with pytest.raises(SystemExit) as exited:
+        drafter_accuracy.main(["--model", str(dirs["model"]), "--drafter", str(dirs["drafter"]), "--prompts",
+                               str(dirs["prompts"]), "--num-prompts", "2", "--max-tokens", "1", "--lookup"])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2 and captured.out == ""
+    assert captured.err.strip() == ("error: no answer position to score: every answer was shorter than 2 tokens "
+                                    "(--max-tokens 1)")
